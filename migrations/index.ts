@@ -1,0 +1,8 @@
+import type { Knex } from 'knex';
+
+import * as core from './20261123000000_core.js';
+
+/** Every migration, in order. Knex records applied names in knex_migrations. */
+export const migrations: Record<string, Knex.Migration> = {
+  '20261123000000_core': core,
+};

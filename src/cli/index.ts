@@ -1,0 +1,236 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+import { ConfigError, loadConfig, type Config } from '../config/index.js';
+import { openDatabase, type Db } from '../db/knex.js';
+import { migrateLatest } from '../db/migrate.js';
+import { createLogger } from '../lib/logger.js';
+import { DuplicateEmailError } from '../repositories/accounts.js';
+import { ConflictError, NotFoundError, ValidationError } from '../services/errors.js';
+import { createServices, type Services } from '../services/index.js';
+
+/** Bad usage: printed as one line, exit code 2. */
+class UsageError extends Error {}
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+type Handler = (ctx: { args: string[]; services: Services; db: Db; config: Config }) => Promise<unknown>;
+
+interface Command {
+  usage: string;
+  /** Runs without migrating first (only `migrate` itself). */
+  raw?: boolean;
+  run: Handler;
+}
+
+function parse<O extends Options>(args: string[], options: O, usage: string) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: true });
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message.split('\n')[0]} (usage: latch ${usage})`);
+  }
+}
+
+const list = (v: unknown): string[] => (Array.isArray(v) ? (v as string[]) : typeof v === 'string' ? [v] : []);
+const required = (v: unknown, flag: string, usage: string): string => {
+  if (typeof v !== 'string' || v.trim() === '') throw new UsageError(`--${flag} is required (usage: latch ${usage})`);
+  return v;
+};
+const integer = (v: unknown, flag: string): number | undefined => {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || !/^\d+$/.test(v)) throw new UsageError(`--${flag} must be a whole number (got "${String(v)}")`);
+  return Number(v);
+};
+
+const COMMANDS: Record<string, Command> = {
+  migrate: {
+    usage: 'migrate',
+    raw: true,
+    async run({ db }) {
+      return { applied: await migrateLatest(db) };
+    },
+  },
+  'users create': {
+    usage: 'users create --email E --password P [--name N] [--superuser]',
+    async run({ args, services }) {
+      const u = this.usage;
+      const { values } = parse(args, { email: { type: 'string' }, password: { type: 'string' }, name: { type: 'string' }, superuser: { type: 'boolean' } }, u);
+      const account = await services.accounts.create({ email: required(values.email, 'email', u), password: required(values.password, 'password', u), name: values.name, superuser: values.superuser ?? false });
+      return { id: account.id, email: account.email, name: account.displayName, superuser: account.superuser, email_verified: account.emailVerified, created_at: account.createdAt };
+    },
+  },
+  'resources create': {
+    usage: 'resources create --identifier URI [--scope S]... [--ttl SECONDS] [--alg RS256|ES256|EdDSA] [--name N]',
+    async run({ args, services }) {
+      const u = this.usage;
+      const { values } = parse(args, { identifier: { type: 'string' }, scope: { type: 'string', multiple: true }, ttl: { type: 'string' }, alg: { type: 'string' }, name: { type: 'string' } }, u);
+      const r = await services.resources.create({ identifier: required(values.identifier, 'identifier', u), scopes: list(values.scope), ttl: integer(values.ttl, 'ttl'), alg: values.alg, name: values.name });
+      return { id: r.id, identifier: r.identifier, name: r.name, scopes: r.scopes, access_token_ttl: r.accessTokenTtl, alg: r.signingAlg };
+    },
+  },
+  'resources list': {
+    usage: 'resources list',
+    async run({ services }) {
+      return (await services.resources.list()).map((r) => ({ id: r.id, identifier: r.identifier, name: r.name, scopes: r.scopes, access_token_ttl: r.accessTokenTtl, alg: r.signingAlg }));
+    },
+  },
+  'clients create': {
+    usage:
+      'clients create --name N [--grant G]... [--redirect-uri U]... [--post-logout-redirect-uri U]... [--scope S]... [--resource URI]... [--public] [--first-party] [--web-origin O]... [--auth-method client_secret_basic|client_secret_post|private_key_jwt|none] [--jwks-uri U]',
+    async run({ args, services }) {
+      const u = this.usage;
+      const { values } = parse(
+        args,
+        {
+          name: { type: 'string' },
+          grant: { type: 'string', multiple: true },
+          'redirect-uri': { type: 'string', multiple: true },
+          'post-logout-redirect-uri': { type: 'string', multiple: true },
+          scope: { type: 'string', multiple: true },
+          resource: { type: 'string', multiple: true },
+          public: { type: 'boolean' },
+          'first-party': { type: 'boolean' },
+          'web-origin': { type: 'string', multiple: true },
+          'auth-method': { type: 'string' },
+          'jwks-uri': { type: 'string' },
+        },
+        u,
+      );
+      const created = await services.clients.create({
+        name: required(values.name, 'name', u),
+        grants: list(values.grant),
+        redirectUris: list(values['redirect-uri']),
+        postLogoutRedirectUris: list(values['post-logout-redirect-uri']),
+        scopes: list(values.scope),
+        resources: list(values.resource),
+        isPublic: values.public ?? false,
+        firstParty: values['first-party'] ?? false,
+        webOrigins: list(values['web-origin']),
+        authMethod: values['auth-method'],
+        jwksUri: values['jwks-uri'],
+      });
+      return { ...describeClient(created.client), ...(created.client_secret ? { client_secret: created.client_secret } : {}) };
+    },
+  },
+  'clients list': {
+    usage: 'clients list',
+    async run({ services }) {
+      return (await services.clients.list()).map(describeClient);
+    },
+  },
+  'clients disable': { usage: 'clients disable CLIENT_ID', run: (c) => setEnabled(c, false, 'clients disable CLIENT_ID') },
+  'clients enable': { usage: 'clients enable CLIENT_ID', run: (c) => setEnabled(c, true, 'clients enable CLIENT_ID') },
+  'clients delete': {
+    usage: 'clients delete CLIENT_ID',
+    async run({ args, services }) {
+      const id = onePositional(args, this.usage);
+      if (!(await services.clients.delete(id))) throw new NotFoundError(`client ${id}`);
+      return { client_id: id, deleted: true };
+    },
+  },
+  'keys list': {
+    usage: 'keys list',
+    async run({ services }) {
+      return services.keys.list();
+    },
+  },
+  'keys rotate': {
+    usage: 'keys rotate',
+    async run({ services }) {
+      const kids = await services.keys.rotate();
+      return { rotated: kids, keys: await services.keys.list() };
+    },
+  },
+  'keys retire': {
+    usage: 'keys retire KID',
+    async run({ args, services }) {
+      const kid = onePositional(args, this.usage);
+      await services.keys.retire(kid);
+      return { retired: kid };
+    },
+  },
+};
+
+function onePositional(args: string[], usage: string): string {
+  const { positionals } = parse(args, {}, usage);
+  if (positionals.length !== 1) throw new UsageError(`expected exactly one argument (usage: latch ${usage})`);
+  return positionals[0]!;
+}
+
+async function setEnabled({ args, services }: Parameters<Handler>[0], enabled: boolean, usage: string) {
+  const id = onePositional(args, usage);
+  if (!(await services.clients.setEnabled(id, enabled))) throw new NotFoundError(`client ${id}`);
+  return { client_id: id, enabled };
+}
+
+function describeClient(c: Awaited<ReturnType<Services['clients']['list']>>[number]) {
+  return {
+    client_id: c.id,
+    name: c.name,
+    grant_types: c.grantTypes,
+    redirect_uris: c.redirectUris,
+    post_logout_redirect_uris: c.postLogoutRedirectUris,
+    scope: c.scopes.join(' '),
+    resources: c.resources,
+    web_origins: c.webOrigins,
+    token_endpoint_auth_method: c.tokenEndpointAuthMethod,
+    jwks_uri: c.jwksUri,
+    public: c.isPublic,
+    first_party: c.firstParty,
+    enabled: c.enabled,
+    created_at: c.createdAt,
+  };
+}
+
+function help(): string {
+  return ['Usage: latch <command> [options]', '', 'Commands:', ...Object.values(COMMANDS).map((c) => `  latch ${c.usage}`), '', 'Acts on the database named by DATABASE_URL (default: SQLite file data/latch.sqlite).'].join('\n');
+}
+
+/** Runs one CLI invocation; returns the exit code. Output: JSON on stdout, one error line on stderr. */
+export async function runCli(argv: string[], env: Record<string, string | undefined> = process.env, out: { stdout: (s: string) => void; stderr: (s: string) => void } = { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s) }): Promise<number> {
+  if (argv.length === 0 || argv[0] === '--help' || argv[0] === 'help' || argv[0] === '-h') {
+    out.stdout(`${help()}\n`);
+    return argv.length === 0 ? 2 : 0;
+  }
+  const key = COMMANDS[`${argv[0]} ${argv[1] ?? ''}`] ? `${argv[0]} ${argv[1]}` : argv[0]!;
+  const command = COMMANDS[key];
+  if (!command) {
+    out.stderr(`latch: unknown command "${argv.slice(0, 2).join(' ')}" (run \`latch --help\`)\n`);
+    return 2;
+  }
+  const args = argv.slice(key.split(' ').length);
+
+  let config: Config;
+  try {
+    config = loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      out.stderr(`latch: invalid configuration: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+  const db = openDatabase(config.database);
+  try {
+    if (!command.raw) await migrateLatest(db);
+    const services = createServices({ db, config, logger: createLogger('error') });
+    const result = await command.run.call(command, { args, services, db, config });
+    out.stdout(`${JSON.stringify(result, null, 2)}\n`);
+    return 0;
+  } catch (err) {
+    if (err instanceof UsageError) {
+      out.stderr(`latch: ${err.message}\n`);
+      return 2;
+    }
+    if (err instanceof ValidationError) {
+      out.stderr(`latch: --${err.field} ${err.detail}\n`);
+      return 1;
+    }
+    if (err instanceof NotFoundError || err instanceof ConflictError || err instanceof DuplicateEmailError) {
+      out.stderr(`latch: ${err.message}\n`);
+      return 1;
+    }
+    out.stderr(`latch: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}\n`);
+    return 1;
+  } finally {
+    await db.destroy();
+  }
+}

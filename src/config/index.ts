@@ -1,0 +1,139 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
+
+import { type Config, ConfigError, type DatabaseConfig, type LogLevel } from './schema.js';
+
+export { type Config, ConfigError, VARIABLES } from './schema.js';
+
+type Env = Record<string, string | undefined>;
+
+const LOCAL_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+function value(env: Env, name: string): string | undefined {
+  const raw = env[name];
+  return raw === undefined || raw.trim() === '' ? undefined : raw.trim();
+}
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = value(env, name);
+  if (raw === undefined) return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(name, `must be a whole number (got "${raw}")`);
+  const n = Number(raw);
+  if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max} (got ${n})`);
+  return n;
+}
+
+function boolean(env: Env, name: string, fallback: boolean): boolean {
+  const raw = value(env, name)?.toLowerCase();
+  if (raw === undefined) return fallback;
+  if (['1', 'true', 'yes', 'on'].includes(raw)) return true;
+  if (['0', 'false', 'no', 'off'].includes(raw)) return false;
+  throw new ConfigError(name, `must be true or false (got "${raw}")`);
+}
+
+function parseDatabase(env: Env, dataDir: string): DatabaseConfig {
+  const raw = value(env, 'DATABASE_URL');
+  if (raw === undefined) return { client: 'sqlite', filename: join(dataDir, 'latch.sqlite') };
+  if (raw.startsWith('postgres://') || raw.startsWith('postgresql://')) {
+    try {
+      new URL(raw);
+    } catch {
+      throw new ConfigError('DATABASE_URL', 'is not a valid postgres:// URL');
+    }
+    return { client: 'pg', connectionString: raw };
+  }
+  if (raw.startsWith('sqlite:')) {
+    const path = raw.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '');
+    if (!path) throw new ConfigError('DATABASE_URL', 'sqlite: needs a file path (sqlite:PATH)');
+    return { client: 'sqlite', filename: path === ':memory:' ? path : resolve(path) };
+  }
+  throw new ConfigError('DATABASE_URL', `must start with postgres://, postgresql:// or sqlite: (got "${raw.split(':')[0]}:…")`);
+}
+
+function parseIssuer(env: Env, port: number, production: boolean): string {
+  const raw = value(env, 'ISSUER') ?? `http://localhost:${port}`;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError('ISSUER', `is not an absolute URL (got "${raw}")`);
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    throw new ConfigError('ISSUER', 'must be an http: or https: URL');
+  }
+  if (url.search || url.hash) throw new ConfigError('ISSUER', 'must not have a query or fragment');
+  // OpenID Connect Discovery §3 / RFC 8414 §2: the issuer is https, except for local development.
+  if (production && url.protocol === 'http:' && !LOCAL_HOSTS.has(url.hostname)) {
+    throw new ConfigError('ISSUER', 'must be https in production (http is allowed only for localhost)');
+  }
+  return raw.replace(/\/+$/, '');
+}
+
+/** Reads or creates the development secret in the data folder. */
+function generatedSecret(dataDir: string): string {
+  const file = join(dataDir, 'latch-secret');
+  try {
+    const existing = readFileSync(file, 'utf8').trim();
+    if (existing.length >= 32) return existing;
+  } catch {
+    // not there yet: created below
+  }
+  mkdirSync(dataDir, { recursive: true });
+  const secret = randomBytes(32).toString('base64url');
+  writeFileSync(file, `${secret}\n`, { mode: 0o600 });
+  return secret;
+}
+
+/**
+ * Validates the environment into one frozen Config. Throws ConfigError (one line naming the
+ * variable) on any bad value.
+ */
+export function loadConfig(env: Env = process.env): Config {
+  const production = value(env, 'NODE_ENV') === 'production';
+  const port = integer(env, 'PORT', 3000, 0, 65535);
+  const dataDirRaw = value(env, 'DATA_DIR') ?? 'data';
+  const dataDir = isAbsolute(dataDirRaw) ? dataDirRaw : resolve(dataDirRaw);
+
+  let secret = value(env, 'LATCH_SECRET');
+  let secretGenerated = false;
+  if (secret === undefined) {
+    if (production) throw new ConfigError('LATCH_SECRET', 'is required when NODE_ENV=production');
+    secret = generatedSecret(dataDir);
+    secretGenerated = true;
+  } else if (secret.length < 32) {
+    throw new ConfigError('LATCH_SECRET', 'must be at least 32 characters');
+  }
+
+  const adminEmail = value(env, 'ADMIN_EMAIL');
+  const adminPassword = env.ADMIN_PASSWORD;
+  if ((adminEmail === undefined) !== (adminPassword === undefined || adminPassword === '')) {
+    throw new ConfigError(adminEmail === undefined ? 'ADMIN_EMAIL' : 'ADMIN_PASSWORD', 'must be set together with ' + (adminEmail === undefined ? 'ADMIN_PASSWORD' : 'ADMIN_EMAIL'));
+  }
+
+  const logLevel = (value(env, 'LOG_LEVEL') ?? 'info').toLowerCase();
+  if (!['error', 'warn', 'info', 'debug'].includes(logLevel)) {
+    throw new ConfigError('LOG_LEVEL', `must be one of error, warn, info, debug (got "${logLevel}")`);
+  }
+
+  const config: Config = {
+    port,
+    issuer: parseIssuer(env, port, production),
+    database: parseDatabase(env, dataDir),
+    secret,
+    secretGenerated,
+    admin: adminEmail !== undefined && adminPassword ? { email: adminEmail, password: adminPassword } : undefined,
+    ttl: {
+      accessToken: integer(env, 'ACCESS_TOKEN_TTL', 900, 1, 31_536_000),
+      refreshToken: integer(env, 'REFRESH_TOKEN_TTL', 604_800, 1, 31_536_000),
+      idToken: integer(env, 'ID_TOKEN_TTL', 3600, 1, 31_536_000),
+      session: integer(env, 'SESSION_TTL', 1_209_600, 60, 31_536_000),
+    },
+    trustProxy: boolean(env, 'TRUST_PROXY', false),
+    purgeIntervalSeconds: integer(env, 'PURGE_INTERVAL', 60, 1, 86_400),
+    dataDir,
+    logLevel: logLevel as LogLevel,
+    production,
+  };
+  return Object.freeze(config);
+}

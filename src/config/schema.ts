@@ -1,0 +1,70 @@
+/**
+ * Every environment variable Latch reads, declared once: name, default, one sentence of
+ * documentation and a parser. The README's configuration table is checked against this list
+ * by test/config.test.ts, so the two cannot drift apart.
+ */
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(`${variable} ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export interface VariableSpec {
+  /** Environment variable name. */
+  name: string;
+  /** Default as shown in the README (a literal value or a description). */
+  default: string;
+  /** One sentence for the README table. */
+  doc: string;
+}
+
+export const VARIABLES: readonly VariableSpec[] = [
+  { name: 'PORT', default: '3000', doc: 'TCP port the HTTP server listens on.' },
+  { name: 'ISSUER', default: 'http://localhost:$PORT', doc: 'Public issuer URL; every endpoint in discovery is derived from it. Must be https in production (except localhost).' },
+  { name: 'DATABASE_URL', default: 'SQLite file data/latch.sqlite', doc: '`postgres://…` for PostgreSQL, `sqlite:PATH` for an SQLite file.' },
+  { name: 'LATCH_SECRET', default: 'generated into data/latch-secret (not in production)', doc: 'Master secret (at least 32 characters): keys client-secret HMACs, encrypts signing keys, signs cookies and CSRF tokens. Required in production.' },
+  { name: 'ADMIN_EMAIL', default: '(unset)', doc: 'With ADMIN_PASSWORD: create this superuser at start when no account has that email.' },
+  { name: 'ADMIN_PASSWORD', default: '(unset)', doc: 'Password of the ADMIN_EMAIL superuser (used only when it is created).' },
+  { name: 'ACCESS_TOKEN_TTL', default: '900', doc: 'Access-token lifetime in seconds (a resource server may set its own).' },
+  { name: 'REFRESH_TOKEN_TTL', default: '604800', doc: 'Refresh-token lifetime in seconds.' },
+  { name: 'ID_TOKEN_TTL', default: '3600', doc: 'ID-token lifetime in seconds.' },
+  { name: 'SESSION_TTL', default: '1209600', doc: 'Browser sign-in session lifetime in seconds.' },
+  { name: 'TRUST_PROXY', default: 'false', doc: 'Trust X-Forwarded-Proto/-Host/-For from a reverse proxy (needed for an https issuer behind a TLS-terminating proxy).' },
+  { name: 'PURGE_INTERVAL', default: '60', doc: 'Seconds between purges of expired provider state (codes, tokens, sessions).' },
+  { name: 'DATA_DIR', default: 'data', doc: 'Folder for the default SQLite file and the generated development secret.' },
+  { name: 'LOG_LEVEL', default: 'info', doc: 'One of error, warn, info, debug.' },
+  { name: 'NODE_ENV', default: 'development', doc: '`production` enforces LATCH_SECRET and an https issuer.' },
+];
+
+export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
+
+export type DatabaseConfig =
+  | { client: 'sqlite'; filename: string }
+  | { client: 'pg'; connectionString: string };
+
+export interface Config {
+  readonly port: number;
+  readonly issuer: string;
+  readonly database: DatabaseConfig;
+  /** Master secret; always set after loading (generated in development). */
+  readonly secret: string;
+  /** True when the secret was generated into the data folder rather than configured. */
+  readonly secretGenerated: boolean;
+  readonly admin: { readonly email: string; readonly password: string } | undefined;
+  readonly ttl: {
+    readonly accessToken: number;
+    readonly refreshToken: number;
+    readonly idToken: number;
+    readonly session: number;
+  };
+  readonly trustProxy: boolean;
+  readonly purgeIntervalSeconds: number;
+  readonly dataDir: string;
+  readonly logLevel: LogLevel;
+  readonly production: boolean;
+}

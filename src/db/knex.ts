@@ -1,0 +1,70 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+import knexFactory, { type Knex } from 'knex';
+import pg from 'pg';
+
+import type { DatabaseConfig } from '../config/schema.js';
+
+// PostgreSQL returns BIGINT (int8) as strings by default; every int8 column of ours holds epoch
+// seconds or counters far below 2^53, so numbers are exact and simpler for every caller.
+pg.types.setTypeParser(20, (v: string) => Number.parseInt(v, 10));
+
+export type Db = Knex;
+
+/** Opens a Knex instance for SQLite (WAL, busy timeout) or PostgreSQL. */
+export function openDatabase(config: DatabaseConfig): Db {
+  if (config.client === 'pg') {
+    return knexFactory({
+      client: 'pg',
+      connection: config.connectionString,
+      pool: { min: 0, max: 10 },
+    });
+  }
+  if (config.filename !== ':memory:') mkdirSync(dirname(config.filename), { recursive: true });
+  return knexFactory({
+    client: 'better-sqlite3',
+    connection: { filename: config.filename },
+    useNullAsDefault: true,
+    // better-sqlite3 is synchronous: one connection serialises every statement anyway.
+    pool: {
+      min: 1,
+      max: 1,
+      afterCreate(conn: { pragma(s: string): unknown }, done: (err: Error | null, conn: unknown) => void) {
+        try {
+          // WAL lets the CLI write while a server reads and writes; busy_timeout makes a
+          // concurrent writer wait instead of failing with SQLITE_BUSY.
+          conn.pragma('journal_mode = WAL');
+          conn.pragma('busy_timeout = 5000');
+          conn.pragma('synchronous = NORMAL');
+          conn.pragma('foreign_keys = ON');
+          done(null, conn);
+        } catch (err) {
+          done(err as Error, conn);
+        }
+      },
+    },
+  });
+}
+
+export function isPostgres(db: Db): boolean {
+  return db.client.config.client === 'pg';
+}
+
+/** Current time as an ISO string: portable to SQLite (which cannot bind Date) and PostgreSQL. */
+export function nowIso(): string {
+  return new Date().toISOString();
+}
+
+/** Normalises a timestamp read from either engine to an ISO string. */
+export function toIso(v: unknown): string | null {
+  if (v === null || v === undefined) return null;
+  if (v instanceof Date) return v.toISOString();
+  const s = String(v);
+  const d = new Date(/[zZ]|[+-]\d\d:?\d\d$/.test(s) ? s : `${s.replace(' ', 'T')}Z`);
+  return Number.isNaN(d.getTime()) ? s : d.toISOString();
+}
+
+export function epochSeconds(): number {
+  return Math.floor(Date.now() / 1000);
+}

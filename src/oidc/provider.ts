@@ -1,0 +1,239 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+
+import type Koa from 'koa';
+import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+
+import type { Config } from '../config/index.js';
+import type { Logger } from '../lib/logger.js';
+import type { Render } from '../lib/views.js';
+import type { ProviderStateRepository } from '../repositories/provider-state.js';
+import type { AccountService } from '../services/accounts.js';
+import type { ChangeFeed } from '../services/change-feed.js';
+import type { ClientService } from '../services/clients.js';
+import type { KeyRing, KeyService } from '../services/keys.js';
+import type { ResourceService } from '../services/resources.js';
+import type { Secrets } from '../services/secrets.js';
+import { createAdapterClass } from './adapter.js';
+import { findAccountFor } from './account.js';
+import { createStructuredTokenHandler, GRANT_CLAIM } from './structured-tokens.js';
+
+export interface OidcDeps {
+  config: Config;
+  logger: Logger;
+  render: Render;
+  secrets: Secrets;
+  state: ProviderStateRepository;
+  clients: ClientService;
+  resources: ResourceService;
+  accounts: AccountService;
+  keys: KeyService;
+  feed: ChangeFeed;
+}
+
+/** The OIDC scopes Latch knows; resource scopes come from resource servers. */
+export const OIDC_SCOPES = ['openid', 'offline_access', 'profile', 'email'];
+
+type ClientLike = { clientId: string; clientAuthMethod: string; scope?: string; [k: string]: unknown };
+
+export const allowedResourcesOf = (client: ClientLike): string[] => (Array.isArray(client.allowed_resources) ? (client.allowed_resources as string[]) : []);
+export const isFirstParty = (client: ClientLike): boolean => client.first_party === true;
+
+/** A grant lives as long as the longest thing that can use it. */
+const grantTtl = (config: Config) => Math.max(config.ttl.refreshToken, config.ttl.session);
+
+function buildConfiguration(deps: OidcDeps, ring: KeyRing, onStructured: ReturnType<typeof createStructuredTokenHandler>): Configuration {
+  const { config, render, logger } = deps;
+
+  const renderPage = async (ctx: Koa.Context, view: string, locals: Record<string, unknown> & { title: string }) => {
+    ctx.type = 'html';
+    ctx.body = await render(view, locals);
+  };
+
+  return {
+    adapter: createAdapterClass({ state: deps.state, clients: deps.clients }),
+    clients: [],
+    findAccount: findAccountFor(deps.accounts),
+    jwks: { keys: ring.privateJwks as NonNullable<Configuration['jwks']>['keys'] },
+    scopes: OIDC_SCOPES,
+    claims: {
+      openid: ['sub'],
+      email: ['email', 'email_verified'],
+      profile: ['name', 'updated_at'],
+    },
+    // Only the authorization code flow (OAuth 2.0 Security BCP, RFC 9700 §2.1.2: no implicit).
+    responseTypes: ['code'],
+    // OIDC Core §3.1.2.1: redirect_uri is required; never guessed from the registration.
+    allowOmittingSingleRegisteredRedirectUri: false,
+    pkce: {
+      // RFC 7636 + RFC 9700 §2.1.1: PKCE is required for public clients; only S256 is offered.
+      required: (_ctx, client) => client.clientAuthMethod === 'none',
+    },
+    cookies: {
+      keys: deps.secrets.cookieKeys,
+      long: { signed: true, httpOnly: true, sameSite: 'lax' },
+      short: { signed: true, httpOnly: true, sameSite: 'lax' },
+    },
+    ttl: {
+      AccessToken: config.ttl.accessToken,
+      ClientCredentials: config.ttl.accessToken,
+      IdToken: config.ttl.idToken,
+      RefreshToken: config.ttl.refreshToken,
+      AuthorizationCode: 60,
+      Interaction: 3600,
+      Session: config.ttl.session,
+      Grant: grantTtl(config),
+      DeviceCode: 600,
+      BackchannelAuthenticationRequest: 600,
+    },
+    // Rotate on every use; presenting a used refresh token revokes the grant (RFC 9700 §4.14.2).
+    rotateRefreshToken: true,
+    extraClientMetadata: {
+      properties: ['web_origins', 'first_party', 'allowed_resources', 'allowed_scopes'],
+    },
+    // CORS on token, userinfo and revocation: only the client's registered web origins.
+    clientBasedCORS(_ctx, origin, client) {
+      const origins = (client as unknown as ClientLike).web_origins;
+      return Array.isArray(origins) && origins.includes(origin);
+    },
+    interactions: {
+      url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
+    },
+    async loadExistingGrant(ctx) {
+      const { oidc } = ctx;
+      const client = oidc.client!;
+      const grantId = oidc.result?.consent?.grantId || oidc.session!.grantIdFor(client.clientId);
+      let grant = grantId ? await oidc.provider.Grant.find(grantId) : undefined;
+      if (!isFirstParty(client as unknown as ClientLike) || !oidc.session?.accountId) return grant;
+      // First-party clients skip consent: their grant simply covers what they ask for (the
+      // client's registered scopes already bounded the request).
+      grant ??= new oidc.provider.Grant({ clientId: client.clientId, accountId: oidc.session.accountId });
+      const oidcScopes = [...oidc.requestParamOIDCScopes];
+      if (oidcScopes.length) grant.addOIDCScope(oidcScopes.join(' '));
+      for (const [indicator, server] of Object.entries(oidc.resourceServers ?? {})) {
+        const wanted = [...oidc.requestParamScopes].filter((s) => server.scopes.has(s));
+        if (wanted.length) grant.addResourceScope(indicator, wanted.join(' '));
+      }
+      await grant.save();
+      return grant;
+    },
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      introspection: {
+        enabled: true,
+        // Who may introspect what: see structured-tokens.ts mayIntrospect.
+        allowedPolicy: (_ctx, client, token) => onStructured.mayIntrospect(client as unknown as ClientLike, { clientId: token.clientId, aud: (token as { aud?: unknown }).aud, kind: token.kind }),
+      },
+      revocation: { enabled: true },
+      userinfo: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        // RFC 8707: with no `resource` parameter, a client allowed exactly one resource gets it.
+        defaultResource(_ctx, client, oneOf) {
+          if (oneOf) return oneOf;
+          const allowed = allowedResourcesOf(client as unknown as ClientLike);
+          return allowed.length === 1 ? allowed[0]! : undefined!;
+        },
+        useGrantedResource: () => true,
+        async getResourceServerInfo(_ctx, indicator, client) {
+          const c = client as unknown as ClientLike;
+          // RFC 8707 §2: invalid_target for a resource the client may not use.
+          if (!allowedResourcesOf(c).includes(indicator)) throw new errors.InvalidTarget('resource indicator is not allowed for this client');
+          const rs = await deps.resources.get(indicator);
+          if (!rs) throw new errors.InvalidTarget('resource indicator is not registered');
+          // A scope the client is not registered for is never granted.
+          const clientScopes = new Set(Array.isArray(c.allowed_scopes) ? (c.allowed_scopes as string[]) : []);
+          return {
+            scope: rs.scopes.filter((s) => clientScopes.has(s)).join(' '),
+            audience: rs.identifier,
+            accessTokenTTL: rs.accessTokenTtl ?? config.ttl.accessToken,
+            // RFC 9068 JWT access tokens, verifiable offline against the JWKS.
+            accessTokenFormat: 'jwt',
+            jwt: { sign: { alg: rs.signingAlg } },
+          };
+        },
+      },
+      rpInitiatedLogout: {
+        enabled: true,
+        async logoutSource(ctx, form) {
+          const client = ctx.oidc.client;
+          await renderPage(ctx, 'logout', { title: 'Sign out', form, clientName: client?.clientName ?? null });
+        },
+        async postLogoutSuccessSource(ctx) {
+          const client = ctx.oidc.client;
+          await renderPage(ctx, 'logged-out', { title: 'Signed out', clientName: client?.clientName ?? null });
+        },
+      },
+    },
+    formats: {
+      customizers: {
+        // Lets introspection tell whether the grant behind a JWT access token was revoked.
+        jwt(_ctx, token, jwt) {
+          const grantId = (token as unknown as { grantId?: string }).grantId;
+          if (grantId) jwt.payload[GRANT_CLAIM] = grantId;
+        },
+      },
+    },
+    async renderError(ctx, out, error) {
+      ctx.status = (error as { statusCode?: number }).statusCode ?? 400;
+      if (ctx.status >= 500) logger.error('oidc error page', { err: String((error as Error)?.stack ?? error) });
+      await renderPage(ctx, 'error', { title: 'Something went wrong', error: out.error, description: out.error_description ?? null });
+    },
+  };
+}
+
+/** Holds the current Provider; rebuilt when the signing keys change (rotation by any process). */
+export interface Oidc {
+  readonly provider: Provider;
+  /** Koa middleware handing the request to oidc-provider. */
+  middleware: Koa.Middleware;
+  /** Reloads keys and rebuilds the provider if they changed. */
+  reloadKeys(): Promise<boolean>;
+  keyRing(): KeyRing;
+}
+
+export async function createOidc(deps: OidcDeps): Promise<Oidc> {
+  let ring = await deps.keys.loadKeyRing();
+  const structured = createStructuredTokenHandler({
+    issuer: deps.config.issuer,
+    state: deps.state,
+    clients: deps.clients,
+    keyRing: () => ring,
+  });
+
+  const build = (): { provider: Provider; handler: (req: IncomingMessage, res: ServerResponse) => unknown } => {
+    const provider = new Provider(deps.config.issuer, buildConfiguration(deps, ring, structured));
+    provider.proxy = deps.config.trustProxy;
+    // Client secrets are stored as HMAC-SHA-256 (see services/secrets.ts): compare the HMAC of
+    // the presented secret, in constant time.
+    provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {
+      return deps.clients.verifySecret(actual, this.clientSecret ?? '');
+    };
+    provider.use(structured.middleware);
+    provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
+      deps.logger.error('oidc server error', { path: ctx.path, err: String(err.stack ?? err) });
+    });
+    return { provider, handler: provider.callback() };
+  };
+
+  let current = build();
+
+  return {
+    get provider() {
+      return current.provider;
+    },
+    middleware: async (ctx) => {
+      ctx.respond = false;
+      await current.handler(ctx.req, ctx.res);
+    },
+    async reloadKeys() {
+      const next = await deps.keys.loadKeyRing();
+      if (next.fingerprint === ring.fingerprint) return false;
+      ring = next;
+      current = build();
+      deps.logger.info('signing keys reloaded', { kids: ring.fingerprint });
+      return true;
+    },
+    keyRing: () => ring,
+  };
+}

@@ -1,0 +1,102 @@
+import type { Db } from '../db/knex.js';
+import { nowIso, toIso } from '../db/knex.js';
+
+export interface AccountRecord {
+  id: string;
+  email: string;
+  passwordHash: string | null;
+  displayName: string | null;
+  emailVerified: boolean;
+  active: boolean;
+  superuser: boolean;
+  createdAt: string;
+  updatedAt: string;
+  lastLoginAt: string | null;
+}
+
+interface Row {
+  id: string;
+  email: string;
+  password_hash: string | null;
+  display_name: string | null;
+  email_verified: boolean | number;
+  active: boolean | number;
+  superuser: boolean | number;
+  created_at: string;
+  updated_at: string;
+  last_login_at: string | null;
+}
+
+function fromRow(r: Row): AccountRecord {
+  return {
+    id: r.id,
+    email: r.email,
+    passwordHash: r.password_hash,
+    displayName: r.display_name,
+    emailVerified: Boolean(r.email_verified),
+    active: Boolean(r.active),
+    superuser: Boolean(r.superuser),
+    createdAt: toIso(r.created_at) ?? r.created_at,
+    updatedAt: toIso(r.updated_at) ?? r.updated_at,
+    lastLoginAt: toIso(r.last_login_at),
+  };
+}
+
+/** Thrown by insert when the email is taken (case-insensitively). */
+export class DuplicateEmailError extends Error {
+  constructor() {
+    super('an account with this email already exists');
+    this.name = 'DuplicateEmailError';
+  }
+}
+
+function isUniqueViolation(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  return e.code === '23505' || e.code === 'SQLITE_CONSTRAINT_UNIQUE' || /UNIQUE constraint failed/.test(e.message ?? '');
+}
+
+export function createAccountsRepository(db: Db) {
+  return {
+    async insert(a: Omit<AccountRecord, 'createdAt' | 'updatedAt' | 'lastLoginAt'>): Promise<AccountRecord> {
+      const now = nowIso();
+      try {
+        await db('accounts').insert({
+          id: a.id,
+          email: a.email,
+          password_hash: a.passwordHash,
+          display_name: a.displayName,
+          email_verified: a.emailVerified,
+          active: a.active,
+          superuser: a.superuser,
+          created_at: now,
+          updated_at: now,
+        });
+      } catch (err) {
+        if (isUniqueViolation(err)) throw new DuplicateEmailError();
+        throw err;
+      }
+      return { ...a, createdAt: now, updatedAt: now, lastLoginAt: null };
+    },
+    async findById(id: string): Promise<AccountRecord | undefined> {
+      const row = await db('accounts').where({ id }).first<Row | undefined>();
+      return row ? fromRow(row) : undefined;
+    },
+    /** Case-insensitive lookup, served by the lower(email) index. */
+    async findByEmail(email: string): Promise<AccountRecord | undefined> {
+      const row = await db('accounts').whereRaw('lower(email) = ?', [email.toLowerCase()]).first<Row | undefined>();
+      return row ? fromRow(row) : undefined;
+    },
+    async recordLogin(id: string): Promise<void> {
+      await db('accounts').where({ id }).update({ last_login_at: nowIso() });
+    },
+    async updatePasswordHash(id: string, passwordHash: string): Promise<void> {
+      await db('accounts').where({ id }).update({ password_hash: passwordHash, updated_at: nowIso() });
+    },
+    async count(): Promise<number> {
+      const row = await db('accounts').count({ n: '*' }).first<{ n: number | string }>();
+      return Number(row?.n ?? 0);
+    },
+  };
+}
+
+export type AccountsRepository = ReturnType<typeof createAccountsRepository>;

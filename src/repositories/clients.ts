@@ -1,0 +1,112 @@
+import type { Db } from '../db/knex.js';
+import { nowIso, toIso } from '../db/knex.js';
+
+export type TokenAuthMethod = 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'none';
+
+export interface ClientRecord {
+  id: string;
+  name: string;
+  secretHash: string | null;
+  grantTypes: string[];
+  redirectUris: string[];
+  postLogoutRedirectUris: string[];
+  scopes: string[];
+  resources: string[];
+  webOrigins: string[];
+  tokenEndpointAuthMethod: TokenAuthMethod;
+  jwksUri: string | null;
+  isPublic: boolean;
+  firstParty: boolean;
+  enabled: boolean;
+  createdAt: string;
+  updatedAt: string;
+}
+
+interface Row {
+  id: string;
+  name: string;
+  secret_hash: string | null;
+  grant_types: string;
+  redirect_uris: string;
+  post_logout_redirect_uris: string;
+  scopes: string;
+  resources: string;
+  web_origins: string;
+  token_endpoint_auth_method: TokenAuthMethod;
+  jwks_uri: string | null;
+  is_public: boolean | number;
+  first_party: boolean | number;
+  enabled: boolean | number;
+  created_at: string;
+  updated_at: string;
+}
+
+const list = (s: string): string[] => JSON.parse(s) as string[];
+const words = (s: string): string[] => s.split(' ').filter(Boolean);
+
+function fromRow(r: Row): ClientRecord {
+  return {
+    id: r.id,
+    name: r.name,
+    secretHash: r.secret_hash,
+    grantTypes: list(r.grant_types),
+    redirectUris: list(r.redirect_uris),
+    postLogoutRedirectUris: list(r.post_logout_redirect_uris),
+    scopes: words(r.scopes),
+    resources: list(r.resources),
+    webOrigins: list(r.web_origins),
+    tokenEndpointAuthMethod: r.token_endpoint_auth_method,
+    jwksUri: r.jwks_uri,
+    isPublic: Boolean(r.is_public),
+    firstParty: Boolean(r.first_party),
+    enabled: Boolean(r.enabled),
+    createdAt: toIso(r.created_at) ?? r.created_at,
+    updatedAt: toIso(r.updated_at) ?? r.updated_at,
+  };
+}
+
+function toRow(c: Partial<ClientRecord>): Partial<Row> {
+  const row: Partial<Row> = {};
+  if (c.id !== undefined) row.id = c.id;
+  if (c.name !== undefined) row.name = c.name;
+  if (c.secretHash !== undefined) row.secret_hash = c.secretHash;
+  if (c.grantTypes) row.grant_types = JSON.stringify(c.grantTypes);
+  if (c.redirectUris) row.redirect_uris = JSON.stringify(c.redirectUris);
+  if (c.postLogoutRedirectUris) row.post_logout_redirect_uris = JSON.stringify(c.postLogoutRedirectUris);
+  if (c.scopes) row.scopes = c.scopes.join(' ');
+  if (c.resources) row.resources = JSON.stringify(c.resources);
+  if (c.webOrigins) row.web_origins = JSON.stringify(c.webOrigins);
+  if (c.tokenEndpointAuthMethod) row.token_endpoint_auth_method = c.tokenEndpointAuthMethod;
+  if (c.jwksUri !== undefined) row.jwks_uri = c.jwksUri;
+  if (c.isPublic !== undefined) row.is_public = c.isPublic;
+  if (c.firstParty !== undefined) row.first_party = c.firstParty;
+  if (c.enabled !== undefined) row.enabled = c.enabled;
+  return row;
+}
+
+export function createClientsRepository(db: Db) {
+  return {
+    async insert(c: Omit<ClientRecord, 'createdAt' | 'updatedAt'>): Promise<ClientRecord> {
+      const now = nowIso();
+      await db('clients').insert({ ...toRow(c), created_at: now, updated_at: now });
+      return { ...c, createdAt: now, updatedAt: now };
+    },
+    async findById(id: string): Promise<ClientRecord | undefined> {
+      const row = await db('clients').where({ id }).first<Row | undefined>();
+      return row ? fromRow(row) : undefined;
+    },
+    async list(): Promise<ClientRecord[]> {
+      const rows = await db('clients').select<Row[]>('*').orderBy('created_at');
+      return rows.map(fromRow);
+    },
+    async update(id: string, patch: Partial<Omit<ClientRecord, 'id' | 'createdAt' | 'updatedAt'>>): Promise<boolean> {
+      const n = await db('clients').where({ id }).update({ ...toRow(patch), updated_at: nowIso() });
+      return n > 0;
+    },
+    async delete(id: string): Promise<boolean> {
+      return (await db('clients').where({ id }).delete()) > 0;
+    },
+  };
+}
+
+export type ClientsRepository = ReturnType<typeof createClientsRepository>;

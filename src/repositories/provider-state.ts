@@ -1,0 +1,82 @@
+import type { Db } from '../db/knex.js';
+import { epochSeconds } from '../db/knex.js';
+
+export type Payload = Record<string, unknown>;
+
+export interface ConsumeResult {
+  /** True when this call consumed the row; false when it was already consumed (or gone). */
+  consumed: boolean;
+  grantId: string | null;
+}
+
+/** The generic table behind oidc-provider's adapter: one row per model instance. */
+export function createProviderStateRepository(db: Db) {
+  const table = () => db('provider_state');
+  const alive = (now: number) => (q: ReturnType<typeof table>) => q.where((w) => void w.whereNull('expires_at').orWhere('expires_at', '>', now));
+
+  function decode(row: { payload: string; consumed_at: number | null } | undefined): Payload | undefined {
+    if (!row) return undefined;
+    const payload = JSON.parse(row.payload) as Payload;
+    if (row.consumed_at !== null && row.consumed_at !== undefined) payload.consumed = Number(row.consumed_at);
+    return payload;
+  }
+
+  return {
+    async upsert(model: string, id: string, payload: Payload, expiresIn: number | undefined): Promise<void> {
+      const row = {
+        model,
+        id,
+        payload: JSON.stringify(payload),
+        grant_id: typeof payload.grantId === 'string' ? payload.grantId : null,
+        user_code: typeof payload.userCode === 'string' ? payload.userCode : null,
+        uid: typeof payload.uid === 'string' ? payload.uid : null,
+        expires_at: expiresIn ? epochSeconds() + expiresIn : null,
+        consumed_at: typeof payload.consumed === 'number' ? payload.consumed : null,
+      };
+      await table().insert(row).onConflict(['model', 'id']).merge();
+    },
+
+    async find(model: string, id: string): Promise<Payload | undefined> {
+      const row = await alive(epochSeconds())(table().select('payload', 'consumed_at').where({ model, id })).first();
+      return decode(row);
+    },
+
+    async findBy(model: string, column: 'uid' | 'user_code', value: string): Promise<Payload | undefined> {
+      const row = await alive(epochSeconds())(table().select('payload', 'consumed_at').where({ model, [column]: value })).first();
+      return decode(row);
+    },
+
+    /**
+     * Marks a single-use artifact consumed with ONE conditional UPDATE, so that of two concurrent
+     * redemptions exactly one sees a changed row. Never read-then-write.
+     */
+    async consume(model: string, id: string): Promise<ConsumeResult> {
+      const changed = await table().where({ model, id }).whereNull('consumed_at').update({ consumed_at: epochSeconds() });
+      if (changed === 1) return { consumed: true, grantId: null };
+      const row = await table().select('grant_id').where({ model, id }).first<{ grant_id: string | null } | undefined>();
+      return { consumed: false, grantId: row?.grant_id ?? null };
+    },
+
+    async destroy(model: string, id: string): Promise<void> {
+      await table().where({ model, id }).delete();
+    },
+
+    /** Deletes every artifact of a grant, and the grant itself. */
+    async revokeByGrantId(grantId: string): Promise<number> {
+      return table()
+        .where('grant_id', grantId)
+        .orWhere((w) => void w.where({ model: 'Grant', id: grantId }))
+        .delete();
+    },
+
+    /** Deletes up to `batch` expired rows; returns how many. Call repeatedly until 0. */
+    async purgeExpired(batch = 1000): Promise<number> {
+      const now = epochSeconds();
+      const victims = db('provider_state').select('model', 'id').whereNotNull('expires_at').where('expires_at', '<=', now).limit(batch);
+      // Row-value IN: portable to SQLite (>= 3.15) and PostgreSQL, bounded by `batch`.
+      return table().whereIn(['model', 'id'], victims).delete();
+    },
+  };
+}
+
+export type ProviderStateRepository = ReturnType<typeof createProviderStateRepository>;

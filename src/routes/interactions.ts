@@ -1,0 +1,151 @@
+import Router from '@koa/router';
+import type Koa from 'koa';
+import { errors, type InteractionResults } from 'oidc-provider';
+
+import type { Logger } from '../lib/logger.js';
+import type { Render } from '../lib/views.js';
+import { readForm } from '../middleware/body.js';
+import type { Csrf } from '../middleware/csrf.js';
+import type { Oidc } from '../oidc/provider.js';
+import { isFirstParty } from '../oidc/provider.js';
+import type { AccountService } from '../services/accounts.js';
+
+const SCOPE_DESCRIPTIONS: Record<string, string> = {
+  openid: 'Sign you in with your account',
+  profile: 'See your name',
+  email: 'See your email address and whether it is verified',
+  offline_access: 'Stay connected when you are not using it (refresh tokens)',
+};
+
+type Details = Awaited<ReturnType<Oidc['provider']['interactionDetails']>>;
+type ClientLike = { clientId: string; clientName?: string; clientAuthMethod: string; [k: string]: unknown };
+
+/**
+ * The login and consent pages (OIDC Core §3.1.2.3-4), server-rendered, no JavaScript.
+ * oidc-provider sends the browser here with an interaction uid; we answer with the result.
+ */
+export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; csrf: Csrf; render: Render; logger: Logger }): Router {
+  const { oidc, accounts, csrf, render } = deps;
+  const router = new Router();
+
+  const page = async (ctx: Koa.Context, view: string, locals: Record<string, unknown> & { title: string }, status = 200) => {
+    ctx.status = status;
+    ctx.type = 'html';
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = await render(view, { csrfToken: csrf.token(ctx), ...locals });
+  };
+
+  /** The interaction of this browser, or an error page when it expired or belongs elsewhere. */
+  async function load(ctx: Koa.Context): Promise<Details | undefined> {
+    try {
+      const details = await oidc.provider.interactionDetails(ctx.req, ctx.res);
+      if (details.uid !== ctx.params.uid) throw new errors.SessionNotFound('interaction mismatch');
+      return details;
+    } catch (err) {
+      if (!(err instanceof errors.OIDCProviderError)) throw err;
+      await page(ctx, 'error', { title: 'Sign-in expired', error: 'session_expired', description: 'This sign-in request has expired or was opened in another browser. Go back to the application and start again.' }, 400);
+      return undefined;
+    }
+  }
+
+  async function finish(ctx: Koa.Context, result: InteractionResults) {
+    const url = await oidc.provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: false });
+    ctx.status = 303;
+    ctx.redirect(url);
+  }
+
+  async function checkCsrf(ctx: Koa.Context, form: Record<string, string>): Promise<boolean> {
+    if (csrf.verify(ctx, form._csrf)) return true;
+    await page(ctx, 'error', { title: 'Form expired', error: 'invalid_csrf_token', description: 'This form has expired. Go back, reload the page and try again.' }, 403);
+    return false;
+  }
+
+  async function clientOf(details: Details): Promise<ClientLike | undefined> {
+    const clientId = details.params.client_id;
+    return typeof clientId === 'string' ? ((await oidc.provider.Client.find(clientId)) as unknown as ClientLike | undefined) : undefined;
+  }
+
+  /** Grants what the consent prompt asks for and finishes the interaction. */
+  async function approve(ctx: Koa.Context, details: Details) {
+    const { prompt, params, session, grantId } = details;
+    const accountId = session?.accountId;
+    if (!accountId) {
+      await finish(ctx, { error: 'login_required', error_description: 'no signed-in account' });
+      return;
+    }
+    const grant = (grantId ? await oidc.provider.Grant.find(grantId) : undefined) ?? new oidc.provider.Grant({ accountId, clientId: params.client_id as string });
+    const missing = prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[]; missingResourceScopes?: Record<string, string[]> };
+    if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+    if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+    for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes ?? {})) grant.addResourceScope(indicator, scopes.join(' '));
+    const savedId = await grant.save();
+    await finish(ctx, { consent: { grantId: savedId } });
+  }
+
+  router.get('/interaction/:uid', async (ctx) => {
+    const details = await load(ctx);
+    if (!details) return;
+    const client = await clientOf(details);
+    const clientName = client?.clientName ?? client?.clientId ?? 'an application';
+    if (details.prompt.name === 'login') {
+      await page(ctx, 'login', { title: 'Sign in', uid: details.uid, clientName, email: typeof details.params.login_hint === 'string' ? details.params.login_hint : '', error: null });
+      return;
+    }
+    if (details.prompt.name === 'consent') {
+      if (client && isFirstParty(client)) {
+        await approve(ctx, details);
+        return;
+      }
+      const missing = details.prompt.details as { missingOIDCScope?: string[]; missingResourceScopes?: Record<string, string[]> };
+      const scopes = (missing.missingOIDCScope ?? []).map((s) => ({ name: s, description: SCOPE_DESCRIPTIONS[s] ?? s }));
+      const resources = Object.entries(missing.missingResourceScopes ?? {}).map(([resource, list]) => ({ resource, scopes: list }));
+      await page(ctx, 'consent', { title: 'Authorize access', uid: details.uid, clientName, scopes, resources });
+      return;
+    }
+    await finish(ctx, { error: 'invalid_request', error_description: `unsupported prompt ${details.prompt.name}` });
+  });
+
+  router.post('/interaction/:uid/login', async (ctx) => {
+    const form = await readForm(ctx);
+    if (!(await checkCsrf(ctx, form))) return;
+    const details = await load(ctx);
+    if (!details) return;
+    if (details.prompt.name !== 'login') {
+      ctx.redirect(`/interaction/${details.uid}`);
+      return;
+    }
+    const email = (form.email ?? '').trim();
+    const result = await accounts.authenticate(email, form.password ?? '');
+    if (!result.ok) {
+      const client = await clientOf(details);
+      // The same message for an unknown email and a wrong password: no user enumeration.
+      const error = result.reason === 'inactive' ? 'This account is disabled. Contact your administrator.' : 'Invalid email or password.';
+      await page(ctx, 'login', { title: 'Sign in', uid: details.uid, clientName: client?.clientName ?? client?.clientId ?? 'an application', email, error }, 401);
+      return;
+    }
+    await finish(ctx, { login: { accountId: result.account.id, amr: ['pwd'] } });
+  });
+
+  router.post('/interaction/:uid/confirm', async (ctx) => {
+    const form = await readForm(ctx);
+    if (!(await checkCsrf(ctx, form))) return;
+    const details = await load(ctx);
+    if (!details) return;
+    if (details.prompt.name !== 'consent') {
+      ctx.redirect(`/interaction/${details.uid}`);
+      return;
+    }
+    await approve(ctx, details);
+  });
+
+  router.post('/interaction/:uid/abort', async (ctx) => {
+    const form = await readForm(ctx);
+    if (!(await checkCsrf(ctx, form))) return;
+    const details = await load(ctx);
+    if (!details) return;
+    // OIDC Core §3.1.2.6: the user refused.
+    await finish(ctx, { error: 'access_denied', error_description: 'the user denied the request' });
+  });
+
+  return router;
+}

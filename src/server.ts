@@ -1,0 +1,105 @@
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+import { createApp } from './app.js';
+import type { Config } from './config/index.js';
+import { openDatabase, type Db } from './db/knex.js';
+import { migrateLatest } from './db/migrate.js';
+import { createLogger, type Logger } from './lib/logger.js';
+import { createRenderer } from './lib/views.js';
+import { createOidc, type Oidc } from './oidc/provider.js';
+import { createServices, type Services } from './services/index.js';
+
+export interface RunningServer {
+  config: Config;
+  db: Db;
+  services: Services;
+  oidc: Oidc;
+  server: Server;
+  /** The port actually bound (PORT=0 picks a free one). */
+  port: number;
+  logger: Logger;
+  /** Stops accepting connections, finishes in-flight requests, stops timers, closes the database. */
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  logger?: Logger;
+  /** Change-feed poll interval in ms (default 1000). */
+  changePollMs?: number;
+  /** Host to bind (default all interfaces). */
+  host?: string;
+}
+
+/** Deletes expired provider state in batches, yielding between batches so requests go on. */
+async function purgeExpired(services: Services): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const n = await services.state.purgeExpired(1000);
+    total += n;
+    if (n < 1000) break;
+    await new Promise((r) => setImmediate(r));
+  }
+  await services.changes.prune(new Date(Date.now() - 3600_000).toISOString());
+  return total;
+}
+
+/**
+ * Opens the database, migrates, makes sure signing keys (and ADMIN_EMAIL) exist, builds the app
+ * and listens. Used by src/index.ts and by the tests, which start real servers on free ports.
+ */
+export async function startServer(config: Config, options: StartOptions = {}): Promise<RunningServer> {
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const db = openDatabase(config.database);
+  try {
+    const applied = await migrateLatest(db);
+    if (applied.length) logger.info('migrations applied', { migrations: applied });
+    const services = createServices({ db, config, logger, ...(options.changePollMs ? { changePollMs: options.changePollMs } : {}) });
+    await services.keys.ensureKeys();
+    const admin = await services.accounts.ensureAdmin(config.admin);
+    if (admin) logger.info('administrator account created', { email: admin.email });
+
+    const oidc = await createOidc({ config, logger, render: createRenderer(), secrets: services.secrets, state: services.state, clients: services.clients, resources: services.resources, accounts: services.accounts, keys: services.keys, feed: services.feed });
+    services.feed.on('keys', async () => {
+      await oidc.reloadKeys();
+    });
+    await services.feed.start();
+
+    const purgeTimer = setInterval(() => {
+      purgeExpired(services)
+        .then((n) => n && logger.debug('expired provider state purged', { rows: n }))
+        .catch((err: unknown) => logger.warn('purge failed', { err: String(err) }));
+    }, config.purgeIntervalSeconds * 1000);
+    purgeTimer.unref();
+
+    const app = createApp({ config, db, logger, render: createRenderer(), services, oidc });
+    const server = app.listen(config.port, options.host);
+    await once(server, 'listening');
+    // Slow clients may not hold sockets forever; keep-alive a bit longer than common proxies.
+    server.headersTimeout = 20_000;
+    server.requestTimeout = 30_000;
+    server.keepAliveTimeout = 65_000;
+    const port = (server.address() as AddressInfo).port;
+
+    let closing: Promise<void> | undefined;
+    const close = () => {
+      closing ??= (async () => {
+        clearInterval(purgeTimer);
+        await services.feed.stop();
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeIdleConnections();
+        });
+        await db.destroy();
+      })();
+      return closing;
+    };
+    return { config, db, services, oidc, server, port, logger, close };
+  } catch (err) {
+    await db.destroy();
+    throw err;
+  }
+}
+
+export { purgeExpired };

@@ -1,0 +1,177 @@
+import { randomBytes } from 'node:crypto';
+
+import { BoundedCache } from '../lib/lru.js';
+import { absoluteUri, httpUrl, scopeToken, unique, webOrigin } from '../lib/validate.js';
+import type { ClientRecord, ClientsRepository, TokenAuthMethod } from '../repositories/clients.js';
+import type { ResourcesRepository } from '../repositories/resources.js';
+import type { ChangeFeed } from './change-feed.js';
+import { ValidationError } from './errors.js';
+import { randomSecret, type Secrets } from './secrets.js';
+
+export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'] as const;
+export const AUTH_METHODS: TokenAuthMethod[] = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'];
+const OIDC_SCOPES = ['openid', 'profile', 'email'];
+const OIDC_SCOPE_SET = new Set([...OIDC_SCOPES, 'offline_access']);
+
+export interface CreateClientInput {
+  name: string;
+  grants?: string[] | undefined;
+  redirectUris?: string[] | undefined;
+  postLogoutRedirectUris?: string[] | undefined;
+  scopes?: string[] | undefined;
+  resources?: string[] | undefined;
+  isPublic?: boolean | undefined;
+  firstParty?: boolean | undefined;
+  webOrigins?: string[] | undefined;
+  authMethod?: string | undefined;
+  jwksUri?: string | undefined;
+}
+
+export interface CreatedClient {
+  client_id: string;
+  client_secret?: string;
+  client: ClientRecord;
+}
+
+/** The metadata oidc-provider receives for a client (RFC 7591 names plus Latch's extras). */
+export type ProviderClientMetadata = Record<string, unknown> & { client_id: string };
+
+export function toProviderMetadata(c: ClientRecord): ProviderClientMetadata {
+  const metadata: ProviderClientMetadata = {
+    client_id: c.id,
+    client_name: c.name,
+    grant_types: c.grantTypes,
+    response_types: c.grantTypes.includes('authorization_code') ? ['code'] : [],
+    redirect_uris: c.redirectUris,
+    post_logout_redirect_uris: c.postLogoutRedirectUris,
+    token_endpoint_auth_method: c.tokenEndpointAuthMethod,
+    // oidc-provider's `scope` may hold only OpenID Connect scopes; it bounds what the
+    // authorization endpoint grants. With none registered, `openid` alone (which a client without
+    // the authorization_code grant cannot use) keeps the allow-list from being empty, i.e. open.
+    scope: c.scopes.filter((s) => OIDC_SCOPE_SET.has(s)).join(' ') || 'openid',
+    // Every scope the client may be granted, resource scopes included (see getResourceServerInfo).
+    allowed_scopes: c.scopes,
+    web_origins: c.webOrigins,
+    first_party: c.firstParty,
+    allowed_resources: c.resources,
+  };
+  // oidc-provider compares the presented secret with this value through our
+  // compareClientSecret override: it is the HMAC, never the secret itself.
+  if (c.secretHash && (c.tokenEndpointAuthMethod === 'client_secret_basic' || c.tokenEndpointAuthMethod === 'client_secret_post')) {
+    metadata.client_secret = c.secretHash;
+  }
+  if (c.jwksUri) metadata.jwks_uri = c.jwksUri;
+  return metadata;
+}
+
+/**
+ * Clients: registration (secrets generated, shown once, stored as HMAC) and the cached lookup
+ * oidc-provider uses on every request. A change anywhere clears every process's cache through
+ * the change feed.
+ */
+export function createClientService(deps: { clients: ClientsRepository; resources: ResourcesRepository; secrets: Secrets; feed?: ChangeFeed }) {
+  const { clients, resources, secrets } = deps;
+  const cache = new BoundedCache<string, ProviderClientMetadata | null>(10_000);
+  deps.feed?.on('clients', () => cache.clear());
+
+  async function validate(input: CreateClientInput) {
+    const name = input.name?.trim();
+    if (!name) throw new ValidationError('name', 'is required');
+    if (name.length > 255) throw new ValidationError('name', 'must be at most 255 characters');
+
+    const redirectUris = unique((input.redirectUris ?? []).map((u) => absoluteUri('redirect-uri', u)));
+    const postLogoutRedirectUris = unique((input.postLogoutRedirectUris ?? []).map((u) => absoluteUri('post-logout-redirect-uri', u)));
+    const grants = unique(input.grants?.length ? input.grants : redirectUris.length ? ['authorization_code', 'refresh_token'] : ['client_credentials']);
+    for (const g of grants) {
+      if (!(GRANT_TYPES as readonly string[]).includes(g)) throw new ValidationError('grant', `must be one of ${GRANT_TYPES.join(', ')} (got "${g}")`);
+    }
+    if (grants.includes('authorization_code') && redirectUris.length === 0) {
+      throw new ValidationError('redirect-uri', 'is required for the authorization_code grant');
+    }
+    if (grants.includes('refresh_token') && !grants.includes('authorization_code')) {
+      throw new ValidationError('grant', 'refresh_token needs authorization_code');
+    }
+
+    let authMethod = (input.authMethod ?? (input.isPublic ? 'none' : 'client_secret_basic')) as TokenAuthMethod;
+    if (!AUTH_METHODS.includes(authMethod)) throw new ValidationError('auth-method', `must be one of ${AUTH_METHODS.join(', ')} (got "${String(input.authMethod)}")`);
+    const isPublic = Boolean(input.isPublic) || authMethod === 'none';
+    if (isPublic && authMethod !== 'none') throw new ValidationError('auth-method', 'a public client authenticates with none');
+    authMethod = isPublic ? 'none' : authMethod;
+    if (isPublic && grants.includes('client_credentials')) throw new ValidationError('grant', 'client_credentials needs a confidential client');
+    const jwksUri = input.jwksUri ? httpUrl('jwks-uri', input.jwksUri) : null;
+    if (authMethod === 'private_key_jwt' && !jwksUri) throw new ValidationError('jwks-uri', 'is required with --auth-method private_key_jwt');
+
+    const resourceIds = unique((input.resources ?? []).map((r) => absoluteUri('resource', r)));
+    const resourceScopes = new Set<string>();
+    for (const id of resourceIds) {
+      const rs = await resources.findByIdentifier(id);
+      if (!rs) throw new ValidationError('resource', `"${id}" is not a registered resource (create it with \`latch resources create\`)`);
+      rs.scopes.forEach((s) => resourceScopes.add(s));
+    }
+
+    const defaultScopes = grants.includes('authorization_code') ? [...OIDC_SCOPES, ...(grants.includes('refresh_token') ? ['offline_access'] : [])] : [];
+    const scopes = unique((input.scopes?.length ? input.scopes.flatMap((s) => s.split(/\s+/)).filter(Boolean) : defaultScopes).map((s) => scopeToken('scope', s)));
+    for (const s of scopes) {
+      if (!['openid', 'profile', 'email', 'offline_access'].includes(s) && !resourceScopes.has(s)) {
+        throw new ValidationError('scope', `"${s}" is neither an OpenID Connect scope nor a scope of the client's resources`);
+      }
+    }
+
+    const webOrigins = unique((input.webOrigins ?? []).map((o) => webOrigin('web-origin', o)));
+    return { name, redirectUris, postLogoutRedirectUris, grants, authMethod, isPublic, jwksUri, resourceIds, scopes, webOrigins };
+  }
+
+  return {
+    async create(input: CreateClientInput): Promise<CreatedClient> {
+      const v = await validate(input);
+      const secret = v.isPublic || v.authMethod === 'private_key_jwt' ? undefined : randomSecret(32);
+      const client = await clients.insert({
+        id: randomBytes(16).toString('base64url'),
+        name: v.name,
+        secretHash: secret ? secrets.hashClientSecret(secret) : null,
+        grantTypes: v.grants,
+        redirectUris: v.redirectUris,
+        postLogoutRedirectUris: v.postLogoutRedirectUris,
+        scopes: v.scopes,
+        resources: v.resourceIds,
+        webOrigins: v.webOrigins,
+        tokenEndpointAuthMethod: v.authMethod,
+        jwksUri: v.jwksUri,
+        isPublic: v.isPublic,
+        firstParty: Boolean(input.firstParty),
+        enabled: true,
+      });
+      await deps.feed?.publish('clients');
+      return { client_id: client.id, ...(secret ? { client_secret: secret } : {}), client };
+    },
+
+    async setEnabled(id: string, enabled: boolean): Promise<boolean> {
+      const ok = await clients.update(id, { enabled });
+      if (ok) await deps.feed?.publish('clients');
+      return ok;
+    },
+
+    async delete(id: string): Promise<boolean> {
+      const ok = await clients.delete(id);
+      if (ok) await deps.feed?.publish('clients');
+      return ok;
+    },
+
+    list: () => clients.list(),
+    findById: (id: string) => clients.findById(id),
+
+    /** oidc-provider's client lookup: served from memory after the first read. */
+    async findMetadata(id: string): Promise<ProviderClientMetadata | undefined> {
+      const cached = cache.get(id);
+      if (cached !== undefined) return cached ?? undefined;
+      const record = await clients.findById(id);
+      const metadata = record?.enabled ? toProviderMetadata(record) : null;
+      cache.set(id, metadata);
+      return metadata ?? undefined;
+    },
+
+    verifySecret: (presented: string, storedHash: string) => secrets.verifyClientSecret(presented, storedHash),
+  };
+}
+
+export type ClientService = ReturnType<typeof createClientService>;

@@ -1,0 +1,39 @@
+import type { Config } from '../config/index.js';
+import type { Db } from '../db/knex.js';
+import type { Logger } from '../lib/logger.js';
+import { createAccountsRepository } from '../repositories/accounts.js';
+import { createChangesRepository } from '../repositories/changes.js';
+import { createClientsRepository } from '../repositories/clients.js';
+import { createProviderStateRepository } from '../repositories/provider-state.js';
+import { createResourcesRepository } from '../repositories/resources.js';
+import { createSigningKeysRepository } from '../repositories/signing-keys.js';
+import { createAccountService } from './accounts.js';
+import { createChangeFeed } from './change-feed.js';
+import { createClientService } from './clients.js';
+import { createKeyService } from './keys.js';
+import { createPasswordHasher } from './passwords.js';
+import { createResourceService } from './resources.js';
+import { createSecrets } from './secrets.js';
+
+/** Every service over one database: what the server and the CLI share. */
+export function createServices(deps: { db: Db; config: Config; logger: Logger; changePollMs?: number }) {
+  const { db, config, logger } = deps;
+  const secrets = createSecrets(config.secret);
+  const feed = createChangeFeed({ changes: createChangesRepository(db), logger, ...(deps.changePollMs ? { intervalMs: deps.changePollMs } : {}) });
+  const state = createProviderStateRepository(db);
+  const resourcesRepo = createResourcesRepository(db);
+  const passwords = createPasswordHasher();
+  return {
+    secrets,
+    feed,
+    state,
+    passwords,
+    accounts: createAccountService({ accounts: createAccountsRepository(db), passwords }),
+    clients: createClientService({ clients: createClientsRepository(db), resources: resourcesRepo, secrets, feed }),
+    resources: createResourceService({ resources: resourcesRepo, feed }),
+    keys: createKeyService({ keys: createSigningKeysRepository(db), secrets, feed }),
+    changes: createChangesRepository(db),
+  };
+}
+
+export type Services = ReturnType<typeof createServices>;

@@ -1,0 +1,100 @@
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, type JWK } from 'jose';
+
+import type { SigningKeysRepository } from '../repositories/signing-keys.js';
+import type { ChangeFeed } from './change-feed.js';
+import type { Secrets } from './secrets.js';
+import { NotFoundError, ValidationError } from './errors.js';
+
+/** Algorithms Latch keeps a current key for. RS256 signs ID tokens by default (OIDC Core §15.1). */
+export const KEY_ALGS = ['RS256', 'ES256', 'EdDSA'] as const;
+export type KeyAlg = (typeof KEY_ALGS)[number];
+
+export interface KeyInfo {
+  kid: string;
+  alg: string;
+  status: 'active' | 'retired';
+  /** True for the newest active key of its algorithm: the one that signs new tokens. */
+  current: boolean;
+  created_at: string;
+  retired_at: string | null;
+}
+
+export interface KeyRing {
+  /** Private JWKs for oidc-provider, the current key of each alg first. */
+  privateJwks: JWK[];
+  /** Public JWKs of every active key (what the JWKS endpoint publishes). */
+  publicJwks: JWK[];
+  /** Identifies this set, to tell whether a reload changed anything. */
+  fingerprint: string;
+}
+
+async function generate(alg: KeyAlg) {
+  const { privateKey } = await generateKeyPair(alg, { extractable: true, ...(alg === 'RS256' ? { modulusLength: 2048 } : {}), ...(alg === 'EdDSA' ? { crv: 'Ed25519' } : {}) });
+  const priv = await exportJWK(privateKey);
+  const kid = await calculateJwkThumbprint(priv);
+  const pub: JWK = { kty: priv.kty, kid, alg, use: 'sig' };
+  for (const k of ['n', 'e', 'crv', 'x', 'y'] as const) if (priv[k] !== undefined) pub[k] = priv[k];
+  return { kid, alg, publicJwk: pub as Record<string, unknown>, privateJwk: { ...priv, kid, alg, use: 'sig' } };
+}
+
+/**
+ * Signing keys: generated on first start, stored encrypted with LATCH_SECRET, rotated by adding a
+ * new current key per algorithm. Older keys stay published until retired, so tokens signed before
+ * a rotation still verify.
+ */
+export function createKeyService(deps: { keys: SigningKeysRepository; secrets: Secrets; feed?: ChangeFeed }) {
+  const { keys, secrets } = deps;
+
+  async function addGeneration(): Promise<string[]> {
+    const made = await Promise.all(KEY_ALGS.map(generate));
+    await keys.insertMany(made.map((k) => ({ kid: k.kid, alg: k.alg, publicJwk: k.publicJwk, privateJwkEncrypted: secrets.encrypt(JSON.stringify(k.privateJwk)) })));
+    await deps.feed?.publish('keys');
+    return made.map((k) => k.kid);
+  }
+
+  async function list(): Promise<KeyInfo[]> {
+    const rows = await keys.list();
+    const seen = new Set<string>();
+    return rows.map((r) => {
+      const current = r.status === 'active' && !seen.has(r.alg);
+      if (current) seen.add(r.alg);
+      return { kid: r.kid, alg: r.alg, status: r.status, current, created_at: r.createdAt, retired_at: r.retiredAt };
+    });
+  }
+
+  return {
+    list,
+
+    /** Generates the first keys when the database has none (or lacks an algorithm). */
+    async ensureKeys(): Promise<void> {
+      const active = (await keys.list()).filter((k) => k.status === 'active');
+      if (KEY_ALGS.every((alg) => active.some((k) => k.alg === alg))) return;
+      await addGeneration();
+    },
+
+    /** Adds a new current key for every algorithm; returns the new kids. */
+    rotate: addGeneration,
+
+    /** Removes a non-current key from JWKS: tokens it signed stop verifying. */
+    async retire(kid: string): Promise<void> {
+      const info = (await list()).find((k) => k.kid === kid);
+      if (!info || info.status !== 'active') throw new NotFoundError(`active key ${kid}`);
+      if (info.current) throw new ValidationError('kid', 'is the current key of its algorithm; rotate first');
+      await keys.retire(kid);
+      await deps.feed?.publish('keys');
+    },
+
+    /** Decrypts the active keys into the shape oidc-provider and the JWKS need. */
+    async loadKeyRing(): Promise<KeyRing> {
+      const active = (await keys.list()).filter((k) => k.status === 'active');
+      const privateJwks = active.map((k) => JSON.parse(secrets.decrypt(k.privateJwkEncrypted)) as JWK);
+      return {
+        privateJwks,
+        publicJwks: active.map((k) => k.publicJwk as JWK),
+        fingerprint: active.map((k) => k.kid).join(','),
+      };
+    },
+  };
+}
+
+export type KeyService = ReturnType<typeof createKeyService>;

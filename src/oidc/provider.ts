@@ -124,7 +124,11 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, onStructured: ReturnT
         // Who may introspect what: see structured-tokens.ts mayIntrospect.
         allowedPolicy: (_ctx, client, token) => onStructured.mayIntrospect(client as unknown as ClientLike, { clientId: token.clientId, aud: (token as { aud?: unknown }).aud, kind: token.kind }),
       },
-      revocation: { enabled: true },
+      revocation: {
+        enabled: true,
+        // RFC 7009 §2.1: a client may revoke only tokens that were issued to it.
+        allowedPolicy: (_ctx, client, token) => token.clientId === client.clientId,
+      },
       userinfo: { enabled: true },
       resourceIndicators: {
         enabled: true,

@@ -60,7 +60,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const admin = await services.accounts.ensureAdmin(config.admin);
     if (admin) logger.info('administrator account created', { email: admin.email });
 
-    const oidc = await createOidc({ config, logger, render: createRenderer(), secrets: services.secrets, state: services.state, clients: services.clients, resources: services.resources, accounts: services.accounts, keys: services.keys, feed: services.feed });
+    const render = createRenderer();
+    const oidc = await createOidc({ config, logger, render, secrets: services.secrets, state: services.state, clients: services.clients, resources: services.resources, accounts: services.accounts, keys: services.keys, feed: services.feed });
     services.feed.on('keys', async () => {
       await oidc.reloadKeys();
     });
@@ -73,7 +74,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     }, config.purgeIntervalSeconds * 1000);
     purgeTimer.unref();
 
-    const app = createApp({ config, db, logger, render: createRenderer(), services, oidc });
+    const app = createApp({ config, db, logger, render, services, oidc });
     const server = app.listen(config.port, options.host);
     await once(server, 'listening');
     // Slow clients may not hold sockets forever; keep-alive a bit longer than common proxies.

@@ -162,3 +162,43 @@ describe('npm start entry point (src/index.ts in a child process)', function () 
     child = undefined;
   });
 });
+
+describe('behind a TLS-terminating proxy (TRUST_PROXY=true)', () => {
+  it('honours X-Forwarded-Proto: Secure cookies and an https issuer that works', async () => {
+    const { startTestServer } = await import('./helpers/server.js');
+    const { Agent } = await import('./helpers/agent.js');
+    const srv = await startTestServer({ env: { TRUST_PROXY: 'true', ISSUER: 'https://auth.example.test', NODE_ENV: 'production' } });
+    try {
+      const c = await srv.cli('clients', 'create', '--name', 'App', '--redirect-uri', 'https://app.example.test/cb');
+      const base = `http://127.0.0.1:${srv.port}`;
+      const d = (await (await fetch(`${base}/.well-known/openid-configuration`, { headers: { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'auth.example.test' } })).json()) as { authorization_endpoint: string };
+      expect(d.authorization_endpoint).to.equal('https://auth.example.test/auth');
+      const agent = new Agent();
+      const q = new URLSearchParams({ client_id: c.json.client_id, redirect_uri: 'https://app.example.test/cb', response_type: 'code', scope: 'openid', code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuz7-cVv7-M', code_challenge_method: 'S256' });
+      const res = await agent.request(`${base}/auth?${q}`, { headers: { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'auth.example.test' } });
+      expect(res.status).to.equal(303);
+      const cookies = res.headers.getSetCookie();
+      expect(cookies.length).to.be.greaterThan(0);
+      for (const cookie of cookies) {
+        expect(cookie.toLowerCase(), cookie).to.contain('; secure').and.contain('httponly').and.match(/samesite=(lax|none)/);
+      }
+      expect(res.headers.get('strict-transport-security')).to.contain('max-age=');
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it('readyz answers 503 when the database is gone', async () => {
+    const { startTestServer } = await import('./helpers/server.js');
+    const srv = await startTestServer();
+    try {
+      expect((await fetch(`${srv.url}/readyz`)).status).to.equal(200);
+      await srv.running.db.destroy();
+      const res = await fetch(`${srv.url}/readyz`);
+      expect(res.status).to.equal(503);
+      expect((await fetch(`${srv.url}/healthz`)).status).to.equal(200);
+    } finally {
+      await srv.close().catch(() => undefined);
+    }
+  });
+});

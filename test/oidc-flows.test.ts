@@ -196,4 +196,35 @@ describe('OpenID Connect flows with openid-client over real HTTP', () => {
     const again = await codeFlow(config, 'openid', {}, agent);
     expect(again.pages[0]).to.equal('login');
   });
+
+  it('skips consent for first-party clients, also for offline_access with prompt=consent', async () => {
+    const fp = await srv.cli('clients', 'create', '--name', 'Console', '--first-party', '--redirect-uri', REDIRECT);
+    expect(fp.code, fp.stderr).to.equal(0);
+    const config = await discover(fp.json.client_id, fp.json.client_secret);
+    const { tokens, pages } = await codeFlow(config, 'openid email offline_access', { prompt: 'consent' });
+    expect(pages).to.deep.equal(['login']);
+    expect(tokens.claims()!.sub).to.equal(userId);
+    expect(tokens.refresh_token).to.be.a('string');
+  });
+
+  it("answers CORS only for a client's registered web origins, never with credentials", async () => {
+    const origin = 'http://localhost:5173';
+    const spa = await srv.cli('clients', 'create', '--name', 'Browser worker', '--grant', 'client_credentials', '--resource', API, '--scope', 'read', '--web-origin', origin);
+    const basic = `Basic ${Buffer.from(`${spa.json.client_id}:${spa.json.client_secret}`).toString('base64')}`;
+    const post = (from: string) =>
+      fetch(`${srv.url}/token`, { method: 'POST', headers: { origin: from, authorization: basic, 'content-type': 'application/x-www-form-urlencoded' }, body: 'grant_type=client_credentials' });
+    const ok = await post(origin);
+    expect(ok.status).to.equal(200);
+    expect(ok.headers.get('access-control-allow-origin')).to.equal(origin);
+    expect(ok.headers.get('access-control-allow-credentials')).to.equal(null);
+    const evil = await post('https://evil.example');
+    expect(evil.status).to.equal(400);
+    expect(evil.headers.get('access-control-allow-origin')).to.equal(null);
+    // Public metadata is readable from any origin, without credentials.
+    for (const path of ['/.well-known/openid-configuration', '/jwks']) {
+      const res = await fetch(`${srv.url}${path}`, { headers: { origin: 'https://any.example' } });
+      expect(res.headers.get('access-control-allow-origin'), path).to.be.oneOf(['*', 'https://any.example']);
+      expect(res.headers.get('access-control-allow-credentials'), path).to.equal(null);
+    }
+  });
 });

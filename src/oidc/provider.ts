@@ -214,6 +214,18 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
       return deps.clients.verifySecret(actual, this.clientSecret ?? '');
     };
     provider.use(structured.middleware);
+    // Unknown paths: the friendly page for browsers, RFC 6749-style JSON for programs.
+    provider.use(async (ctx, next) => {
+      await next();
+      if (ctx.status !== 404 || ctx.body !== undefined) return;
+      ctx.status = 404;
+      if (ctx.accepts('json', 'html') === 'html') {
+        ctx.type = 'html';
+        ctx.body = await deps.render('error', { title: 'Page not found', error: 'not_found', description: 'There is nothing at this address.' });
+      } else {
+        ctx.body = { error: 'not_found', error_description: 'unknown endpoint' };
+      }
+    });
     provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
       deps.logger.error('oidc server error', { path: ctx.path, err: String(err.stack ?? err) });
     });

@@ -105,6 +105,12 @@ export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; 
     await finish(ctx, { error: 'invalid_request', error_description: `unsupported prompt ${details.prompt.name}` });
   });
 
+  // A reload or bookmark of a form's target goes back to the interaction's page.
+  router.get(['/interaction/:uid/login', '/interaction/:uid/confirm', '/interaction/:uid/abort'], (ctx) => {
+    ctx.status = 303;
+    ctx.redirect(`/interaction/${encodeURIComponent(ctx.params.uid!)}`);
+  });
+
   router.post('/interaction/:uid/login', async (ctx) => {
     const form = await readForm(ctx);
     if (!(await checkCsrf(ctx, form))) return;

@@ -1,0 +1,75 @@
+import { expect } from 'chai';
+
+import { loadConfig } from '../src/config/index.js';
+import { openDatabase, type Db } from '../src/db/knex.js';
+import { migrateLatest } from '../src/db/migrate.js';
+import { createProviderStateRepository, type ProviderStateRepository } from '../src/repositories/provider-state.js';
+import { freshDatabase, TEST_SECRET, type TestDatabase } from './helpers/server.js';
+
+describe('provider state (the oidc-provider adapter table)', () => {
+  let database: TestDatabase;
+  let db: Db;
+  let state: ProviderStateRepository;
+
+  before(async () => {
+    database = await freshDatabase();
+    db = openDatabase(loadConfig({ DATABASE_URL: database.url, LATCH_SECRET: TEST_SECRET }).database);
+    await migrateLatest(db);
+    state = createProviderStateRepository(db);
+  });
+  after(async () => {
+    await db.destroy();
+    await database.drop();
+  });
+
+  it('stores, finds by id, uid and user code, and hides expired rows', async () => {
+    await state.upsert('Session', 's1', { uid: 'u1', accountId: 'a' }, 60);
+    await state.upsert('DeviceCode', 'd1', { userCode: 'ABCD-EFGH', grantId: 'g0' }, 60);
+    expect(await state.find('Session', 's1')).to.deep.equal({ uid: 'u1', accountId: 'a' });
+    expect(await state.findBy('Session', 'uid', 'u1')).to.deep.equal({ uid: 'u1', accountId: 'a' });
+    expect(await state.findBy('DeviceCode', 'user_code', 'ABCD-EFGH')).to.include({ grantId: 'g0' });
+    await state.upsert('Session', 's1', { uid: 'u1', accountId: 'b' }, 60);
+    expect(await state.find('Session', 's1')).to.deep.equal({ uid: 'u1', accountId: 'b' });
+    await db('provider_state').where({ id: 's1' }).update({ expires_at: Math.floor(Date.now() / 1000) - 1 });
+    expect(await state.find('Session', 's1')).to.equal(undefined);
+  });
+
+  it('consumes a single-use artifact exactly once, even when 20 redemptions race', async () => {
+    await state.upsert('AuthorizationCode', 'c1', { grantId: 'g1' }, 60);
+    const results = await Promise.all(Array.from({ length: 20 }, () => state.consume('AuthorizationCode', 'c1')));
+    expect(results.filter((r) => r.consumed)).to.have.length(1);
+    expect(results.filter((r) => !r.consumed).every((r) => r.grantId === 'g1')).to.equal(true);
+    const found = await state.find('AuthorizationCode', 'c1');
+    expect(found?.consumed).to.be.a('number');
+  });
+
+  it('revokeByGrantId deletes every artifact of the grant and the grant itself, nothing else', async () => {
+    await state.upsert('Grant', 'g2', { accountId: 'a', clientId: 'c' }, 60);
+    await state.upsert('AccessToken', 'at', { grantId: 'g2' }, 60);
+    await state.upsert('RefreshToken', 'rt', { grantId: 'g2' }, 60);
+    await state.upsert('RefreshToken', 'other', { grantId: 'g3' }, 60);
+    await state.revokeByGrantId('g2');
+    for (const [m, id] of [['Grant', 'g2'], ['AccessToken', 'at'], ['RefreshToken', 'rt']] as const) expect(await state.find(m, id), `${m} ${id}`).to.equal(undefined);
+    expect(await state.find('RefreshToken', 'other')).to.not.equal(undefined);
+  });
+
+  it('purges expired rows in batches and keeps live ones', async () => {
+    const past = Math.floor(Date.now() / 1000) - 10;
+    const rows = Array.from({ length: 2500 }, (_, i) => ({ model: 'AccessToken', id: `old${i}`, payload: '{}', expires_at: past }));
+    for (let i = 0; i < rows.length; i += 500) await db('provider_state').insert(rows.slice(i, i + 500));
+    await state.upsert('AccessToken', 'live', {}, 600);
+    let total = 0;
+    let n: number;
+    const batches: number[] = [];
+    do {
+      n = await state.purgeExpired(1000);
+      batches.push(n);
+      total += n;
+    } while (n === 1000);
+    expect(batches.slice(0, 2)).to.deep.equal([1000, 1000]);
+    expect(total).to.be.at.least(2500);
+    expect(await state.find('AccessToken', 'live')).to.not.equal(undefined);
+    const left = await db('provider_state').where('expires_at', '<=', past).count({ n: '*' }).first<{ n: number | string }>();
+    expect(Number(left?.n)).to.equal(0);
+  });
+});

@@ -17,7 +17,7 @@ import type { Services } from './services/index.js';
  * The Koa application: Latch's own routes first, then oidc-provider for everything else
  * (discovery, authorization, token, userinfo, JWKS, introspection, revocation, logout).
  */
-export function createApp(deps: { config: Config; db: Db; logger: Logger; render: Render; services: Services; oidc: Oidc }): Koa {
+export function createApp(deps: { config: Config; db: Db; logger: Logger; render: Render; services: Services; oidc: Oidc; lifecycle?: { draining: boolean } }): Koa {
   const { config, logger, render, services, oidc } = deps;
   const app = new Koa({ proxy: config.trustProxy });
   app.keys = services.secrets.cookieKeys;
@@ -25,7 +25,7 @@ export function createApp(deps: { config: Config; db: Db; logger: Logger; render
 
   const csrf = createCsrf(services.secrets);
   const routers = [
-    healthRoutes({ db: deps.db }),
+    healthRoutes({ db: deps.db, lifecycle: deps.lifecycle ?? { draining: false } }),
     staticRoutes(),
     interactionRoutes({ oidc, accounts: services.accounts, csrf, render, logger }),
   ];

@@ -1,12 +1,18 @@
-import { ConfigError, loadConfig } from './config/index.js';
-import { createLogger } from './lib/logger.js';
-import { startServer } from './server.js';
+import cluster from 'node:cluster';
 
-/** Process entry: configuration, start, graceful shutdown on SIGTERM/SIGINT. */
-async function main(): Promise<void> {
-  let config;
+import { ConfigError, loadConfig, type Config } from './config/index.js';
+import { openDatabase } from './db/knex.js';
+import { migrateLatest } from './db/migrate.js';
+import { createLogger, type Logger } from './lib/logger.js';
+import { startServer } from './server.js';
+import { createServices } from './services/index.js';
+
+/** How long in-flight requests may take to finish after SIGTERM. */
+const DRAIN_TIMEOUT_MS = 10_000;
+
+function configOrExit(): Config {
   try {
-    config = loadConfig();
+    return loadConfig();
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`latch: invalid configuration: ${err.message}\n`);
@@ -14,27 +20,74 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const logger = createLogger(config.logLevel);
-  if (config.secretGenerated) {
-    logger.warn('LATCH_SECRET is not set: using a generated development secret', { file: `${config.dataDir}/latch-secret` });
-  }
-  const running = await startServer(config, { logger });
-  logger.info('Latch is serving', { issuer: config.issuer, port: running.port, database: config.database.client, discovery: `${config.issuer}/.well-known/openid-configuration` });
+}
 
+/** One serving process: the whole server, or one cluster worker. */
+async function serve(config: Config, logger: Logger, worker: number | undefined): Promise<void> {
+  const running = await startServer(config, { logger, purge: worker === undefined || worker === 1 });
+  if (worker === undefined || worker === 1) {
+    logger.info('Latch is serving', { issuer: config.issuer, port: running.port, database: config.database.client, workers: config.webConcurrency, discovery: `${config.issuer}/.well-known/openid-configuration` });
+  }
   const shutdown = (signal: string) => {
-    logger.info('shutting down', { signal });
-    const force = setTimeout(() => process.exit(1), 10_000);
+    logger.info('shutting down', { signal, worker });
+    const force = setTimeout(() => process.exit(1), DRAIN_TIMEOUT_MS + 2000);
     force.unref();
-    running
-      .close()
-      .then(() => process.exit(0))
-      .catch((err: unknown) => {
+    running.close(DRAIN_TIMEOUT_MS).then(
+      () => process.exit(0),
+      (err: unknown) => {
         logger.error('shutdown failed', { err: String(err) });
         process.exit(1);
-      });
+      },
+    );
   };
   process.once('SIGTERM', () => shutdown('SIGTERM'));
   process.once('SIGINT', () => shutdown('SIGINT'));
+}
+
+/**
+ * WEB_CONCURRENCY > 1: the primary migrates and creates keys once, then forks workers that share
+ * the port (node:cluster). A worker that dies is replaced; SIGTERM is passed to every worker.
+ */
+async function primary(config: Config, logger: Logger): Promise<void> {
+  const db = openDatabase(config.database);
+  try {
+    await migrateLatest(db);
+    const services = createServices({ db, config, logger });
+    await services.keys.ensureKeys();
+    await services.accounts.ensureAdmin(config.admin);
+  } finally {
+    await db.destroy();
+  }
+  let stopping = false;
+  const fork = (index: number) => cluster.fork({ LATCH_WORKER_INDEX: String(index) }).on('exit', (code, signal) => {
+    if (stopping) return;
+    logger.error('worker exited; starting another', { index, code, signal });
+    setTimeout(() => fork(index), 500);
+  });
+  for (let i = 1; i <= config.webConcurrency; i++) fork(i);
+  const stop = (signal: NodeJS.Signals) => {
+    stopping = true;
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(signal);
+    cluster.on('exit', () => {
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+    });
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGTERM'));
+}
+
+async function main(): Promise<void> {
+  const config = configOrExit();
+  const logger = createLogger(config.logLevel);
+  if (cluster.isPrimary && config.secretGenerated) {
+    logger.warn('LATCH_SECRET is not set: using a generated development secret', { file: `${config.dataDir}/latch-secret` });
+  }
+  if (config.webConcurrency > 1 && cluster.isPrimary) {
+    await primary(config, logger);
+    return;
+  }
+  const worker = cluster.isWorker ? Number(process.env.LATCH_WORKER_INDEX ?? cluster.worker?.id) : undefined;
+  await serve(config, logger, worker);
 }
 
 main().catch((err: unknown) => {

@@ -20,8 +20,11 @@ export interface RunningServer {
   /** The port actually bound (PORT=0 picks a free one). */
   port: number;
   logger: Logger;
-  /** Stops accepting connections, finishes in-flight requests, stops timers, closes the database. */
-  close(): Promise<void>;
+  /**
+   * Graceful stop: /readyz turns 503, the listener closes, in-flight requests finish (up to
+   * `drainTimeoutMs`, then remaining connections are cut), timers stop, the pool closes.
+   */
+  close(drainTimeoutMs?: number): Promise<void>;
 }
 
 export interface StartOptions {
@@ -30,6 +33,8 @@ export interface StartOptions {
   changePollMs?: number;
   /** Host to bind (default all interfaces). */
   host?: string;
+  /** Run the expired-state purge timer in this process (default true; one cluster worker does). */
+  purge?: boolean;
 }
 
 /** Deletes expired provider state in batches, yielding between batches so requests go on. */
@@ -67,14 +72,16 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     });
     await services.feed.start();
 
+    const lifecycle = { draining: false };
     const purgeTimer = setInterval(() => {
+      if (options.purge === false) return;
       purgeExpired(services)
         .then((n) => n && logger.debug('expired provider state purged', { rows: n }))
         .catch((err: unknown) => logger.warn('purge failed', { err: String(err) }));
     }, config.purgeIntervalSeconds * 1000);
     purgeTimer.unref();
 
-    const app = createApp({ config, db, logger, render, services, oidc });
+    const app = createApp({ config, db, logger, render, services, oidc, lifecycle });
     const server = app.listen(config.port, options.host);
     await once(server, 'listening');
     // Slow clients may not hold sockets forever; keep-alive a bit longer than common proxies.
@@ -84,14 +91,17 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const port = (server.address() as AddressInfo).port;
 
     let closing: Promise<void> | undefined;
-    const close = () => {
+    const close = (drainTimeoutMs = 10_000) => {
       closing ??= (async () => {
+        lifecycle.draining = true;
         clearInterval(purgeTimer);
-        await services.feed.stop();
+        const cut = setTimeout(() => server.closeAllConnections(), drainTimeoutMs);
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeIdleConnections();
         });
+        clearTimeout(cut);
+        await services.feed.stop();
         await db.destroy();
       })();
       return closing;

@@ -130,6 +130,7 @@ export function loadConfig(env: Env = process.env): Config {
       session: integer(env, 'SESSION_TTL', 1_209_600, 60, 31_536_000),
     },
     trustProxy: boolean(env, 'TRUST_PROXY', false),
+    webConcurrency: integer(env, 'WEB_CONCURRENCY', 1, 1, 64),
     purgeIntervalSeconds: integer(env, 'PURGE_INTERVAL', 60, 1, 86_400),
     dataDir,
     logLevel: logLevel as LogLevel,

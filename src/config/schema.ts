@@ -35,6 +35,7 @@ export const VARIABLES: readonly VariableSpec[] = [
   { name: 'ID_TOKEN_TTL', default: '3600', doc: 'ID-token lifetime in seconds.' },
   { name: 'SESSION_TTL', default: '1209600', doc: 'Browser sign-in session lifetime in seconds.' },
   { name: 'TRUST_PROXY', default: 'false', doc: 'Trust X-Forwarded-Proto/-Host/-For from a reverse proxy (needed for an https issuer behind a TLS-terminating proxy).' },
+  { name: 'WEB_CONCURRENCY', default: '1', doc: 'Number of worker processes serving one port (node:cluster); 1 serves from the main process.' },
   { name: 'PURGE_INTERVAL', default: '60', doc: 'Seconds between purges of expired provider state (codes, tokens, sessions).' },
   { name: 'DATA_DIR', default: 'data', doc: 'Folder for the default SQLite file and the generated development secret.' },
   { name: 'LOG_LEVEL', default: 'info', doc: 'One of error, warn, info, debug.' },
@@ -63,6 +64,7 @@ export interface Config {
     readonly session: number;
   };
   readonly trustProxy: boolean;
+  readonly webConcurrency: number;
   readonly purgeIntervalSeconds: number;
   readonly dataDir: string;
   readonly logLevel: LogLevel;

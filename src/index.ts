@@ -7,9 +7,6 @@ import { createLogger, type Logger } from './lib/logger.js';
 import { startServer } from './server.js';
 import { createServices } from './services/index.js';
 
-/** How long in-flight requests may take to finish after SIGTERM. */
-const DRAIN_TIMEOUT_MS = 10_000;
-
 function configOrExit(): Config {
   try {
     return loadConfig();
@@ -30,9 +27,10 @@ async function serve(config: Config, logger: Logger, worker: number | undefined)
   }
   const shutdown = (signal: string) => {
     logger.info('shutting down', { signal, worker });
-    const force = setTimeout(() => process.exit(1), DRAIN_TIMEOUT_MS + 2000);
+    const { graceSeconds, timeoutSeconds } = config.shutdown;
+    const force = setTimeout(() => process.exit(1), (graceSeconds + timeoutSeconds + 2) * 1000);
     force.unref();
-    running.close(DRAIN_TIMEOUT_MS).then(
+    running.close({ graceMs: graceSeconds * 1000, drainTimeoutMs: timeoutSeconds * 1000 }).then(
       () => process.exit(0),
       (err: unknown) => {
         logger.error('shutdown failed', { err: String(err) });

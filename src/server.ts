@@ -10,6 +10,7 @@ import { createLogger, type Logger } from './lib/logger.js';
 import { createRenderer } from './lib/views.js';
 import { createOidc, type Oidc } from './oidc/provider.js';
 import { createServices, type Services } from './services/index.js';
+import { createMetrics } from './services/metrics.js';
 
 export interface RunningServer {
   config: Config;
@@ -21,10 +22,11 @@ export interface RunningServer {
   port: number;
   logger: Logger;
   /**
-   * Graceful stop: /readyz turns 503, the listener closes, in-flight requests finish (up to
-   * `drainTimeoutMs`, then remaining connections are cut), timers stop, the pool closes.
+   * Graceful stop: /readyz turns 503 and responses close their connections; after `graceMs`
+   * (default 0) the listener closes, in-flight requests finish (up to `drainTimeoutMs`, then
+   * remaining connections are cut), timers stop, the pool closes.
    */
-  close(drainTimeoutMs?: number): Promise<void>;
+  close(options?: { graceMs?: number; drainTimeoutMs?: number }): Promise<void>;
 }
 
 export interface StartOptions {
@@ -66,7 +68,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     if (admin) logger.info('administrator account created', { email: admin.email });
 
     const render = createRenderer();
-    const oidc = await createOidc({ config, logger, render, secrets: services.secrets, state: services.state, clients: services.clients, resources: services.resources, accounts: services.accounts, keys: services.keys, feed: services.feed });
+    const metrics = createMetrics({ db });
+    const oidc = await createOidc({ config, logger, render, secrets: services.secrets, state: services.state, clients: services.clients, resources: services.resources, accounts: services.accounts, keys: services.keys, feed: services.feed, metrics });
     services.feed.on('keys', async () => {
       await oidc.reloadKeys();
     });
@@ -81,7 +84,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     }, config.purgeIntervalSeconds * 1000);
     purgeTimer.unref();
 
-    const app = createApp({ config, db, logger, render, services, oidc, lifecycle });
+    const app = createApp({ config, db, logger, render, services, oidc, metrics, lifecycle });
     const server = app.listen(config.port, options.host);
     await once(server, 'listening');
     // Slow clients may not hold sockets forever; keep-alive a bit longer than common proxies.
@@ -91,15 +94,24 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const port = (server.address() as AddressInfo).port;
 
     let closing: Promise<void> | undefined;
-    const close = (drainTimeoutMs = 10_000) => {
+    const close = ({ graceMs = 0, drainTimeoutMs = 10_000 } = {}) => {
       closing ??= (async () => {
         lifecycle.draining = true;
         clearInterval(purgeTimer);
+        // Connections the kernel has queued but Node has not accepted yet would be reset by
+        // closing the listener; the grace period serves them (and lets load balancers see 503).
+        if (graceMs > 0) await new Promise((r) => setTimeout(r, graceMs));
         const cut = setTimeout(() => server.closeAllConnections(), drainTimeoutMs);
-        await new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeIdleConnections();
-        });
+        // server.close() also drops "idle" connections, which includes one accepted a moment
+        // ago whose request bytes are still arriving: that client would see a reset. Stop
+        // listening first, then close idle keep-alive connections a little later, repeatedly.
+        const closeIdle = server.closeIdleConnections.bind(server);
+        server.closeIdleConnections = () => undefined;
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections = closeIdle;
+        const idle = setInterval(closeIdle, 250);
+        await closed;
+        clearInterval(idle);
         clearTimeout(cut);
         await services.feed.stop();
         await db.destroy();

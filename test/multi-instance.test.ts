@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose';
 
+import { crossInstanceFlow } from './helpers/cross-flow.js';
 import { freshDatabase, startTestServer, type TestDatabase, type TestServer } from './helpers/server.js';
 
 const API = 'urn:latch:test:api';
@@ -115,5 +116,9 @@ describe('two server processes on one database', () => {
     await waitFor('old key retired on B', async () => !(await jwksOf(b)).keys.some((k) => k.kid === oldKid), 10_000);
     const current = await a.cli('keys', 'retire', newRs.kid);
     expect(current.code, 'the current key cannot be retired').to.not.equal(0);
+  });
+
+  it('behaves as one service: login on A, token on B, refresh on A, revoke on B', async () => {
+    await crossInstanceFlow(base(a), base(b), a.cli);
   });
 });

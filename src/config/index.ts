@@ -116,6 +116,11 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError('LOG_LEVEL', `must be one of error, warn, info, debug (got "${logLevel}")`);
   }
 
+  const metricsToken = value(env, 'METRICS_TOKEN');
+  if (metricsToken !== undefined && !/^[\x21-\x7e]+$/.test(metricsToken)) {
+    throw new ConfigError('METRICS_TOKEN', 'must be printable ASCII without spaces');
+  }
+
   const config: Config = {
     port,
     issuer: parseIssuer(env, port, production),
@@ -131,9 +136,11 @@ export function loadConfig(env: Env = process.env): Config {
     },
     trustProxy: boolean(env, 'TRUST_PROXY', false),
     webConcurrency: integer(env, 'WEB_CONCURRENCY', 1, 1, 64),
+    shutdown: { graceSeconds: integer(env, 'SHUTDOWN_GRACE', 1, 0, 300), timeoutSeconds: integer(env, 'SHUTDOWN_TIMEOUT', 10, 1, 3600) },
     purgeIntervalSeconds: integer(env, 'PURGE_INTERVAL', 60, 1, 86_400),
     dataDir,
     logLevel: logLevel as LogLevel,
+    metricsToken,
     production,
   };
   return Object.freeze(config);

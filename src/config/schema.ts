@@ -36,9 +36,12 @@ export const VARIABLES: readonly VariableSpec[] = [
   { name: 'SESSION_TTL', default: '1209600', doc: 'Browser sign-in session lifetime in seconds.' },
   { name: 'TRUST_PROXY', default: 'false', doc: 'Trust X-Forwarded-Proto/-Host/-For from a reverse proxy (needed for an https issuer behind a TLS-terminating proxy).' },
   { name: 'WEB_CONCURRENCY', default: '1', doc: 'Number of worker processes serving one port (node:cluster); 1 serves from the main process.' },
+  { name: 'SHUTDOWN_GRACE', default: '1', doc: 'Seconds to keep accepting connections after SIGTERM while /readyz answers 503, so load balancers stop routing first.' },
+  { name: 'SHUTDOWN_TIMEOUT', default: '10', doc: 'Seconds in-flight requests may take to finish after the listener closes; then connections are cut.' },
   { name: 'PURGE_INTERVAL', default: '60', doc: 'Seconds between purges of expired provider state (codes, tokens, sessions).' },
   { name: 'DATA_DIR', default: 'data', doc: 'Folder for the default SQLite file and the generated development secret.' },
   { name: 'LOG_LEVEL', default: 'info', doc: 'One of error, warn, info, debug.' },
+  { name: 'METRICS_TOKEN', default: '(unset)', doc: 'When set, `GET /metrics` requires `Authorization: Bearer <METRICS_TOKEN>`; unset, /metrics is open to anyone who can reach the port.' },
   { name: 'NODE_ENV', default: 'development', doc: '`production` enforces LATCH_SECRET and an https issuer.' },
 ];
 
@@ -65,8 +68,11 @@ export interface Config {
   };
   readonly trustProxy: boolean;
   readonly webConcurrency: number;
+  readonly shutdown: { readonly graceSeconds: number; readonly timeoutSeconds: number };
   readonly purgeIntervalSeconds: number;
   readonly dataDir: string;
   readonly logLevel: LogLevel;
+  /** Bearer token required by GET /metrics; undefined leaves it open. */
+  readonly metricsToken: string | undefined;
   readonly production: boolean;
 }

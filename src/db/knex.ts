@@ -65,6 +65,16 @@ export function toIso(v: unknown): string | null {
   return Number.isNaN(d.getTime()) ? s : d.toISOString();
 }
 
+/**
+ * False for a lookup key no row can have: PostgreSQL text cannot hold U+0000 and fails the whole
+ * query ("invalid byte sequence for encoding UTF8: 0x00"), SQLite would just find nothing. Keys
+ * that come from requests (client_id, tokens, codes, emails) are checked first, so a NUL byte in
+ * one is "not found" on both engines rather than a 500 on PostgreSQL.
+ */
+export function isStorableKey(value: string): boolean {
+  return !value.includes('\u0000');
+}
+
 export function epochSeconds(): number {
   return Math.floor(Date.now() / 1000);
 }

@@ -1,6 +1,9 @@
-import type { LogLevel } from '../config/schema.js';
+import { createRequire } from 'node:module';
 
-const ORDER: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, debug: 3 };
+import { pino, type DestinationStream, type LoggerOptions } from 'pino';
+import type PinoPretty from 'pino-pretty';
+
+import type { LogLevel } from '../config/schema.js';
 
 export interface Logger {
   error(msg: string, fields?: Record<string, unknown>): void;
@@ -9,12 +12,47 @@ export interface Logger {
   debug(msg: string, fields?: Record<string, unknown>): void;
 }
 
-/** One JSON object per line on stderr: easy to ship to any log pipeline. */
-export function createLogger(level: LogLevel, write: (line: string) => void = (l) => process.stderr.write(l)): Logger {
-  const max = ORDER[level];
+/**
+ * Field names that must never reach a log line, whatever a caller passes (defence in depth: no
+ * code logs bodies, headers or query strings in the first place).
+ */
+const SECRET_FIELDS = ['password', 'secret', 'client_secret', 'token', 'access_token', 'refresh_token', 'id_token', 'authorization', 'cookie', 'headers'];
+const REDACT = [...SECRET_FIELDS, ...SECRET_FIELDS.map((f) => `*.${f}`)];
+
+/**
+ * pino-pretty is a devDependency: a human-readable console in development, when someone is
+ * watching the terminal. Loaded lazily so production installs (no devDependencies) never need it.
+ */
+function prettyStream(): DestinationStream | undefined {
+  if (process.env.NODE_ENV === 'production' || !process.stderr.isTTY) return undefined;
+  try {
+    const pretty = createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty;
+    return pretty({ destination: 2, sync: true, colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid' });
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * pino: one JSON object per line on stderr (`{"level":"info","time":"…ISO…","pid":…,"msg":"…",
+ * …fields}`), easy to ship to any log pipeline. `write`, when given, receives each line instead
+ * (tests record them); pino-pretty is used only without it, outside production, on a terminal.
+ */
+export function createLogger(level: LogLevel, write?: (line: string) => void): Logger {
+  const pretty = write ? undefined : prettyStream();
+  const options: LoggerOptions = {
+    level,
+    base: { pid: process.pid },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    redact: { paths: REDACT, censor: '[redacted]' },
+    // Level names rather than numbers in JSON lines (pino-pretty wants the numbers).
+    ...(pretty ? {} : { formatters: { level: (label: string) => ({ level: label }) } }),
+  };
+  const destination: DestinationStream = write ? { write } : (pretty ?? pino.destination({ dest: 2, sync: true }));
+  const p = pino(options, destination);
   const log = (lvl: LogLevel) => (msg: string, fields?: Record<string, unknown>) => {
-    if (ORDER[lvl] > max) return;
-    write(`${JSON.stringify({ time: new Date().toISOString(), level: lvl, msg, ...fields })}\n`);
+    if (fields) p[lvl](fields, msg);
+    else p[lvl](msg);
   };
   return { error: log('error'), warn: log('warn'), info: log('info'), debug: log('debug') };
 }

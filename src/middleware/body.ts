@@ -17,10 +17,18 @@ export async function readForm(ctx: Koa.Context): Promise<Record<string, string>
   if (!ctx.is('application/x-www-form-urlencoded')) throw new BodyError(415, 'expected a form submission');
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > LIMIT) throw new BodyError(413, 'form too large');
-    chunks.push(chunk);
+  try {
+    // destroyOnReturn: false leaves an oversized body's rest to drainUnreadBody instead of
+    // destroying the request stream (which stalls a keep-alive connection).
+    for await (const chunk of ctx.req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > LIMIT) throw new BodyError(413, 'form too large');
+      chunks.push(chunk);
+    }
+  } catch (err) {
+    // The client went away mid-body ("aborted", ECONNRESET): bad input, not a server failure.
+    if (err instanceof BodyError) throw err;
+    throw new BodyError(400, 'incomplete form submission');
   }
   const form: Record<string, string> = {};
   for (const [k, v] of new URLSearchParams(Buffer.concat(chunks).toString('utf8'))) {
@@ -28,4 +36,23 @@ export async function readForm(ctx: Koa.Context): Promise<Record<string, string>
     if (!(k in form)) form[k] = v;
   }
   return form;
+}
+
+/**
+ * A response sent before its request body was read to the end (a body refused as too large, or
+ * of the wrong type) leaves the rest of that body on the connection. Node only discards bodies
+ * nobody started reading; for a partly read one it never parses the next request of the
+ * keep-alive connection, which then stalls until requestTimeout and gets a 408. Once the handler
+ * is done, read and discard what is left, as Node does for unread bodies (and as body-parser
+ * does on error). Applies to Latch's routes and to oidc-provider's (its parser stops at 56 KiB).
+ */
+export function drainUnreadBody(): Koa.Middleware {
+  return async (ctx, next) => {
+    try {
+      await next();
+    } finally {
+      const { req } = ctx;
+      if (!req.complete && !req.destroyed) req.resume();
+    }
+  };
 }

@@ -1,6 +1,7 @@
 import type Koa from 'koa';
 
 import type { Logger } from '../lib/logger.js';
+import { loggablePath } from '../lib/route-label.js';
 import type { Render } from '../lib/views.js';
 import { BodyError } from './body.js';
 
@@ -15,7 +16,7 @@ export function errorHandler(deps: { logger: Logger; render: Render }): Koa.Midd
       await next();
     } catch (err) {
       const status = err instanceof BodyError ? err.status : 500;
-      if (status >= 500) deps.logger.error('request failed', { method: ctx.method, path: ctx.path, err: String((err as Error)?.stack ?? err) });
+      if (status >= 500) deps.logger.error('request failed', { method: ctx.method, path: loggablePath(ctx), requestId: ctx.state.requestId as unknown, err: String((err as Error)?.stack ?? err) });
       const message = err instanceof BodyError ? err.message : 'The server could not complete this request.';
       ctx.status = status;
       if (ctx.accepts('html', 'json') === 'html') {

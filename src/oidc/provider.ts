@@ -5,6 +5,7 @@ import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'o
 
 import type { Config } from '../config/index.js';
 import type { Logger } from '../lib/logger.js';
+import { setProviderRoute } from '../lib/route-label.js';
 import type { Render } from '../lib/views.js';
 import type { ProviderStateRepository } from '../repositories/provider-state.js';
 import type { AccountService } from '../services/accounts.js';
@@ -12,6 +13,7 @@ import type { ChangeFeed } from '../services/change-feed.js';
 import type { ClientService } from '../services/clients.js';
 import type { KeyRing, KeyService } from '../services/keys.js';
 import type { ResourceService } from '../services/resources.js';
+import type { Metrics } from '../services/metrics.js';
 import type { Secrets } from '../services/secrets.js';
 import { createAdapterClass } from './adapter.js';
 import { findAccountFor } from './account.js';
@@ -28,6 +30,8 @@ export interface OidcDeps {
   accounts: AccountService;
   keys: KeyService;
   feed: ChangeFeed;
+  /** Counts token issuance (grant.success) on every Provider built. */
+  metrics?: Pick<Metrics, 'observeProvider'>;
 }
 
 /** The OIDC scopes Latch knows; resource scopes come from resource servers. */
@@ -179,11 +183,30 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, onStructured: ReturnT
       },
     },
     async renderError(ctx, out, error) {
-      ctx.status = (error as { statusCode?: number }).statusCode ?? 400;
+      // An error without a statusCode is not an OAuth error but a failure of ours: 500, as
+      // oidc-provider itself decides (err.statusCode || 500), never a 400 that hides it.
+      ctx.status = (error as { statusCode?: number }).statusCode ?? 500;
       if (ctx.status >= 500) logger.error('oidc error page', { err: String((error as Error)?.stack ?? error) });
       await renderPage(ctx, 'error', { title: 'Something went wrong', error: out.error, description: out.error_description ?? null });
     },
   };
+}
+
+/**
+ * RFC 6749 §5.2: a client asking for a grant type it is not registered for gets
+ * `unauthorized_client`; oidc-provider answers `invalid_request`. Rewritten only when that is
+ * provably the cause: the client authenticated and sent one grant_type it may not use (an
+ * unknown grant type is `unsupported_grant_type`, a repeated one an array, both left alone).
+ */
+async function unauthorizedClientForGrantType(ctx: KoaContextWithOIDC, next: () => Promise<unknown>): Promise<void> {
+  await next();
+  if (ctx.oidc?.route !== 'token' || ctx.status !== 400) return;
+  const body = ctx.body as { error?: string } | undefined;
+  const client = ctx.oidc.client;
+  const grantType = (ctx.oidc.params as { grant_type?: unknown } | undefined)?.grant_type;
+  if (body?.error === 'invalid_request' && client && typeof grantType === 'string' && !client.grantTypeAllowed(grantType)) {
+    ctx.body = { ...body, error: 'unauthorized_client' };
+  }
 }
 
 /** Holds the current Provider; rebuilt when the signing keys change (rotation by any process). */
@@ -213,7 +236,32 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
     provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {
       return deps.clients.verifySecret(actual, this.clientSecret ?? '');
     };
+    // Hands oidc-provider's route name ("token", "authorization", …) and pattern to the request log and the
+    // HTTP metrics of the outer app, which never see this app's context.
+    provider.use(async (ctx, next) => {
+      try {
+        await next();
+      } finally {
+        const route = ctx.oidc?.route;
+        if (route) setProviderRoute(ctx.req, route, (ctx as { _matchedRoute?: string })._matchedRoute);
+      }
+    });
+    deps.metrics?.observeProvider(provider);
     provider.use(structured.middleware);
+    provider.use(unauthorizedClientForGrantType);
+    // The Provider is a Koa app of its own: without an 'error' listener Koa prints the stack of
+    // every connection-level error (a client aborting mid-body, a malformed request) to stderr,
+    // past the logger. Those are the client's doing: a warning without a stack. Anything else
+    // that reaches here escaped oidc-provider's own error handling: a server error.
+    // (Provider extends Koa; its typings only list oidc-provider's own events, hence the cast.)
+    (provider as Koa).on('error', (err: Error & { code?: string }, ctx?: Koa.Context) => {
+      const code = err.code ?? '';
+      if (code.startsWith('HPE_') || ['ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ERR_STREAM_PREMATURE_CLOSE'].includes(code) || err.message === 'aborted') {
+        deps.logger.warn('oidc connection error', { route: (ctx as KoaContextWithOIDC | undefined)?.oidc?.route, err: err.message, code });
+      } else {
+        deps.logger.error('oidc server error', { route: (ctx as KoaContextWithOIDC | undefined)?.oidc?.route, err: String(err.stack ?? err) });
+      }
+    });
     // Unknown paths: the friendly page for browsers, RFC 6749-style JSON for programs.
     provider.use(async (ctx, next) => {
       await next();
@@ -227,7 +275,7 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
       }
     });
     provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
-      deps.logger.error('oidc server error', { path: ctx.path, err: String(err.stack ?? err) });
+      deps.logger.error('oidc server error', { route: ctx.oidc?.route, err: String(err.stack ?? err) });
     });
     return { provider, handler: provider.callback() };
   };

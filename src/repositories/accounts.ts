@@ -1,5 +1,5 @@
 import type { Db } from '../db/knex.js';
-import { nowIso, toIso } from '../db/knex.js';
+import { isStorableKey, nowIso, toIso } from '../db/knex.js';
 
 export interface AccountRecord {
   id: string;
@@ -83,6 +83,7 @@ export function createAccountsRepository(db: Db) {
     },
     /** Case-insensitive lookup, served by the lower(email) index. */
     async findByEmail(email: string): Promise<AccountRecord | undefined> {
+      if (!isStorableKey(email)) return undefined;
       const row = await db('accounts').whereRaw('lower(email) = ?', [email.toLowerCase()]).first<Row | undefined>();
       return row ? fromRow(row) : undefined;
     },

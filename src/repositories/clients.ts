@@ -1,5 +1,5 @@
 import type { Db } from '../db/knex.js';
-import { nowIso, toIso } from '../db/knex.js';
+import { isStorableKey, nowIso, toIso } from '../db/knex.js';
 
 export type TokenAuthMethod = 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'none';
 
@@ -92,6 +92,7 @@ export function createClientsRepository(db: Db) {
       return { ...c, createdAt: now, updatedAt: now };
     },
     async findById(id: string): Promise<ClientRecord | undefined> {
+      if (!isStorableKey(id)) return undefined;
       const row = await db('clients').where({ id }).first<Row | undefined>();
       return row ? fromRow(row) : undefined;
     },

@@ -1,5 +1,5 @@
 import type { Db } from '../db/knex.js';
-import { epochSeconds } from '../db/knex.js';
+import { epochSeconds, isStorableKey } from '../db/knex.js';
 
 export type Payload = Record<string, unknown>;
 
@@ -37,11 +37,13 @@ export function createProviderStateRepository(db: Db) {
     },
 
     async find(model: string, id: string): Promise<Payload | undefined> {
+      if (!isStorableKey(id)) return undefined;
       const row = await alive(epochSeconds())(table().select('payload', 'consumed_at').where({ model, id })).first();
       return decode(row);
     },
 
     async findBy(model: string, column: 'uid' | 'user_code', value: string): Promise<Payload | undefined> {
+      if (!isStorableKey(value)) return undefined;
       const row = await alive(epochSeconds())(table().select('payload', 'consumed_at').where({ model, [column]: value })).first();
       return decode(row);
     },

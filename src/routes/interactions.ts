@@ -9,6 +9,7 @@ import type { Csrf } from '../middleware/csrf.js';
 import type { Oidc } from '../oidc/provider.js';
 import { isFirstParty } from '../oidc/provider.js';
 import type { AccountService } from '../services/accounts.js';
+import type { Metrics } from '../services/metrics.js';
 
 const SCOPE_DESCRIPTIONS: Record<string, string> = {
   openid: 'Sign you in with your account',
@@ -24,7 +25,7 @@ type ClientLike = { clientId: string; clientName?: string; clientAuthMethod: str
  * The login and consent pages (OIDC Core §3.1.2.3-4), server-rendered, no JavaScript.
  * oidc-provider sends the browser here with an interaction uid; we answer with the result.
  */
-export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; csrf: Csrf; render: Render; logger: Logger }): Router {
+export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; csrf: Csrf; render: Render; logger: Logger; metrics?: Pick<Metrics, 'recordLogin'> }): Router {
   const { oidc, accounts, csrf, render } = deps;
   const router = new Router();
 
@@ -122,6 +123,7 @@ export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; 
     }
     const email = (form.email ?? '').trim();
     const result = await accounts.authenticate(email, form.password ?? '');
+    deps.metrics?.recordLogin(result.ok ? 'success' : result.reason);
     if (!result.ok) {
       const client = await clientOf(details);
       // The same message for an unknown email and a wrong password: no user enumeration.

@@ -79,8 +79,11 @@ export function createClientService(deps: { clients: ClientsRepository; resource
     if (!name) throw new ValidationError('name', 'is required');
     if (name.length > 255) throw new ValidationError('name', 'must be at most 255 characters');
 
-    const redirectUris = unique((input.redirectUris ?? []).map((u) => absoluteUri('redirect-uri', u)));
-    const postLogoutRedirectUris = unique((input.postLogoutRedirectUris ?? []).map((u) => absoluteUri('post-logout-redirect-uri', u)));
+    // http(s) only: oidc-provider treats Latch clients as application_type "web", whose redirect
+    // URIs must be web URLs (javascript:, data:, custom schemes are refused when it loads the
+    // client). Refuse them here rather than register a client no sign-in can ever use.
+    const redirectUris = unique((input.redirectUris ?? []).map((u) => httpUrl('redirect-uri', u)));
+    const postLogoutRedirectUris = unique((input.postLogoutRedirectUris ?? []).map((u) => httpUrl('post-logout-redirect-uri', u)));
     const grants = unique(input.grants?.length ? input.grants : redirectUris.length ? ['authorization_code', 'refresh_token'] : ['client_credentials']);
     for (const g of grants) {
       if (!(GRANT_TYPES as readonly string[]).includes(g)) throw new ValidationError('grant', `must be one of ${GRANT_TYPES.join(', ')} (got "${g}")`);

@@ -45,14 +45,15 @@ export class Agent {
       const i = pair!.indexOf('=');
       const name = pair!.slice(0, i).trim();
       const value = pair!.slice(i + 1).trim();
-      const key = `${new URL(url).host}|${name}`;
+      // Like browsers, cookies are per host name, not per port (RFC 6265 §8.5).
+      const key = `${new URL(url).hostname}|${name}`;
       if (!value || /expires=Thu, 01 Jan 1970/i.test(c)) this.cookies.delete(key);
       else this.cookies.set(key, value);
     }
   }
 
   private cookieHeader(url: string): string {
-    const host = new URL(url).host;
+    const host = new URL(url).hostname;
     return [...this.cookies]
       .filter(([k]) => k.startsWith(`${host}|`))
       .map(([k, v]) => `${k.split('|')[1]}=${v}`)

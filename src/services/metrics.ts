@@ -1,0 +1,119 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+import type { Db } from '../db/knex.js';
+import type { RequestObservation } from '../middleware/request-log.js';
+
+export type LoginResult = 'success' | 'invalid_credentials' | 'inactive';
+
+/** The part of knex's tarn pool read at scrape time. */
+interface PoolLike {
+  numUsed(): number;
+  numFree(): number;
+  numPendingAcquires(): number;
+}
+
+/** Something that emits oidc-provider's events (the Provider, rebuilt on key rotation). */
+interface ProviderEvents {
+  on(event: 'grant.success', listener: (ctx: { oidc: { params?: Record<string, unknown>; client?: { clientId: string } } }) => void): unknown;
+}
+
+/**
+ * Prometheus metrics of one server, on its own Registry (never prom-client's global one, so
+ * several servers in one process do not clash). Every series is prefixed `latch_`; label values
+ * come from bounded sets (route names, status codes, grant types, registered client ids).
+ */
+export function createMetrics(deps: { db: Db }) {
+  const registry = new Registry();
+  const registers = [registry];
+
+  // Process metrics, heap, GC and event-loop lag (latch_nodejs_eventloop_lag_seconds, …).
+  collectDefaultMetrics({ register: registry, prefix: 'latch_' });
+
+  const httpRequests = new Counter({
+    name: 'latch_http_requests_total',
+    help: 'HTTP requests by method, route and status.',
+    labelNames: ['method', 'route', 'status'] as const,
+    registers,
+  });
+  const httpDuration = new Histogram({
+    name: 'latch_http_request_duration_seconds',
+    help: 'HTTP request latency in seconds, until the response is sent, by method, route and status.',
+    labelNames: ['method', 'route', 'status'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers,
+  });
+  const tokensIssued = new Counter({
+    name: 'latch_tokens_issued_total',
+    help: 'Successful token endpoint responses by grant type and client.',
+    labelNames: ['grant_type', 'client_id'] as const,
+    registers,
+  });
+  const logins = new Counter({
+    name: 'latch_logins_total',
+    help: 'Password logins on the login page by result.',
+    labelNames: ['result'] as const,
+    registers,
+  });
+  for (const result of ['success', 'invalid_credentials', 'inactive'] satisfies LoginResult[]) logins.inc({ result }, 0);
+  // Rate limiting is not implemented yet: this counter is registered now so dashboards and alerts
+  // can be built against it, and stays at zero (no series) until a limiter increments it.
+  const rateLimitRejections = new Counter({
+    name: 'latch_rate_limit_rejections_total',
+    help: 'Requests rejected by a rate limiter, by limiter.',
+    labelNames: ['limiter'] as const,
+    registers,
+  });
+
+  const pool = (): PoolLike | undefined => (deps.db.client as { pool?: PoolLike | null }).pool ?? undefined;
+  new Gauge({
+    name: 'latch_db_pool_used_connections',
+    help: 'Database connections in use (knex pool).',
+    registers,
+    collect() {
+      this.set(pool()?.numUsed() ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'latch_db_pool_free_connections',
+    help: 'Idle database connections (knex pool).',
+    registers,
+    collect() {
+      this.set(pool()?.numFree() ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'latch_db_pool_pending_acquires',
+    help: 'Queries waiting for a database connection (knex pool).',
+    registers,
+    collect() {
+      this.set(pool()?.numPendingAcquires() ?? 0);
+    },
+  });
+
+  return {
+    registry,
+    contentType: registry.contentType,
+    /** The exposition text for GET /metrics. */
+    render: () => registry.metrics(),
+    /** Fed by the request-log middleware once per response. */
+    observeRequest(o: RequestObservation) {
+      const labels = { method: o.method, route: o.route, status: String(o.status) };
+      httpRequests.inc(labels);
+      httpDuration.observe(labels, o.seconds);
+    },
+    recordLogin(result: LoginResult) {
+      logins.inc({ result });
+    },
+    /** Counts token issuance on a Provider (called for each one built: keys may rotate). */
+    observeProvider(provider: ProviderEvents) {
+      provider.on('grant.success', (ctx) => {
+        const grantType = ctx.oidc.params?.grant_type;
+        tokensIssued.inc({ grant_type: typeof grantType === 'string' ? grantType : 'unknown', client_id: ctx.oidc.client?.clientId ?? 'unknown' });
+      });
+    },
+    /** For the rate limiter to come. */
+    rateLimitRejections,
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

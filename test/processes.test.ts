@@ -112,6 +112,11 @@ describe('independent Latch processes', function () {
     await Promise.all(sent);
     await new Promise((r) => setTimeout(r, 20));
     const exit = p.stop('SIGTERM');
+    // During the grace period the instance still answers, but says it is not ready.
+    await new Promise((r) => setTimeout(r, 150));
+    const ready = await fetch(`${p.base}/readyz`);
+    expect(ready.status).to.equal(503);
+    expect(ready.headers.get('connection')).to.equal('close');
     const results = await Promise.all(answers);
     expect(results, JSON.stringify(results)).to.deep.equal(results.map(() => ({ status: 401 })));
     expect(await exit).to.equal(0);

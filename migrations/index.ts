@@ -1,8 +1,10 @@
 import type { Knex } from 'knex';
 
 import * as core from './20261123000000_core.js';
+import * as accounts from './20261123010000_accounts.js';
 
 /** Every migration, in order. Knex records applied names in knex_migrations. */
 export const migrations: Record<string, Knex.Migration> = {
   '20261123000000_core': core,
+  '20261123010000_accounts': accounts,
 };

@@ -33,7 +33,7 @@ export function createApp(deps: { config: Config; db: Db; logger: Logger; render
   const routers = [
     healthRoutes({ db: deps.db, lifecycle }),
     staticRoutes(),
-    interactionRoutes({ oidc, accounts: services.accounts, csrf, render, logger, metrics }),
+    interactionRoutes({ oidc, accounts: services.accounts, csrf, render, logger, metrics, audit: services.audit }),
     metricsRoutes({ metrics, token: config.metricsToken }),
   ];
 

@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 import { ConfigError, loadConfig, type Config } from '../config/index.js';
@@ -5,6 +6,7 @@ import { openDatabase, type Db } from '../db/knex.js';
 import { migrateLatest } from '../db/migrate.js';
 import { createLogger } from '../lib/logger.js';
 import { DuplicateEmailError } from '../repositories/accounts.js';
+import { describeAccount } from '../services/accounts.js';
 import { ConflictError, NotFoundError, ValidationError } from '../services/errors.js';
 import { createServices, type Services } from '../services/index.js';
 
@@ -34,6 +36,12 @@ const required = (v: unknown, flag: string, usage: string): string => {
   if (typeof v !== 'string' || v.trim() === '') throw new UsageError(`--${flag} is required (usage: latch ${usage})`);
   return v;
 };
+const bool = (v: unknown, flag: string): boolean | undefined => {
+  if (v === undefined) return undefined;
+  if (v === 'true') return true;
+  if (v === 'false') return false;
+  throw new UsageError(`--${flag} must be true or false (got "${String(v)}")`);
+};
 const integer = (v: unknown, flag: string): number | undefined => {
   if (v === undefined) return undefined;
   if (typeof v !== 'string' || !/^\d+$/.test(v)) throw new UsageError(`--${flag} must be a whole number (got "${String(v)}")`);
@@ -49,12 +57,46 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   'users create': {
-    usage: 'users create --email E --password P [--name N] [--superuser]',
+    usage: 'users create --email E --password P [--name N] [--superuser] [--email-verified]',
     async run({ args, services }) {
       const u = this.usage;
-      const { values } = parse(args, { email: { type: 'string' }, password: { type: 'string' }, name: { type: 'string' }, superuser: { type: 'boolean' } }, u);
-      const account = await services.accounts.create({ email: required(values.email, 'email', u), password: required(values.password, 'password', u), name: values.name, superuser: values.superuser ?? false });
-      return { id: account.id, email: account.email, name: account.displayName, superuser: account.superuser, email_verified: account.emailVerified, created_at: account.createdAt };
+      const { values } = parse(args, { email: { type: 'string' }, password: { type: 'string' }, name: { type: 'string' }, superuser: { type: 'boolean' }, 'email-verified': { type: 'boolean' } }, u);
+      const account = await services.accounts.create({ email: required(values.email, 'email', u), password: required(values.password, 'password', u), name: values.name, superuser: values.superuser ?? false, emailVerified: values['email-verified'] ?? false });
+      await services.audit.record({ type: 'account.create', actorId: 'cli', subjectId: account.id });
+      return describeAccount(account);
+    },
+  },
+  'users list': {
+    usage: 'users list',
+    async run({ services }) {
+      return (await services.accounts.list()).map(describeAccount);
+    },
+  },
+  'users update': {
+    usage: 'users update --email E [--active true|false] [--superuser true|false] [--name N] [--email-verified true|false]',
+    async run({ args, services }) {
+      const u = this.usage;
+      const { values } = parse(args, { email: { type: 'string' }, active: { type: 'string' }, superuser: { type: 'string' }, name: { type: 'string' }, 'email-verified': { type: 'string' } }, u);
+      const email = required(values.email, 'email', u);
+      const account = await services.accounts.findByEmail(email);
+      if (!account) throw new NotFoundError(`account ${email}`);
+      const updated = await services.accounts.update(account.id, { active: bool(values.active, 'active'), superuser: bool(values.superuser, 'superuser'), name: values.name, emailVerified: bool(values['email-verified'], 'email-verified') });
+      return describeAccount(updated);
+    },
+  },
+  'users import': {
+    usage: 'users import FILE',
+    async run({ args, services }) {
+      const file = onePositional(args, this.usage);
+      let text: string;
+      try {
+        text = await readFile(file, 'utf8');
+      } catch (err) {
+        throw new UsageError(`cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+      }
+      const report = await services.accounts.importLines(text);
+      await services.audit.record({ type: 'account.import', actorId: 'cli', details: { imported: report.imported, skipped: report.skipped } });
+      return report;
     },
   },
   'resources create': {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 
-import { type Config, ConfigError, type DatabaseConfig, type LogLevel } from './schema.js';
+import { type Config, ConfigError, type DatabaseConfig, type LogLevel, type RateLimitStore, type RegistrationMode } from './schema.js';
 
 export { type Config, ConfigError, VARIABLES } from './schema.js';
 
@@ -70,6 +70,33 @@ function parseIssuer(env: Env, port: number, production: boolean): string {
   return raw.replace(/\/+$/, '');
 }
 
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
+  const raw = value(env, name)?.toLowerCase();
+  if (raw === undefined) return fallback;
+  if (!(allowed as readonly string[]).includes(raw)) throw new ConfigError(name, `must be one of ${allowed.join(', ')} (got "${raw}")`);
+  return raw as T;
+}
+
+function parseSmtp(env: Env): string | undefined {
+  const raw = value(env, 'SMTP_URL');
+  if (raw === undefined) return undefined;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError('SMTP_URL', 'is not a valid URL (smtp://[user:pass@]host:port or smtps://…)');
+  }
+  if (url.protocol !== 'smtp:' && url.protocol !== 'smtps:') throw new ConfigError('SMTP_URL', `must start with smtp:// or smtps:// (got "${url.protocol}//")`);
+  return raw;
+}
+
+function parseRedis(env: Env): string | undefined {
+  const raw = value(env, 'REDIS_URL');
+  if (raw === undefined) return undefined;
+  if (!/^rediss?:\/\//.test(raw)) throw new ConfigError('REDIS_URL', 'must start with redis:// or rediss://');
+  return raw;
+}
+
 /** Reads or creates the development secret in the data folder. */
 function generatedSecret(dataDir: string): string {
   const file = join(dataDir, 'latch-secret');
@@ -121,9 +148,16 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError('METRICS_TOKEN', 'must be printable ASCII without spaces');
   }
 
+  const issuer = parseIssuer(env, port, production);
+  const redisUrl = parseRedis(env);
+  const mailFrom = value(env, 'SMTP_FROM') ?? `Latch <no-reply@${new URL(issuer).hostname}>`;
+  if (/[\r\n]/.test(mailFrom) || !/@/.test(mailFrom)) throw new ConfigError('SMTP_FROM', 'must be an address like "Name <user@example.com>"');
+  const rateLimitStore = oneOf<RateLimitStore>(env, 'RATE_LIMIT_STORE', ['memory', 'database', 'redis'], redisUrl ? 'redis' : 'memory');
+  if (rateLimitStore === 'redis' && !redisUrl) throw new ConfigError('RATE_LIMIT_STORE', 'is redis but REDIS_URL is not set');
+
   const config: Config = {
     port,
-    issuer: parseIssuer(env, port, production),
+    issuer,
     database: parseDatabase(env, dataDir),
     secret,
     secretGenerated,
@@ -142,6 +176,24 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: logLevel as LogLevel,
     metricsToken,
     production,
+    registration: oneOf<RegistrationMode>(env, 'REGISTRATION', ['open', 'invite', 'closed'], production ? 'closed' : 'open'),
+    requireVerifiedEmail: boolean(env, 'REQUIRE_VERIFIED_EMAIL', false),
+    mail: { smtpUrl: parseSmtp(env), from: mailFrom },
+    redisUrl,
+    rateLimitStore,
+    argon2: {
+      memoryCost: integer(env, 'ARGON2_MEMORY_KIB', 19_456, 1024, 4_194_304),
+      timeCost: integer(env, 'ARGON2_TIME_COST', 2, 1, 100),
+      parallelism: integer(env, 'ARGON2_PARALLELISM', 1, 1, 64),
+    },
+    limits: {
+      loginMaxFailures: integer(env, 'LOGIN_MAX_FAILURES', 5, 1, 1000),
+      loginLockoutSeconds: integer(env, 'LOGIN_LOCKOUT_SECONDS', 60, 1, 86_400),
+      loginLockoutMaxSeconds: integer(env, 'LOGIN_LOCKOUT_MAX_SECONDS', 900, 1, 604_800),
+      loginIpFailuresPerHour: integer(env, 'LOGIN_IP_FAILURES_PER_HOUR', 50, 1, 1_000_000),
+      registrationsPerIpPerHour: integer(env, 'REGISTRATIONS_PER_IP_PER_HOUR', 10, 1, 1_000_000),
+      mailsPerAddressPerHour: integer(env, 'MAILS_PER_ADDRESS_PER_HOUR', 5, 1, 1_000_000),
+    },
   };
   return Object.freeze(config);
 }

@@ -42,10 +42,28 @@ export const VARIABLES: readonly VariableSpec[] = [
   { name: 'DATA_DIR', default: 'data', doc: 'Folder for the default SQLite file and the generated development secret.' },
   { name: 'LOG_LEVEL', default: 'info', doc: 'One of error, warn, info, debug.' },
   { name: 'METRICS_TOKEN', default: '(unset)', doc: 'When set, `GET /metrics` requires `Authorization: Bearer <METRICS_TOKEN>`; unset, /metrics is open to anyone who can reach the port.' },
+  { name: 'REGISTRATION', default: 'open (closed in production)', doc: '`open`: anyone signs up from the login page; `invite`: only with an invitation link; `closed`: accounts are created by administrators.' },
+  { name: 'REQUIRE_VERIFIED_EMAIL', default: 'false', doc: 'Refuse sign-in until the account has verified its email address.' },
+  { name: 'SMTP_URL', default: '(unset: mails go to the log and data/outbox/)', doc: '`smtp://[user:pass@]host:port`, or `smtps://` for TLS: where Latch sends mail.' },
+  { name: 'SMTP_FROM', default: 'Latch <no-reply@ISSUER host>', doc: 'Sender of every mail.' },
+  { name: 'REDIS_URL', default: '(unset)', doc: '`redis://…`: keep rate-limit counters in Redis, shared by every instance.' },
+  { name: 'RATE_LIMIT_STORE', default: 'redis with REDIS_URL, else memory', doc: '`memory` (one process), `database` (the SQL database, shared by instances) or `redis`.' },
+  { name: 'ARGON2_MEMORY_KIB', default: '19456', doc: 'argon2id memory cost in KiB (OWASP: 19 MiB).' },
+  { name: 'ARGON2_TIME_COST', default: '2', doc: 'argon2id iterations.' },
+  { name: 'ARGON2_PARALLELISM', default: '1', doc: 'argon2id lanes.' },
+  { name: 'LOGIN_MAX_FAILURES', default: '5', doc: 'Consecutive failed logins for one account from one IP before that pair is locked.' },
+  { name: 'LOGIN_LOCKOUT_SECONDS', default: '60', doc: 'First lockout; each further lockout doubles it.' },
+  { name: 'LOGIN_LOCKOUT_MAX_SECONDS', default: '900', doc: 'Longest lockout.' },
+  { name: 'LOGIN_IP_FAILURES_PER_HOUR', default: '50', doc: 'Failed logins per IP per hour (unknown emails count too).' },
+  { name: 'REGISTRATIONS_PER_IP_PER_HOUR', default: '10', doc: 'Sign-ups per IP per hour.' },
+  { name: 'MAILS_PER_ADDRESS_PER_HOUR', default: '5', doc: 'Reset and verification mails per address per hour.' },
   { name: 'NODE_ENV', default: 'development', doc: '`production` enforces LATCH_SECRET and an https issuer.' },
 ];
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
+
+export type RegistrationMode = 'open' | 'invite' | 'closed';
+export type RateLimitStore = 'memory' | 'database' | 'redis';
 
 export type DatabaseConfig =
   | { client: 'sqlite'; filename: string }
@@ -75,4 +93,18 @@ export interface Config {
   /** Bearer token required by GET /metrics; undefined leaves it open. */
   readonly metricsToken: string | undefined;
   readonly production: boolean;
+  readonly registration: RegistrationMode;
+  readonly requireVerifiedEmail: boolean;
+  readonly mail: { readonly smtpUrl: string | undefined; readonly from: string };
+  readonly redisUrl: string | undefined;
+  readonly rateLimitStore: RateLimitStore;
+  readonly argon2: { readonly memoryCost: number; readonly timeCost: number; readonly parallelism: number };
+  readonly limits: {
+    readonly loginMaxFailures: number;
+    readonly loginLockoutSeconds: number;
+    readonly loginLockoutMaxSeconds: number;
+    readonly loginIpFailuresPerHour: number;
+    readonly registrationsPerIpPerHour: number;
+    readonly mailsPerAddressPerHour: number;
+  };
 }

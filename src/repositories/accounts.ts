@@ -93,6 +93,27 @@ export function createAccountsRepository(db: Db) {
     async updatePasswordHash(id: string, passwordHash: string): Promise<void> {
       await db('accounts').where({ id }).update({ password_hash: passwordHash, updated_at: nowIso() });
     },
+    async update(id: string, patch: Partial<Pick<AccountRecord, 'email' | 'displayName' | 'emailVerified' | 'active' | 'superuser' | 'passwordHash'>>): Promise<boolean> {
+      const row: Record<string, unknown> = { updated_at: nowIso() };
+      if (patch.email !== undefined) row.email = patch.email;
+      if (patch.displayName !== undefined) row.display_name = patch.displayName;
+      if (patch.emailVerified !== undefined) row.email_verified = patch.emailVerified;
+      if (patch.active !== undefined) row.active = patch.active;
+      if (patch.superuser !== undefined) row.superuser = patch.superuser;
+      if (patch.passwordHash !== undefined) row.password_hash = patch.passwordHash;
+      try {
+        return (await db('accounts').where({ id }).update(row)) > 0;
+      } catch (err) {
+        if (isUniqueViolation(err)) throw new DuplicateEmailError();
+        throw err;
+      }
+    },
+    /** Accounts ordered by creation; `after` is the id cursor of the previous page. */
+    async list(options: { limit?: number; afterCreatedAt?: string } = {}): Promise<AccountRecord[]> {
+      const q = db('accounts').select<Row[]>('*').orderBy([{ column: 'created_at' }, { column: 'id' }]);
+      if (options.limit) void q.limit(options.limit);
+      return (await q).map(fromRow);
+    },
     async count(): Promise<number> {
       const row = await db('accounts').count({ n: '*' }).first<{ n: number | string }>();
       return Number(row?.n ?? 0);

@@ -30,6 +30,7 @@ export function createProviderStateRepository(db: Db) {
         grant_id: typeof payload.grantId === 'string' ? payload.grantId : null,
         user_code: typeof payload.userCode === 'string' ? payload.userCode : null,
         uid: typeof payload.uid === 'string' ? payload.uid : null,
+        account_id: typeof payload.accountId === 'string' ? payload.accountId : null,
         expires_at: expiresIn ? epochSeconds() + expiresIn : null,
         consumed_at: typeof payload.consumed === 'number' ? payload.consumed : null,
       };
@@ -68,6 +69,18 @@ export function createProviderStateRepository(db: Db) {
       return table()
         .where('grant_id', grantId)
         .orWhere((w) => void w.where({ model: 'Grant', id: grantId }))
+        .delete();
+    },
+
+    /**
+     * Ends everything an account holds: sessions, grants, codes, opaque tokens and refresh
+     * tokens (JWT access tokens die with their grant at introspection, and offline at expiry).
+     */
+    async revokeByAccountId(accountId: string): Promise<number> {
+      const grants = db('provider_state').select('id').where({ model: 'Grant', account_id: accountId });
+      return table()
+        .where('account_id', accountId)
+        .orWhereIn('grant_id', grants)
         .delete();
     },
 

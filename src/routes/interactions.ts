@@ -9,6 +9,7 @@ import type { Csrf } from '../middleware/csrf.js';
 import type { Oidc } from '../oidc/provider.js';
 import { isFirstParty } from '../oidc/provider.js';
 import type { AccountService } from '../services/accounts.js';
+import type { AuditService, RequestOrigin } from '../services/audit.js';
 import type { Metrics } from '../services/metrics.js';
 
 const SCOPE_DESCRIPTIONS: Record<string, string> = {
@@ -25,7 +26,10 @@ type ClientLike = { clientId: string; clientName?: string; clientAuthMethod: str
  * The login and consent pages (OIDC Core §3.1.2.3-4), server-rendered, no JavaScript.
  * oidc-provider sends the browser here with an interaction uid; we answer with the result.
  */
-export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; csrf: Csrf; render: Render; logger: Logger; metrics?: Pick<Metrics, 'recordLogin'> }): Router {
+/** Where a browser request came from, for the audit trail. */
+export const originOf = (ctx: Koa.Context): RequestOrigin => ({ ip: ctx.ip || null, userAgent: ctx.get('user-agent') || null });
+
+export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; csrf: Csrf; render: Render; logger: Logger; metrics?: Pick<Metrics, 'recordLogin'>; audit?: AuditService }): Router {
   const { oidc, accounts, csrf, render } = deps;
   const router = new Router();
 
@@ -127,10 +131,16 @@ export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; 
     if (!result.ok) {
       const client = await clientOf(details);
       // The same message for an unknown email and a wrong password: no user enumeration.
-      const error = result.reason === 'inactive' ? 'This account is disabled. Contact your administrator.' : 'Invalid email or password.';
+      const error = {
+        invalid_credentials: 'Invalid email or password.',
+        inactive: 'This account is disabled. Contact your administrator.',
+        unverified: 'Verify your email address first: follow the link in the mail we sent you.',
+      }[result.reason];
+      await deps.audit?.record({ type: 'login.failure', actorId: result.account?.id ?? null, subjectId: result.account?.id ?? null, clientId: details.params.client_id as string, origin: originOf(ctx), details: { reason: result.reason } });
       await page(ctx, 'login', { title: 'Sign in', uid: details.uid, clientName: client?.clientName ?? client?.clientId ?? 'an application', email, error }, 401);
       return;
     }
+    await deps.audit?.record({ type: 'login.success', actorId: result.account.id, subjectId: result.account.id, clientId: details.params.client_id as string, origin: originOf(ctx), details: { amr: ['pwd'] } });
     await finish(ctx, { login: { accountId: result.account.id, amr: ['pwd'] } });
   });
 

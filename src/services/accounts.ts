@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto';
 
-import type { AccountRecord, AccountsRepository } from '../repositories/accounts.js';
-import { MAX_PASSWORD_LENGTH, type PasswordHasher } from './passwords.js';
-import { ValidationError } from './errors.js';
+import { type AccountRecord, type AccountsRepository, DuplicateEmailError } from '../repositories/accounts.js';
+import type { ProviderStateRepository } from '../repositories/provider-state.js';
+import type { AuditService, RequestOrigin } from './audit.js';
+import { ValidationError, NotFoundError } from './errors.js';
+import { hashFormat, MAX_PASSWORD_LENGTH, type PasswordHasher } from './passwords.js';
 
 const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 
@@ -14,36 +16,79 @@ export interface CreateAccountInput {
   emailVerified?: boolean | undefined;
 }
 
+export interface UpdateAccountInput {
+  name?: string | null | undefined;
+  active?: boolean | undefined;
+  superuser?: boolean | undefined;
+  emailVerified?: boolean | undefined;
+}
+
 export type LoginResult =
   | { ok: true; account: AccountRecord }
-  | { ok: false; reason: 'invalid_credentials' | 'inactive' };
+  | { ok: false; reason: 'invalid_credentials' | 'inactive' | 'unverified'; account?: AccountRecord };
 
-export function createAccountService(deps: { accounts: AccountsRepository; passwords: PasswordHasher }) {
-  const { accounts, passwords } = deps;
+export interface ImportReport {
+  imported: number;
+  skipped: number;
+  errors: { line: number; reason: string }[];
+}
+
+/** The public shape of an account (never the hash). */
+export function describeAccount(a: AccountRecord) {
   return {
-    async create(input: CreateAccountInput): Promise<AccountRecord> {
-      const email = input.email.trim();
-      if (!EMAIL.test(email) || email.length > 320) throw new ValidationError('email', 'must be a valid email address');
-      if (input.password.length < 8) throw new ValidationError('password', 'must be at least 8 characters');
-      if (input.password.length > MAX_PASSWORD_LENGTH) throw new ValidationError('password', `must be at most ${MAX_PASSWORD_LENGTH} characters`);
-      const passwordHash = await passwords.hash(input.password);
-      return accounts.insert({
-        id: randomUUID(),
-        email,
-        passwordHash,
-        displayName: input.name?.trim() || null,
-        emailVerified: input.emailVerified ?? false,
-        active: true,
-        superuser: input.superuser ?? false,
-      });
-    },
+    id: a.id,
+    email: a.email,
+    name: a.displayName,
+    email_verified: a.emailVerified,
+    active: a.active,
+    superuser: a.superuser,
+    created_at: a.createdAt,
+    updated_at: a.updatedAt,
+    last_login_at: a.lastLoginAt,
+  };
+}
 
+function checkEmail(raw: string): string {
+  const email = raw.trim();
+  if (!EMAIL.test(email) || email.length > 320) throw new ValidationError('email', 'must be a valid email address');
+  return email;
+}
+
+export function createAccountService(deps: { accounts: AccountsRepository; passwords: PasswordHasher; state?: ProviderStateRepository; audit?: AuditService; requireVerifiedEmail?: boolean }) {
+  const { accounts, passwords } = deps;
+
+  async function create(input: CreateAccountInput): Promise<AccountRecord> {
+    const email = checkEmail(input.email);
+    if (input.password.length < 8) throw new ValidationError('password', 'must be at least 8 characters');
+    if (input.password.length > MAX_PASSWORD_LENGTH) throw new ValidationError('password', `must be at most ${MAX_PASSWORD_LENGTH} characters`);
+    const passwordHash = await passwords.hash(input.password);
+    return accounts.insert({
+      id: randomUUID(),
+      email,
+      passwordHash,
+      displayName: input.name?.trim() || null,
+      emailVerified: input.emailVerified ?? false,
+      active: true,
+      superuser: input.superuser ?? false,
+    });
+  }
+
+  /** Ends every session and refresh token of the account, at once and everywhere. */
+  async function endSessions(accountId: string): Promise<void> {
+    await deps.state?.revokeByAccountId(accountId);
+  }
+
+  return {
+    create,
     findById: (id: string) => accounts.findById(id),
     findByEmail: (email: string) => accounts.findByEmail(email),
+    list: () => accounts.list(),
+    endSessions,
 
     /**
      * Password login. An unknown email and a wrong password take the same time and give the
-     * same answer; only a correct password reveals that an account is inactive.
+     * same answer; only a correct password reveals that an account is inactive or unverified.
+     * A hash in an older format or with older parameters is rewritten as argon2id now.
      */
     async authenticate(email: string, password: string): Promise<LoginResult> {
       const account = email && email.length <= 320 ? await accounts.findByEmail(email.trim()) : undefined;
@@ -51,17 +96,99 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
         await passwords.verifyDummy(password);
         return { ok: false, reason: 'invalid_credentials' };
       }
-      if (!(await passwords.verify(account.passwordHash, password))) return { ok: false, reason: 'invalid_credentials' };
-      if (!account.active) return { ok: false, reason: 'inactive' };
+      if (!(await passwords.verify(account.passwordHash, password))) return { ok: false, reason: 'invalid_credentials', account };
+      if (!account.active) return { ok: false, reason: 'inactive', account };
+      if (deps.requireVerifiedEmail && !account.emailVerified) return { ok: false, reason: 'unverified', account };
+      if (passwords.needsRehash(account.passwordHash)) {
+        await accounts.update(account.id, { passwordHash: await passwords.hash(password) });
+      }
       await accounts.recordLogin(account.id);
       return { ok: true, account };
+    },
+
+    /** Updates an account; deactivating it ends its sessions and refresh tokens at once. */
+    async update(id: string, patch: UpdateAccountInput, by: { actorId: string; origin?: RequestOrigin } = { actorId: 'cli' }): Promise<AccountRecord> {
+      const before = await accounts.findById(id);
+      if (!before) throw new NotFoundError(`account ${id}`);
+      const name = patch.name === undefined ? undefined : patch.name?.trim() || null;
+      if (name && name.length > 255) throw new ValidationError('name', 'must be at most 255 characters');
+      await accounts.update(id, { displayName: name, active: patch.active, superuser: patch.superuser, emailVerified: patch.emailVerified });
+      const after = (await accounts.findById(id))!;
+      if (before.active && !after.active) await endSessions(id);
+      const changed = (['displayName', 'active', 'superuser', 'emailVerified'] as const).filter((k) => before[k] !== after[k]);
+      if (changed.length) {
+        await deps.audit?.record({ type: after.active === before.active ? 'account.update' : after.active ? 'account.activate' : 'account.deactivate', actorId: by.actorId, subjectId: id, origin: by.origin, details: Object.fromEntries(changed.map((k) => [k, { before: before[k], after: after[k] }])) });
+      }
+      return after;
     },
 
     /** Creates ADMIN_EMAIL as a superuser when no account has that email yet. */
     async ensureAdmin(admin: { email: string; password: string } | undefined): Promise<AccountRecord | undefined> {
       if (!admin) return undefined;
       if (await accounts.findByEmail(admin.email)) return undefined;
-      return this.create({ email: admin.email, password: admin.password, superuser: true, emailVerified: true, name: 'Administrator' });
+      return create({ email: admin.email, password: admin.password, superuser: true, emailVerified: true, name: 'Administrator' });
+    },
+
+    /**
+     * Imports users from JSON Lines (`{"email","password_hash","name","email_verified","superuser","roles"}`)
+     * with argon2, bcrypt ($2a$/$2b$/$2y$) or Django PBKDF2-SHA256 hashes, kept as they are until
+     * each user's next login rewrites them as argon2id.
+     */
+    async importLines(text: string, knownRoles: ReadonlySet<string> = new Set()): Promise<ImportReport> {
+      const report: ImportReport = { imported: 0, skipped: 0, errors: [] };
+      const lines = text.split(/\r?\n/);
+      for (let i = 0; i < lines.length; i++) {
+        const raw = lines[i]!.trim();
+        if (!raw) continue;
+        const line = i + 1;
+        const skip = (reason: string) => {
+          report.skipped++;
+          report.errors.push({ line, reason });
+        };
+        let rec: Record<string, unknown>;
+        try {
+          rec = JSON.parse(raw) as Record<string, unknown>;
+          if (typeof rec !== 'object' || rec === null || Array.isArray(rec)) throw new Error('not an object');
+        } catch {
+          skip('not a JSON object');
+          continue;
+        }
+        const { email, password_hash: hash, name, email_verified: verified, superuser, roles } = rec;
+        if (typeof email !== 'string' || !EMAIL.test(email.trim()) || email.length > 320) {
+          skip('email is missing or not a valid address');
+          continue;
+        }
+        if (typeof hash !== 'string' || !hashFormat(hash)) {
+          skip('password_hash is missing or not a supported format (argon2, bcrypt $2a$/$2b$/$2y$, pbkdf2_sha256)');
+          continue;
+        }
+        if (name !== undefined && name !== null && typeof name !== 'string') {
+          skip('name must be a string');
+          continue;
+        }
+        if ((verified !== undefined && typeof verified !== 'boolean') || (superuser !== undefined && typeof superuser !== 'boolean')) {
+          skip('email_verified and superuser must be true or false');
+          continue;
+        }
+        if (roles !== undefined && (!Array.isArray(roles) || roles.some((r) => typeof r !== 'string'))) {
+          skip('roles must be an array of role names');
+          continue;
+        }
+        try {
+          await accounts.insert({ id: randomUUID(), email: email.trim(), passwordHash: hash, displayName: (name as string | undefined)?.trim() || null, emailVerified: verified === true, active: true, superuser: superuser === true });
+          report.imported++;
+        } catch (err) {
+          if (err instanceof DuplicateEmailError) {
+            skip(`an account with email ${email.trim()} already exists`);
+            continue;
+          }
+          throw err;
+        }
+        for (const role of (roles as string[] | undefined) ?? []) {
+          if (!knownRoles.has(role)) report.errors.push({ line, reason: `unknown role "${role}" (imported without it)` });
+        }
+      }
+      return report;
     },
   };
 }

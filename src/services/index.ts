@@ -1,16 +1,23 @@
+import { join } from 'node:path';
+
 import type { Config } from '../config/index.js';
 import type { Db } from '../db/knex.js';
 import type { Logger } from '../lib/logger.js';
+import { createAccountTokensRepository } from '../repositories/account-tokens.js';
 import { createAccountsRepository } from '../repositories/accounts.js';
+import { createAuditEventsRepository } from '../repositories/audit-events.js';
 import { createChangesRepository } from '../repositories/changes.js';
 import { createClientsRepository } from '../repositories/clients.js';
 import { createProviderStateRepository } from '../repositories/provider-state.js';
 import { createResourcesRepository } from '../repositories/resources.js';
 import { createSigningKeysRepository } from '../repositories/signing-keys.js';
+import { createAccountTokenService } from './account-tokens.js';
 import { createAccountService } from './accounts.js';
+import { createAuditService } from './audit.js';
 import { createChangeFeed } from './change-feed.js';
 import { createClientService } from './clients.js';
 import { createKeyService } from './keys.js';
+import { createMailer } from './mail.js';
 import { createPasswordHasher } from './passwords.js';
 import { createResourceService } from './resources.js';
 import { createSecrets } from './secrets.js';
@@ -22,13 +29,17 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
   const feed = createChangeFeed({ changes: createChangesRepository(db), logger, ...(deps.changePollMs ? { intervalMs: deps.changePollMs } : {}) });
   const state = createProviderStateRepository(db);
   const resourcesRepo = createResourcesRepository(db);
-  const passwords = createPasswordHasher();
+  const passwords = createPasswordHasher(config.argon2);
+  const audit = createAuditService({ events: createAuditEventsRepository(db), logger });
   return {
     secrets,
+    audit,
+    accountTokens: createAccountTokenService({ tokens: createAccountTokensRepository(db) }),
+    mailer: createMailer({ smtpUrl: config.mail.smtpUrl, from: config.mail.from, outboxDir: join(config.dataDir, 'outbox'), logger }),
     feed,
     state,
     passwords,
-    accounts: createAccountService({ accounts: createAccountsRepository(db), passwords }),
+    accounts: createAccountService({ accounts: createAccountsRepository(db), passwords, state, audit, requireVerifiedEmail: config.requireVerifiedEmail }),
     clients: createClientService({ clients: createClientsRepository(db), resources: resourcesRepo, secrets, feed }),
     resources: createResourceService({ resources: resourcesRepo, feed }),
     keys: createKeyService({ keys: createSigningKeysRepository(db), secrets, feed }),

@@ -3,7 +3,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { Db } from '../db/knex.js';
 import type { RequestObservation } from '../middleware/request-log.js';
 
-export type LoginResult = 'success' | 'invalid_credentials' | 'inactive';
+export type LoginResult = 'success' | 'invalid_credentials' | 'inactive' | 'unverified';
 
 /** The part of knex's tarn pool read at scrape time. */
 interface PoolLike {
@@ -54,7 +54,7 @@ export function createMetrics(deps: { db: Db }) {
     labelNames: ['result'] as const,
     registers,
   });
-  for (const result of ['success', 'invalid_credentials', 'inactive'] satisfies LoginResult[]) logins.inc({ result }, 0);
+  for (const result of ['success', 'invalid_credentials', 'inactive', 'unverified'] satisfies LoginResult[]) logins.inc({ result }, 0);
   // Rate limiting is not implemented yet: this counter is registered now so dashboards and alerts
   // can be built against it, and stays at zero (no series) until a limiter increments it.
   const rateLimitRejections = new Counter({

@@ -19,6 +19,7 @@ import { createClientService } from './clients.js';
 import { createKeyService } from './keys.js';
 import { createMailer } from './mail.js';
 import { createPasswordHasher } from './passwords.js';
+import { createMemoryLimits } from './rate-limits.js';
 import { createResourceService } from './resources.js';
 import { createSecrets } from './secrets.js';
 
@@ -34,6 +35,7 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
   return {
     secrets,
     audit,
+    limits: createMemoryLimits(config.limits),
     accountTokens: createAccountTokenService({ tokens: createAccountTokensRepository(db) }),
     mailer: createMailer({ smtpUrl: config.mail.smtpUrl, from: config.mail.from, outboxDir: join(config.dataDir, 'outbox'), logger }),
     feed,

@@ -10,10 +10,16 @@ import { errorHandler } from './middleware/errors.js';
 import { requestLog } from './middleware/request-log.js';
 import { securityHeaders } from './middleware/security-headers.js';
 import type { Oidc } from './oidc/provider.js';
+import { accountRoutes, type Loopback } from './routes/account.js';
+import { accountRecoveryRoutes } from './routes/account-recovery.js';
 import { healthRoutes } from './routes/health.js';
+import { createMfaStep } from './routes/interaction-mfa.js';
 import { interactionRoutes } from './routes/interactions.js';
 import { metricsRoutes } from './routes/metrics.js';
+import { registrationRoutes } from './routes/registration.js';
+import { createPages } from './routes/self-service.js';
 import { staticRoutes } from './routes/static.js';
+import { createAccountMail } from './services/account-mail.js';
 import type { Services } from './services/index.js';
 import { createMetrics, type Metrics } from './services/metrics.js';
 
@@ -21,19 +27,33 @@ import { createMetrics, type Metrics } from './services/metrics.js';
  * The Koa application: Latch's own routes first, then oidc-provider for everything else
  * (discovery, authorization, token, userinfo, JWKS, introspection, revocation, logout).
  */
-export function createApp(deps: { config: Config; db: Db; logger: Logger; render: Render; services: Services; oidc: Oidc; metrics?: Metrics; lifecycle?: { draining: boolean } }): Koa {
+export function createApp(deps: { config: Config; db: Db; logger: Logger; render: Render; services: Services; oidc: Oidc; metrics?: Metrics; lifecycle?: { draining: boolean }; loopback?: Loopback }): Koa {
   const { config, logger, render, services, oidc } = deps;
-  const app = new Koa({ proxy: config.trustProxy });
+  // Behind the one trusted proxy, the client address is the LAST X-Forwarded-For entry (the one
+  // the proxy appended); earlier entries are whatever the client sent, and per-IP rate limits
+  // keyed on them could be dodged by sending a different one each time.
+  const app = new Koa({ proxy: config.trustProxy, maxIpsCount: 1 });
   app.keys = services.secrets.cookieKeys;
   app.silent = true;
 
   const lifecycle = deps.lifecycle ?? { draining: false };
   const csrf = createCsrf(services.secrets);
   const metrics = deps.metrics ?? createMetrics({ db: deps.db });
+  // Self-service pages: registration, email verification, password reset.
+  const pages = createPages({ csrf, render });
+  const mail = createAccountMail({ issuer: config.issuer, mailer: services.mailer, tokens: services.accountTokens, limits: services.limits });
+  // The second sign-in step (TOTP / recovery code) and the account page (an OIDC client of
+  // Latch whose codes are redeemed over loopback: the port is filled in once listening).
+  const mfaStep = createMfaStep({ oidc, accounts: services.accounts, mfa: services.mfa, csrf, render, logger, audit: services.audit, loginGuard: services.loginGuard });
+  const loopback = deps.loopback ?? { host: '127.0.0.1', port: config.port || undefined };
   const routers = [
     healthRoutes({ db: deps.db, lifecycle }),
     staticRoutes(),
-    interactionRoutes({ oidc, accounts: services.accounts, csrf, render, logger, metrics, audit: services.audit }),
+    interactionRoutes({ oidc, accounts: services.accounts, csrf, render, logger, metrics, audit: services.audit, registration: config.registration, loginGuard: services.loginGuard, mfaStep }),
+    mfaStep.router,
+    accountRoutes({ config, oidc, secrets: services.secrets, accounts: services.accounts, passwords: services.passwords, mfa: services.mfa, state: services.state, clients: services.clients, audit: services.audit, csrf, render, logger, loopback, loginGuard: services.loginGuard }),
+    registrationRoutes({ mode: config.registration, accounts: services.accounts, passwords: services.passwords, tokens: services.accountTokens, mail, limits: services.limits, audit: services.audit, pages, logger }),
+    accountRecoveryRoutes({ accounts: services.accounts, tokens: services.accountTokens, mail, audit: services.audit, pages, logger }),
     metricsRoutes({ metrics, token: config.metricsToken }),
   ];
 

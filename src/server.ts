@@ -9,6 +9,7 @@ import { migrateLatest } from './db/migrate.js';
 import { createLogger, type Logger } from './lib/logger.js';
 import { createRenderer } from './lib/views.js';
 import { createOidc, type Oidc } from './oidc/provider.js';
+import { ensureAccountClient, loopbackHost } from './routes/account-session.js';
 import { createServices, type Services } from './services/index.js';
 import { createMetrics } from './services/metrics.js';
 
@@ -49,6 +50,7 @@ async function purgeExpired(services: Services): Promise<number> {
     await new Promise((r) => setImmediate(r));
   }
   await services.changes.prune(new Date(Date.now() - 3600_000).toISOString());
+  await services.rateLimits.purgeExpired();
   return total;
 }
 
@@ -66,10 +68,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     await services.keys.ensureKeys();
     const admin = await services.accounts.ensureAdmin(config.admin);
     if (admin) logger.info('administrator account created', { email: admin.email });
+    // The account page is an OIDC client of this server: registered (or re-pointed at ISSUER) here.
+    await ensureAccountClient(services.clients, config.issuer);
 
     const render = createRenderer();
     const metrics = createMetrics({ db });
-    const oidc = await createOidc({ config, logger, render, secrets: services.secrets, state: services.state, clients: services.clients, resources: services.resources, accounts: services.accounts, keys: services.keys, feed: services.feed, metrics });
+    services.rateLimits.onRejection((limiter) => metrics.rateLimitRejections.inc({ limiter }));
+    const oidc = await createOidc({ config, logger, render, secrets: services.secrets, state: services.state, clients: services.clients, resources: services.resources, accounts: services.accounts, keys: services.keys, feed: services.feed, metrics, audit: services.audit });
     services.feed.on('keys', async () => {
       await oidc.reloadKeys();
     });
@@ -84,7 +89,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     }, config.purgeIntervalSeconds * 1000);
     purgeTimer.unref();
 
-    const app = createApp({ config, db, logger, render, services, oidc, metrics, lifecycle });
+    // The account page redeems its codes at this process's own token endpoint, over loopback.
+    const loopback = { host: loopbackHost(options.host), port: undefined as number | undefined };
+    const app = createApp({ config, db, logger, render, services, oidc, metrics, lifecycle, loopback });
     const server = app.listen(config.port, options.host);
     await once(server, 'listening');
     // Slow clients may not hold sockets forever; keep-alive a bit longer than common proxies.
@@ -92,6 +99,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     server.requestTimeout = 30_000;
     server.keepAliveTimeout = 65_000;
     const port = (server.address() as AddressInfo).port;
+    loopback.port = port;
 
     let closing: Promise<void> | undefined;
     const close = ({ graceMs = 0, drainTimeoutMs = 10_000 } = {}) => {
@@ -114,6 +122,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         clearInterval(idle);
         clearTimeout(cut);
         await services.feed.stop();
+        await services.rateLimits.close();
         await db.destroy();
       })();
       return closing;

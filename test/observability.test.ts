@@ -203,7 +203,7 @@ describe('observability: metrics, request log, request ids, no secrets in logs',
       expect(logins(after, 'success') - logins(before, 'success')).to.equal(1);
       expect(has(before, 'latch_logins_total', { result: 'inactive' })).to.equal(true);
 
-      // Rate limiting is not there yet: the counter is declared, with no series.
+      // No request was refused by a rate limiter: the counter is declared, with no series.
       expect(text).to.contain('# TYPE latch_rate_limit_rejections_total counter');
       expect(has(after, 'latch_rate_limit_rejections_total')).to.equal(false);
 

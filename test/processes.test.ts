@@ -92,12 +92,14 @@ describe('independent Latch processes', function () {
     const page = await agent.follow(`${p.base}/auth?${q}`);
     const form = parseForms(page.body, page.url)[0]!;
     const cookie = [...agent.cookies].map(([k, v]) => `${k.split('|')[1]}=${v}`).join('; ');
-    const body = new URLSearchParams({ ...form.fields, email: 'drain@example.test', password: 'wrong password' }).toString();
     // 24 login attempts (each an argon2 verification, tens of ms) are sent in full; then SIGTERM
-    // arrives while they are being processed. Every one must get its complete answer.
+    // arrives while they are being processed. Every one must get its complete answer. Each names
+    // another address: parallel attempts on one address would be refused by the login lockout
+    // (5 consecutive failures) without any verification.
     const sent: Promise<void>[] = [];
-    const answers = Array.from({ length: 24 }, () =>
+    const answers = Array.from({ length: 24 }, (_, i) =>
       new Promise<{ status?: number; error?: string }>((resolve) => {
+        const body = new URLSearchParams({ ...form.fields, email: `drain-${i}@example.test`, password: 'wrong password' }).toString();
         const req = request(form.action, { method: 'POST', agent: false, headers: { cookie, 'content-type': 'application/x-www-form-urlencoded', 'content-length': Buffer.byteLength(body) } }, (res) => {
           let text = '';
           res.on('data', (d: Buffer) => (text += d.toString()));

@@ -6,7 +6,8 @@ import { openDatabase, type Db } from '../db/knex.js';
 import { migrateLatest } from '../db/migrate.js';
 import { createLogger } from '../lib/logger.js';
 import { DuplicateEmailError } from '../repositories/accounts.js';
-import { describeAccount } from '../services/accounts.js';
+import { createAccountMail } from '../services/account-mail.js';
+import { checkEmail, describeAccount } from '../services/accounts.js';
 import { ConflictError, NotFoundError, ValidationError } from '../services/errors.js';
 import { createServices, type Services } from '../services/index.js';
 
@@ -97,6 +98,20 @@ const COMMANDS: Record<string, Command> = {
       const report = await services.accounts.importLines(text);
       await services.audit.record({ type: 'account.import', actorId: 'cli', details: { imported: report.imported, skipped: report.skipped } });
       return report;
+    },
+  },
+  'users invite': {
+    usage: 'users invite --email E',
+    async run({ args, services, config }) {
+      const u = this.usage;
+      const { values } = parse(args, { email: { type: 'string' } }, u);
+      const email = checkEmail(required(values.email, 'email', u));
+      if (config.registration === 'closed') throw new UsageError('REGISTRATION is closed: an invitation could not be used (set REGISTRATION=invite or open)');
+      if (await services.accounts.findByEmail(email)) throw new ConflictError(`an account with email ${email} already exists`);
+      const mail = createAccountMail({ issuer: config.issuer, mailer: services.mailer, tokens: services.accountTokens, limits: services.limits });
+      const invitation = await mail.sendInvitation(email, { invitedBy: 'cli' });
+      await services.audit.record({ type: 'account.invite', actorId: 'cli', details: { email } });
+      return { email: invitation.email, invitation_url: invitation.url, expires_at: invitation.expiresAt };
     },
   },
   'resources create': {

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
 import type Koa from 'koa';
-import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 
 import type { Config } from '../config/index.js';
 import type { Logger } from '../lib/logger.js';
@@ -9,9 +9,11 @@ import { setProviderRoute } from '../lib/route-label.js';
 import type { Render } from '../lib/views.js';
 import type { ProviderStateRepository } from '../repositories/provider-state.js';
 import type { AccountService } from '../services/accounts.js';
+import type { AuditService } from '../services/audit.js';
 import type { ChangeFeed } from '../services/change-feed.js';
 import type { ClientService } from '../services/clients.js';
 import type { KeyRing, KeyService } from '../services/keys.js';
+import { ACR_MFA, ACR_PASSWORD, ACR_VALUES } from '../services/mfa.js';
 import type { ResourceService } from '../services/resources.js';
 import type { Metrics } from '../services/metrics.js';
 import type { Secrets } from '../services/secrets.js';
@@ -30,6 +32,8 @@ export interface OidcDeps {
   accounts: AccountService;
   keys: KeyService;
   feed: ChangeFeed;
+  /** Records `session.start` (session uid, IP, user agent): the account page lists devices from it. */
+  audit?: AuditService;
   /** Counts token issuance (grant.success) on every Provider built. */
   metrics?: Pick<Metrics, 'observeProvider'>;
 }
@@ -41,6 +45,26 @@ type ClientLike = { clientId: string; clientAuthMethod: string; scope?: string; 
 
 export const allowedResourcesOf = (client: ClientLike): string[] => (Array.isArray(client.allowed_resources) ? (client.allowed_resources as string[]) : []);
 export const isFirstParty = (client: ClientLike): boolean => client.first_party === true;
+
+/**
+ * oidc-provider's default prompts, plus step-up: a client that asks for acr_values
+ * urn:latch:loa:2 (without accepting urn:latch:loa:1) while the browser's session was only
+ * password-authenticated gets the login prompt again, which ends with the second factor
+ * (routes/interaction-mfa.ts). acr_values alone is only a wish to oidc-provider (OIDC Core §3.1.2.1).
+ */
+function interactionPolicyWithStepUp() {
+  const policy = interactionPolicy.base();
+  policy.get('login')!.checks.add(
+    new interactionPolicy.Check('acr_step_up', 'the requested authentication level requires two-step verification', 'login_required', (ctx) => {
+      const { oidc } = ctx;
+      if (!oidc.session?.accountId) return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+      const wanted = typeof oidc.params?.acr_values === 'string' ? oidc.params.acr_values.split(' ') : [];
+      const insists = wanted.includes(ACR_MFA) && !wanted.includes(ACR_PASSWORD);
+      return insists && oidc.session.acr !== ACR_MFA ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT;
+    }),
+  );
+  return policy;
+}
 
 /** A grant lives as long as the longest thing that can use it. */
 const grantTtl = (config: Config) => Math.max(config.ttl.refreshToken, config.ttl.session);
@@ -59,8 +83,11 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, onStructured: ReturnT
     findAccount: findAccountFor(deps.accounts),
     jwks: { keys: ring.privateJwks as NonNullable<Configuration['jwks']>['keys'] },
     scopes: OIDC_SCOPES,
+    // RFC 8176 amr and Latch's acr (urn:latch:loa:1 password, urn:latch:loa:2 password + TOTP)
+    // are in every ID token, not only when a client asks for them.
+    acrValues: ACR_VALUES,
     claims: {
-      openid: ['sub'],
+      openid: ['sub', 'acr', 'amr'],
       email: ['email', 'email_verified'],
       profile: ['name', 'updated_at'],
     },
@@ -101,6 +128,7 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, onStructured: ReturnT
     },
     interactions: {
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
+      policy: interactionPolicyWithStepUp(),
     },
     async loadExistingGrant(ctx) {
       const { oidc } = ctx;
@@ -231,6 +259,8 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
   const build = (): { provider: Provider; handler: (req: IncomingMessage, res: ServerResponse) => unknown } => {
     const provider = new Provider(deps.config.issuer, buildConfiguration(deps, ring, structured));
     provider.proxy = deps.config.trustProxy;
+    // As the outer app (app.ts): behind the one trusted proxy, the client is the LAST X-Forwarded-For entry.
+    (provider as Koa).maxIpsCount = 1;
     // Client secrets are stored as HMAC-SHA-256 (see services/secrets.ts): compare the HMAC of
     // the presented secret, in constant time.
     provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {
@@ -247,6 +277,16 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
       }
     });
     deps.metrics?.observeProvider(provider);
+    provider.use(async (ctx, next) => {
+      await next();
+      // A sign-in just completed in this browser session (interaction result applied): remember
+      // where from, so the account page can show each session's device.
+      const { oidc } = ctx;
+      const login = (oidc?.result as { login?: { accountId?: string; amr?: string[]; acr?: string } } | undefined)?.login;
+      if (oidc?.route === 'resume' && login?.accountId && oidc.session?.uid) {
+        await deps.audit?.record({ type: 'session.start', actorId: login.accountId, subjectId: login.accountId, clientId: oidc.client?.clientId ?? null, ip: ctx.ip || null, userAgent: ctx.get('user-agent') || null, details: { session: oidc.session.uid, amr: login.amr ?? null, acr: login.acr ?? null } });
+      }
+    });
     provider.use(structured.middleware);
     provider.use(unauthorizedClientForGrantType);
     // The Provider is a Koa app of its own: without an 'error' listener Koa prints the stack of

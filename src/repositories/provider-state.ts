@@ -76,12 +76,25 @@ export function createProviderStateRepository(db: Db) {
      * Ends everything an account holds: sessions, grants, codes, opaque tokens and refresh
      * tokens (JWT access tokens die with their grant at introspection, and offline at expiry).
      */
-    async revokeByAccountId(accountId: string): Promise<number> {
+    async revokeByAccountId(accountId: string, options: { exceptSessionUid?: string | undefined } = {}): Promise<number> {
       const grants = db('provider_state').select('id').where({ model: 'Grant', account_id: accountId });
-      return table()
-        .where('account_id', accountId)
-        .orWhereIn('grant_id', grants)
-        .delete();
+      const q = table().where((w) => void w.where('account_id', accountId).orWhereIn('grant_id', grants));
+      // A password change keeps the session it was made from (and only that one).
+      const keep = options.exceptSessionUid;
+      if (keep && isStorableKey(keep)) void q.whereNot((w) => void w.where({ model: 'Session', uid: keep }));
+      return q.delete();
+    },
+
+    /** The live rows of one model that belong to an account (its sessions, its grants). */
+    async listByAccount(model: 'Session' | 'Grant', accountId: string): Promise<Payload[]> {
+      const rows = await alive(epochSeconds())(table().select('payload', 'consumed_at').where({ model, account_id: accountId })).orderBy('id');
+      return rows.map((r: { payload: string; consumed_at: number | null }) => decode(r)!);
+    },
+
+    /** Deletes the session with this uid if it belongs to the account; true when one was. */
+    async destroySessionByUid(accountId: string, uid: string): Promise<boolean> {
+      if (!isStorableKey(uid)) return false;
+      return (await table().where({ model: 'Session', uid, account_id: accountId }).delete()) > 0;
     },
 
     /** Deletes up to `batch` expired rows; returns how many. Call repeatedly until 0. */

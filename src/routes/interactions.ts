@@ -2,6 +2,7 @@ import Router from '@koa/router';
 import type Koa from 'koa';
 import { errors, type InteractionResults } from 'oidc-provider';
 
+import type { RegistrationMode } from '../config/schema.js';
 import type { Logger } from '../lib/logger.js';
 import type { Render } from '../lib/views.js';
 import { readForm } from '../middleware/body.js';
@@ -10,7 +11,10 @@ import type { Oidc } from '../oidc/provider.js';
 import { isFirstParty } from '../oidc/provider.js';
 import type { AccountService } from '../services/accounts.js';
 import type { AuditService, RequestOrigin } from '../services/audit.js';
+import { tooManyAttemptsMessage, type LoginGuard } from '../services/login-guard.js';
 import type { Metrics } from '../services/metrics.js';
+import { ACR_PASSWORD, AMR_PASSWORD } from '../services/mfa.js';
+import type { MfaStep } from './interaction-mfa.js';
 
 const SCOPE_DESCRIPTIONS: Record<string, string> = {
   openid: 'Sign you in with your account',
@@ -29,7 +33,7 @@ type ClientLike = { clientId: string; clientName?: string; clientAuthMethod: str
 /** Where a browser request came from, for the audit trail. */
 export const originOf = (ctx: Koa.Context): RequestOrigin => ({ ip: ctx.ip || null, userAgent: ctx.get('user-agent') || null });
 
-export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; csrf: Csrf; render: Render; logger: Logger; metrics?: Pick<Metrics, 'recordLogin'>; audit?: AuditService }): Router {
+export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; csrf: Csrf; render: Render; logger: Logger; metrics?: Pick<Metrics, 'recordLogin'>; audit?: AuditService; registration?: RegistrationMode; loginGuard?: LoginGuard; mfaStep?: MfaStep }): Router {
   const { oidc, accounts, csrf, render } = deps;
   const router = new Router();
 
@@ -93,7 +97,7 @@ export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; 
     const client = await clientOf(details);
     const clientName = client?.clientName ?? client?.clientId ?? 'an application';
     if (details.prompt.name === 'login') {
-      await page(ctx, 'login', { title: 'Sign in', uid: details.uid, clientName, email: typeof details.params.login_hint === 'string' ? details.params.login_hint : '', error: null });
+      await page(ctx, 'login', { title: 'Sign in', uid: details.uid, clientName, email: typeof details.params.login_hint === 'string' ? details.params.login_hint : '', error: null, registration: deps.registration ?? 'closed' });
       return;
     }
     if (details.prompt.name === 'consent') {
@@ -126,7 +130,37 @@ export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; 
       return;
     }
     const email = (form.email ?? '').trim();
-    const result = await accounts.authenticate(email, form.password ?? '');
+    // Brute-force protection (services/login-guard.ts): a locked account+IP pair or IP is refused
+    // before the password is looked at, so even the right one is refused until the lock ends.
+    const attempt = await deps.loginGuard?.begin(email, ctx.ip);
+    if (attempt && !attempt.allowed) {
+      const client = await clientOf(details);
+      ctx.set('Retry-After', String(attempt.retryAfterSeconds));
+      await page(ctx, 'login', { title: 'Sign in', uid: details.uid, clientName: client?.clientName ?? client?.clientId ?? 'an application', email, error: tooManyAttemptsMessage(attempt.retryAfterSeconds), registration: deps.registration ?? 'closed', unverified: false }, 429);
+      return;
+    }
+    let result: Awaited<ReturnType<AccountService['authenticate']>>;
+    try {
+      result = await accounts.authenticate(email, form.password ?? '');
+    } catch (err) {
+      await attempt?.release();
+      throw err;
+    }
+    // Only a wrong password (or an unknown address) is a failure: inactive and unverified
+    // accounts gave the right one.
+    // MFA (routes/interaction-mfa.ts): with a second step to come, the right password is not yet
+    // a successful login, so the pair's failure count is kept (released, not cleared) and wrong
+    // codes keep adding to it.
+    const secondStep = result.ok ? await deps.mfaStep?.needed(details, result.account.id) : undefined;
+    if (secondStep) {
+      await attempt?.release();
+    } else if (result.ok || result.reason !== 'invalid_credentials') {
+      await attempt?.succeed();
+    } else {
+      for (const lock of (await attempt?.fail()) ?? []) {
+        await deps.audit?.record({ type: 'login.lockout', subjectId: result.account?.id ?? null, clientId: details.params.client_id as string, origin: originOf(ctx), details: { ...lock } });
+      }
+    }
     deps.metrics?.recordLogin(result.ok ? 'success' : result.reason);
     if (!result.ok) {
       const client = await clientOf(details);
@@ -137,11 +171,15 @@ export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; 
         unverified: 'Verify your email address first: follow the link in the mail we sent you.',
       }[result.reason];
       await deps.audit?.record({ type: 'login.failure', actorId: result.account?.id ?? null, subjectId: result.account?.id ?? null, clientId: details.params.client_id as string, origin: originOf(ctx), details: { reason: result.reason } });
-      await page(ctx, 'login', { title: 'Sign in', uid: details.uid, clientName: client?.clientName ?? client?.clientId ?? 'an application', email, error }, 401);
+      await page(ctx, 'login', { title: 'Sign in', uid: details.uid, clientName: client?.clientName ?? client?.clientId ?? 'an application', email, error, registration: deps.registration ?? 'closed', unverified: result.reason === 'unverified' }, 401);
       return;
     }
-    await deps.audit?.record({ type: 'login.success', actorId: result.account.id, subjectId: result.account.id, clientId: details.params.client_id as string, origin: originOf(ctx), details: { amr: ['pwd'] } });
-    await finish(ctx, { login: { accountId: result.account.id, amr: ['pwd'] } });
+    if (secondStep) {
+      await deps.mfaStep!.start(ctx, details, result.account, secondStep, email);
+      return;
+    }
+    await deps.audit?.record({ type: 'login.success', actorId: result.account.id, subjectId: result.account.id, clientId: details.params.client_id as string, origin: originOf(ctx), details: { amr: AMR_PASSWORD, acr: ACR_PASSWORD } });
+    await finish(ctx, { login: { accountId: result.account.id, amr: AMR_PASSWORD, acr: ACR_PASSWORD } });
   });
 
   router.post('/interaction/:uid/confirm', async (ctx) => {

@@ -48,7 +48,7 @@ export function describeAccount(a: AccountRecord) {
   };
 }
 
-function checkEmail(raw: string): string {
+export function checkEmail(raw: string): string {
   const email = raw.trim();
   if (!EMAIL.test(email) || email.length > 320) throw new ValidationError('email', 'must be a valid email address');
   return email;
@@ -74,8 +74,8 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
   }
 
   /** Ends every session and refresh token of the account, at once and everywhere. */
-  async function endSessions(accountId: string): Promise<void> {
-    await deps.state?.revokeByAccountId(accountId);
+  async function endSessions(accountId: string, options: { exceptSessionUid?: string | undefined } = {}): Promise<void> {
+    await deps.state?.revokeByAccountId(accountId, options);
   }
 
   return {
@@ -84,6 +84,17 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
     findByEmail: (email: string) => accounts.findByEmail(email),
     list: () => accounts.list(),
     endSessions,
+
+    /**
+     * Sets a new password (argon2id) and ends every session and refresh token of the account:
+     * whoever knew the old password is signed out everywhere. The caller checks the policy.
+     * `exceptSessionUid`: the session the change was made from stays (the account page).
+     */
+    async setPassword(id: string, password: string, options: { exceptSessionUid?: string | undefined } = {}): Promise<void> {
+      if (password.length > MAX_PASSWORD_LENGTH) throw new ValidationError('password', `must be at most ${MAX_PASSWORD_LENGTH} characters`);
+      await accounts.updatePasswordHash(id, await passwords.hash(password));
+      await endSessions(id, options);
+    },
 
     /**
      * Password login. An unknown email and a wrong password take the same time and give the

@@ -148,6 +148,43 @@ export function createClientService(deps: { clients: ClientsRepository; resource
       return { client_id: client.id, ...(secret ? { client_secret: secret } : {}), client };
     },
 
+    /**
+     * Creates or updates a client Latch itself relies on, under a fixed id (the account page's
+     * `latch-account`): its registration follows the code, e.g. new URIs when ISSUER changed.
+     */
+    async ensureBuiltIn(id: string, input: CreateClientInput): Promise<void> {
+      const v = await validate(input);
+      const want = {
+        name: v.name,
+        grantTypes: v.grants,
+        redirectUris: v.redirectUris,
+        postLogoutRedirectUris: v.postLogoutRedirectUris,
+        scopes: v.scopes,
+        resources: v.resourceIds,
+        webOrigins: v.webOrigins,
+        tokenEndpointAuthMethod: v.authMethod,
+        jwksUri: v.jwksUri,
+        isPublic: v.isPublic,
+        firstParty: Boolean(input.firstParty),
+      };
+      const existing = await clients.findById(id);
+      if (!existing) {
+        try {
+          await clients.insert({ id, secretHash: null, enabled: true, ...want });
+        } catch (err) {
+          // Another instance starting at the same moment inserted it first.
+          if (!(await clients.findById(id))) throw err;
+          return;
+        }
+      } else {
+        const same = (Object.keys(want) as (keyof typeof want)[]).every((k) => JSON.stringify(existing[k]) === JSON.stringify(want[k]));
+        // An administrator may have disabled it (`latch clients disable`): that choice stays.
+        if (same) return;
+        await clients.update(id, want);
+      }
+      await deps.feed?.publish('clients');
+    },
+
     async setEnabled(id: string, enabled: boolean): Promise<boolean> {
       const ok = await clients.update(id, { enabled });
       if (ok) await deps.feed?.publish('clients');

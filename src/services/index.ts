@@ -8,7 +8,9 @@ import { createAccountsRepository } from '../repositories/accounts.js';
 import { createAuditEventsRepository } from '../repositories/audit-events.js';
 import { createChangesRepository } from '../repositories/changes.js';
 import { createClientsRepository } from '../repositories/clients.js';
+import { createMfaRepository } from '../repositories/mfa.js';
 import { createProviderStateRepository } from '../repositories/provider-state.js';
+import { createRecoveryCodesRepository } from '../repositories/recovery-codes.js';
 import { createResourcesRepository } from '../repositories/resources.js';
 import { createSigningKeysRepository } from '../repositories/signing-keys.js';
 import { createAccountTokenService } from './account-tokens.js';
@@ -18,8 +20,10 @@ import { createChangeFeed } from './change-feed.js';
 import { createClientService } from './clients.js';
 import { createKeyService } from './keys.js';
 import { createMailer } from './mail.js';
+import { createMfaService } from './mfa.js';
 import { createPasswordHasher } from './passwords.js';
-import { createMemoryLimits } from './rate-limits.js';
+import { createLoginGuard, guardSettings } from './login-guard.js';
+import { createRateLimiting } from './rate-limits.js';
 import { createResourceService } from './resources.js';
 import { createSecrets } from './secrets.js';
 
@@ -32,10 +36,14 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
   const resourcesRepo = createResourcesRepository(db);
   const passwords = createPasswordHasher(config.argon2);
   const audit = createAuditService({ events: createAuditEventsRepository(db), logger });
+  // Counters in RATE_LIMIT_STORE (memory, the database, or Redis); closed by the server.
+  const rateLimits = createRateLimiting({ config, db, logger });
   return {
     secrets,
     audit,
-    limits: createMemoryLimits(config.limits),
+    rateLimits,
+    limits: rateLimits.limits,
+    loginGuard: createLoginGuard({ counter: rateLimits.counter, settings: guardSettings(config.limits), onRejection: rateLimits.rejected }),
     accountTokens: createAccountTokenService({ tokens: createAccountTokensRepository(db) }),
     mailer: createMailer({ smtpUrl: config.mail.smtpUrl, from: config.mail.from, outboxDir: join(config.dataDir, 'outbox'), logger }),
     feed,
@@ -45,6 +53,7 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
     clients: createClientService({ clients: createClientsRepository(db), resources: resourcesRepo, secrets, feed }),
     resources: createResourceService({ resources: resourcesRepo, feed }),
     keys: createKeyService({ keys: createSigningKeysRepository(db), secrets, feed }),
+    mfa: createMfaService({ mfa: createMfaRepository(db), recoveryCodes: createRecoveryCodesRepository(db), secrets, audit, issuer: config.issuer }),
     changes: createChangesRepository(db),
   };
 }

@@ -55,8 +55,8 @@ export function createMetrics(deps: { db: Db }) {
     registers,
   });
   for (const result of ['success', 'invalid_credentials', 'inactive', 'unverified'] satisfies LoginResult[]) logins.inc({ result }, 0);
-  // Rate limiting is not implemented yet: this counter is registered now so dashboards and alerts
-  // can be built against it, and stays at zero (no series) until a limiter increments it.
+  // Incremented by the rate limiters (services/rate-limits.ts, login-guard.ts) for each refused
+  // request; a limiter's series appears with its first refusal.
   const rateLimitRejections = new Counter({
     name: 'latch_rate_limit_rejections_total',
     help: 'Requests rejected by a rate limiter, by limiter.',
@@ -111,7 +111,7 @@ export function createMetrics(deps: { db: Db }) {
         tokensIssued.inc({ grant_type: typeof grantType === 'string' ? grantType : 'unknown', client_id: ctx.oidc.client?.clientId ?? 'unknown' });
       });
     },
-    /** For the rate limiter to come. */
+    /** Fed by services.rateLimits.onRejection (wired in server.ts). */
     rateLimitRejections,
   };
 }

@@ -18,6 +18,11 @@ export interface Secrets {
   csrfToken(binding: string): string;
   /** Constant-time comparison of two strings. */
   equal(a: string, b: string): boolean;
+  /**
+   * HMAC-SHA-256 (base64url) under a key derived for `purpose` alone: recovery-code hashes,
+   * the account page's signed cookies.
+   */
+  mac(purpose: 'recovery-code' | 'account-cookie', data: string): string;
 }
 
 function derive(secret: string, purpose: string): Buffer {
@@ -40,6 +45,13 @@ export function createSecrets(masterSecret: string): Secrets {
   const encKey = derive(masterSecret, 'at-rest-encryption');
   const csrfKey = derive(masterSecret, 'csrf');
   const cookieKey = derive(masterSecret, 'cookies').toString('base64url');
+
+  const macKeys = new Map<string, Buffer>();
+  const macKey = (purpose: string) => {
+    let key = macKeys.get(purpose);
+    if (!key) macKeys.set(purpose, (key = derive(masterSecret, `mac:${purpose}`)));
+    return key;
+  };
 
   const hashClientSecret = (secret: string) => createHmac('sha256', clientKey).update(secret).digest('hex');
 
@@ -67,6 +79,9 @@ export function createSecrets(masterSecret: string): Secrets {
       return createHmac('sha256', csrfKey).update(binding).digest('base64url');
     },
     equal: constantTimeEqual,
+    mac(purpose, data) {
+      return createHmac('sha256', macKey(purpose)).update(data).digest('base64url');
+    },
   };
 }
 

@@ -1,0 +1,267 @@
+import Router from '@koa/router';
+import type Koa from 'koa';
+import { errors } from 'oidc-provider';
+
+import type { Logger } from '../lib/logger.js';
+import type { Render } from '../lib/views.js';
+import { readForm } from '../middleware/body.js';
+import type { Csrf } from '../middleware/csrf.js';
+import type { Oidc } from '../oidc/provider.js';
+import type { AccountRecord } from '../repositories/accounts.js';
+import type { AccountService } from '../services/accounts.js';
+import type { AuditService, RequestOrigin } from '../services/audit.js';
+import { tooManyAttemptsMessage, type LoginGuard } from '../services/login-guard.js';
+import { ACR_MFA, ACR_PASSWORD, AMR_PASSWORD_OTP, type MfaService } from '../services/mfa.js';
+
+type Details = Awaited<ReturnType<Oidc['provider']['interactionDetails']>>;
+
+/** What the second step needs: a code from an enrolled factor, or an enrolment first. */
+export type SecondStep = 'code' | 'enrol';
+
+/**
+ * The second sign-in step, kept server-side on the oidc-provider Interaction (never in a form
+ * field): which account gave the right password, when, and how far the step has come.
+ */
+interface Pending {
+  accountId: string;
+  /** The address the account signs in with: the login guard counts failures per address + IP. */
+  email: string;
+  mode: SecondStep | 'enrolled';
+  /** Epoch seconds of the correct password. */
+  at: number;
+  /** Wrong codes in this step. */
+  failures: number;
+}
+
+const PENDING_KEY = 'latch_mfa';
+/** The code must follow the password within this many seconds. */
+const PENDING_SECONDS = 300;
+/** Wrong codes after which the password must be given again. */
+const MAX_FAILURES = 5;
+
+const epoch = () => Math.floor(Date.now() / 1000);
+
+/** The acr_values a client asked for (OIDC Core §3.1.2.1), in order of preference. */
+export const requestedAcrValues = (params: Record<string, unknown>): string[] => (typeof params.acr_values === 'string' ? params.acr_values.split(' ').filter(Boolean) : []);
+
+/**
+ * True when the client insists on the MFA level: it asked for urn:latch:loa:2 and did not
+ * offer the password-only level as an alternative.
+ */
+export const insistsOnMfa = (params: Record<string, unknown>): boolean => {
+  const acr = requestedAcrValues(params);
+  return acr.includes(ACR_MFA) && !acr.includes(ACR_PASSWORD);
+};
+
+const originOf = (ctx: Koa.Context): RequestOrigin => ({ ip: ctx.ip || null, userAgent: ctx.get('user-agent') || null });
+
+/**
+ * After a correct password: an account with MFA enters a TOTP or recovery code
+ * (POST /interaction/:uid/mfa, field `code`); a client insisting on urn:latch:loa:2 makes an
+ * account without MFA enrol first. The login then finishes with amr ["pwd","otp","mfa"] and
+ * acr urn:latch:loa:2 (RFC 8176).
+ */
+export function createMfaStep(deps: { oidc: Oidc; accounts: AccountService; mfa: MfaService; csrf: Csrf; render: Render; logger: Logger; audit?: AuditService; loginGuard?: LoginGuard }) {
+  const { oidc, mfa, csrf, render } = deps;
+  const router = new Router();
+
+  const page = async (ctx: Koa.Context, view: string, locals: Record<string, unknown> & { title: string }, status = 200) => {
+    ctx.status = status;
+    ctx.type = 'html';
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = await render(view, { csrfToken: csrf.token(ctx), error: null, ...locals });
+  };
+
+  const expired = (ctx: Koa.Context) =>
+    page(ctx, 'error', { title: 'Sign-in expired', error: 'session_expired', description: 'This sign-in request has expired or was opened in another browser. Go back to the application and start again.' }, 400);
+
+  async function load(ctx: Koa.Context): Promise<Details | undefined> {
+    try {
+      const details = await oidc.provider.interactionDetails(ctx.req, ctx.res);
+      if (details.uid !== ctx.params.uid) throw new errors.SessionNotFound('interaction mismatch');
+      return details;
+    } catch (err) {
+      if (!(err instanceof errors.OIDCProviderError)) throw err;
+      await expired(ctx);
+      return undefined;
+    }
+  }
+
+  function pendingOf(details: Details): Pending | undefined {
+    if (details.prompt.name !== 'login') return undefined;
+    const p = (details.result as Record<string, unknown> | undefined)?.[PENDING_KEY] as Pending | undefined;
+    if (!p || typeof p.accountId !== 'string' || typeof p.at !== 'number') return undefined;
+    return epoch() - p.at <= PENDING_SECONDS ? p : undefined;
+  }
+
+  async function savePending(details: Details, pending: Pending | undefined): Promise<void> {
+    const result = { ...(details.result as Record<string, unknown> | undefined) };
+    if (pending) result[PENDING_KEY] = pending;
+    else delete result[PENDING_KEY];
+    details.result = result;
+    await details.persist();
+  }
+
+  async function checkCsrf(ctx: Koa.Context, form: Record<string, string>): Promise<boolean> {
+    if (csrf.verify(ctx, form._csrf)) return true;
+    await page(ctx, 'error', { title: 'Form expired', error: 'invalid_csrf_token', description: 'This form has expired. Go back, reload the page and try again.' }, 403);
+    return false;
+  }
+
+  async function clientName(details: Details): Promise<string> {
+    const id = details.params.client_id;
+    const client = typeof id === 'string' ? ((await oidc.provider.Client.find(id)) as { clientName?: string } | undefined) : undefined;
+    return client?.clientName ?? (typeof id === 'string' ? id : 'an application');
+  }
+
+  /** The pending step and its account (still active), or an answer sent back to the login page. */
+  async function current(ctx: Koa.Context, details: Details): Promise<{ pending: Pending; account: AccountRecord } | undefined> {
+    const pending = pendingOf(details);
+    const account = pending ? await deps.accounts.findById(pending.accountId) : undefined;
+    if (!pending || !account?.active) {
+      ctx.status = 303;
+      ctx.redirect(`/interaction/${encodeURIComponent(details.uid)}`);
+      return undefined;
+    }
+    return { pending, account };
+  }
+
+  const codePage = async (ctx: Koa.Context, details: Details, locals: { error?: string | null; locked?: boolean } = {}, status = 200) =>
+    page(ctx, 'mfa', { title: 'Two-step verification', uid: details.uid, clientName: await clientName(details), error: locals.error ?? null, locked: locals.locked ?? false }, status);
+
+  async function enrolPage(ctx: Koa.Context, details: Details, account: AccountRecord, error: string | null = null, status = 200): Promise<boolean> {
+    const enrolment = await mfa.beginEnrolment(account);
+    if (!enrolment) return false;
+    await page(ctx, 'mfa-enrol', { title: 'Set up two-step verification', action: `/interaction/${details.uid}/mfa`, cancel: `/interaction/${details.uid}/abort`, clientName: await clientName(details), enrolment, error, signIn: true }, status);
+    return true;
+  }
+
+  /** Finishes the sign-in at the MFA level. */
+  async function finish(ctx: Koa.Context, details: Details, account: AccountRecord, method: string) {
+    await deps.audit?.record({ type: 'login.success', actorId: account.id, subjectId: account.id, clientId: details.params.client_id as string, origin: originOf(ctx), details: { amr: AMR_PASSWORD_OTP, acr: ACR_MFA, method } });
+    const url = await oidc.provider.interactionResult(ctx.req, ctx.res, { login: { accountId: account.id, amr: AMR_PASSWORD_OTP, acr: ACR_MFA } }, { mergeWithLastSubmission: false });
+    ctx.status = 303;
+    ctx.redirect(url);
+  }
+
+  router.get(['/interaction/:uid/mfa', '/interaction/:uid/mfa/continue'], async (ctx) => {
+    const details = await load(ctx);
+    if (!details) return;
+    const step = await current(ctx, details);
+    if (!step) return;
+    const { pending, account } = step;
+    if (pending.mode === 'enrol') {
+      if (await enrolPage(ctx, details, account)) return;
+      // Enrolled meanwhile (another tab): a code it is.
+      await savePending(details, { ...pending, mode: 'code' });
+    }
+    if (pending.mode === 'enrolled') {
+      await page(ctx, 'mfa-recovery-codes', { title: 'Two-step verification is on', codes: null, action: `/interaction/${details.uid}/mfa/continue`, clientName: await clientName(details) });
+      return;
+    }
+    await codePage(ctx, details);
+  });
+
+  router.post('/interaction/:uid/mfa', async (ctx) => {
+    const form = await readForm(ctx);
+    if (!(await checkCsrf(ctx, form))) return;
+    const details = await load(ctx);
+    if (!details) return;
+    const step = await current(ctx, details);
+    if (!step) return;
+    const { pending, account } = step;
+    const code = (form.code ?? '').slice(0, 64);
+
+    if (pending.mode === 'enrol') {
+      const codes = await mfa.confirmEnrolment(account.id, code, { actorId: account.id, origin: originOf(ctx) });
+      if (!codes) {
+        if (await enrolPage(ctx, details, account, 'That code is not valid. Enter the 6-digit code your app shows now.', 400)) return;
+        await savePending(details, { ...pending, mode: 'code' });
+        await codePage(ctx, details);
+        return;
+      }
+      await savePending(details, { ...pending, mode: 'enrolled' });
+      // Shown once: only their HMACs are stored.
+      await page(ctx, 'mfa-recovery-codes', { title: 'Save your recovery codes', codes, action: `/interaction/${details.uid}/mfa/continue`, clientName: await clientName(details) });
+      return;
+    }
+    if (pending.mode === 'enrolled') {
+      ctx.status = 303;
+      ctx.redirect(`/interaction/${encodeURIComponent(details.uid)}/mfa`);
+      return;
+    }
+
+    // A wrong code counts as a failed login for the lockout (services/login-guard.ts), exactly
+    // like a wrong password: one reservation per attempt, so parallel guesses get no more tries.
+    const attempt = await deps.loginGuard?.begin(pending.email, ctx.ip);
+    if (attempt && !attempt.allowed) {
+      ctx.set('Retry-After', String(attempt.retryAfterSeconds));
+      await codePage(ctx, details, { error: tooManyAttemptsMessage(attempt.retryAfterSeconds) }, 429);
+      return;
+    }
+    let method: Awaited<ReturnType<MfaService['verify']>>;
+    try {
+      method = await mfa.verify(account.id, code);
+    } catch (err) {
+      await attempt?.release();
+      throw err;
+    }
+    if (method) {
+      await attempt?.succeed();
+      await finish(ctx, details, account, method);
+      return;
+    }
+    const origin = originOf(ctx);
+    for (const lock of (await attempt?.fail()) ?? []) {
+      await deps.audit?.record({ type: 'login.lockout', subjectId: account.id, clientId: details.params.client_id as string, origin, details: { ...lock } });
+    }
+    await deps.audit?.record({ type: 'login.failure', actorId: account.id, subjectId: account.id, clientId: details.params.client_id as string, origin, details: { reason: 'invalid_mfa_code' } });
+    const failures = (pending.failures ?? 0) + 1;
+    if (failures >= MAX_FAILURES) {
+      // Enough guesses on this password: start over from the password.
+      await savePending(details, undefined);
+      await codePage(ctx, details, { error: 'Too many wrong codes. Sign in again.', locked: true }, 401);
+      return;
+    }
+    await savePending(details, { ...pending, failures });
+    await codePage(ctx, details, { error: 'That code is not valid. Enter the current code from your app, or one of your recovery codes.' }, 401);
+  });
+
+  router.post('/interaction/:uid/mfa/continue', async (ctx) => {
+    const form = await readForm(ctx);
+    if (!(await checkCsrf(ctx, form))) return;
+    const details = await load(ctx);
+    if (!details) return;
+    const step = await current(ctx, details);
+    if (!step) return;
+    if (step.pending.mode !== 'enrolled') {
+      ctx.status = 303;
+      ctx.redirect(`/interaction/${encodeURIComponent(details.uid)}/mfa`);
+      return;
+    }
+    await deps.loginGuard?.recordSuccess(step.pending.email, ctx.ip);
+    await finish(ctx, details, step.account, 'totp_enrolment');
+  });
+
+  return {
+    router,
+
+    /** Whether this sign-in needs the second step after a correct password, and which. */
+    async needed(details: Details, accountId: string): Promise<SecondStep | undefined> {
+      if (await mfa.isEnabled(accountId)) return 'code';
+      return insistsOnMfa(details.params) ? 'enrol' : undefined;
+    },
+
+    /**
+     * Keeps the step server-side on the interaction and sends the browser to its page. `email`
+     * is the address as typed at the password step: the login guard's account+IP key.
+     */
+    async start(ctx: Koa.Context, details: Details, account: AccountRecord, mode: SecondStep, email: string): Promise<void> {
+      await savePending(details, { accountId: account.id, email, mode, at: epoch(), failures: 0 });
+      ctx.status = 303;
+      ctx.redirect(`/interaction/${encodeURIComponent(details.uid)}/mfa`);
+    },
+  };
+}
+
+export type MfaStep = ReturnType<typeof createMfaStep>;

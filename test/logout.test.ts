@@ -38,6 +38,13 @@ describe('RP-initiated logout as relying parties send it', () => {
     expect(confirm.status, confirm.body.slice(0, 300)).to.equal(200);
     const done = await agent.submit(confirm, 0, { logout: 'yes' }, AFTER);
     expect(done.url).to.equal(AFTER);
+    // The logout is on the audit trail (written just after the response).
+    let rows: { type: string; subject_id: string }[] = [];
+    for (let i = 0; i < 20 && rows.length === 0; i++) {
+      rows = (await srv.running.db('audit_events').where({ type: 'logout' })) as typeof rows;
+      if (!rows.length) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(rows.map((r) => r.subject_id)).to.deep.equal([tokens.claims()!.sub]);
   });
 
   it('refuses an unregistered post_logout_redirect_uri with the error page', async () => {

@@ -287,6 +287,12 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
         await deps.audit?.record({ type: 'session.start', actorId: login.accountId, subjectId: login.accountId, clientId: oidc.client?.clientId ?? null, ip: ctx.ip || null, userAgent: ctx.get('user-agent') || null, details: { session: oidc.session.uid, amr: login.amr ?? null, acr: login.acr ?? null } });
       }
     });
+    // RP-initiated logout (OIDC RP-Initiated Logout §2) ends the session: on the audit trail.
+    provider.on('end_session.success', (ctx: KoaContextWithOIDC) => {
+      const accountId = ctx.oidc.session?.accountId;
+      if (!accountId) return;
+      void deps.audit?.record({ type: 'logout', actorId: accountId, subjectId: accountId, clientId: ctx.oidc.client?.clientId ?? null, ip: ctx.ip || null, userAgent: ctx.get('user-agent') || null });
+    });
     provider.use(structured.middleware);
     provider.use(unauthorizedClientForGrantType);
     // The Provider is a Koa app of its own: without an 'error' listener Koa prints the stack of

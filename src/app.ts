@@ -66,6 +66,10 @@ export function createApp(deps: { config: Config; db: Db; logger: Logger; render
   });
   app.use(drainUnreadBody());
   app.use(securityHeaders());
+  // Everything outside Latch's own first path segments is oidc-provider's: hand it over at
+  // once, so the token, JWKS and discovery hot paths do not try every router first.
+  const ownSegments = new Set(routers.flatMap((r) => r.stack.map((layer) => `/${String(layer.path).split('/')[1] ?? ''}`)));
+  app.use((ctx, next) => (ownSegments.has(`/${ctx.path.split('/')[1] ?? ''}`) ? next() : oidc.middleware(ctx, next)));
   app.use(errorHandler({ logger, render }));
   for (const router of routers) {
     app.use(router.routes());

@@ -40,14 +40,23 @@ export interface StartOptions {
   purge?: boolean;
 }
 
-/** Deletes expired provider state in batches, yielding between batches so requests go on. */
-async function purgeExpired(services: Services): Promise<number> {
+/** Rows deleted per purge statement: a few milliseconds of database work each. */
+const PURGE_BATCH = 200;
+/** Pause between purge statements, so a large backlog never starves requests. */
+const PURGE_PAUSE_MS = 50;
+
+/**
+ * Deletes expired provider state in small batches with pauses between them: a backlog of a
+ * million rows is worked off in the background while requests keep their latency (on SQLite a
+ * delete is synchronous work on the event loop). `stopped()` ends the run early (shutdown).
+ */
+async function purgeExpired(services: Services, stopped: () => boolean = () => false): Promise<number> {
   let total = 0;
   for (;;) {
-    const n = await services.state.purgeExpired(1000);
+    const n = await services.state.purgeExpired(PURGE_BATCH);
     total += n;
-    if (n < 1000) break;
-    await new Promise((r) => setImmediate(r));
+    if (n < PURGE_BATCH || stopped()) break;
+    await new Promise((r) => setTimeout(r, PURGE_PAUSE_MS));
   }
   await services.changes.prune(new Date(Date.now() - 3600_000).toISOString());
   await services.rateLimits.purgeExpired();
@@ -81,11 +90,16 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     await services.feed.start();
 
     const lifecycle = { draining: false };
+    let purging: Promise<void> | undefined;
     const purgeTimer = setInterval(() => {
-      if (options.purge === false) return;
-      purgeExpired(services)
-        .then((n) => n && logger.debug('expired provider state purged', { rows: n }))
-        .catch((err: unknown) => logger.warn('purge failed', { err: String(err) }));
+      // One purge at a time: a long backlog is not started again on top of itself.
+      if (options.purge === false || purging) return;
+      purging = purgeExpired(services, () => lifecycle.draining)
+        .then((n) => void (n && logger.debug('expired provider state purged', { rows: n })))
+        .catch((err: unknown) => logger.warn('purge failed', { err: String(err) }))
+        .finally(() => {
+          purging = undefined;
+        });
     }, config.purgeIntervalSeconds * 1000);
     purgeTimer.unref();
 
@@ -122,6 +136,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         clearInterval(idle);
         clearTimeout(cut);
         await services.feed.stop();
+        await purging;
         await services.rateLimits.close();
         await db.destroy();
       })();

@@ -30,8 +30,21 @@ export function openDatabase(config: DatabaseConfig): Db {
     pool: {
       min: 1,
       max: 1,
-      afterCreate(conn: { pragma(s: string): unknown }, done: (err: Error | null, conn: unknown) => void) {
+      afterCreate(conn: { pragma(s: string): unknown; prepare(sql: string): unknown }, done: (err: Error | null, conn: unknown) => void) {
         try {
+          // Knex prepares every statement again on each query; the SQL text of our queries is
+          // fixed (values are bound), so a prepared statement is reused per text. Bounded.
+          const prepare = conn.prepare.bind(conn);
+          const statements = new Map<string, unknown>();
+          conn.prepare = (sql: string) => {
+            let statement = statements.get(sql);
+            if (statement === undefined) {
+              statement = prepare(sql);
+              if (statements.size >= 2000) statements.clear();
+              statements.set(sql, statement);
+            }
+            return statement;
+          };
           // WAL lets the CLI write while a server reads and writes; busy_timeout makes a
           // concurrent writer wait instead of failing with SQLITE_BUSY.
           conn.pragma('journal_mode = WAL');

@@ -22,8 +22,19 @@ const options = (): Knex.MigratorConfig => ({ migrationSource: new StaticSource(
 
 /** Applies every pending migration; returns the names applied. */
 export async function migrateLatest(db: Db): Promise<string[]> {
-  const [, applied] = (await db.migrate.latest(options())) as [number, string[]];
-  return applied;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const [, applied] = (await db.migrate.latest(options())) as [number, string[]];
+      return applied;
+    } catch (err) {
+      // Several processes starting on a fresh PostgreSQL database race to create Knex's own
+      // bookkeeping tables ("relation knex_migrations_lock already exists"), or find the
+      // migration lock taken: the loser waits and tries again, then finds nothing to do.
+      const message = String((err as Error)?.message ?? err);
+      if (attempt >= 20 || !/already exists|duplicate key|Migration table is already locked/i.test(message)) throw err;
+      await new Promise((r) => setTimeout(r, 100 * attempt));
+    }
+  }
 }
 
 /** Rolls back every migration (tests use it to prove down() works). */

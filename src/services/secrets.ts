@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, createSecretKey, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 
 /**
  * Everything derived from LATCH_SECRET. Each purpose gets its own HKDF-derived key, so a key
@@ -41,9 +41,10 @@ export function constantTimeEqual(a: string, b: string): boolean {
 }
 
 export function createSecrets(masterSecret: string): Secrets {
-  const clientKey = derive(masterSecret, 'client-secret-hmac');
+  // A KeyObject made once: the client-secret HMAC runs on every token request.
+  const clientKey = createSecretKey(derive(masterSecret, 'client-secret-hmac'));
   const encKey = derive(masterSecret, 'at-rest-encryption');
-  const csrfKey = derive(masterSecret, 'csrf');
+  const csrfKey = createSecretKey(derive(masterSecret, 'csrf'));
   const cookieKey = derive(masterSecret, 'cookies').toString('base64url');
 
   const macKeys = new Map<string, Buffer>();

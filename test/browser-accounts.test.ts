@@ -7,21 +7,17 @@
  * Needs Debian's chromium at /usr/bin/chromium (apt-get install chromium). Without it the suite
  * is skipped with a warning, except on CI (CI set) where it fails.
  */
-import { existsSync, mkdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { expect } from 'chai';
 import * as oidc from 'openid-client';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 
 import { startMailbox, type Mailbox } from './helpers/mailbox.js';
+import { backgroundOf, launchChromium, pageFactory, requireChromium, shot } from './helpers/browser.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const ARTIFACTS = fileURLToPath(new URL('./artifacts/', import.meta.url));
 const USER = { email: 'katherine.johnson@example.test', name: 'Katherine Johnson', password: 'orbital mechanics by hand 1962', newPassword: 'friendship seven re-entry path' };
 
 /** A stand-in relying party: answers its redirect_uri with a small page. */
@@ -48,19 +44,8 @@ describe('Account self-service in a real browser (headless Chromium, real SMTP)'
   let clientId: string;
   const pageProblems: string[] = [];
 
-  async function newPage(): Promise<{ context: BrowserContext; page: Page }> {
-    const context = await browser!.newContext({ viewport: { width: 1024, height: 768 } });
-    context.setDefaultTimeout(15000);
-    context.setDefaultNavigationTimeout(15000);
-    const page = await context.newPage();
-    page.on('pageerror', (err) => pageProblems.push(`pageerror on ${page.url()}: ${err.message}`));
-    page.on('console', (msg) => {
-      if (msg.type() === 'error' && /Content Security Policy|Refused to/i.test(msg.text())) pageProblems.push(`console on ${page.url()}: ${msg.text()}`);
-    });
-    return { context, page };
-  }
+  const newPage = pageFactory(() => browser, pageProblems);
 
-  const shot = (page: Page, name: string) => page.screenshot({ path: join(ARTIFACTS, name), fullPage: true });
 
   /** Every form POSTs with a CSRF field; no page ships a script; the stylesheet applies. */
   async function expectSafePage(page: Page) {
@@ -70,9 +55,8 @@ describe('Account self-service in a real browser (headless Chromium, real SMTP)'
       expect(await forms.nth(i).getAttribute('method'), `form #${i} method`).to.match(/^post$/i);
     }
     expect(await page.locator('script').count(), 'no <script> in pages').to.equal(0);
-    const styled = page.locator('button.primary, a.button').first();
-    const bg = (await styled.evaluate('(el) => getComputedStyle(el).backgroundColor')) as string;
-    expect(bg, 'primary action styled by latch.css').to.not.match(/^rgba?\(0, 0, 0(, 0)?\)$|^transparent$/);
+    const bg = await backgroundOf(page, 'button.primary, a.button');
+    expect(bg, 'primary action styled by latch.css').to.match(/^rgb/).and.not.match(/^rgba?\(0, 0, 0(, 0)?\)$|^transparent$/);
   }
 
   /** Opens a new authorization request: the login page of a new interaction. */
@@ -109,13 +93,7 @@ describe('Account self-service in a real browser (headless Chromium, real SMTP)'
   }
 
   before(async function () {
-    if (!existsSync(CHROMIUM)) {
-      const help = `${CHROMIUM} not found: install it with "apt-get install chromium" to run the browser tests.`;
-      if (process.env.CI) throw new Error(help);
-      console.warn(`\n  [browser-accounts.test] SKIPPED: ${help}\n`);
-      this.skip();
-    }
-    mkdirSync(ARTIFACTS, { recursive: true });
+    requireChromium(this, 'browser-accounts.test');
     mailbox = await startMailbox();
     callback = await startCallbackServer();
     redirectUri = `${callback.url}/callback`;
@@ -123,10 +101,7 @@ describe('Account self-service in a real browser (headless Chromium, real SMTP)'
     const created = await srv.cli('clients', 'create', '--name', 'Journey App', '--redirect-uri', redirectUri, '--first-party');
     expect(created.code, created.stderr).to.equal(0);
     clientId = created.json.client_id;
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
   });
 
   after(async () => {

@@ -7,21 +7,17 @@
  * Needs Debian's chromium at /usr/bin/chromium (apt-get install chromium). Without it the suite
  * is skipped with a warning, except on CI (CI set) where it fails.
  */
-import { existsSync, mkdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { expect } from 'chai';
 import * as oidc from 'openid-client';
 import { Secret, TOTP } from 'otpauth';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 
+import { launchChromium, pageFactory, requireChromium, shot } from './helpers/browser.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const ARTIFACTS = fileURLToPath(new URL('./artifacts/', import.meta.url));
 const USER = { email: 'katherine.johnson@example.test', password: 'orbital mechanics by hand', name: 'Katherine Johnson' };
 const SCOPE = 'openid profile email';
 
@@ -53,19 +49,9 @@ describe('Two-step verification in a real browser (headless Chromium)', function
   let recoveryCodes: string[];
   const pageProblems: string[] = [];
 
-  async function newPage(): Promise<{ context: BrowserContext; page: Page }> {
-    const context = await browser!.newContext({ viewport: { width: 1024, height: 900 } });
-    context.setDefaultTimeout(15000);
-    context.setDefaultNavigationTimeout(15000);
-    const page = await context.newPage();
-    page.on('pageerror', (err) => pageProblems.push(`pageerror on ${page.url()}: ${err.message}`));
-    page.on('console', (msg) => {
-      if (msg.type() === 'error' && /Content Security Policy|Refused to/i.test(msg.text())) pageProblems.push(`console on ${page.url()}: ${msg.text()}`);
-    });
-    return { context, page };
-  }
+  const openPage = pageFactory(() => browser, pageProblems);
+  const newPage = (options: Parameters<Browser['newContext']>[0] = {}) => openPage({ viewport: { width: 1024, height: 900 }, ...options });
 
-  const shot = (page: Page, name: string) => page.screenshot({ path: join(ARTIFACTS, name), fullPage: true });
 
   /** Every form of the page is POSTed with the CSRF field; no page ships a script. */
   async function expectSafeForms(page: Page) {
@@ -120,13 +106,7 @@ describe('Two-step verification in a real browser (headless Chromium)', function
   }
 
   before(async function () {
-    if (!existsSync(CHROMIUM)) {
-      const help = `${CHROMIUM} not found: install it with "apt-get install chromium" to run the browser tests.`;
-      if (process.env.CI) throw new Error(help);
-      console.warn(`\n  [browser-mfa.test] SKIPPED: ${help}\n`);
-      this.skip();
-    }
-    mkdirSync(ARTIFACTS, { recursive: true });
+    requireChromium(this, 'browser-mfa.test');
     callback = await startCallbackServer();
     redirectUri = `${callback.url}/callback`;
     srv = await startTestServer();
@@ -135,10 +115,7 @@ describe('Two-step verification in a real browser (headless Chromium)', function
     const created = await srv.cli('clients', 'create', '--name', 'Mission Control', '--redirect-uri', redirectUri, '--scope', SCOPE);
     expect(created.code, created.stderr).to.equal(0);
     config = await oidc.discovery(new URL(srv.url), created.json.client_id, created.json.client_secret, oidc.ClientSecretBasic(created.json.client_secret), { execute: [oidc.allowInsecureRequests] });
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
   });
 
   after(async () => {

@@ -6,21 +6,17 @@
  * Needs Debian's chromium at /usr/bin/chromium (apt-get install chromium). Without it the suite
  * is skipped with a warning, except on CI (CI set) where it fails.
  */
-import { existsSync, mkdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { expect } from 'chai';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import * as oidc from 'openid-client';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 
+import { launchChromium, pageFactory, requireChromium, shot } from './helpers/browser.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const ARTIFACTS = fileURLToPath(new URL('./artifacts/', import.meta.url));
 const USER = { email: 'grace.hopper@example.test', password: 'a cobol compiler in 1959', name: 'Grace Hopper' };
 const SCOPE = 'openid profile email';
 
@@ -55,19 +51,7 @@ describe('Sign-in in a real browser (headless Chromium)', function () {
   /** Problems the pages themselves reported: script errors, CSP violations. */
   const pageProblems: string[] = [];
 
-  async function newPage(options: Parameters<Browser['newContext']>[0] = {}): Promise<{ context: BrowserContext; page: Page }> {
-    const context = await browser!.newContext({ viewport: { width: 1024, height: 768 }, ...options });
-    context.setDefaultTimeout(15000);
-    context.setDefaultNavigationTimeout(15000);
-    const page = await context.newPage();
-    page.on('pageerror', (err) => pageProblems.push(`pageerror on ${page.url()}: ${err.message}`));
-    page.on('console', (msg) => {
-      // A 4xx page (wrong password 401, error page 400) and the missing favicon are logged by
-      // Chromium as failed loads; a blocked stylesheet or script is a real problem.
-      if (msg.type() === 'error' && /Content Security Policy|Refused to/i.test(msg.text())) pageProblems.push(`console on ${page.url()}: ${msg.text()}`);
-    });
-    return { context, page };
-  }
+  const newPage = pageFactory(() => browser, pageProblems);
 
   async function authorizationRequest(extra: Record<string, string> = {}) {
     const verifier = oidc.randomPKCECodeVerifier();
@@ -88,7 +72,6 @@ describe('Sign-in in a real browser (headless Chromium)', function () {
     return { url: url.toString(), verifier, state, nonce };
   }
 
-  const shot = (page: Page, name: string) => page.screenshot({ path: join(ARTIFACTS, name), fullPage: true });
 
   /** Every form of the page carries the CSRF field and no page ships a script. */
   async function expectSafeForms(page: Page) {
@@ -111,13 +94,7 @@ describe('Sign-in in a real browser (headless Chromium)', function () {
   }
 
   before(async function () {
-    if (!existsSync(CHROMIUM)) {
-      const help = `${CHROMIUM} not found: install it with "apt-get install chromium" to run the browser tests.`;
-      if (process.env.CI) throw new Error(help);
-      console.warn(`\n  [browser.test] SKIPPED: ${help}\n`);
-      this.skip();
-    }
-    mkdirSync(ARTIFACTS, { recursive: true });
+    requireChromium(this, 'browser.test');
 
     callback = await startCallbackServer();
     redirectUri = `${callback.url}/callback`;
@@ -136,10 +113,7 @@ describe('Sign-in in a real browser (headless Chromium)', function () {
     expect(res.status).to.equal(200);
     discovery = (await res.json()) as typeof discovery;
 
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
   });
 
   after(async () => {

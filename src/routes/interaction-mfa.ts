@@ -1,6 +1,5 @@
 import Router from '@koa/router';
 import type Koa from 'koa';
-import { errors } from 'oidc-provider';
 
 import type { Logger } from '../lib/logger.js';
 import type { Render } from '../lib/views.js';
@@ -12,6 +11,7 @@ import type { AccountService } from '../services/accounts.js';
 import type { AuditService, RequestOrigin } from '../services/audit.js';
 import { tooManyAttemptsMessage, type LoginGuard } from '../services/login-guard.js';
 import { ACR_MFA, ACR_PASSWORD, AMR_PASSWORD_OTP, type MfaService } from '../services/mfa.js';
+import { createPages, interactionLoader } from './self-service.js';
 
 type Details = Awaited<ReturnType<Oidc['provider']['interactionDetails']>>;
 
@@ -65,27 +65,10 @@ export function createMfaStep(deps: { oidc: Oidc; accounts: AccountService; mfa:
   const { oidc, mfa, csrf, render } = deps;
   const router = new Router();
 
-  const page = async (ctx: Koa.Context, view: string, locals: Record<string, unknown> & { title: string }, status = 200) => {
-    ctx.status = status;
-    ctx.type = 'html';
-    ctx.set('Cache-Control', 'no-store');
-    ctx.body = await render(view, { csrfToken: csrf.token(ctx), error: null, ...locals });
-  };
-
-  const expired = (ctx: Koa.Context) =>
-    page(ctx, 'error', { title: 'Sign-in expired', error: 'session_expired', description: 'This sign-in request has expired or was opened in another browser. Go back to the application and start again.' }, 400);
-
-  async function load(ctx: Koa.Context): Promise<Details | undefined> {
-    try {
-      const details = await oidc.provider.interactionDetails(ctx.req, ctx.res);
-      if (details.uid !== ctx.params.uid) throw new errors.SessionNotFound('interaction mismatch');
-      return details;
-    } catch (err) {
-      if (!(err instanceof errors.OIDCProviderError)) throw err;
-      await expired(ctx);
-      return undefined;
-    }
-  }
+  const pages = createPages({ csrf, render });
+  const page = (ctx: Koa.Context, view: string, locals: Record<string, unknown> & { title: string }, status = 200) => pages.page(ctx, view, { error: null, ...locals }, status);
+  const { checkCsrf } = pages;
+  const load = interactionLoader(oidc, pages);
 
   function pendingOf(details: Details): Pending | undefined {
     if (details.prompt.name !== 'login') return undefined;
@@ -100,12 +83,6 @@ export function createMfaStep(deps: { oidc: Oidc; accounts: AccountService; mfa:
     else delete result[PENDING_KEY];
     details.result = result;
     await details.persist();
-  }
-
-  async function checkCsrf(ctx: Koa.Context, form: Record<string, string>): Promise<boolean> {
-    if (csrf.verify(ctx, form._csrf)) return true;
-    await page(ctx, 'error', { title: 'Form expired', error: 'invalid_csrf_token', description: 'This form has expired. Go back, reload the page and try again.' }, 403);
-    return false;
   }
 
   async function clientName(details: Details): Promise<string> {

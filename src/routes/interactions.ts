@@ -1,6 +1,6 @@
 import Router from '@koa/router';
 import type Koa from 'koa';
-import { errors, type InteractionResults } from 'oidc-provider';
+import type { InteractionResults } from 'oidc-provider';
 
 import type { RegistrationMode } from '../config/schema.js';
 import type { Logger } from '../lib/logger.js';
@@ -15,6 +15,7 @@ import { tooManyAttemptsMessage, type LoginGuard } from '../services/login-guard
 import type { Metrics } from '../services/metrics.js';
 import { ACR_PASSWORD, AMR_PASSWORD } from '../services/mfa.js';
 import type { MfaStep } from './interaction-mfa.js';
+import { createPages, interactionLoader } from './self-service.js';
 
 const SCOPE_DESCRIPTIONS: Record<string, string> = {
   openid: 'Sign you in with your account',
@@ -37,36 +38,14 @@ export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; 
   const { oidc, accounts, csrf, render } = deps;
   const router = new Router();
 
-  const page = async (ctx: Koa.Context, view: string, locals: Record<string, unknown> & { title: string }, status = 200) => {
-    ctx.status = status;
-    ctx.type = 'html';
-    ctx.set('Cache-Control', 'no-store');
-    ctx.body = await render(view, { csrfToken: csrf.token(ctx), ...locals });
-  };
-
-  /** The interaction of this browser, or an error page when it expired or belongs elsewhere. */
-  async function load(ctx: Koa.Context): Promise<Details | undefined> {
-    try {
-      const details = await oidc.provider.interactionDetails(ctx.req, ctx.res);
-      if (details.uid !== ctx.params.uid) throw new errors.SessionNotFound('interaction mismatch');
-      return details;
-    } catch (err) {
-      if (!(err instanceof errors.OIDCProviderError)) throw err;
-      await page(ctx, 'error', { title: 'Sign-in expired', error: 'session_expired', description: 'This sign-in request has expired or was opened in another browser. Go back to the application and start again.' }, 400);
-      return undefined;
-    }
-  }
+  const pages = createPages({ csrf, render });
+  const { page, checkCsrf } = pages;
+  const load = interactionLoader(oidc, pages);
 
   async function finish(ctx: Koa.Context, result: InteractionResults) {
     const url = await oidc.provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: false });
     ctx.status = 303;
     ctx.redirect(url);
-  }
-
-  async function checkCsrf(ctx: Koa.Context, form: Record<string, string>): Promise<boolean> {
-    if (csrf.verify(ctx, form._csrf)) return true;
-    await page(ctx, 'error', { title: 'Form expired', error: 'invalid_csrf_token', description: 'This form has expired. Go back, reload the page and try again.' }, 403);
-    return false;
   }
 
   async function clientOf(details: Details): Promise<ClientLike | undefined> {

@@ -1,8 +1,10 @@
 import type Koa from 'koa';
+import { errors } from 'oidc-provider';
 
 import type { Logger } from '../lib/logger.js';
 import type { Render } from '../lib/views.js';
 import type { Csrf } from '../middleware/csrf.js';
+import type { Oidc } from '../oidc/provider.js';
 import { checkEmail } from '../services/accounts.js';
 
 /**
@@ -96,3 +98,23 @@ export function createPages(deps: { csrf: Csrf; render: Render }) {
 }
 
 export type Pages = ReturnType<typeof createPages>;
+
+type InteractionDetails = Awaited<ReturnType<Oidc['provider']['interactionDetails']>>;
+
+/**
+ * The oidc-provider interaction of this browser for `ctx.params.uid`, or an error page (400) when
+ * it expired or belongs to another browser or request.
+ */
+export function interactionLoader(oidc: Oidc, pages: Pages) {
+  return async (ctx: Koa.Context): Promise<InteractionDetails | undefined> => {
+    try {
+      const details = await oidc.provider.interactionDetails(ctx.req, ctx.res);
+      if (details.uid !== ctx.params.uid) throw new errors.SessionNotFound('interaction mismatch');
+      return details;
+    } catch (err) {
+      if (!(err instanceof errors.OIDCProviderError)) throw err;
+      await pages.page(ctx, 'error', { title: 'Sign-in expired', error: 'session_expired', description: 'This sign-in request has expired or was opened in another browser. Go back to the application and start again.' }, 400);
+      return undefined;
+    }
+  };
+}

@@ -7,38 +7,24 @@
  * Needs Debian's chromium at /usr/bin/chromium (apt-get install chromium). Without it the suite
  * is skipped with a warning, except on CI (CI set) where it fails.
  */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 
 import { expect } from 'chai';
 import * as oidc from 'openid-client';
 import type { Browser, Page } from 'playwright-core';
 
 import { startMailbox, type Mailbox } from './helpers/mailbox.js';
-import { backgroundOf, launchChromium, pageFactory, requireChromium, shot } from './helpers/browser.js';
+import { backgroundOf, launchChromium, pageFactory, requireChromium, shot, startCallbackServer } from './helpers/browser.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
 const USER = { email: 'katherine.johnson@example.test', name: 'Katherine Johnson', password: 'orbital mechanics by hand 1962', newPassword: 'friendship seven re-entry path' };
 
 /** A stand-in relying party: answers its redirect_uri with a small page. */
-async function startCallbackServer(): Promise<{ server: Server; url: string }> {
-  const server = createServer((_req, res) => {
-    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
-    res.end('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Callback</title></head><body><h1>Callback</h1></body></html>');
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
-}
-
 describe('Account self-service in a real browser (headless Chromium, real SMTP)', function () {
   this.timeout(90_000);
 
   let srv: TestServer | undefined;
   let mailbox: Mailbox | undefined;
-  let callback: { server: Server; url: string } | undefined;
+  let callback: Awaited<ReturnType<typeof startCallbackServer>> | undefined;
   let browser: Browser | undefined;
   let redirectUri: string;
   let clientId: string;
@@ -111,7 +97,7 @@ describe('Account self-service in a real browser (headless Chromium, real SMTP)'
       expect(errors, JSON.stringify(errors)).to.deep.equal([]);
     } finally {
       await browser?.close().catch(() => undefined);
-      if (callback) await new Promise<void>((resolve) => callback!.server.close(() => resolve()));
+      await callback?.close();
       await mailbox?.close();
       await srv?.close();
     }

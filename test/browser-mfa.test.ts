@@ -7,15 +7,13 @@
  * Needs Debian's chromium at /usr/bin/chromium (apt-get install chromium). Without it the suite
  * is skipped with a warning, except on CI (CI set) where it fails.
  */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 
 import { expect } from 'chai';
 import * as oidc from 'openid-client';
 import { Secret, TOTP } from 'otpauth';
 import type { Browser, Page } from 'playwright-core';
 
-import { launchChromium, pageFactory, requireChromium, shot } from './helpers/browser.js';
+import { launchChromium, pageFactory, requireChromium, shot, startCallbackServer } from './helpers/browser.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
 const USER = { email: 'katherine.johnson@example.test', password: 'orbital mechanics by hand', name: 'Katherine Johnson' };
@@ -24,24 +22,11 @@ const SCOPE = 'openid profile email';
 const totpCode = (secret: string, timestamp = Date.now()) => new TOTP({ secret: Secret.fromBase32(secret), algorithm: 'SHA1', digits: 6, period: 30 }).generate({ timestamp });
 
 /** A stand-in relying party: answers its redirect_uri with a small page. */
-async function startCallbackServer(): Promise<{ server: Server; url: string }> {
-  const server = createServer((_req, res) => {
-    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
-    res.end('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Callback</title></head><body><h1>Callback</h1></body></html>');
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
-  return { server, url: `http://127.0.0.1:${port}` };
-}
-
 describe('Two-step verification in a real browser (headless Chromium)', function () {
   this.timeout(60000);
 
   let srv: TestServer | undefined;
-  let callback: { server: Server; url: string } | undefined;
+  let callback: Awaited<ReturnType<typeof startCallbackServer>> | undefined;
   let browser: Browser | undefined;
   let redirectUri: string;
   let config: oidc.Configuration;
@@ -125,7 +110,7 @@ describe('Two-step verification in a real browser (headless Chromium)', function
       expect(errors, JSON.stringify(errors)).to.deep.equal([]);
     } finally {
       await browser?.close().catch(() => undefined);
-      if (callback) await new Promise<void>((resolve) => callback!.server.close(() => resolve()));
+      await callback?.close();
       await srv?.close();
     }
   });

@@ -6,43 +6,25 @@
  * Needs Debian's chromium at /usr/bin/chromium (apt-get install chromium). Without it the suite
  * is skipped with a warning, except on CI (CI set) where it fails.
  */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 
 import { expect } from 'chai';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import * as oidc from 'openid-client';
 import type { Browser, Page } from 'playwright-core';
 
-import { launchChromium, pageFactory, requireChromium, shot } from './helpers/browser.js';
+import { launchChromium, pageFactory, requireChromium, shot, startCallbackServer } from './helpers/browser.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
 const USER = { email: 'grace.hopper@example.test', password: 'a cobol compiler in 1959', name: 'Grace Hopper' };
 const SCOPE = 'openid profile email';
 
-const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 /** A stand-in relying party: answers its redirect_uri with a page echoing the query. */
-async function startCallbackServer(): Promise<{ server: Server; url: string }> {
-  const server = createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://127.0.0.1');
-    const rows = [...url.searchParams].map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td id="param-${escapeHtml(k)}">${escapeHtml(v)}</td></tr>`).join('');
-    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
-    res.end(`<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Callback</title></head><body><h1>Callback ${escapeHtml(url.pathname)}</h1><table>${rows}</table></body></html>`);
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
-  return { server, url: `http://127.0.0.1:${port}` };
-}
-
 describe('Sign-in in a real browser (headless Chromium)', function () {
   this.timeout(60000);
 
   let srv: TestServer | undefined;
-  let callback: { server: Server; url: string } | undefined;
+  let callback: Awaited<ReturnType<typeof startCallbackServer>> | undefined;
   let browser: Browser | undefined;
   let redirectUri: string;
   let client: { client_id: string; client_secret: string };
@@ -124,7 +106,7 @@ describe('Sign-in in a real browser (headless Chromium)', function () {
       expect(errors, JSON.stringify(errors)).to.deep.equal([]);
     } finally {
       await browser?.close().catch(() => undefined);
-      if (callback) await new Promise<void>((resolve) => callback!.server.close(() => resolve()));
+      await callback?.close();
       await srv?.close();
     }
   });

@@ -139,13 +139,20 @@ export function createMfaStep(deps: { oidc: Oidc; accounts: AccountService; mfa:
     await codePage(ctx, details);
   });
 
-  router.post('/interaction/:uid/mfa', async (ctx) => {
+  /** A CSRF-checked form POST on a pending second step; undefined once an error page was sent. */
+  async function pendingForm(ctx: Koa.Context) {
     const form = await readForm(ctx);
-    if (!(await checkCsrf(ctx, form))) return;
+    if (!(await checkCsrf(ctx, form))) return undefined;
     const details = await load(ctx);
-    if (!details) return;
+    if (!details) return undefined;
     const step = await current(ctx, details);
-    if (!step) return;
+    return step ? { form, details, step } : undefined;
+  }
+
+  router.post('/interaction/:uid/mfa', async (ctx) => {
+    const posted = await pendingForm(ctx);
+    if (!posted) return;
+    const { form, details, step } = posted;
     const { pending, account } = step;
     const code = (form.code ?? '').slice(0, 64);
 
@@ -205,12 +212,9 @@ export function createMfaStep(deps: { oidc: Oidc; accounts: AccountService; mfa:
   });
 
   router.post('/interaction/:uid/mfa/continue', async (ctx) => {
-    const form = await readForm(ctx);
-    if (!(await checkCsrf(ctx, form))) return;
-    const details = await load(ctx);
-    if (!details) return;
-    const step = await current(ctx, details);
-    if (!step) return;
+    const posted = await pendingForm(ctx);
+    if (!posted) return;
+    const { details, step } = posted;
     if (step.pending.mode !== 'enrolled') {
       ctx.status = 303;
       ctx.redirect(`/interaction/${encodeURIComponent(details.uid)}/mfa`);

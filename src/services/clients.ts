@@ -124,25 +124,30 @@ export function createClientService(deps: { clients: ClientsRepository; resource
     return { name, redirectUris, postLogoutRedirectUris, grants, authMethod, isPublic, jwksUri, resourceIds, scopes, webOrigins };
   }
 
+  /** The stored registration for validated input (everything but id, secret and enabled). */
+  const registration = (v: Awaited<ReturnType<typeof validate>>, input: CreateClientInput) => ({
+    name: v.name,
+    grantTypes: v.grants,
+    redirectUris: v.redirectUris,
+    postLogoutRedirectUris: v.postLogoutRedirectUris,
+    scopes: v.scopes,
+    resources: v.resourceIds,
+    webOrigins: v.webOrigins,
+    tokenEndpointAuthMethod: v.authMethod,
+    jwksUri: v.jwksUri,
+    isPublic: v.isPublic,
+    firstParty: Boolean(input.firstParty),
+  });
+
   return {
     async create(input: CreateClientInput): Promise<CreatedClient> {
       const v = await validate(input);
       const secret = v.isPublic || v.authMethod === 'private_key_jwt' ? undefined : randomSecret(32);
       const client = await clients.insert({
         id: randomBytes(16).toString('base64url'),
-        name: v.name,
         secretHash: secret ? secrets.hashClientSecret(secret) : null,
-        grantTypes: v.grants,
-        redirectUris: v.redirectUris,
-        postLogoutRedirectUris: v.postLogoutRedirectUris,
-        scopes: v.scopes,
-        resources: v.resourceIds,
-        webOrigins: v.webOrigins,
-        tokenEndpointAuthMethod: v.authMethod,
-        jwksUri: v.jwksUri,
-        isPublic: v.isPublic,
-        firstParty: Boolean(input.firstParty),
         enabled: true,
+        ...registration(v, input),
       });
       await deps.feed?.publish('clients');
       return { client_id: client.id, ...(secret ? { client_secret: secret } : {}), client };
@@ -154,19 +159,7 @@ export function createClientService(deps: { clients: ClientsRepository; resource
      */
     async ensureBuiltIn(id: string, input: CreateClientInput): Promise<void> {
       const v = await validate(input);
-      const want = {
-        name: v.name,
-        grantTypes: v.grants,
-        redirectUris: v.redirectUris,
-        postLogoutRedirectUris: v.postLogoutRedirectUris,
-        scopes: v.scopes,
-        resources: v.resourceIds,
-        webOrigins: v.webOrigins,
-        tokenEndpointAuthMethod: v.authMethod,
-        jwksUri: v.jwksUri,
-        isPublic: v.isPublic,
-        firstParty: Boolean(input.firstParty),
-      };
+      const want = registration(v, input);
       const existing = await clients.findById(id);
       if (!existing) {
         try {

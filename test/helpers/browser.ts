@@ -1,4 +1,6 @@
 import { existsSync, mkdirSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -55,4 +57,25 @@ export const shot = (page: Page, name: string) => page.screenshot({ path: join(A
 export async function backgroundOf(page: Page, selector: string): Promise<string> {
   // Page functions are strings: the project compiles without the DOM lib.
   return (await page.evaluate(`(() => { const el = document.querySelector(${JSON.stringify(selector)}); return el ? getComputedStyle(el).backgroundColor : ''; })()`)) as string;
+}
+
+const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+/**
+ * The relying party's redirect target: a local page showing the query it received, each value
+ * in a cell with id `param-NAME`, so the browser really lands somewhere.
+ */
+export async function startCallbackServer(): Promise<{ server: Server; url: string; close(): Promise<void> }> {
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+    const rows = [...url.searchParams].map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td id="param-${escapeHtml(k)}">${escapeHtml(v)}</td></tr>`).join('');
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+    res.end(`<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Callback</title></head><body><h1>Callback ${escapeHtml(url.pathname)}</h1><table>${rows}</table></body></html>`);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+  return { server, url: `http://127.0.0.1:${port}`, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
 }

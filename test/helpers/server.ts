@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import pg from 'pg';
 
+import { freePort } from '../../bench/procs.js';
 import { runCli } from '../../src/cli/index.js';
 import { loadConfig, type Config } from '../../src/config/index.js';
 import { createLogger, type Logger } from '../../src/lib/logger.js';
@@ -58,17 +58,7 @@ export async function freshDatabase(): Promise<TestDatabase> {
   };
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 /** A logger that keeps what it is given, so tests can assert no server error was logged. */
 export function recordingLogger(): Logger & { lines: Record<string, unknown>[] } {

@@ -1,8 +1,7 @@
 import { readFile } from 'node:fs/promises';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 import { ConfigError, loadConfig, type Config } from '../config/index.js';
-import { openDatabase, type Db } from '../db/knex.js';
+import { openDatabase } from '../db/knex.js';
 import { migrateLatest } from '../db/migrate.js';
 import { createLogger } from '../lib/logger.js';
 import { DuplicateEmailError } from '../repositories/accounts.js';
@@ -10,44 +9,9 @@ import { createAccountMail } from '../services/account-mail.js';
 import { checkEmail, describeAccount } from '../services/accounts.js';
 import { ConflictError, NotFoundError, ValidationError } from '../services/errors.js';
 import { createServices, type Services } from '../services/index.js';
-
-/** Bad usage: printed as one line, exit code 2. */
-class UsageError extends Error {}
-
-type Options = NonNullable<ParseArgsConfig['options']>;
-type Handler = (ctx: { args: string[]; services: Services; db: Db; config: Config }) => Promise<unknown>;
-
-interface Command {
-  usage: string;
-  /** Runs without migrating first (only `migrate` itself). */
-  raw?: boolean;
-  run: Handler;
-}
-
-function parse<O extends Options>(args: string[], options: O, usage: string) {
-  try {
-    return parseArgs({ args, options, strict: true, allowPositionals: true });
-  } catch (err) {
-    throw new UsageError(`${(err as Error).message.split('\n')[0]} (usage: latch ${usage})`);
-  }
-}
-
-const list = (v: unknown): string[] => (Array.isArray(v) ? (v as string[]) : typeof v === 'string' ? [v] : []);
-const required = (v: unknown, flag: string, usage: string): string => {
-  if (typeof v !== 'string' || v.trim() === '') throw new UsageError(`--${flag} is required (usage: latch ${usage})`);
-  return v;
-};
-const bool = (v: unknown, flag: string): boolean | undefined => {
-  if (v === undefined) return undefined;
-  if (v === 'true') return true;
-  if (v === 'false') return false;
-  throw new UsageError(`--${flag} must be true or false (got "${String(v)}")`);
-};
-const integer = (v: unknown, flag: string): number | undefined => {
-  if (v === undefined) return undefined;
-  if (typeof v !== 'string' || !/^\d+$/.test(v)) throw new UsageError(`--${flag} must be a whole number (got "${String(v)}")`);
-  return Number(v);
-};
+import { ForbiddenError } from '../services/authorization.js';
+import { bool, integer, list, parse, required, UsageError, type Command, type Handler } from './args.js';
+import { ORG_COMMANDS, ROLE_COMMANDS } from './rbac.js';
 
 const COMMANDS: Record<string, Command> = {
   migrate: {
@@ -115,20 +79,22 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   'resources create': {
-    usage: 'resources create --identifier URI [--scope S]... [--ttl SECONDS] [--alg RS256|ES256|EdDSA] [--name N]',
+    usage: 'resources create --identifier URI [--scope S]... [--ttl SECONDS] [--alg RS256|ES256|EdDSA] [--name N] [--rbac]',
     async run({ args, services }) {
       const u = this.usage;
-      const { values } = parse(args, { identifier: { type: 'string' }, scope: { type: 'string', multiple: true }, ttl: { type: 'string' }, alg: { type: 'string' }, name: { type: 'string' } }, u);
-      const r = await services.resources.create({ identifier: required(values.identifier, 'identifier', u), scopes: list(values.scope), ttl: integer(values.ttl, 'ttl'), alg: values.alg, name: values.name });
-      return { id: r.id, identifier: r.identifier, name: r.name, scopes: r.scopes, access_token_ttl: r.accessTokenTtl, alg: r.signingAlg };
+      const { values } = parse(args, { identifier: { type: 'string' }, scope: { type: 'string', multiple: true }, ttl: { type: 'string' }, alg: { type: 'string' }, name: { type: 'string' }, rbac: { type: 'boolean' } }, u);
+      const r = await services.resources.create({ identifier: required(values.identifier, 'identifier', u), scopes: list(values.scope), ttl: integer(values.ttl, 'ttl'), alg: values.alg, name: values.name, rbac: values.rbac ?? false });
+      return describeResource(r);
     },
   },
   'resources list': {
     usage: 'resources list',
     async run({ services }) {
-      return (await services.resources.list()).map((r) => ({ id: r.id, identifier: r.identifier, name: r.name, scopes: r.scopes, access_token_ttl: r.accessTokenTtl, alg: r.signingAlg }));
+      return (await services.resources.list()).map(describeResource);
     },
   },
+  ...ROLE_COMMANDS,
+  ...ORG_COMMANDS,
   'clients create': {
     usage:
       'clients create --name N [--grant G]... [--redirect-uri U]... [--post-logout-redirect-uri U]... [--scope S]... [--resource URI]... [--public] [--first-party] [--web-origin O]... [--auth-method client_secret_basic|client_secret_post|private_key_jwt|none] [--jwks-uri U]',
@@ -218,6 +184,10 @@ async function setEnabled({ args, services }: Parameters<Handler>[0], enabled: b
   return { client_id: id, enabled };
 }
 
+function describeResource(r: Awaited<ReturnType<Services['resources']['list']>>[number]) {
+  return { id: r.id, identifier: r.identifier, name: r.name, scopes: r.scopes, access_token_ttl: r.accessTokenTtl, alg: r.signingAlg, rbac: r.rbac };
+}
+
 function describeClient(c: Awaited<ReturnType<Services['clients']['list']>>[number]) {
   return {
     client_id: c.id,
@@ -247,7 +217,8 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
     out.stdout(`${help()}\n`);
     return argv.length === 0 ? 2 : 0;
   }
-  const key = COMMANDS[`${argv[0]} ${argv[1] ?? ''}`] ? `${argv[0]} ${argv[1]}` : argv[0]!;
+  // Commands are one to three words ("migrate", "users create", "orgs members add"): the longest match wins.
+  const key = [3, 2, 1].map((n) => argv.slice(0, n).join(' ')).find((k) => COMMANDS[k]) ?? argv[0]!;
   const command = COMMANDS[key];
   if (!command) {
     out.stderr(`latch: unknown command "${argv.slice(0, 2).join(' ')}" (run \`latch --help\`)\n`);
@@ -281,7 +252,7 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
       out.stderr(`latch: --${err.field} ${err.detail}\n`);
       return 1;
     }
-    if (err instanceof NotFoundError || err instanceof ConflictError || err instanceof DuplicateEmailError) {
+    if (err instanceof NotFoundError || err instanceof ConflictError || err instanceof DuplicateEmailError || err instanceof ForbiddenError) {
       out.stderr(`latch: ${err.message}\n`);
       return 1;
     }

@@ -186,6 +186,7 @@ export function loadConfig(env: Env = process.env): Config {
       timeCost: integer(env, 'ARGON2_TIME_COST', 2, 1, 100),
       parallelism: integer(env, 'ARGON2_PARALLELISM', 1, 1, 64),
     },
+    patMaxTtlDays: integer(env, 'PAT_MAX_TTL_DAYS', 365, 1, 3650),
     limits: {
       loginMaxFailures: integer(env, 'LOGIN_MAX_FAILURES', 5, 1, 1000),
       loginLockoutSeconds: integer(env, 'LOGIN_LOCKOUT_SECONDS', 60, 1, 86_400),

@@ -57,6 +57,7 @@ export const VARIABLES: readonly VariableSpec[] = [
   { name: 'LOGIN_IP_FAILURES_PER_HOUR', default: '50', doc: 'Failed logins per IP per hour (unknown emails count too).' },
   { name: 'REGISTRATIONS_PER_IP_PER_HOUR', default: '10', doc: 'Sign-ups per IP per hour.' },
   { name: 'MAILS_PER_ADDRESS_PER_HOUR', default: '5', doc: 'Reset and verification mails per address per hour.' },
+  { name: 'PAT_MAX_TTL_DAYS', default: '365', doc: 'Longest lifetime a personal access token may be given, in days (the default lifetime is 90 days, or this when shorter).' },
   { name: 'NODE_ENV', default: 'development', doc: '`production` enforces LATCH_SECRET and an https issuer.' },
 ];
 
@@ -99,6 +100,8 @@ export interface Config {
   readonly redisUrl: string | undefined;
   readonly rateLimitStore: RateLimitStore;
   readonly argon2: { readonly memoryCost: number; readonly timeCost: number; readonly parallelism: number };
+  /** Longest personal-access-token lifetime, in days. */
+  readonly patMaxTtlDays: number;
   readonly limits: {
     readonly loginMaxFailures: number;
     readonly loginLockoutSeconds: number;

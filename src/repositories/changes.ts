@@ -1,7 +1,7 @@
 import type { Db } from '../db/knex.js';
 import { nowIso } from '../db/knex.js';
 
-export type ChangeTopic = 'clients' | 'resources' | 'keys' | 'accounts';
+export type ChangeTopic = 'clients' | 'resources' | 'keys' | 'accounts' | 'rbac';
 
 /** The change feed: appended on every write to a cached table, polled by every process. */
 export function createChangesRepository(db: Db) {

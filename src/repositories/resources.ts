@@ -10,6 +10,8 @@ export interface ResourceRecord {
   scopes: string[];
   accessTokenTtl: number | null;
   signingAlg: SigningAlg;
+  /** Scopes are granted only when the subject's roles permit them. */
+  rbac: boolean;
   createdAt: string;
   updatedAt: string;
 }
@@ -21,6 +23,7 @@ interface Row {
   scopes: string;
   access_token_ttl: number | null;
   signing_alg: SigningAlg;
+  rbac: boolean | number;
   created_at: string;
   updated_at: string;
 }
@@ -33,6 +36,7 @@ function fromRow(r: Row): ResourceRecord {
     scopes: r.scopes.split(' ').filter(Boolean),
     accessTokenTtl: r.access_token_ttl === null ? null : Number(r.access_token_ttl),
     signingAlg: r.signing_alg,
+    rbac: Boolean(r.rbac),
     createdAt: toIso(r.created_at) ?? r.created_at,
     updatedAt: toIso(r.updated_at) ?? r.updated_at,
   };
@@ -49,6 +53,7 @@ export function createResourcesRepository(db: Db) {
         scopes: r.scopes.join(' '),
         access_token_ttl: r.accessTokenTtl,
         signing_alg: r.signingAlg,
+        rbac: r.rbac,
         created_at: now,
         updated_at: now,
       });

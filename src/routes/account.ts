@@ -51,7 +51,7 @@ const SCOPE_NAMES: Record<string, string> = {
   offline_access: 'stay connected (refresh tokens)',
 };
 
-interface SignedIn {
+export interface SignedIn {
   account: AccountRecord;
   cookie: AccountSession;
   /** Every live Latch session of the account. */
@@ -90,6 +90,22 @@ const accountPath = (path: string) => (/^\/account(\/[a-z-]*)?$/.test(path) && p
  * verified against the provider's keys, then a signed cookie for an hour, bound to the Latch
  * session it came from (ending that session ends it too).
  */
+/**
+ * What a page of the account area gets: its router, and the sign-in guard, CSRF-checked form
+ * handler, renderer and Post/Redirect/Get helper every account page shares.
+ */
+export interface AccountKit {
+  router: Router;
+  guarded: (handler: (ctx: Koa.Context, signed: SignedIn) => Promise<void>) => (ctx: Koa.Context) => Promise<void>;
+  form: (handler: (ctx: Koa.Context, signed: SignedIn, fields: Record<string, string>) => Promise<void>) => (ctx: Koa.Context) => Promise<void>;
+  page: (ctx: Koa.Context, view: string, locals: Record<string, unknown> & { title: string }, status?: number) => Promise<void>;
+  done: (ctx: Koa.Context, path: string, notice: string) => void;
+  originOf: (ctx: Koa.Context) => RequestOrigin;
+}
+
+/** A group of account pages living in its own module (organizations, access tokens, ...). */
+export type AccountExtension = (kit: AccountKit) => void;
+
 export function accountRoutes(deps: {
   config: Config;
   oidc: Oidc;
@@ -105,6 +121,8 @@ export function accountRoutes(deps: {
   logger: Logger;
   loopback: Loopback;
   loginGuard?: LoginGuard;
+  /** More pages under /account, registered with the shared kit. */
+  extensions?: AccountExtension[];
 }): Router {
   const { config, oidc, accounts, mfa, state, csrf, render, logger } = deps;
   const router = new Router();
@@ -549,6 +567,8 @@ export function accountRoutes(deps: {
       await page(ctx, 'mfa-recovery-codes', { title: 'Your new recovery codes', codes, next: '/account/mfa' });
     }),
   );
+
+  for (const extend of deps.extensions ?? []) extend({ router, guarded, form, page, done, originOf });
 
   return router;
 }

@@ -7,9 +7,9 @@ import type { Limits } from './rate-limits.js';
 const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 /** One mail: paragraphs of plain text, and links each on its own line (full absolute URLs). */
-type Part = string | { link: string; label: string };
+export type MailPart = string | { link: string; label: string };
 
-function compose(parts: Part[]): { text: string; html: string } {
+export function composeMail(parts: MailPart[]): { text: string; html: string } {
   const text = parts.map((p) => (typeof p === 'string' ? p : p.link)).join('\n\n');
   const html = parts.map((p) => (typeof p === 'string' ? `<p>${escapeHtml(p)}</p>` : `<p><a href="${escapeHtml(p.link)}">${escapeHtml(p.label)}</a><br>${escapeHtml(p.link)}</p>`)).join('\n');
   return { text: `${text}\n`, html: `<!DOCTYPE html><html><body style="font-family:sans-serif">\n${html}\n</body></html>\n` };
@@ -47,7 +47,7 @@ export function createAccountMail(deps: { issuer: string; mailer: Mailer; tokens
     /** Mails a link that verifies the account's address (valid 24 hours). */
     async sendVerification(account: Pick<AccountRecord, 'id' | 'email'>, options: { returnTo?: string | undefined } = {}): Promise<void> {
       const token = await tokens.issue('verify_email', { accountId: account.id, email: account.email, ...(options.returnTo ? { data: { returnTo: options.returnTo } } : {}) });
-      const { text, html } = compose([
+      const { text, html } = composeMail([
         `Confirm that ${account.email} is your email address by opening this link:`,
         { link: link('/verify-email', { token }), label: 'Confirm my email address' },
         `The link is valid for ${hours(TOKEN_TTL.verify_email)} and can be used once. If you did not create a ${product} account, ignore this mail.`,
@@ -58,7 +58,7 @@ export function createAccountMail(deps: { issuer: string; mailer: Mailer; tokens
     /** Mails a password-reset link (valid 1 hour). */
     async sendPasswordReset(account: Pick<AccountRecord, 'id' | 'email'>, options: { returnTo?: string | undefined } = {}): Promise<void> {
       const token = await tokens.issue('reset_password', { accountId: account.id, email: account.email, ...(options.returnTo ? { data: { returnTo: options.returnTo } } : {}) });
-      const { text, html } = compose([
+      const { text, html } = composeMail([
         `Someone (hopefully you) asked to reset the password of the ${product} account for ${account.email}. To choose a new password, open this link:`,
         { link: link('/reset-password', { token }), label: 'Choose a new password' },
         `The link is valid for ${hours(TOKEN_TTL.reset_password)} and can be used once. If you did not ask for it, ignore this mail: your password stays as it is.`,
@@ -71,7 +71,7 @@ export function createAccountMail(deps: { issuer: string; mailer: Mailer; tokens
      * answers the same whether or not the address has an account; only its owner learns it.
      */
     async sendAlreadyRegistered(account: Pick<AccountRecord, 'id' | 'email'>, options: { returnTo?: string | undefined } = {}): Promise<void> {
-      const { text, html } = compose([
+      const { text, html } = composeMail([
         `Someone tried to create a ${product} account with your email address, ${account.email}, which already has an account. No new account was created.`,
         'If it was you, sign in with your existing account. If you forgot your password, reset it here:',
         { link: link('/forgot-password', options.returnTo ? { return_to: options.returnTo } : {}), label: 'Reset my password' },
@@ -85,7 +85,7 @@ export function createAccountMail(deps: { issuer: string; mailer: Mailer; tokens
       const token = await tokens.issue('invitation', { accountId: null, email, data: { invitedBy: options.invitedBy ?? null } });
       const expiresAt = new Date(Date.now() + TOKEN_TTL.invitation * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
       const url = link('/register', { invitation: token });
-      const { text, html } = compose([
+      const { text, html } = composeMail([
         `You are invited to create a ${product} account for ${email}. To accept, open this link and choose a password:`,
         { link: url, label: 'Create my account' },
         `The invitation is valid until ${expiresAt} and can be used once. If you did not expect it, ignore this mail.`,

@@ -187,6 +187,8 @@ export function createClientService(deps: { clients: ClientsRepository; resource
     async delete(id: string): Promise<boolean> {
       const ok = await clients.delete(id);
       if (ok) await deps.feed?.publish('clients');
+      // Its roles and memberships went with it (foreign keys): what tokens carry changed.
+      if (ok) await deps.feed?.publish('rbac');
       return ok;
     },
 

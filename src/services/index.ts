@@ -9,10 +9,13 @@ import { createAuditEventsRepository } from '../repositories/audit-events.js';
 import { createChangesRepository } from '../repositories/changes.js';
 import { createClientsRepository } from '../repositories/clients.js';
 import { createMfaRepository } from '../repositories/mfa.js';
+import { createOrganizationsRepository } from '../repositories/organizations.js';
 import { createProviderStateRepository } from '../repositories/provider-state.js';
 import { createRecoveryCodesRepository } from '../repositories/recovery-codes.js';
 import { createResourcesRepository } from '../repositories/resources.js';
+import { createRolesRepository } from '../repositories/roles.js';
 import { createSigningKeysRepository } from '../repositories/signing-keys.js';
+import { createAccessService } from './access.js';
 import { createAccountTokenService } from './account-tokens.js';
 import { createAccountService } from './accounts.js';
 import { createAuditService } from './audit.js';
@@ -24,7 +27,9 @@ import { createMfaService } from './mfa.js';
 import { createPasswordHasher } from './passwords.js';
 import { createLoginGuard, guardSettings } from './login-guard.js';
 import { createRateLimiting } from './rate-limits.js';
+import { createOrganizationService } from './organizations.js';
 import { createResourceService } from './resources.js';
+import { createRoleService } from './roles.js';
 import { createSecrets } from './secrets.js';
 
 /** Every service over one database: what the server and the CLI share. */
@@ -38,6 +43,10 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
   const audit = createAuditService({ events: createAuditEventsRepository(db), logger });
   // Counters in RATE_LIMIT_STORE (memory, the database, or Redis); closed by the server.
   const rateLimits = createRateLimiting({ config, db, logger });
+  const mailer = createMailer({ smtpUrl: config.mail.smtpUrl, from: config.mail.from, outboxDir: join(config.dataDir, 'outbox'), logger });
+  const rolesRepo = createRolesRepository(db);
+  const orgsRepo = createOrganizationsRepository(db);
+  const roles = createRoleService({ roles: rolesRepo, resources: resourcesRepo, feed });
   return {
     secrets,
     audit,
@@ -45,7 +54,7 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
     limits: rateLimits.limits,
     loginGuard: createLoginGuard({ counter: rateLimits.counter, settings: guardSettings(config.limits), onRejection: rateLimits.rejected }),
     accountTokens: createAccountTokenService({ tokens: createAccountTokensRepository(db) }),
-    mailer: createMailer({ smtpUrl: config.mail.smtpUrl, from: config.mail.from, outboxDir: join(config.dataDir, 'outbox'), logger }),
+    mailer,
     feed,
     state,
     passwords,
@@ -55,6 +64,9 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
     keys: createKeyService({ keys: createSigningKeysRepository(db), secrets, feed }),
     mfa: createMfaService({ mfa: createMfaRepository(db), recoveryCodes: createRecoveryCodesRepository(db), secrets, audit, issuer: config.issuer }),
     changes: createChangesRepository(db),
+    roles,
+    organizations: createOrganizationService({ orgs: orgsRepo, roles, issuer: config.issuer, mailer, audit, feed }),
+    access: createAccessService({ roles: rolesRepo, orgs: orgsRepo, feed }),
   };
 }
 

@@ -13,6 +13,7 @@ export interface CreateResourceInput {
   scopes?: string[] | undefined;
   ttl?: number | undefined;
   alg?: string | undefined;
+  rbac?: boolean | undefined;
 }
 
 /** Resource servers (RFC 8707 audiences), cached in memory for the token hot path. */
@@ -35,11 +36,12 @@ export function createResourceService(deps: { resources: ResourcesRepository; fe
       }
       const scopes = unique((input.scopes ?? []).flatMap((s) => s.split(/\s+/)).filter(Boolean).map((s) => scopeToken('scope', s)));
       if (await resources.findByIdentifier(identifier)) throw new ConflictError(`resource ${identifier} already exists`);
-      const created = await resources.insert({ id: randomUUID(), identifier, name: input.name ?? null, scopes, accessTokenTtl: input.ttl ?? null, signingAlg: alg });
+      const created = await resources.insert({ id: randomUUID(), identifier, name: input.name ?? null, scopes, accessTokenTtl: input.ttl ?? null, signingAlg: alg, rbac: input.rbac ?? false });
       await deps.feed?.publish('resources');
       return created;
     },
     list: () => resources.list(),
+    findByIdentifier: (identifier: string) => resources.findByIdentifier(identifier),
     /** Cached lookup by identifier. */
     async get(identifier: string): Promise<ResourceRecord | undefined> {
       cache ??= load().catch((err: unknown) => {

@@ -1,0 +1,151 @@
+import { randomUUID } from 'node:crypto';
+
+import type { ResourceRecord } from '../repositories/resources.js';
+import type { Permission, RoleKind, RoleRecord, RolesRepository, Subject } from '../repositories/roles.js';
+import type { ChangeFeed } from './change-feed.js';
+import { ConflictError, NotFoundError, ValidationError } from './errors.js';
+
+const ROLE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/;
+
+/** The organization roles every installation has; they carry no permission until granted one. */
+export const BUILTIN_ORG_ROLE_NAMES = ['owner', 'admin', 'member', 'viewer'] as const;
+
+export function checkRoleName(raw: string): string {
+  const name = raw?.trim() ?? '';
+  if (!ROLE_NAME.test(name)) throw new ValidationError('name', 'must be 1-64 characters: letters, digits, "_", ".", ":" or "-", starting with a letter or digit');
+  return name;
+}
+
+/** `URI:SCOPE`, split at the last colon (a resource identifier contains colons itself). */
+export function splitPermission(text: string): Permission {
+  const at = text.lastIndexOf(':');
+  const resource = at > 0 ? text.slice(0, at) : '';
+  const scope = at > 0 ? text.slice(at + 1) : '';
+  if (!resource || !scope) throw new ValidationError('permission', `must be RESOURCE_URI:SCOPE (got "${text}")`);
+  return { resource, scope };
+}
+
+export function describeRole(r: RoleRecord) {
+  return {
+    id: r.id,
+    name: r.name,
+    kind: r.kind,
+    description: r.description,
+    builtin: r.builtin,
+    permissions: r.permissions.map((p) => ({ resource: p.resource, scope: p.scope })),
+    created_at: r.createdAt,
+    updated_at: r.updatedAt,
+  };
+}
+
+/**
+ * Roles: global roles (held directly by accounts and machine clients) and organization roles
+ * (held through a membership). Each carries permissions on RBAC resources. Every change is
+ * published on the change feed's `rbac` topic, so every process recomputes what tokens carry.
+ */
+export function createRoleService(deps: { roles: RolesRepository; resources: { findByIdentifier(identifier: string): Promise<ResourceRecord | undefined> }; feed?: ChangeFeed }) {
+  const { roles } = deps;
+  const changed = () => deps.feed?.publish('rbac');
+
+  async function resolvePermissions(texts: (string | Permission)[]): Promise<{ resourceId: string; scope: string; resource: string }[]> {
+    const out: { resourceId: string; scope: string; resource: string }[] = [];
+    for (const t of texts) {
+      const p = typeof t === 'string' ? splitPermission(t) : t;
+      const rs = await deps.resources.findByIdentifier(p.resource);
+      if (!rs) throw new ValidationError('permission', `resource ${p.resource} is not registered`);
+      if (!rs.scopes.includes(p.scope)) throw new ValidationError('permission', `scope "${p.scope}" is not registered on ${p.resource}`);
+      out.push({ resourceId: rs.id, scope: p.scope, resource: rs.identifier });
+    }
+    return out;
+  }
+
+  async function get(kind: RoleKind, name: string): Promise<RoleRecord> {
+    const role = await roles.find(kind, name);
+    if (!role) throw new NotFoundError(`${kind === 'organization' ? 'organization role' : 'role'} ${name}`);
+    return role;
+  }
+
+  return {
+    get,
+    find: (kind: RoleKind, name: string) => roles.find(kind, name),
+    findById: (id: string) => roles.findById(id),
+    list: (kind?: RoleKind) => roles.list(kind),
+
+    async create(input: { name: string; kind: RoleKind; description?: string | null | undefined; permissions?: (string | Permission)[] | undefined }): Promise<RoleRecord> {
+      const name = checkRoleName(input.name);
+      const description = input.description?.trim() || null;
+      if (description && description.length > 255) throw new ValidationError('description', 'must be at most 255 characters');
+      const perms = await resolvePermissions(input.permissions ?? []);
+      if (await roles.find(input.kind, name)) throw new ConflictError(`${input.kind === 'organization' ? 'organization role' : 'role'} ${name} already exists`);
+      const id = randomUUID();
+      await roles.insert({ id, kind: input.kind, name, description });
+      if (perms.length) await roles.grant(id, perms);
+      await changed();
+      return (await roles.findById(id))!;
+    },
+
+    async update(role: RoleRecord, patch: { name?: string | undefined; description?: string | null | undefined }): Promise<RoleRecord> {
+      const next: { name?: string; description?: string | null } = {};
+      if (patch.name !== undefined) {
+        const name = checkRoleName(patch.name);
+        if (role.builtin && name !== role.name) throw new ConflictError(`the built-in role ${role.name} cannot be renamed`);
+        const clash = await roles.find(role.kind, name);
+        if (clash && clash.id !== role.id) throw new ConflictError(`role ${name} already exists`);
+        next.name = name;
+      }
+      if (patch.description !== undefined) {
+        const d = patch.description?.trim() || null;
+        if (d && d.length > 255) throw new ValidationError('description', 'must be at most 255 characters');
+        next.description = d;
+      }
+      await roles.update(role.id, next);
+      await changed();
+      return (await roles.findById(role.id))!;
+    },
+
+    async delete(role: RoleRecord): Promise<void> {
+      if (role.builtin) throw new ConflictError(`the built-in role ${role.name} cannot be deleted`);
+      try {
+        await roles.delete(role.id);
+      } catch {
+        // organization_members.role_id has no cascade: a role still held through a membership stays.
+        throw new ConflictError(`role ${role.name} is still held by organization members`);
+      }
+      await changed();
+    },
+
+    async grant(role: RoleRecord, permissions: (string | Permission)[]): Promise<RoleRecord> {
+      if (permissions.length === 0) throw new ValidationError('permission', 'at least one is required');
+      await roles.grant(role.id, await resolvePermissions(permissions));
+      await changed();
+      return (await roles.findById(role.id))!;
+    },
+
+    async revoke(role: RoleRecord, permissions: (string | Permission)[]): Promise<RoleRecord> {
+      if (permissions.length === 0) throw new ValidationError('permission', 'at least one is required');
+      await roles.revoke(role.id, await resolvePermissions(permissions));
+      await changed();
+      return (await roles.findById(role.id))!;
+    },
+
+    /** Assigns a global role to an account or a client (organization roles are held through memberships only). */
+    async assign(role: RoleRecord, subject: Subject): Promise<boolean> {
+      if (role.kind !== 'global') throw new ValidationError('role', `${role.name} is an organization role: it is held through a membership, not assigned globally`);
+      const added = await roles.assign(role.id, subject);
+      await changed();
+      return added;
+    },
+
+    async unassign(role: RoleRecord, subject: Subject): Promise<boolean> {
+      if (role.kind !== 'global') throw new ValidationError('role', `${role.name} is an organization role: it is held through a membership, not assigned globally`);
+      const removed = await roles.unassign(role.id, subject);
+      await changed();
+      return removed;
+    },
+
+    rolesOf: (subject: Subject) => roles.rolesOf(subject),
+    holders: (role: RoleRecord) => roles.holders(role.id),
+  };
+}
+
+export type RoleService = ReturnType<typeof createRoleService>;

@@ -11,10 +11,13 @@ import { requestLog } from './middleware/request-log.js';
 import { securityHeaders } from './middleware/security-headers.js';
 import type { Oidc } from './oidc/provider.js';
 import { accountRoutes, type Loopback } from './routes/account.js';
+import { accountOrganizationPages } from './routes/account-organizations.js';
 import { accountRecoveryRoutes } from './routes/account-recovery.js';
+import { accountTokenPages } from './routes/account-tokens.js';
 import { healthRoutes } from './routes/health.js';
 import { createMfaStep } from './routes/interaction-mfa.js';
 import { interactionRoutes } from './routes/interactions.js';
+import { createInvitationLookup, invitationRoutes } from './routes/invitations.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { registrationRoutes } from './routes/registration.js';
 import { createPages } from './routes/self-service.js';
@@ -46,14 +49,17 @@ export function createApp(deps: { config: Config; db: Db; logger: Logger; render
   // Latch whose codes are redeemed over loopback: the port is filled in once listening).
   const mfaStep = createMfaStep({ oidc, accounts: services.accounts, mfa: services.mfa, csrf, render, logger, audit: services.audit, loginGuard: services.loginGuard });
   const loopback = deps.loopback ?? { host: '127.0.0.1', port: config.port || undefined };
+  // Organization invitation links: GET/POST /invitation, and their signed-in view under /account.
+  const invitationLookup = createInvitationLookup({ organizations: services.organizations });
   const routers = [
     healthRoutes({ db: deps.db, lifecycle }),
     staticRoutes(),
     interactionRoutes({ oidc, accounts: services.accounts, csrf, render, logger, metrics, audit: services.audit, registration: config.registration, loginGuard: services.loginGuard, mfaStep }),
     mfaStep.router,
-    accountRoutes({ config, oidc, secrets: services.secrets, accounts: services.accounts, passwords: services.passwords, mfa: services.mfa, state: services.state, clients: services.clients, audit: services.audit, csrf, render, logger, loopback, loginGuard: services.loginGuard }),
+    accountRoutes({ config, oidc, secrets: services.secrets, accounts: services.accounts, passwords: services.passwords, mfa: services.mfa, state: services.state, clients: services.clients, audit: services.audit, csrf, render, logger, loopback, loginGuard: services.loginGuard, organizations: services.organizations, extensions: [accountTokenPages({ tokens: services.personalTokens }), accountOrganizationPages({ organizations: services.organizations, roles: services.roles, accounts: services.accounts, lookup: invitationLookup })] }),
     registrationRoutes({ mode: config.registration, accounts: services.accounts, passwords: services.passwords, tokens: services.accountTokens, mail, limits: services.limits, audit: services.audit, pages, logger }),
     accountRecoveryRoutes({ accounts: services.accounts, tokens: services.accountTokens, mail, audit: services.audit, pages, logger }),
+    invitationRoutes({ mode: config.registration, organizations: services.organizations, accounts: services.accounts, audit: services.audit, pages, lookup: invitationLookup, logger }),
     metricsRoutes({ metrics, token: config.metricsToken }),
   ];
 

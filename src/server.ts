@@ -83,7 +83,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const render = createRenderer();
     const metrics = createMetrics({ db });
     services.rateLimits.onRejection((limiter) => metrics.rateLimitRejections.inc({ limiter }));
-    const oidc = await createOidc({ config, logger, render, secrets: services.secrets, state: services.state, clients: services.clients, resources: services.resources, accounts: services.accounts, keys: services.keys, feed: services.feed, metrics, audit: services.audit });
+    const oidc = await createOidc({ config, logger, render, secrets: services.secrets, state: services.state, clients: services.clients, resources: services.resources, accounts: services.accounts, keys: services.keys, feed: services.feed, metrics, audit: services.audit, access: services.access, organizations: services.organizations, personalTokens: services.personalTokens });
     services.feed.on('keys', async () => {
       await oidc.reloadKeys();
     });
@@ -138,6 +138,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         await services.feed.stop();
         await purging;
         await services.rateLimits.close();
+        // Pending last-use times of personal access tokens, written before the pool closes.
+        await services.personalTokens.close();
         await db.destroy();
       })();
       return closing;

@@ -8,6 +8,7 @@ import type { Logger } from '../lib/logger.js';
 import { setProviderRoute } from '../lib/route-label.js';
 import type { Render } from '../lib/views.js';
 import type { ProviderStateRepository } from '../repositories/provider-state.js';
+import type { AccessService } from '../services/access.js';
 import type { AccountService } from '../services/accounts.js';
 import type { AuditService } from '../services/audit.js';
 import type { ChangeFeed } from '../services/change-feed.js';
@@ -16,9 +17,12 @@ import type { KeyRing, KeyService } from '../services/keys.js';
 import { ACR_MFA, ACR_PASSWORD, ACR_VALUES } from '../services/mfa.js';
 import type { ResourceService } from '../services/resources.js';
 import type { Metrics } from '../services/metrics.js';
+import type { PersonalAccessTokenService } from '../services/personal-access-tokens.js';
 import type { Secrets } from '../services/secrets.js';
 import { createAdapterClass } from './adapter.js';
 import { findAccountFor } from './account.js';
+import { personalAccessTokenIntrospection } from './personal-access-tokens.js';
+import { createRbacIntegration, type RbacIntegration } from './rbac.js';
 import { createStructuredTokenHandler, GRANT_CLAIM } from './structured-tokens.js';
 
 export interface OidcDeps {
@@ -36,10 +40,15 @@ export interface OidcDeps {
   audit?: AuditService;
   /** Counts token issuance (grant.success) on every Provider built. */
   metrics?: Pick<Metrics, 'observeProvider'>;
+  /** Answers introspection for personal access tokens (`lat_…`). */
+  personalTokens?: Pick<PersonalAccessTokenService, 'introspect'>;
+  /** Roles, organizations and RBAC permissions of subjects (claims and resource scopes). */
+  access: AccessService;
+  organizations: { findById(id: string): Promise<unknown> };
 }
 
 /** The OIDC scopes Latch knows; resource scopes come from resource servers. */
-export const OIDC_SCOPES = ['openid', 'offline_access', 'profile', 'email'];
+export const OIDC_SCOPES = ['openid', 'offline_access', 'profile', 'email', 'roles', 'organizations'];
 
 type ClientLike = { clientId: string; clientAuthMethod: string; scope?: string; [k: string]: unknown };
 
@@ -52,8 +61,17 @@ export const isFirstParty = (client: ClientLike): boolean => client.first_party 
  * password-authenticated gets the login prompt again, which ends with the second factor
  * (routes/interaction-mfa.ts). acr_values alone is only a wish to oidc-provider (OIDC Core §3.1.2.1).
  */
-function interactionPolicyWithStepUp() {
+function interactionPolicyFor(rbac: RbacIntegration) {
   const policy = interactionPolicy.base();
+  // An authorization request naming an organization the signed-in account does not belong to
+  // ends with access_denied at the client's redirect_uri (RFC 6749 §4.1.2.1).
+  policy.get('login')!.checks.add(
+    new interactionPolicy.Check('organization_membership', 'the account must be a member of the requested organization', async (ctx) => {
+      const accountId = ctx.oidc.session?.accountId;
+      if (accountId && rbac.named(ctx)) await rbac.organizationFor(ctx, { kind: 'account', id: accountId });
+      return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+    }),
+  );
   policy.get('login')!.checks.add(
     new interactionPolicy.Check('acr_step_up', 'the requested authentication level requires two-step verification', 'login_required', (ctx) => {
       const { oidc } = ctx;
@@ -69,7 +87,7 @@ function interactionPolicyWithStepUp() {
 /** A grant lives as long as the longest thing that can use it. */
 const grantTtl = (config: Config) => Math.max(config.ttl.refreshToken, config.ttl.session);
 
-function buildConfiguration(deps: OidcDeps, ring: KeyRing, onStructured: ReturnType<typeof createStructuredTokenHandler>): Configuration {
+function buildConfiguration(deps: OidcDeps, ring: KeyRing, onStructured: ReturnType<typeof createStructuredTokenHandler>, rbac: RbacIntegration): Configuration {
   const { config, render, logger } = deps;
 
   const renderPage = async (ctx: Koa.Context, view: string, locals: Record<string, unknown> & { title: string }) => {
@@ -80,17 +98,34 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, onStructured: ReturnT
   return {
     adapter: createAdapterClass({ state: deps.state, clients: deps.clients }),
     clients: [],
-    findAccount: findAccountFor(deps.accounts),
+    findAccount: findAccountFor(deps.accounts, deps.access, rbac),
     jwks: { keys: ring.privateJwks as NonNullable<Configuration['jwks']>['keys'] },
     scopes: OIDC_SCOPES,
     // RFC 8176 amr and Latch's acr (urn:latch:loa:1 password, urn:latch:loa:2 password + TOTP)
     // are in every ID token, not only when a client asks for them.
     acrValues: ACR_VALUES,
     claims: {
-      openid: ['sub', 'acr', 'amr'],
+      // org_id/org_role: ID tokens of an authorization request that named an organization.
+      openid: ['sub', 'acr', 'amr', 'org_id', 'org_role'],
       email: ['email', 'email_verified'],
       profile: ['name', 'updated_at'],
+      roles: ['roles', 'is_superuser'],
+      organizations: ['organizations'],
     },
+    // Claims released by a scope go into the ID token too (not only userinfo): an app reads
+    // `roles` or `organizations` from the ID token without another request.
+    conformIdTokenClaims: false,
+    // OIDC Core §3.1.2.1 allows extension parameters: `organization` names the tenant the
+    // grant and its tokens are for. A malformed or unknown id is invalid_request (RFC 6749 §4.1.2.1).
+    extraParams: {
+      async organization(_ctx, value) {
+        if (value === undefined || value === '') return;
+        if (typeof value !== 'string') throw new errors.InvalidRequest('organization must be given once');
+        await rbac.checkExists(value);
+      },
+    },
+    // Roles, organizations and the organization of the token (JWT payload, opaque-token introspection).
+    extraTokenClaims: (ctx, token) => rbac.tokenClaims(ctx, token as never, async (id) => (await deps.accounts.findById(id))?.superuser === true),
     // Only the authorization code flow (OAuth 2.0 Security BCP, RFC 9700 §2.1.2: no implicit).
     responseTypes: ['code'],
     // OIDC Core §3.1.2.1: redirect_uri is required; never guessed from the registration.
@@ -128,24 +163,39 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, onStructured: ReturnT
     },
     interactions: {
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
-      policy: interactionPolicyWithStepUp(),
+      policy: interactionPolicyFor(rbac),
     },
     async loadExistingGrant(ctx) {
       const { oidc } = ctx;
       const client = oidc.client!;
-      const grantId = oidc.result?.consent?.grantId || oidc.session!.grantIdFor(client.clientId);
+      const organization = rbac.named(ctx)?.toLowerCase() ?? null;
+      const consented = oidc.result?.consent?.grantId;
+      const grantId = consented || oidc.session!.grantIdFor(client.clientId);
       let grant = grantId ? await oidc.provider.Grant.find(grantId) : undefined;
+      if (grant && consented) {
+        // The consent just given is for this request's organization (or none).
+        await rbac.bindGrant(grant, organization);
+      } else if (grant && ((await rbac.grantOrganization(grant.jti)) ?? null) !== organization) {
+        // A grant belongs to one organization: asking for another starts a new grant, so the
+        // earlier one's refresh tokens keep theirs.
+        grant = undefined;
+      }
       if (!isFirstParty(client as unknown as ClientLike) || !oidc.session?.accountId) return grant;
       // First-party clients skip consent: their grant simply covers what they ask for (the
-      // client's registered scopes already bounded the request).
+      // client's registered scopes bound the request). RBAC applies when tokens are issued,
+      // so a role granted later reaches the next refresh.
+      const fresh = !grant;
       grant ??= new oidc.provider.Grant({ clientId: client.clientId, accountId: oidc.session.accountId });
       const oidcScopes = [...oidc.requestParamOIDCScopes];
       if (oidcScopes.length) grant.addOIDCScope(oidcScopes.join(' '));
-      for (const [indicator, server] of Object.entries(oidc.resourceServers ?? {})) {
-        const wanted = [...oidc.requestParamScopes].filter((s) => server.scopes.has(s));
+      for (const indicator of Object.keys(oidc.resourceServers ?? {})) {
+        const rs = await deps.resources.get(indicator);
+        const allowed = new Set(Array.isArray((client as unknown as ClientLike).allowed_scopes) ? ((client as unknown as ClientLike).allowed_scopes as string[]) : []);
+        const wanted = [...oidc.requestParamScopes].filter((s) => rs?.scopes.includes(s) && allowed.has(s));
         if (wanted.length) grant.addResourceScope(indicator, wanted.join(' '));
       }
       await grant.save();
+      if (fresh && organization) await rbac.bindGrant(grant, organization);
       return grant;
     },
     features: {
@@ -171,7 +221,7 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, onStructured: ReturnT
           return allowed.length === 1 ? allowed[0]! : undefined!;
         },
         useGrantedResource: () => true,
-        async getResourceServerInfo(_ctx, indicator, client) {
+        async getResourceServerInfo(ctx, indicator, client) {
           const c = client as unknown as ClientLike;
           // RFC 8707 §2: invalid_target for a resource the client may not use.
           if (!allowedResourcesOf(c).includes(indicator)) throw new errors.InvalidTarget('resource indicator is not allowed for this client');
@@ -179,8 +229,15 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, onStructured: ReturnT
           if (!rs) throw new errors.InvalidTarget('resource indicator is not registered');
           // A scope the client is not registered for is never granted.
           const clientScopes = new Set(Array.isArray(c.allowed_scopes) ? (c.allowed_scopes as string[]) : []);
+          let scopes = rs.scopes.filter((s) => clientScopes.has(s));
+          if (rs.rbac) {
+            // RBAC resource: only what the subject's roles permit (the organization role alone for
+            // an organization token). What is left out is simply not granted (RFC 6749 §3.3).
+            const permitted = await rbac.permittedScopes(ctx, rs.identifier);
+            if (permitted) scopes = scopes.filter((s) => permitted.has(s));
+          }
           return {
-            scope: rs.scopes.filter((s) => clientScopes.has(s)).join(' '),
+            scope: scopes.join(' '),
             audience: rs.identifier,
             accessTokenTTL: rs.accessTokenTtl ?? config.ttl.accessToken,
             // RFC 9068 JWT access tokens, verifiable offline against the JWKS.
@@ -256,8 +313,10 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
     keyRing: () => ring,
   });
 
+  const rbac = createRbacIntegration({ access: deps.access, state: deps.state, organizationExists: async (id) => Boolean(await deps.organizations.findById(id)) });
+
   const build = (): { provider: Provider; handler: (req: IncomingMessage, res: ServerResponse) => unknown } => {
-    const provider = new Provider(deps.config.issuer, buildConfiguration(deps, ring, structured));
+    const provider = new Provider(deps.config.issuer, buildConfiguration(deps, ring, structured, rbac));
     provider.proxy = deps.config.trustProxy;
     // As the outer app (app.ts): behind the one trusted proxy, the client is the LAST X-Forwarded-For entry.
     (provider as Koa).maxIpsCount = 1;
@@ -294,7 +353,17 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
       void deps.audit?.record({ type: 'logout', actorId: accountId, subjectId: accountId, clientId: ctx.oidc.client?.clientId ?? null, ip: ctx.ip || null, userAgent: ctx.get('user-agent') || null });
     });
     provider.use(structured.middleware);
+    if (deps.personalTokens) provider.use(personalAccessTokenIntrospection({ tokens: deps.personalTokens, mayIntrospect: structured.mayIntrospect }));
     provider.use(unauthorizedClientForGrantType);
+    provider.use(async (ctx, next) => {
+      await next();
+      // A refresh that named an organization switched the grant to it: later refreshes stay there.
+      const { oidc } = ctx;
+      if (oidc?.route !== 'token' || ctx.status !== 200 || (oidc.params as { grant_type?: string }).grant_type !== 'refresh_token') return;
+      const organization = rbac.named(ctx as unknown as KoaContextWithOIDC);
+      const grant = oidc.entities.Grant;
+      if (organization && grant) await rbac.bindGrant(grant, organization.toLowerCase());
+    });
     // The Provider is a Koa app of its own: without an 'error' listener Koa prints the stack of
     // every connection-level error (a client aborting mid-body, a malformed request) to stderr,
     // past the logger. Those are the client's doing: a warning without a stack. Anything else

@@ -165,6 +165,14 @@ function queries(db: Db) {
     async removeMember(organizationId: string, subject: Subject): Promise<boolean> {
       return (await db('organization_members').where({ organization_id: organizationId, [subjectColumn(subject)]: subject.id }).delete()) > 0;
     },
+    /**
+     * Locks the organization's row until the transaction ends, so that two membership changes in
+     * one organization (e.g. two owners demoted at once) check the last-owner rule one after the
+     * other. PostgreSQL: SELECT ... FOR UPDATE; SQLite serialises writing transactions anyway.
+     */
+    async lock(organizationId: string): Promise<void> {
+      await db('organizations').where({ id: organizationId }).forUpdate().first('id');
+    },
     async countWithRole(organizationId: string, roleId: string): Promise<number> {
       const row = await db('organization_members').where({ organization_id: organizationId, role_id: roleId }).count({ n: '*' }).first<{ n: number | string }>();
       return Number(row?.n ?? 0);

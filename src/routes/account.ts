@@ -18,6 +18,7 @@ import type { ClientService } from '../services/clients.js';
 import { ValidationError } from '../services/errors.js';
 import { tooManyAttemptsMessage, type LoginGuard } from '../services/login-guard.js';
 import type { MfaService } from '../services/mfa.js';
+import type { OrganizationService } from '../services/organizations.js';
 import { checkPasswordPolicy } from '../services/password-policy.js';
 import type { PasswordHasher } from '../services/passwords.js';
 import type { Secrets } from '../services/secrets.js';
@@ -42,6 +43,8 @@ const NOTICES: Record<string, string> = {
   session: 'That session was signed out.',
   application: 'Access was revoked: the application must ask you again.',
   'mfa-off': 'Two-step verification is off.',
+  'invitation-declined': 'The invitation was declined.',
+  'organization-left': 'You left the organization.',
 };
 
 const SCOPE_NAMES: Record<string, string> = {
@@ -79,8 +82,12 @@ export function describeUserAgent(ua: string | null | undefined): string {
   return os ? `${browser} on ${os}` : browser;
 }
 
-/** A path under /account to come back to after signing in. */
-const accountPath = (path: string) => (/^\/account(\/[a-z-]*)?$/.test(path) && path !== '/account/callback' ? path : '/account');
+/**
+ * A path under /account to come back to after signing in: "/account" and up to four segments of
+ * [A-Za-z0-9_-] below it (an organization page, an invitation link carrying its token), never a
+ * query, a dot segment, a second slash or another origin, so no open redirect.
+ */
+const accountPath = (path: string) => (/^\/account(\/[A-Za-z0-9_-]{1,128}){0,4}$/.test(path) && !path.startsWith('/account/callback') ? path : '/account');
 
 /**
  * The account page (GET /account, GET /account/mfa): profile, password, email verification,
@@ -121,6 +128,8 @@ export function accountRoutes(deps: {
   logger: Logger;
   loopback: Loopback;
   loginGuard?: LoginGuard;
+  /** Organizations: the overview lists the account's memberships and pending invitations. */
+  organizations?: OrganizationService;
   /** More pages under /account, registered with the shared kit. */
   extensions?: AccountExtension[];
 }): Router {
@@ -358,6 +367,14 @@ export function accountRoutes(deps: {
     }
     applications.sort((a, b) => a.name.localeCompare(b.name));
 
+    // Organizations the account belongs to, and invitations addressed to its email (pending, unexpired).
+    const organizations = deps.organizations ? await deps.organizations.membershipsOf({ kind: 'account', id: account.id }) : [];
+    const invitations = [];
+    for (const inv of deps.organizations ? await deps.organizations.pendingInvitationsFor(account.email) : []) {
+      const org = await deps.organizations!.findById(inv.organizationId);
+      if (org) invitations.push({ id: inv.id, organization: org.name, slug: org.slug, role: inv.role, expiresAt: inv.expiresAt });
+    }
+
     const notice = queryString(ctx, 'done');
     await page(
       ctx,
@@ -369,6 +386,8 @@ export function accountRoutes(deps: {
         mfa: await mfa.status(account.id),
         sessions: sessionViews,
         applications,
+        organizations: organizations.map((o) => ({ id: o.id, name: o.name, slug: o.slug, role: o.role })),
+        invitations,
         notice: (notice && NOTICES[notice]) ?? null,
         errors: {},
         ...extra,

@@ -4,7 +4,8 @@
  *
  * Organization roles: owner (everything, including deleting the organization and managing
  * owners), admin (members, invitations and settings, but not owners), member (use), viewer
- * (read-only). A custom organization role manages nothing (it carries API permissions only).
+ * (read-only). A custom organization role manages nothing (it carries API permissions), but its
+ * holder is a member: like every member, they see the organization and its members, and may leave.
  * Superusers may do everything, in every organization (an organization without owner is
  * managed by them).
  */
@@ -44,14 +45,15 @@ export interface OrgActionTarget {
 }
 
 const MANAGERS = new Set(['owner', 'admin']);
-const READERS = new Set(['owner', 'admin', 'member', 'viewer']);
+/** Every member, whatever their role (built-in or custom), reads the organization and its members. */
+const anyMember = () => true;
 
 const RULES: Record<OrgAction, (role: string) => boolean> = {
-  'org.read': (role) => READERS.has(role),
+  'org.read': anyMember,
   'org.update': (role) => MANAGERS.has(role),
   'org.delete': (role) => role === 'owner',
   'org.leave': () => true,
-  'members.read': (role) => READERS.has(role),
+  'members.read': anyMember,
   'members.add': (role) => MANAGERS.has(role),
   'members.update': (role) => MANAGERS.has(role),
   'members.remove': (role) => MANAGERS.has(role),

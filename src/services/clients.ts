@@ -10,7 +10,7 @@ import { randomSecret, type Secrets } from './secrets.js';
 
 export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'] as const;
 export const AUTH_METHODS: TokenAuthMethod[] = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'];
-const OIDC_SCOPES = ['openid', 'profile', 'email'];
+const OIDC_SCOPES = ['openid', 'profile', 'email', 'roles', 'organizations'];
 const OIDC_SCOPE_SET = new Set([...OIDC_SCOPES, 'offline_access']);
 
 export interface CreateClientInput {
@@ -115,7 +115,7 @@ export function createClientService(deps: { clients: ClientsRepository; resource
     const defaultScopes = grants.includes('authorization_code') ? [...OIDC_SCOPES, ...(grants.includes('refresh_token') ? ['offline_access'] : [])] : [];
     const scopes = unique((input.scopes?.length ? input.scopes.flatMap((s) => s.split(/\s+/)).filter(Boolean) : defaultScopes).map((s) => scopeToken('scope', s)));
     for (const s of scopes) {
-      if (!['openid', 'profile', 'email', 'offline_access'].includes(s) && !resourceScopes.has(s)) {
+      if (!OIDC_SCOPE_SET.has(s) && !resourceScopes.has(s)) {
         throw new ValidationError('scope', `"${s}" is neither an OpenID Connect scope nor a scope of the client's resources`);
       }
     }

@@ -10,6 +10,7 @@ import { createChangesRepository } from '../repositories/changes.js';
 import { createClientsRepository } from '../repositories/clients.js';
 import { createMfaRepository } from '../repositories/mfa.js';
 import { createOrganizationsRepository } from '../repositories/organizations.js';
+import { createPersonalAccessTokensRepository } from '../repositories/personal-access-tokens.js';
 import { createProviderStateRepository } from '../repositories/provider-state.js';
 import { createRecoveryCodesRepository } from '../repositories/recovery-codes.js';
 import { createResourcesRepository } from '../repositories/resources.js';
@@ -28,6 +29,7 @@ import { createPasswordHasher } from './passwords.js';
 import { createLoginGuard, guardSettings } from './login-guard.js';
 import { createRateLimiting } from './rate-limits.js';
 import { createOrganizationService } from './organizations.js';
+import { createPersonalAccessTokenService } from './personal-access-tokens.js';
 import { createResourceService } from './resources.js';
 import { createRoleService } from './roles.js';
 import { createSecrets } from './secrets.js';
@@ -47,6 +49,9 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
   const rolesRepo = createRolesRepository(db);
   const orgsRepo = createOrganizationsRepository(db);
   const roles = createRoleService({ roles: rolesRepo, resources: resourcesRepo, feed });
+  // Built once: the personal access tokens use the same caches (invalidated by the feed).
+  const resources = createResourceService({ resources: resourcesRepo, feed });
+  const access = createAccessService({ roles: rolesRepo, orgs: orgsRepo, feed });
   return {
     secrets,
     audit,
@@ -60,13 +65,15 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
     passwords,
     accounts: createAccountService({ accounts: createAccountsRepository(db), passwords, state, audit, requireVerifiedEmail: config.requireVerifiedEmail }),
     clients: createClientService({ clients: createClientsRepository(db), resources: resourcesRepo, secrets, feed }),
-    resources: createResourceService({ resources: resourcesRepo, feed }),
+    resources,
     keys: createKeyService({ keys: createSigningKeysRepository(db), secrets, feed }),
     mfa: createMfaService({ mfa: createMfaRepository(db), recoveryCodes: createRecoveryCodesRepository(db), secrets, audit, issuer: config.issuer }),
     changes: createChangesRepository(db),
     roles,
     organizations: createOrganizationService({ orgs: orgsRepo, roles, issuer: config.issuer, mailer, audit, feed }),
-    access: createAccessService({ roles: rolesRepo, orgs: orgsRepo, feed }),
+    access,
+    // Its last-use times are flushed by the server's close().
+    personalTokens: createPersonalAccessTokenService({ tokens: createPersonalAccessTokensRepository(db), orgs: orgsRepo, access, resources, issuer: config.issuer, maxTtlDays: config.patMaxTtlDays, audit, logger }),
   };
 }
 

@@ -156,6 +156,7 @@ export function createOrganizationService(deps: { orgs: OrganizationsRepository;
     async updateMember(org: OrganizationRecord, subject: Subject, roleName: string, actorId: ActorId): Promise<MembershipRecord> {
       const role = await orgRole(roleName);
       const before = await orgs.transaction(async (repo) => {
+        await repo.lock(org.id);
         const current = await repo.membership(org.id, subject);
         if (!current) throw new NotFoundError(`${subject.kind} ${subject.id} in organization ${org.slug}`);
         if (current.roleId !== role.id) await assertNotLastOwner(repo, org.id, current);
@@ -169,6 +170,7 @@ export function createOrganizationService(deps: { orgs: OrganizationsRepository;
 
     async removeMember(org: OrganizationRecord, subject: Subject, actorId: ActorId): Promise<void> {
       const before = await orgs.transaction(async (repo) => {
+        await repo.lock(org.id);
         const current = await repo.membership(org.id, subject);
         if (!current) throw new NotFoundError(`${subject.kind} ${subject.id} in organization ${org.slug}`);
         await assertNotLastOwner(repo, org.id, current);
@@ -204,6 +206,12 @@ export function createOrganizationService(deps: { orgs: OrganizationsRepository;
     invitations: (organizationId: string) => orgs.invitationsOf(organizationId),
     invitationById: (id: string) => orgs.invitationById(id),
     pendingInvitationsFor: (email: string) => orgs.pendingFor(email, new Date().toISOString()),
+
+    /** The invitation behind a link whatever its state (pending, used, expired, ...), or undefined. Never uses it up. */
+    async inspectInvitation(token: string): Promise<InvitationRecord | undefined> {
+      if (typeof token !== 'string' || token.length < 20 || token.length > 100) return undefined;
+      return orgs.invitationByHash(hashToken(token));
+    },
 
     /** The invitation behind a link, if it is still usable (pending, not expired). Never uses it up. */
     async peekInvitation(token: string): Promise<InvitationRecord | undefined> {

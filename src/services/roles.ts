@@ -47,15 +47,29 @@ export function createRoleService(deps: { roles: RolesRepository; resources: { f
   const { roles } = deps;
   const changed = () => deps.feed?.publish('rbac');
 
+  /**
+   * The resource and scope a permission names. Text splits at the last colon; scopes may contain
+   * colons themselves (`admin:read`), so when that names no registered resource, an earlier colon
+   * that does is taken.
+   */
+  async function resolveOne(t: string | Permission): Promise<{ resourceId: string; scope: string; resource: string }> {
+    const first = typeof t === 'string' ? splitPermission(t) : t;
+    const candidates = [first];
+    if (typeof t === 'string') {
+      for (let at = t.lastIndexOf(':', t.length - first.scope.length - 2); at > 0; at = t.lastIndexOf(':', at - 1)) candidates.push({ resource: t.slice(0, at), scope: t.slice(at + 1) });
+    }
+    for (const p of candidates) {
+      const rs = await deps.resources.findByIdentifier(p.resource);
+      if (!rs) continue;
+      if (!rs.scopes.includes(p.scope)) throw new ValidationError('permission', `scope "${p.scope}" is not registered on ${p.resource}`);
+      return { resourceId: rs.id, scope: p.scope, resource: rs.identifier };
+    }
+    throw new ValidationError('permission', `resource ${first.resource} is not registered`);
+  }
+
   async function resolvePermissions(texts: (string | Permission)[]): Promise<{ resourceId: string; scope: string; resource: string }[]> {
     const out: { resourceId: string; scope: string; resource: string }[] = [];
-    for (const t of texts) {
-      const p = typeof t === 'string' ? splitPermission(t) : t;
-      const rs = await deps.resources.findByIdentifier(p.resource);
-      if (!rs) throw new ValidationError('permission', `resource ${p.resource} is not registered`);
-      if (!rs.scopes.includes(p.scope)) throw new ValidationError('permission', `scope "${p.scope}" is not registered on ${p.resource}`);
-      out.push({ resourceId: rs.id, scope: p.scope, resource: rs.identifier });
-    }
+    for (const t of texts) out.push(await resolveOne(t));
     return out;
   }
 

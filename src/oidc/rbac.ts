@@ -1,0 +1,154 @@
+import { errors, type KoaContextWithOIDC } from 'oidc-provider';
+
+import type { ProviderStateRepository } from '../repositories/provider-state.js';
+import type { Subject } from '../repositories/roles.js';
+import type { AccessService, SubjectAccess } from '../services/access.js';
+import { isUuid } from '../services/organizations.js';
+
+/** provider_state model binding a grant to the organization its tokens are for (id = grant id). */
+export const GRANT_ORGANIZATION_MODEL = 'GrantOrganization';
+
+/** The organization a token is issued for, and the subject's role there. */
+export interface OrganizationBinding {
+  id: string;
+  slug: string;
+  role: string;
+}
+
+type Ctx = KoaContextWithOIDC;
+type TokenLike = { kind?: string; accountId?: string; grantId?: string; scope?: string; clientId?: string; client?: { clientId: string } };
+
+const scopesOf = (scope: unknown): Set<string> => new Set(typeof scope === 'string' ? scope.split(' ').filter(Boolean) : []);
+
+/**
+ * Roles and organizations in tokens (claims `roles`, `is_superuser`, `organizations`, `org_id`,
+ * `org_role`) and RBAC on resource servers. Everything per request goes through here:
+ * - which organization a token is for: the `organization` parameter of the authorization,
+ *   token (client_credentials, refresh_token) request, else the organization of the grant;
+ * - whether the subject is a member (if not: access_denied at the authorization endpoint,
+ *   invalid_grant at the token endpoint; an unknown or malformed id: invalid_request);
+ * - the scopes RBAC permits on a resource for the subject (global roles, or the organization
+ *   role alone for an organization token).
+ */
+export function createRbacIntegration(deps: { access: AccessService; state: ProviderStateRepository; organizationExists: (id: string) => Promise<boolean> }) {
+  const { access, state } = deps;
+  /** One resolution per request: findAccount, getResourceServerInfo and extraTokenClaims share it. */
+  const perRequest = new WeakMap<object, Promise<OrganizationBinding | null>>();
+
+  /** The `organization` the request names, if any (the token endpoint's body, or the authorization parameters). */
+  function named(ctx: Ctx): string | undefined {
+    const { oidc } = ctx;
+    const raw = oidc.route === 'token' ? (oidc.body as Record<string, unknown> | undefined)?.organization : (oidc.params as Record<string, unknown> | undefined)?.organization;
+    if (raw === undefined || raw === '') return undefined;
+    if (typeof raw !== 'string') throw new errors.InvalidRequest('organization must be given once');
+    return raw;
+  }
+
+  /** RFC 6749 §5.2 / §4.1.2.1: an id that is not an organization's is a malformed request. */
+  async function checkExists(id: string): Promise<void> {
+    if (!isUuid(id)) throw new errors.InvalidRequest('organization must be an organization id (a UUID)');
+    if (!(await deps.organizationExists(id.toLowerCase()))) throw new errors.InvalidRequest('organization is unknown');
+  }
+
+  async function bind(subject: Subject, id: string, notMember: () => Error): Promise<OrganizationBinding> {
+    const held = (await access.of(subject)).organizations.get(id.toLowerCase());
+    if (held) return { id: held.id, slug: held.slug, role: held.role };
+    await checkExists(id);
+    throw notMember();
+  }
+
+  async function grantOrganization(grantId: string | undefined): Promise<string | undefined> {
+    if (!grantId) return undefined;
+    const row = await state.find(GRANT_ORGANIZATION_MODEL, grantId);
+    return typeof row?.organizationId === 'string' ? row.organizationId : undefined;
+  }
+
+  /** Who the token being issued is about: the account, or the client itself (client_credentials). */
+  function subjectOf(ctx: Ctx, token?: TokenLike): Subject | undefined {
+    const { oidc } = ctx;
+    if (token?.kind === 'ClientCredentials') return { kind: 'client', id: token.client?.clientId ?? token.clientId ?? oidc.client!.clientId };
+    if (token?.accountId) return { kind: 'account', id: token.accountId };
+    if (oidc.route === 'token' && (oidc.params as { grant_type?: string } | undefined)?.grant_type === 'client_credentials') return oidc.client ? { kind: 'client', id: oidc.client.clientId } : undefined;
+    const accountId = oidc.entities.Account?.accountId ?? (oidc.route === 'token' ? undefined : oidc.session?.accountId);
+    return accountId ? { kind: 'account', id: accountId } : undefined;
+  }
+
+  /**
+   * The organization of the token this request issues, or null. At the token endpoint a named
+   * organization wins (a refresh may switch), else the grant's. Memoised per request.
+   */
+  function organizationFor(ctx: Ctx, subject: Subject, grantId?: string): Promise<OrganizationBinding | null> {
+    let pending = perRequest.get(ctx);
+    if (!pending) {
+      pending = (async () => {
+        const id = named(ctx) ?? (ctx.oidc.route === 'token' ? await grantOrganization(grantId) : undefined);
+        if (!id) return null;
+        const atToken = ctx.oidc.route === 'token';
+        // RFC 6749 §5.2 invalid_grant at the token endpoint; §4.1.2.1 access_denied at the authorization endpoint.
+        return bind(subject, id, () => (atToken ? new errors.InvalidGrant('the subject is not a member of the organization') : new errors.AccessDenied('you are not a member of the requested organization')));
+      })();
+      perRequest.set(ctx, pending);
+    }
+    return pending;
+  }
+
+  return {
+    named,
+    checkExists,
+    subjectOf,
+    organizationFor,
+    grantOrganization,
+
+    /** Records (or clears) the organization a grant belongs to; it lives and dies with the grant. */
+    async bindGrant(grant: { jti: string; accountId?: string; exp?: number }, organizationId: string | null): Promise<void> {
+      if (!organizationId) {
+        await state.destroy(GRANT_ORGANIZATION_MODEL, grant.jti);
+        return;
+      }
+      const ttl = typeof grant.exp === 'number' ? Math.max(1, grant.exp - Math.floor(Date.now() / 1000)) : undefined;
+      await state.upsert(GRANT_ORGANIZATION_MODEL, grant.jti, { grantId: grant.jti, organizationId, accountId: grant.accountId }, ttl);
+    },
+
+    /** Scopes RBAC permits on a resource for the subject of this request (undefined: no subject known yet). */
+    async permittedScopes(ctx: Ctx, resource: string): Promise<Set<string> | undefined> {
+      const subject = subjectOf(ctx);
+      if (!subject) return undefined;
+      const grantId = ctx.oidc.entities.RefreshToken?.grantId ?? ctx.oidc.entities.AuthorizationCode?.grantId;
+      const org = await organizationFor(ctx, subject, grantId);
+      return access.permitted(await access.of(subject), resource, org?.id ?? null);
+    },
+
+    /**
+     * Claims an access token carries (JWT payload, or opaque token introspection), by the
+     * scopes the request asked for: `roles`/`is_superuser`, `organizations`, and for an
+     * organization token `org_id`/`org_role`.
+     */
+    async tokenClaims(ctx: Ctx, token: TokenLike, superuser: (accountId: string) => Promise<boolean>): Promise<Record<string, unknown> | undefined> {
+      if (token.kind !== 'AccessToken' && token.kind !== 'ClientCredentials') return undefined;
+      const subject = subjectOf(ctx, token);
+      if (!subject) return undefined;
+      const source = ctx.oidc.entities.RefreshToken ?? ctx.oidc.entities.AuthorizationCode;
+      // The scopes the client asked for (OIDC scopes such as `roles` are not in a resource token's own scope).
+      const requested = token.kind === 'ClientCredentials' ? scopesOf((ctx.oidc.params as { scope?: unknown }).scope) : scopesOf(source?.scope ?? token.scope);
+      const org = await organizationFor(ctx, subject, token.grantId);
+      const claims: Record<string, unknown> = {};
+      if (requested.has('roles') || requested.has('organizations')) {
+        const held = await access.of(subject);
+        Object.assign(claims, subjectClaims(held, requested));
+        if (requested.has('roles') && subject.kind === 'account' && (await superuser(subject.id))) claims.is_superuser = true;
+      }
+      if (org) Object.assign(claims, { org_id: org.id, org_role: org.role });
+      return Object.keys(claims).length ? claims : undefined;
+    },
+  };
+}
+
+/** `roles` and `organizations` claims of a subject, for the scopes granted. */
+export function subjectClaims(held: SubjectAccess, scopes: Set<string>): Record<string, unknown> {
+  const claims: Record<string, unknown> = {};
+  if (scopes.has('roles')) claims.roles = held.roles;
+  if (scopes.has('organizations')) claims.organizations = [...held.organizations.values()].map((o) => ({ id: o.id, slug: o.slug, role: o.role })).sort((a, b) => a.slug.localeCompare(b.slug));
+  return claims;
+}
+
+export type RbacIntegration = ReturnType<typeof createRbacIntegration>;

@@ -4,6 +4,7 @@ import * as core from './20261123000000_core.js';
 import * as accounts from './20261123010000_accounts.js';
 import * as rateLimits from './20261123020000_rate_limits.js';
 import * as rbac from './20261123030000_rbac.js';
+import * as api from './20261123040000_api.js';
 
 /** Every migration, in order. Knex records applied names in knex_migrations. */
 export const migrations: Record<string, Knex.Migration> = {
@@ -11,4 +12,5 @@ export const migrations: Record<string, Knex.Migration> = {
   '20261123010000_accounts': accounts,
   '20261123020000_rate_limits': rateLimits,
   '20261123030000_rbac': rbac,
+  '20261123040000_api': api,
 };

@@ -14,6 +14,7 @@ import { accountRoutes, type Loopback } from './routes/account.js';
 import { accountOrganizationPages } from './routes/account-organizations.js';
 import { accountRecoveryRoutes } from './routes/account-recovery.js';
 import { accountTokenPages } from './routes/account-tokens.js';
+import { apiRoutes } from './routes/api/index.js';
 import { healthRoutes } from './routes/health.js';
 import { createMfaStep } from './routes/interaction-mfa.js';
 import { interactionRoutes } from './routes/interactions.js';
@@ -61,6 +62,8 @@ export function createApp(deps: { config: Config; db: Db; logger: Logger; render
     accountRecoveryRoutes({ accounts: services.accounts, tokens: services.accountTokens, mail, audit: services.audit, pages, logger }),
     invitationRoutes({ mode: config.registration, organizations: services.organizations, accounts: services.accounts, audit: services.audit, pages, lookup: invitationLookup, logger }),
     metricsRoutes({ metrics, token: config.metricsToken }),
+    // The admin/account REST API, its OpenAPI contract and docs (/api).
+    apiRoutes({ config, db: deps.db, logger, services, oidc }),
   ];
 
   // First: one log line (and the HTTP metrics) per request, whoever answers it.

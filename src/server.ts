@@ -10,6 +10,7 @@ import { createLogger, type Logger } from './lib/logger.js';
 import { createRenderer } from './lib/views.js';
 import { createOidc, type Oidc } from './oidc/provider.js';
 import { ensureAccountClient, loopbackHost } from './routes/account-session.js';
+import { ensureApiResource } from './routes/api/api-resource.js';
 import { createServices, type Services } from './services/index.js';
 import { createMetrics } from './services/metrics.js';
 
@@ -79,6 +80,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     if (admin) logger.info('administrator account created', { email: admin.email });
     // The account page is an OIDC client of this server: registered (or re-pointed at ISSUER) here.
     await ensureAccountClient(services.clients, config.issuer);
+    // Latch's own API (${ISSUER}/api) is a resource server from the start.
+    await ensureApiResource(services.resources, config.issuer);
 
     const render = createRenderer();
     const metrics = createMetrics({ db });

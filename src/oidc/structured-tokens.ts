@@ -121,5 +121,6 @@ export function createStructuredTokenHandler(deps: {
     ctx.body = { ...claims, active: true, token_type: 'Bearer' };
   }
 
-  return { middleware, mayIntrospect };
+  // verify: also the admin API's bearer check (routes/api), which adds its own audience rule.
+  return { middleware, mayIntrospect, verify };
 }

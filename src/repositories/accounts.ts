@@ -114,6 +114,10 @@ export function createAccountsRepository(db: Db) {
       if (options.limit) void q.limit(options.limit);
       return (await q).map(fromRow);
     },
+    /** Deletes the account row (its MFA, tokens, roles and memberships go with it: foreign keys). */
+    async delete(id: string): Promise<boolean> {
+      return (await db('accounts').where({ id }).delete()) > 0;
+    },
     async count(): Promise<number> {
       const row = await db('accounts').count({ n: '*' }).first<{ n: number | string }>();
       return Number(row?.n ?? 0);

@@ -43,11 +43,17 @@ export function createAuditEventsRepository(db: Db) {
         details: e.details ? JSON.stringify(e.details) : null,
       });
     },
-    /** Newest first; `before` is an id cursor. */
-    async list(filter: { subjectId?: string; type?: string; before?: number; limit?: number } = {}): Promise<AuditEvent[]> {
+    /**
+     * Newest first; `before` is an id cursor. `since` (inclusive) and `until` (exclusive) are
+     * ISO times (stored times are ISO strings of one length, so they compare as strings).
+     */
+    async list(filter: { actorId?: string; subjectId?: string; type?: string; since?: string; until?: string; before?: number; limit?: number } = {}): Promise<AuditEvent[]> {
       const q = db('audit_events').select<Row[]>('*').orderBy('id', 'desc').limit(Math.min(filter.limit ?? 100, 1000));
+      if (filter.actorId) void q.where('actor_id', filter.actorId);
       if (filter.subjectId) void q.where('subject_id', filter.subjectId);
       if (filter.type) void q.where('type', filter.type);
+      if (filter.since) void q.where('at', '>=', filter.since);
+      if (filter.until) void q.where('at', '<', filter.until);
       if (filter.before) void q.where('id', '<', filter.before);
       return (await q).map((r) => ({
         id: Number(r.id),
@@ -60,6 +66,26 @@ export function createAuditEventsRepository(db: Db) {
         clientId: r.client_id,
         details: r.details ? (JSON.parse(r.details) as Record<string, unknown>) : null,
       }));
+    },
+
+    /**
+     * GDPR erasure: rows about or by `accountId` keep their facts under `pseudonym`, lose the IP
+     * and user agent, and every occurrence of the `scrub` strings (the email) in details is replaced.
+     */
+    async pseudonymise(accountId: string, pseudonym: string, scrub: string[]): Promise<void> {
+      await db.transaction(async (trx) => {
+        await trx('audit_events').where('actor_id', accountId).update({ actor_id: pseudonym, ip: null, user_agent: null });
+        await trx('audit_events').where('subject_id', accountId).update({ subject_id: pseudonym, ip: null, user_agent: null });
+        const words = [accountId, ...scrub].filter((w) => w.length >= 3);
+        for (const word of words) {
+          const rows = await trx('audit_events').select<{ id: number | string; details: string }[]>('id', 'details').whereRaw('lower(details) like ?', [`%${word.toLowerCase().replace(/[%_\\]/g, '_')}%`]);
+          for (const r of rows) {
+            const pattern = new RegExp(word.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), 'gi');
+            const details = r.details.replace(pattern, word === accountId ? pseudonym : '[erased]');
+            if (details !== r.details) await trx('audit_events').where('id', r.id).update({ details });
+          }
+        }
+      });
     },
   };
 }

@@ -18,6 +18,9 @@ export interface ClientRecord {
   isPublic: boolean;
   firstParty: boolean;
   enabled: boolean;
+  /** HMAC of the secret before the last rotation, accepted until previousSecretExpiresAt (rotation overlap). */
+  previousSecretHash?: string | null;
+  previousSecretExpiresAt?: string | null;
   createdAt: string;
   updatedAt: string;
 }
@@ -37,6 +40,8 @@ interface Row {
   is_public: boolean | number;
   first_party: boolean | number;
   enabled: boolean | number;
+  previous_secret_hash?: string | null;
+  previous_secret_expires_at?: string | null;
   created_at: string;
   updated_at: string;
 }
@@ -60,6 +65,8 @@ function fromRow(r: Row): ClientRecord {
     isPublic: Boolean(r.is_public),
     firstParty: Boolean(r.first_party),
     enabled: Boolean(r.enabled),
+    previousSecretHash: r.previous_secret_hash ?? null,
+    previousSecretExpiresAt: r.previous_secret_expires_at ?? null,
     createdAt: toIso(r.created_at) ?? r.created_at,
     updatedAt: toIso(r.updated_at) ?? r.updated_at,
   };
@@ -81,6 +88,8 @@ function toRow(c: Partial<ClientRecord>): Partial<Row> {
   if (c.isPublic !== undefined) row.is_public = c.isPublic;
   if (c.firstParty !== undefined) row.first_party = c.firstParty;
   if (c.enabled !== undefined) row.enabled = c.enabled;
+  if (c.previousSecretHash !== undefined) row.previous_secret_hash = c.previousSecretHash;
+  if (c.previousSecretExpiresAt !== undefined) row.previous_secret_expires_at = c.previousSecretExpiresAt;
   return row;
 }
 

@@ -133,6 +133,21 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
       return after;
     },
 
+    /**
+     * Erases an account (GDPR art. 17): its sessions and grants end, the row and everything
+     * hanging from it are deleted, so the email may register again. Audit rows are kept under a
+     * pseudonym by the caller (`pseudonymise`), which receives the erased record.
+     */
+    async erase(id: string, pseudonymise: (account: AccountRecord) => Promise<void>): Promise<AccountRecord> {
+      const account = await accounts.findById(id);
+      if (!account) throw new NotFoundError(`account ${id}`);
+      await endSessions(id);
+      await accounts.delete(id);
+      await deps.state?.revokeByAccountId(id);
+      await pseudonymise(account);
+      return account;
+    },
+
     /** Creates ADMIN_EMAIL as a superuser when no account has that email yet. */
     async ensureAdmin(admin: { email: string; password: string } | undefined): Promise<AccountRecord | undefined> {
       if (!admin) return undefined;

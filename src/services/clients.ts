@@ -72,7 +72,13 @@ export function toProviderMetadata(c: ClientRecord): ProviderClientMetadata {
 export function createClientService(deps: { clients: ClientsRepository; resources: ResourcesRepository; secrets: Secrets; feed?: ChangeFeed }) {
   const { clients, resources, secrets } = deps;
   const cache = new BoundedCache<string, ProviderClientMetadata | null>(10_000);
-  deps.feed?.on('clients', () => cache.clear());
+  // Secret rotation with overlap: current HMAC → the previous HMAC and until when it is accepted.
+  // Filled by findMetadata (which oidc-provider calls before comparing a secret), cleared with the cache.
+  const overlaps = new BoundedCache<string, { previous: string; until: number }>(10_000);
+  deps.feed?.on('clients', () => {
+    cache.clear();
+    overlaps.clear();
+  });
 
   async function validate(input: CreateClientInput) {
     const name = input.name?.trim();
@@ -201,11 +207,69 @@ export function createClientService(deps: { clients: ClientsRepository; resource
       if (cached !== undefined) return cached ?? undefined;
       const record = await clients.findById(id);
       const metadata = record?.enabled ? toProviderMetadata(record) : null;
+      if (metadata && record?.secretHash && record.previousSecretHash && record.previousSecretExpiresAt) {
+        overlaps.set(record.secretHash, { previous: record.previousSecretHash, until: Date.parse(record.previousSecretExpiresAt) });
+      }
       cache.set(id, metadata);
       return metadata ?? undefined;
     },
 
-    verifySecret: (presented: string, storedHash: string) => secrets.verifyClientSecret(presented, storedHash),
+    /** The current secret, or the previous one while its rotation overlap lasts. */
+    verifySecret(presented: string, storedHash: string): boolean {
+      if (secrets.verifyClientSecret(presented, storedHash)) return true;
+      const overlap = overlaps.get(storedHash);
+      return Boolean(overlap && overlap.until > Date.now() && secrets.verifyClientSecret(presented, overlap.previous));
+    },
+
+    /**
+     * Changes a client's registration (fields not given keep their value; the secret, the
+     * authentication method and public/confidential do not change here).
+     */
+    async update(id: string, patch: Omit<Partial<CreateClientInput>, 'isPublic' | 'authMethod' | 'jwksUri'> & { jwksUri?: string | null | undefined }): Promise<ClientRecord | undefined> {
+      const existing = await clients.findById(id);
+      if (!existing) return undefined;
+      const input: CreateClientInput = {
+        name: patch.name ?? existing.name,
+        grants: patch.grants ?? existing.grantTypes,
+        redirectUris: patch.redirectUris ?? existing.redirectUris,
+        postLogoutRedirectUris: patch.postLogoutRedirectUris ?? existing.postLogoutRedirectUris,
+        scopes: patch.scopes ?? existing.scopes,
+        resources: patch.resources ?? existing.resources,
+        webOrigins: patch.webOrigins ?? existing.webOrigins,
+        firstParty: patch.firstParty ?? existing.firstParty,
+        jwksUri: patch.jwksUri === undefined ? (existing.jwksUri ?? undefined) : (patch.jwksUri ?? undefined),
+        isPublic: existing.isPublic,
+        authMethod: existing.tokenEndpointAuthMethod,
+      };
+      // An empty scope list means "none" here, not the defaults of a new client.
+      const v = await validate({ ...input, scopes: input.scopes?.length ? input.scopes : undefined });
+      const reg = registration(v, input);
+      if (patch.scopes && patch.scopes.length === 0) reg.scopes = [];
+      await clients.update(id, reg);
+      await deps.feed?.publish('clients');
+      return clients.findById(id);
+    },
+
+    /**
+     * A new secret (returned once). With `overlapSeconds` > 0 the previous one keeps working
+     * that long (the previous HMAC is stored with its end), so deployments switch without downtime.
+     */
+    async rotateSecret(id: string, overlapSeconds: number): Promise<{ client: ClientRecord; secret: string } | undefined> {
+      const existing = await clients.findById(id);
+      if (!existing) return undefined;
+      if (!existing.secretHash || (existing.tokenEndpointAuthMethod !== 'client_secret_basic' && existing.tokenEndpointAuthMethod !== 'client_secret_post')) {
+        throw new ValidationError('client', 'has no client secret (public or private_key_jwt client)');
+      }
+      const secret = randomSecret(32);
+      const keep = overlapSeconds > 0;
+      await clients.update(id, {
+        secretHash: secrets.hashClientSecret(secret),
+        previousSecretHash: keep ? existing.secretHash : null,
+        previousSecretExpiresAt: keep ? new Date(Date.now() + overlapSeconds * 1000).toISOString() : null,
+      });
+      await deps.feed?.publish('clients');
+      return { client: (await clients.findById(id))!, secret };
+    },
   };
 }
 

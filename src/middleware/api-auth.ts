@@ -1,0 +1,146 @@
+import type Koa from 'koa';
+import type { JWTPayload } from 'jose';
+
+import { GRANT_CLAIM } from '../oidc/structured-tokens.js';
+import type { AccountRecord } from '../repositories/accounts.js';
+import type { Subject } from '../repositories/roles.js';
+import type { OrgAction, OrgActionTarget } from '../services/authorization.js';
+import { ForbiddenError } from '../services/authorization.js';
+import { ProblemError } from './api-problem.js';
+
+/** The scopes of Latch's own API (resource `${ISSUER}/api`). */
+export const API_SCOPES = ['admin:read', 'admin:write', 'account'] as const;
+export type ApiScope = (typeof API_SCOPES)[number];
+
+/** Who calls the API, from a verified bearer token. */
+export interface ApiPrincipal {
+  /** `account`: a user's token (authorization code or personal access token); `client`: a machine client's (client credentials). */
+  kind: 'account' | 'client';
+  /** The account id or the client id. */
+  id: string;
+  /** The client the token was issued to. */
+  clientId: string;
+  scopes: Set<string>;
+  /** Superuser flag of the account, read at request time (false for clients). */
+  superuser: boolean;
+  account?: AccountRecord;
+}
+
+export interface PersonalTokenIntrospector {
+  introspect(token: string): Promise<{ sub: string; scope: string; aud: string[]; client_id: string } | undefined>;
+}
+
+const challenge = (error?: string, scope?: string) => `Bearer realm="latch"${error ? `, error="${error}"` : ''}${scope ? `, scope="${scope}"` : ''}`;
+
+/** 401 (RFC 6750 §3): `error` is omitted when the request carried no token at all. */
+export const unauthorized = (detail: string, noToken = false) => new ProblemError(401, 'unauthorized', detail, { headers: { 'WWW-Authenticate': challenge(noToken ? undefined : 'invalid_token') } });
+
+/** 403 (RFC 6750 §3.1) naming the scope needed. */
+export const insufficientScope = (scope: string, detail = `this operation needs the scope ${scope}`) =>
+  new ProblemError(403, 'insufficient-scope', detail, { headers: { 'WWW-Authenticate': challenge('insufficient_scope', scope) } });
+
+/**
+ * Bearer authentication for /api/v1 (RFC 6750 §2.1): a JWT access token Latch issued for
+ * `audience` (signature against the provider's key ring, `typ: at+jwt`, issuer, expiry, not
+ * revoked, client still enabled, grant still present: structured-tokens.ts `verify`), or a
+ * personal access token (`lat_…`) whose audience includes the API. Sets `ctx.state.principal`.
+ */
+export function bearerAuth(deps: {
+  audience: string;
+  verify: (token: string) => Promise<JWTPayload | undefined>;
+  accounts: { findById(id: string): Promise<AccountRecord | undefined> };
+  personalTokens?: PersonalTokenIntrospector | undefined;
+}): Koa.Middleware {
+  return async (ctx, next) => {
+    const header = ctx.get('Authorization');
+    const match = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(header);
+    if (!header || !/^Bearer\b/i.test(header)) throw unauthorized('this endpoint needs a bearer access token', true);
+    if (!match) throw unauthorized('malformed Authorization header');
+    const token = match[1]!;
+
+    let principal: Omit<ApiPrincipal, 'superuser'> | undefined;
+    // Hook: personal access tokens (services/personal-access-tokens.ts) are accepted like
+    // user tokens when their audience includes the API.
+    if (token.startsWith('lat_') && deps.personalTokens) {
+      const answer = await deps.personalTokens.introspect(token);
+      if (answer?.aud.includes(deps.audience)) principal = { kind: 'account', id: answer.sub, clientId: answer.client_id, scopes: new Set(answer.scope.split(' ').filter(Boolean)) };
+    } else if (token.length <= 8192) {
+      const payload = await deps.verify(token);
+      const aud = Array.isArray(payload?.aud) ? payload.aud : typeof payload?.aud === 'string' ? [payload.aud] : [];
+      if (payload && aud.includes(deps.audience) && typeof payload.sub === 'string') {
+        // A user's token carries its grant; a client-credentials token has none (sub = client id).
+        const kind = typeof payload[GRANT_CLAIM] === 'string' ? 'account' : 'client';
+        const scopes = new Set(typeof payload.scope === 'string' ? payload.scope.split(' ').filter(Boolean) : []);
+        principal = { kind, id: payload.sub, clientId: String(payload.client_id), scopes };
+      }
+    }
+    if (!principal) throw unauthorized('the access token is invalid, expired, revoked or not for this API');
+
+    let superuser = false;
+    let account: AccountRecord | undefined;
+    if (principal.kind === 'account') {
+      account = await deps.accounts.findById(principal.id);
+      if (!account?.active) throw unauthorized('the account of this token is deleted or deactivated');
+      superuser = account.superuser;
+    }
+    ctx.state.principal = { ...principal, superuser, ...(account ? { account } : {}) } satisfies ApiPrincipal;
+    await next();
+  };
+}
+
+export const principalOf = (ctx: Koa.Context): ApiPrincipal => ctx.state.principal as ApiPrincipal;
+
+/**
+ * Admin rights: the token carries the scope (admin:write also reads) and, for a user's token,
+ * the account is a superuser now (a non-superuser's admin-scoped token gets 403).
+ */
+export function hasAdmin(p: ApiPrincipal, need: 'read' | 'write'): boolean {
+  const scoped = need === 'read' ? p.scopes.has('admin:read') || p.scopes.has('admin:write') : p.scopes.has('admin:write');
+  return scoped && (p.kind === 'client' || p.superuser);
+}
+
+export function requireAdmin(need: 'read' | 'write'): Koa.Middleware {
+  return async (ctx, next) => {
+    const p = principalOf(ctx);
+    const scope = `admin:${need}`;
+    if (!hasAdmin(p, need)) {
+      const scoped = need === 'read' ? p.scopes.has('admin:read') || p.scopes.has('admin:write') : p.scopes.has('admin:write');
+      throw scoped ? new ProblemError(403, 'forbidden', `${scope} is for superusers only`, { headers: { 'WWW-Authenticate': challenge('insufficient_scope', scope) } }) : insufficientScope(scope);
+    }
+    await next();
+  };
+}
+
+/** The `account` scope on a user's token (the /me endpoints). */
+export function requireAccount(): Koa.Middleware {
+  return async (ctx, next) => {
+    const p = principalOf(ctx);
+    if (p.kind !== 'account' || !p.scopes.has('account')) throw insufficientScope('account', 'this operation needs a user token with the scope account');
+    await next();
+  };
+}
+
+/** Audit actor of a principal. */
+export const actorOf = (p: ApiPrincipal) => ({ actorId: p.id, clientId: p.clientId });
+
+/**
+ * Organization actions: an admin token (as a superuser), or a user's `account` token whose
+ * holder may do `action` in that organization (services/authorization.ts decides).
+ */
+export async function authorizeOrg(
+  p: ApiPrincipal,
+  orgs: { authorize(organizationId: string, who: { subject: Subject; superuser: boolean }, action: OrgAction, target?: OrgActionTarget): Promise<unknown> },
+  organizationId: string,
+  action: OrgAction,
+  target: OrgActionTarget = {},
+): Promise<void> {
+  const need = action.endsWith('.read') ? 'read' : 'write';
+  if (hasAdmin(p, need)) return;
+  if (p.kind !== 'account' || !p.scopes.has('account')) throw insufficientScope(`admin:${need}`);
+  try {
+    await orgs.authorize(organizationId, { subject: { kind: 'account', id: p.id }, superuser: false }, action, target);
+  } catch (err) {
+    if (err instanceof ForbiddenError) throw new ProblemError(403, 'forbidden', err.message);
+    throw err;
+  }
+}

@@ -1,0 +1,151 @@
+import Router from '@koa/router';
+
+import { requireAdmin } from '../../middleware/api-auth.js';
+import { Input } from '../../middleware/api-input.js';
+import { checkIfMatch, paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
+import { invalid, notFound, ProblemError, readJson } from '../../middleware/api-problem.js';
+import type { ClientRecord } from '../../repositories/clients.js';
+import { ValidationError } from '../../services/errors.js';
+import { ACCOUNT_CLIENT_ID } from '../account-session.js';
+import { auditChange, diff, locationOf, type ApiDeps } from './common.js';
+
+/** Longest a rotated secret may keep working: 7 days. */
+export const MAX_OVERLAP_SECONDS = 7 * 24 * 3600;
+
+/** The API shape of a client (its `id` is the client_id; never the secret or its HMAC). */
+export function describeApiClient(c: ClientRecord) {
+  const overlap = c.previousSecretExpiresAt && Date.parse(c.previousSecretExpiresAt) > Date.now() ? c.previousSecretExpiresAt : null;
+  return {
+    id: c.id,
+    name: c.name,
+    grant_types: c.grantTypes,
+    redirect_uris: c.redirectUris,
+    post_logout_redirect_uris: c.postLogoutRedirectUris,
+    scope: c.scopes.join(' '),
+    resources: c.resources,
+    web_origins: c.webOrigins,
+    token_endpoint_auth_method: c.tokenEndpointAuthMethod,
+    jwks_uri: c.jwksUri,
+    public: c.isPublic,
+    first_party: c.firstParty,
+    enabled: c.enabled,
+    previous_secret_expires_at: overlap,
+    created_at: c.createdAt,
+    updated_at: c.updatedAt,
+  };
+}
+
+/** The client service names fields as the CLI flags; the API as RFC 7591 metadata. */
+const FIELD = { 'redirect-uri': 'redirect_uris', 'post-logout-redirect-uri': 'post_logout_redirect_uris', grant: 'grant_types', 'auth-method': 'token_endpoint_auth_method', 'jwks-uri': 'jwks_uri', 'web-origin': 'web_origins', resource: 'resources', scope: 'scope', name: 'name' } as Record<string, string>;
+
+async function apiFields<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    if (err instanceof ValidationError) throw invalid([{ field: FIELD[err.field] ?? err.field, message: err.detail }]);
+    throw err;
+  }
+}
+
+const REGISTRATION = ['name', 'grant_types', 'redirect_uris', 'post_logout_redirect_uris', 'scope', 'resources', 'web_origins', 'jwks_uri', 'first_party'] as const;
+
+function readRegistration(input: Input, creating: boolean) {
+  return {
+    name: input.string('name', { required: creating, max: 255 }),
+    grants: input.strings('grant_types', { maxItems: 3, max: 64 }),
+    redirectUris: input.strings('redirect_uris', { maxItems: 50 }),
+    postLogoutRedirectUris: input.strings('post_logout_redirect_uris', { maxItems: 50 }),
+    scopes: input.has('scope') ? (input.string('scope', { max: 2048 })?.split(' ').filter(Boolean) ?? undefined) : undefined,
+    resources: input.strings('resources', { maxItems: 50 }),
+    webOrigins: input.strings('web_origins', { maxItems: 50 }),
+    jwksUri: input.string('jwks_uri', { max: 2048, nullable: true }),
+    firstParty: input.boolean('first_party'),
+  };
+}
+
+/** /api/v1/clients: registration, secret rotation, enable/disable. */
+export function clientRoutes(deps: ApiDeps): Router {
+  const router = new Router();
+  const { services } = deps;
+  const read = requireAdmin('read');
+  const write = requireAdmin('write');
+
+  const clientOr404 = async (id: string) => {
+    const c = await services.clients.findById(id);
+    if (!c) throw notFound(`client ${id}`);
+    return c;
+  };
+
+  router.get('/clients', read, async (ctx) => {
+    const page = pageParams(ctx);
+    const { items, next_cursor } = paginate(await services.clients.list(), (c) => ({ at: c.createdAt, id: c.id }), page);
+    ctx.body = { data: items.map(describeApiClient), next_cursor };
+  });
+
+  router.post('/clients', write, async (ctx) => {
+    const input = new Input(await readJson(ctx), [...REGISTRATION, 'public', 'token_endpoint_auth_method']);
+    const reg = readRegistration(input, true);
+    const isPublic = input.boolean('public');
+    const authMethod = input.string('token_endpoint_auth_method', { max: 64 });
+    input.done();
+    const created = await apiFields(() => services.clients.create({ ...reg, name: reg.name!, jwksUri: reg.jwksUri ?? undefined, isPublic, authMethod }));
+    const view = describeApiClient(created.client);
+    await auditChange(deps, ctx, 'client.create', created.client_id, { after: view });
+    ctx.set('Location', locationOf(deps, `clients/${encodeURIComponent(created.client_id)}`));
+    // The secret is shown once, here (only its HMAC is stored).
+    sendResource(ctx, { ...view, ...(created.client_secret ? { client_secret: created.client_secret } : {}) }, 201);
+  });
+
+  router.get('/clients/:id', read, async (ctx) => {
+    sendResource(ctx, describeApiClient(await clientOr404(ctx.params.id!)));
+  });
+
+  router.patch('/clients/:id', write, async (ctx) => {
+    const client = await clientOr404(ctx.params.id!);
+    const input = new Input(await readJson(ctx), REGISTRATION);
+    const reg = readRegistration(input, false);
+    input.done();
+    const before = describeApiClient(client);
+    checkIfMatch(ctx, before);
+    const updated = await apiFields(() => services.clients.update(client.id, reg));
+    if (!updated) throw notFound(`client ${client.id}`);
+    const after = describeApiClient(updated);
+    const changes = diff(before, after);
+    delete changes.before.updated_at;
+    delete changes.after.updated_at;
+    if (Object.keys(changes.after).length) await auditChange(deps, ctx, 'client.update', client.id, changes);
+    sendResource(ctx, after);
+  });
+
+  router.delete('/clients/:id', write, async (ctx) => {
+    const client = await clientOr404(ctx.params.id!);
+    if (client.id === ACCOUNT_CLIENT_ID) throw new ProblemError(409, 'conflict', 'the account page client is built in and cannot be deleted');
+    await services.clients.delete(client.id);
+    await auditChange(deps, ctx, 'client.delete', client.id, { before: describeApiClient(client) });
+    ctx.status = 204;
+  });
+
+  router.post('/clients/:id/rotate-secret', write, async (ctx) => {
+    const client = await clientOr404(ctx.params.id!);
+    const input = new Input(await readJson(ctx), ['overlap_seconds']);
+    const overlap = input.integer('overlap_seconds', { min: 0, max: MAX_OVERLAP_SECONDS }) ?? 0;
+    input.done();
+    const rotated = await apiFields(() => services.clients.rotateSecret(client.id, overlap));
+    if (!rotated) throw notFound(`client ${client.id}`);
+    const view = describeApiClient(rotated.client);
+    await auditChange(deps, ctx, 'client.rotate_secret', client.id, { overlap_seconds: overlap });
+    sendResource(ctx, { ...view, client_secret: rotated.secret });
+  });
+
+  for (const action of ['enable', 'disable'] as const) {
+    router.post(`/clients/:id/${action}`, write, async (ctx) => {
+      const client = await clientOr404(ctx.params.id!);
+      const enabled = action === 'enable';
+      await services.clients.setEnabled(client.id, enabled);
+      if (client.enabled !== enabled) await auditChange(deps, ctx, `client.${action}`, client.id, { before: { enabled: client.enabled }, after: { enabled } });
+      sendResource(ctx, describeApiClient((await services.clients.findById(client.id))!));
+    });
+  }
+
+  return router;
+}

@@ -1,0 +1,53 @@
+import type Koa from 'koa';
+
+import type { Config } from '../../config/index.js';
+import type { Db } from '../../db/knex.js';
+import type { Logger } from '../../lib/logger.js';
+import { actorOf, principalOf } from '../../middleware/api-auth.js';
+import type { Oidc } from '../../oidc/provider.js';
+import type { AuditEventsRepository } from '../../repositories/audit-events.js';
+import type { AccountMail } from '../../services/account-mail.js';
+import type { Services } from '../../services/index.js';
+
+/** What every admin API route file receives. */
+export interface ApiDeps {
+  config: Config;
+  db: Db;
+  logger: Logger;
+  services: Services;
+  oidc: Oidc;
+  mail: AccountMail;
+  /** Audit queries with filters and the GDPR pseudonymisation (beyond AuditService's list). */
+  auditEvents: AuditEventsRepository;
+}
+
+/** Where a request came from, for audit rows. */
+export const originOf = (ctx: Koa.Context) => ({ ip: ctx.ip || null, userAgent: ctx.get('user-agent') || null });
+
+/** Records an admin change: actor (the token's subject and client), origin, target, details. */
+export async function auditChange(deps: ApiDeps, ctx: Koa.Context, type: string, subjectId: string, details: Record<string, unknown> = {}): Promise<void> {
+  await deps.services.audit.record({ type, subjectId, ...actorOf(principalOf(ctx)), origin: originOf(ctx), details: { ...details, via: 'api' } });
+}
+
+/** Answers 201 with Location and the created resource (with its ETag). */
+export const locationOf = (deps: ApiDeps, path: string) => `${deps.config.issuer}/api/v1/${path}`;
+
+/** epoch seconds or ISO → ISO, or null. */
+export function isoOf(v: unknown): string | null {
+  if (typeof v === 'number' && Number.isFinite(v)) return new Date(v * 1000).toISOString();
+  if (typeof v === 'string' && !Number.isNaN(Date.parse(v))) return new Date(v).toISOString();
+  return null;
+}
+
+/** `before`/`after` of the fields that changed (non-secret fields only). */
+export function diff(before: Record<string, unknown>, after: Record<string, unknown>): { before: Record<string, unknown>; after: Record<string, unknown> } {
+  const b: Record<string, unknown> = {};
+  const a: Record<string, unknown> = {};
+  for (const k of Object.keys(after)) {
+    if (JSON.stringify(before[k]) !== JSON.stringify(after[k])) {
+      b[k] = before[k];
+      a[k] = after[k];
+    }
+  }
+  return { before: b, after: a };
+}

@@ -1,0 +1,131 @@
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import Router from '@koa/router';
+import type Koa from 'koa';
+
+import type { Config } from '../../config/index.js';
+import type { Db } from '../../db/knex.js';
+import type { Logger } from '../../lib/logger.js';
+import { bearerAuth } from '../../middleware/api-auth.js';
+import { problems, ProblemError } from '../../middleware/api-problem.js';
+import type { Oidc } from '../../oidc/provider.js';
+import { createStructuredTokenHandler } from '../../oidc/structured-tokens.js';
+import { createAuditEventsRepository } from '../../repositories/audit-events.js';
+import { createAccountMail } from '../../services/account-mail.js';
+import type { Services } from '../../services/index.js';
+import { apiAudience } from './api-resource.js';
+import { clientRoutes } from './clients.js';
+import type { ApiDeps } from './common.js';
+import { userRoutes } from './users.js';
+
+export { apiAudience, ensureApiResource } from './api-resource.js';
+
+/** openapi.yaml at the repository root (from src/routes/api in development, dist/src/routes/api when built). */
+function findOpenApi(): Buffer {
+  const here = dirname(fileURLToPath(import.meta.url));
+  for (const up of ['../../..', '../../../..']) {
+    try {
+      return readFileSync(join(here, up, 'openapi.yaml'));
+    } catch {
+      // try the next candidate
+    }
+  }
+  throw new Error('openapi.yaml not found');
+}
+
+const swaggerDir = dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'));
+
+const DOCS_HTML = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Latch admin API</title>
+<link rel="stylesheet" href="/api/docs/swagger-ui.css">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="/api/docs/swagger-ui-bundle.js"></script>
+<script src="/api/docs/init.js"></script>
+</body>
+</html>
+`;
+
+/** No request leaves for another host: the spec comes from here, the validator badge is off. */
+const DOCS_INIT = `window.addEventListener('load', function () {
+  window.ui = SwaggerUIBundle({ url: '/api/openapi.yaml', dom_id: '#swagger-ui', validatorUrl: null, deepLinking: true });
+});
+`;
+
+/** The docs page runs Swagger UI's script from this origin: the only place scripts are allowed. */
+const DOCS_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+const ASSETS: Record<string, { file: string; type: string }> = {
+  'swagger-ui.css': { file: 'swagger-ui.css', type: 'text/css; charset=utf-8' },
+  'swagger-ui-bundle.js': { file: 'swagger-ui-bundle.js', type: 'text/javascript; charset=utf-8' },
+};
+
+/**
+ * Latch's own REST API under /api: the contract (`/api/openapi.yaml`), its rendering
+ * (`/api/docs`) and the admin/account API (`/api/v1`, bearer tokens for `${ISSUER}/api`).
+ */
+export function apiRoutes(deps: { config: Config; db: Db; logger: Logger; services: Services; oidc: Oidc }): Router {
+  const { config, services, oidc } = deps;
+  const api: ApiDeps = {
+    ...deps,
+    mail: createAccountMail({ issuer: config.issuer, mailer: services.mailer, tokens: services.accountTokens, limits: services.limits }),
+    auditEvents: createAuditEventsRepository(deps.db),
+  };
+  const spec = findOpenApi();
+  const assets = new Map(Object.entries(ASSETS).map(([name, a]) => [name, { body: readFileSync(join(swaggerDir, a.file)), type: a.type }]));
+
+  const docs = new Router({ prefix: '/api' });
+  docs.get('/openapi.yaml', (ctx) => {
+    ctx.type = 'application/yaml';
+    ctx.set('Cache-Control', 'no-cache');
+    ctx.body = spec;
+  });
+  docs.get('/docs', (ctx) => {
+    ctx.set('Content-Security-Policy', DOCS_CSP);
+    ctx.type = 'text/html; charset=utf-8';
+    ctx.body = DOCS_HTML;
+  });
+  docs.get('/docs/:asset', (ctx) => {
+    const name = ctx.params.asset!;
+    const asset = name === 'init.js' ? { body: DOCS_INIT, type: 'text/javascript; charset=utf-8' } : assets.get(name);
+    if (!asset) return;
+    ctx.set('Cache-Control', 'public, max-age=3600');
+    ctx.type = asset.type;
+    ctx.body = asset.body;
+  });
+
+  const { verify } = createStructuredTokenHandler({ issuer: config.issuer, state: services.state, clients: services.clients, keyRing: () => oidc.keyRing() });
+  const v1 = new Router({ prefix: '/api/v1' });
+  v1.use(problems({ logger: deps.logger }));
+  v1.use(bearerAuth({ audience: apiAudience(config.issuer), verify, accounts: services.accounts, personalTokens: services.personalTokens }));
+  for (const group of [userRoutes(api), clientRoutes(api)]) v1.use(group.routes());
+  // Anything else under /api/v1: 405 for a known path with another method, else 404 (as problems).
+  v1.all('/{*rest}', (ctx: Koa.Context) => {
+    const allowed = new Set(v1.match(ctx.path, ctx.method).path.filter((l) => l.methods.length && !String(l.path).endsWith('{*rest}')).flatMap((l) => l.methods));
+    if (allowed.size) throw new ProblemError(405, 'method-not-allowed', `${ctx.method} is not allowed here`, { headers: { Allow: [...allowed].join(', ') } });
+    throw new ProblemError(404, 'not-found', 'there is no such endpoint');
+  });
+
+  const router = new Router();
+  router.use(docs.routes());
+  router.use(v1.routes());
+  return router;
+}
+
+/** Every operation of the API as `METHOD /path/{param}` (the OpenAPI test compares them with openapi.yaml). */
+export function apiOperations(router: Router): string[] {
+  const ops = new Set<string>();
+  for (const layer of router.stack) {
+    if (!layer.methods.length || String(layer.path).endsWith('{*rest}')) continue;
+    const path = String(layer.path).replace(/:([A-Za-z_]+)/g, '{$1}');
+    for (const m of layer.methods) if (m !== 'HEAD') ops.add(`${m} ${path}`);
+  }
+  return [...ops].sort();
+}

@@ -1,0 +1,215 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+
+import Router from '@koa/router';
+import type Koa from 'koa';
+
+import { requireAdmin } from '../../middleware/api-auth.js';
+import { Input, queryParam } from '../../middleware/api-input.js';
+import { checkIfMatch, paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
+import { invalid, notFound, readJson, type FieldError } from '../../middleware/api-problem.js';
+import type { AccountRecord } from '../../repositories/accounts.js';
+import { describeAccount } from '../../services/accounts.js';
+import { auditChange, diff, isoOf, locationOf, type ApiDeps } from './common.js';
+
+/** The API shape of a user: the account (never its hash) and its global roles. */
+export async function describeUser(deps: ApiDeps, a: AccountRecord) {
+  const roles = (await deps.services.roles.rolesOf({ kind: 'account', id: a.id })).map((r) => r.name).sort();
+  return { ...describeAccount(a), roles };
+}
+
+type Payload = Record<string, unknown>;
+
+export function describeSession(s: Payload) {
+  return {
+    id: String(s.uid),
+    created_at: isoOf(s.loginTs ?? s.iat),
+    expires_at: isoOf(s.exp),
+    client_ids: Object.keys((s.authorizations as Record<string, unknown> | undefined) ?? {}).sort(),
+  };
+}
+
+export function describeGrant(g: Payload) {
+  const scopes = new Set<string>();
+  for (const s of String((g.openid as { scope?: string } | undefined)?.scope ?? '').split(' ').filter(Boolean)) scopes.add(s);
+  const resources = (g.resources as Record<string, string> | undefined) ?? {};
+  for (const scope of Object.values(resources)) for (const s of String(scope).split(' ').filter(Boolean)) scopes.add(s);
+  return { id: String(g.jti), client_id: String(g.clientId), scopes: [...scopes].sort(), resources: Object.keys(resources).sort(), created_at: isoOf(g.iat), expires_at: isoOf(g.exp) };
+}
+
+async function userOr404(deps: ApiDeps, id: string): Promise<AccountRecord> {
+  const account = id.length <= 64 ? await deps.services.accounts.findById(id) : undefined;
+  if (!account) throw notFound(`user ${id}`);
+  return account;
+}
+
+/** Global role names → role records (422 naming the unknown ones). */
+async function globalRoles(deps: ApiDeps, names: string[]) {
+  const roles = [];
+  const errors: FieldError[] = [];
+  for (const name of new Set(names)) {
+    const role = await deps.services.roles.find('global', name);
+    if (role) roles.push(role);
+    else errors.push({ field: 'roles', message: `"${name}" is not a global role` });
+  }
+  if (errors.length) throw invalid(errors);
+  return roles;
+}
+
+/** Makes the account's global roles exactly `names`. */
+async function setRoles(deps: ApiDeps, accountId: string, names: string[]): Promise<void> {
+  const wanted = await globalRoles(deps, names);
+  const subject = { kind: 'account' as const, id: accountId };
+  const held = await deps.services.roles.rolesOf(subject);
+  for (const r of held) if (r.kind === 'global' && !wanted.some((w) => w.id === r.id)) await deps.services.roles.unassign(r, subject);
+  for (const r of wanted) if (!held.some((h) => h.id === r.id)) await deps.services.roles.assign(r, subject);
+}
+
+const boolParam = (v: string | undefined, field: string, errors: FieldError[]) => {
+  if (v === undefined) return undefined;
+  if (v === 'true' || v === 'false') return v === 'true';
+  errors.push({ field, message: 'must be true or false' });
+  return undefined;
+};
+
+/** /api/v1/users: accounts, their roles, MFA, password resets, sessions and grants. */
+export function userRoutes(deps: ApiDeps): Router {
+  const router = new Router();
+  const { services } = deps;
+  const read = requireAdmin('read');
+  const write = requireAdmin('write');
+
+  router.get('/users', read, async (ctx) => {
+    const q = ctx.query as Record<string, string | string[] | undefined>;
+    const errors: FieldError[] = [];
+    const email = queryParam(q, 'email', errors);
+    const org = queryParam(q, 'org', errors);
+    const role = queryParam(q, 'role', errors);
+    const active = boolParam(queryParam(q, 'active', errors), 'active', errors);
+    const page = pageParams(ctx, errors);
+    let accounts = await services.accounts.list();
+    if (email) accounts = accounts.filter((a) => a.email.toLowerCase().includes(email.toLowerCase()));
+    if (active !== undefined) accounts = accounts.filter((a) => a.active === active);
+    if (org) {
+      const found = (await services.organizations.findById(org)) ?? (await services.organizations.list()).find((o) => o.slug === org);
+      const ids = new Set(found ? (await services.organizations.members(found.id)).filter((m) => m.member.kind === 'account').map((m) => m.member.id) : []);
+      accounts = accounts.filter((a) => ids.has(a.id));
+    }
+    if (role) {
+      const r = await services.roles.find('global', role);
+      const ids = new Set(r ? (await services.roles.holders(r)).filter((h) => h.kind === 'account').map((h) => h.id) : []);
+      accounts = accounts.filter((a) => ids.has(a.id));
+    }
+    const { items, next_cursor } = paginate(accounts, (a) => ({ at: a.createdAt, id: a.id }), page);
+    ctx.body = { data: await Promise.all(items.map((a) => describeUser(deps, a))), next_cursor };
+  });
+
+  router.post('/users', write, async (ctx) => {
+    const body = await readJson(ctx);
+    const input = new Input(body, ['email', 'password', 'name', 'superuser', 'email_verified', 'roles', 'send_invitation']);
+    const email = input.string('email', { required: true, max: 320 });
+    const password = input.string('password', { max: 1024 });
+    const name = input.string('name', { max: 255, nullable: true });
+    const superuser = input.boolean('superuser');
+    const emailVerified = input.boolean('email_verified');
+    const roleNames = input.strings('roles', { max: 64 });
+    const invite = input.boolean('send_invitation');
+    if (password === undefined && !invite && !input.errors.some((e) => e.field === 'password')) input.errors.push({ field: 'password', message: 'is required unless send_invitation is true' });
+    input.done();
+    const roles = await globalRoles(deps, roleNames ?? []);
+    // Invited without a password: an unusable random one, replaced through the mailed link.
+    const account = await services.accounts.create({ email: email!, password: password ?? randomBytes(32).toString('base64url'), name: name ?? undefined, superuser: superuser ?? false, emailVerified: emailVerified ?? false });
+    for (const r of roles) await services.roles.assign(r, { kind: 'account', id: account.id });
+    if (invite) await deps.mail.sendPasswordReset(account);
+    const view = await describeUser(deps, account);
+    await auditChange(deps, ctx, 'account.create', account.id, { after: { ...view, email: undefined }, invitation_sent: Boolean(invite) });
+    ctx.set('Location', locationOf(deps, `users/${account.id}`));
+    sendResource(ctx, view, 201);
+  });
+
+  router.get('/users/:id', read, async (ctx) => {
+    sendResource(ctx, await describeUser(deps, await userOr404(deps, ctx.params.id!)));
+  });
+
+  router.patch('/users/:id', write, async (ctx) => {
+    const account = await userOr404(deps, ctx.params.id!);
+    const body = await readJson(ctx);
+    const input = new Input(body, ['name', 'active', 'superuser', 'email_verified', 'roles']);
+    const name = input.string('name', { max: 255, nullable: true });
+    const active = input.boolean('active');
+    const superuser = input.boolean('superuser');
+    const emailVerified = input.boolean('email_verified');
+    const roleNames = input.strings('roles', { max: 64 });
+    input.done();
+    const before = await describeUser(deps, account);
+    checkIfMatch(ctx, before);
+    if (roleNames) await globalRoles(deps, roleNames);
+    await services.accounts.update(account.id, { name, active, superuser, emailVerified }, { actorId: ctx.state.principal.id as string, origin: { ip: ctx.ip || null, userAgent: ctx.get('user-agent') || null } });
+    if (roleNames) await setRoles(deps, account.id, roleNames);
+    const after = await describeUser(deps, (await services.accounts.findById(account.id))!);
+    const changes = diff(before, after);
+    if (Object.keys(changes.after).length) await auditChange(deps, ctx, 'account.admin_update', account.id, changes);
+    sendResource(ctx, after);
+  });
+
+  router.delete('/users/:id', write, async (ctx) => {
+    const account = await userOr404(deps, ctx.params.id!);
+    const pseudonym = `erased:${randomUUID()}`;
+    await services.accounts.erase(account.id, (a) => deps.auditEvents.pseudonymise(a.id, pseudonym, [a.email]));
+    await auditChange(deps, ctx, 'account.erase', pseudonym);
+    ctx.status = 204;
+  });
+
+  router.post('/users/:id/reset-mfa', write, async (ctx) => {
+    const account = await userOr404(deps, ctx.params.id!);
+    const disabled = await services.mfa.disable(account.id, { actorId: ctx.state.principal.id as string, origin: { ip: ctx.ip || null, userAgent: ctx.get('user-agent') || null } });
+    await auditChange(deps, ctx, 'account.mfa_reset', account.id, { had_mfa: disabled });
+    ctx.status = 204;
+  });
+
+  router.post('/users/:id/send-password-reset', write, async (ctx) => {
+    const account = await userOr404(deps, ctx.params.id!);
+    await deps.mail.sendPasswordReset(account);
+    await auditChange(deps, ctx, 'account.password_reset_sent', account.id);
+    ctx.status = 204;
+  });
+
+  router.get('/users/:id/sessions', read, async (ctx) => {
+    const account = await userOr404(deps, ctx.params.id!);
+    const page = pageParams(ctx);
+    const sessions = (await services.state.listByAccount('Session', account.id)).map(describeSession);
+    const { items, next_cursor } = paginate(sessions, (s) => ({ at: s.created_at ?? '', id: s.id }), page);
+    ctx.body = { data: items, next_cursor };
+  });
+
+  router.delete('/users/:id/sessions/:sid', write, async (ctx) => {
+    const account = await userOr404(deps, ctx.params.id!);
+    if (!(await services.state.destroySessionByUid(account.id, ctx.params.sid!))) throw notFound(`session ${ctx.params.sid}`);
+    await auditChange(deps, ctx, 'session.revoke', account.id, { session: ctx.params.sid });
+    ctx.status = 204;
+  });
+
+  router.get('/users/:id/grants', read, async (ctx) => {
+    const account = await userOr404(deps, ctx.params.id!);
+    const page = pageParams(ctx);
+    const grants = (await services.state.listByAccount('Grant', account.id)).map(describeGrant);
+    const { items, next_cursor } = paginate(grants, (g) => ({ at: g.created_at ?? '', id: g.id }), page);
+    ctx.body = { data: items, next_cursor };
+  });
+
+  router.delete('/users/:id/grants/:gid', write, async (ctx) => {
+    const account = await userOr404(deps, ctx.params.id!);
+    await revokeGrant(deps, ctx, account.id, ctx.params.gid!);
+    ctx.status = 204;
+  });
+
+  return router;
+}
+
+/** Revokes one of the account's grants with every token issued under it. */
+export async function revokeGrant(deps: ApiDeps, ctx: Koa.Context, accountId: string, grantId: string): Promise<void> {
+  const grant = grantId.length <= 128 ? await deps.services.state.find('Grant', grantId) : undefined;
+  if (!grant || grant.accountId !== accountId) throw notFound(`grant ${grantId}`);
+  // The grant row and everything issued under it (JWT access tokens then fail verification).
+  await deps.services.state.revokeByGrantId(grantId);
+  await auditChange(deps, ctx, 'grant.revoke', accountId, { grant: grantId, client_id: grant.clientId });
+}

@@ -125,11 +125,13 @@ export function createRbacIntegration(deps: { access: AccessService; state: Prov
      */
     async tokenClaims(ctx: Ctx, token: TokenLike, superuser: (accountId: string) => Promise<boolean>): Promise<Record<string, unknown> | undefined> {
       if (token.kind !== 'AccessToken' && token.kind !== 'ClientCredentials') return undefined;
-      const subject = subjectOf(ctx, token);
-      if (!subject) return undefined;
       const source = ctx.oidc.entities.RefreshToken ?? ctx.oidc.entities.AuthorizationCode;
       // The scopes the client asked for (OIDC scopes such as `roles` are not in a resource token's own scope).
       const requested = token.kind === 'ClientCredentials' ? scopesOf((ctx.oidc.params as { scope?: unknown }).scope) : scopesOf(source?.scope ?? token.scope);
+      // The client-credentials hot path: no roles or organizations asked for, nothing to look up.
+      if (token.kind === 'ClientCredentials' && !requested.has('roles') && !requested.has('organizations') && !named(ctx)) return undefined;
+      const subject = subjectOf(ctx, token);
+      if (!subject) return undefined;
       const org = await organizationFor(ctx, subject, token.grantId);
       const claims: Record<string, unknown> = {};
       if (requested.has('roles') || requested.has('organizations')) {

@@ -97,7 +97,7 @@ describe('Personal access tokens', function () {
     bob = await makeUser('bob');
     // ORDERS grants scopes by role; DOCS has no RBAC: any user holds its scopes.
     await cli('resources', 'create', '--identifier', ORDERS, '--scope', 'read write admin', '--rbac');
-    await cli('resources', 'create', '--identifier', DOCS, '--scope', 'browse');
+    await cli('resources', 'create', '--identifier', DOCS, '--scope', 'browse', '--scope', 'docs:export');
     await cli('roles', 'create', '--name', 'order-reader', '--permission', `${ORDERS}:read`);
     await cli('roles', 'assign', '--role', 'order-reader', '--user', ada.email);
     await cli('roles', 'create', '--name', 'order-writer', '--org', '--permission', `${ORDERS}:write`);
@@ -166,6 +166,13 @@ describe('Personal access tokens', function () {
     expect(await introspect(`lat_${'A'.repeat(43)}`)).to.deep.equal({ active: false });
     expect(await introspect('lat_short')).to.deep.equal({ active: false });
     expect(await introspect(`${token}\u0000`)).to.deep.equal({ active: false });
+  });
+
+  it('takes scopes that contain a colon themselves (URI:docs:export)', async () => {
+    const { token } = await createToken(ada, { name: 'exporter', scopes: [`${DOCS}:docs:export`] });
+    const answer = await introspect(token, docsRs);
+    expect(answer).to.include({ active: true, scope: 'docs:export' });
+    expect(answer.aud).to.deep.equal([DOCS]);
   });
 
   it('refuses scopes the user does not hold and other bad input with a form error', async () => {

@@ -5,8 +5,10 @@ import { openDatabase } from '../db/knex.js';
 import { migrateLatest } from '../db/migrate.js';
 import { createLogger } from '../lib/logger.js';
 import { DuplicateEmailError } from '../repositories/accounts.js';
+import type { ClientRecord } from '../repositories/clients.js';
 import { createAccountMail } from '../services/account-mail.js';
 import { checkEmail, describeAccount } from '../services/accounts.js';
+import { describeClient } from '../services/clients.js';
 import { ConflictError, NotFoundError, ValidationError } from '../services/errors.js';
 import { createServices, type Services } from '../services/index.js';
 import { ForbiddenError } from '../services/authorization.js';
@@ -130,13 +132,13 @@ const COMMANDS: Record<string, Command> = {
         authMethod: values['auth-method'],
         jwksUri: values['jwks-uri'],
       });
-      return { ...describeClient(created.client), ...(created.client_secret ? { client_secret: created.client_secret } : {}) };
+      return { ...describeCliClient(created.client), ...(created.client_secret ? { client_secret: created.client_secret } : {}) };
     },
   },
   'clients list': {
     usage: 'clients list',
     async run({ services }) {
-      return (await services.clients.list()).map(describeClient);
+      return (await services.clients.list()).map(describeCliClient);
     },
   },
   'clients disable': { usage: 'clients disable CLIENT_ID', run: (c) => setEnabled(c, false, 'clients disable CLIENT_ID') },
@@ -188,24 +190,7 @@ function describeResource(r: Awaited<ReturnType<Services['resources']['list']>>[
   return { id: r.id, identifier: r.identifier, name: r.name, scopes: r.scopes, access_token_ttl: r.accessTokenTtl, alg: r.signingAlg, rbac: r.rbac };
 }
 
-function describeClient(c: Awaited<ReturnType<Services['clients']['list']>>[number]) {
-  return {
-    client_id: c.id,
-    name: c.name,
-    grant_types: c.grantTypes,
-    redirect_uris: c.redirectUris,
-    post_logout_redirect_uris: c.postLogoutRedirectUris,
-    scope: c.scopes.join(' '),
-    resources: c.resources,
-    web_origins: c.webOrigins,
-    token_endpoint_auth_method: c.tokenEndpointAuthMethod,
-    jwks_uri: c.jwksUri,
-    public: c.isPublic,
-    first_party: c.firstParty,
-    enabled: c.enabled,
-    created_at: c.createdAt,
-  };
-}
+const describeCliClient = (c: ClientRecord) => ({ client_id: c.id, ...describeClient(c) });
 
 function help(): string {
   return ['Usage: latch <command> [options]', '', 'Commands:', ...Object.values(COMMANDS).map((c) => `  latch ${c.usage}`), '', 'Acts on the database named by DATABASE_URL (default: SQLite file data/latch.sqlite).'].join('\n');

@@ -3,14 +3,7 @@ import type { JWTPayload } from 'jose';
 
 import { GRANT_CLAIM } from '../oidc/structured-tokens.js';
 import type { AccountRecord } from '../repositories/accounts.js';
-import type { Subject } from '../repositories/roles.js';
-import type { OrgAction, OrgActionTarget } from '../services/authorization.js';
-import { ForbiddenError } from '../services/authorization.js';
 import { ProblemError } from './api-problem.js';
-
-/** The scopes of Latch's own API (resource `${ISSUER}/api`). */
-export const API_SCOPES = ['admin:read', 'admin:write', 'account'] as const;
-export type ApiScope = (typeof API_SCOPES)[number];
 
 /** Who calls the API, from a verified bearer token. */
 export interface ApiPrincipal {
@@ -94,19 +87,13 @@ export const principalOf = (ctx: Koa.Context): ApiPrincipal => ctx.state.princip
  * Admin rights: the token carries the scope (admin:write also reads) and, for a user's token,
  * the account is a superuser now (a non-superuser's admin-scoped token gets 403).
  */
-export function hasAdmin(p: ApiPrincipal, need: 'read' | 'write'): boolean {
-  const scoped = need === 'read' ? p.scopes.has('admin:read') || p.scopes.has('admin:write') : p.scopes.has('admin:write');
-  return scoped && (p.kind === 'client' || p.superuser);
-}
-
 export function requireAdmin(need: 'read' | 'write'): Koa.Middleware {
+  const scope = `admin:${need}`;
   return async (ctx, next) => {
     const p = principalOf(ctx);
-    const scope = `admin:${need}`;
-    if (!hasAdmin(p, need)) {
-      const scoped = need === 'read' ? p.scopes.has('admin:read') || p.scopes.has('admin:write') : p.scopes.has('admin:write');
-      throw scoped ? new ProblemError(403, 'forbidden', `${scope} is for superusers only`, { headers: { 'WWW-Authenticate': challenge('insufficient_scope', scope) } }) : insufficientScope(scope);
-    }
+    const scoped = p.scopes.has('admin:write') || (need === 'read' && p.scopes.has('admin:read'));
+    if (!scoped) throw insufficientScope(scope);
+    if (p.kind === 'account' && !p.superuser) throw new ProblemError(403, 'forbidden', `${scope} is for superusers only`, { headers: { 'WWW-Authenticate': challenge('insufficient_scope', scope) } });
     await next();
   };
 }
@@ -122,25 +109,3 @@ export function requireAccount(): Koa.Middleware {
 
 /** Audit actor of a principal. */
 export const actorOf = (p: ApiPrincipal) => ({ actorId: p.id, clientId: p.clientId });
-
-/**
- * Organization actions: an admin token (as a superuser), or a user's `account` token whose
- * holder may do `action` in that organization (services/authorization.ts decides).
- */
-export async function authorizeOrg(
-  p: ApiPrincipal,
-  orgs: { authorize(organizationId: string, who: { subject: Subject; superuser: boolean }, action: OrgAction, target?: OrgActionTarget): Promise<unknown> },
-  organizationId: string,
-  action: OrgAction,
-  target: OrgActionTarget = {},
-): Promise<void> {
-  const need = action.endsWith('.read') ? 'read' : 'write';
-  if (hasAdmin(p, need)) return;
-  if (p.kind !== 'account' || !p.scopes.has('account')) throw insufficientScope(`admin:${need}`);
-  try {
-    await orgs.authorize(organizationId, { subject: { kind: 'account', id: p.id }, superuser: false }, action, target);
-  } catch (err) {
-    if (err instanceof ForbiddenError) throw new ProblemError(403, 'forbidden', err.message);
-    throw err;
-  }
-}

@@ -5,7 +5,7 @@ import { loggablePath } from '../lib/route-label.js';
 import { DuplicateEmailError } from '../repositories/accounts.js';
 import { ForbiddenError } from '../services/authorization.js';
 import { ConflictError, NotFoundError, ValidationError } from '../services/errors.js';
-import { BodyError } from './body.js';
+import { BodyError, readBodyText } from './body.js';
 
 /** Every problem `type` of the admin API is this base plus a slug (listed in openapi.yaml). */
 export const PROBLEM_BASE = 'https://latch.dev/problems/';
@@ -102,19 +102,7 @@ export async function readJson(ctx: Koa.Context): Promise<Record<string, unknown
   const hasBody = length > 0 || Boolean(ctx.get('transfer-encoding'));
   if (!hasBody) return {};
   if (!ctx.is('application/json', '+json')) throw new BodyError(415, 'the body must be application/json');
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const chunk of ctx.req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size > JSON_LIMIT) throw new BodyError(413, `the body must be at most ${JSON_LIMIT} bytes`);
-      chunks.push(chunk);
-    }
-  } catch (err) {
-    if (err instanceof BodyError) throw err;
-    throw new BodyError(400, 'incomplete body');
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
+  const text = await readBodyText(ctx, JSON_LIMIT, { tooLarge: `the body must be at most ${JSON_LIMIT} bytes`, incomplete: 'incomplete body' });
   if (!text.trim()) return {};
   let value: unknown;
   try {

@@ -12,9 +12,12 @@ export class BodyError extends Error {
   }
 }
 
-/** Reads an application/x-www-form-urlencoded body (bounded) into a plain object of strings. */
-export async function readForm(ctx: Koa.Context): Promise<Record<string, string>> {
-  if (!ctx.is('application/x-www-form-urlencoded')) throw new BodyError(415, 'expected a form submission');
+/**
+ * Reads the request body as UTF-8 text, at most `limit` bytes: 413 `tooLarge` beyond, 400
+ * `incomplete` when the client goes away mid-body ("aborted", ECONNRESET: bad input, not a
+ * server failure).
+ */
+export async function readBodyText(ctx: Koa.Context, limit: number, messages: { tooLarge: string; incomplete: string }): Promise<string> {
   const chunks: Buffer[] = [];
   let size = 0;
   try {
@@ -22,16 +25,22 @@ export async function readForm(ctx: Koa.Context): Promise<Record<string, string>
     // destroying the request stream (which stalls a keep-alive connection).
     for await (const chunk of ctx.req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
       size += chunk.length;
-      if (size > LIMIT) throw new BodyError(413, 'form too large');
+      if (size > limit) throw new BodyError(413, messages.tooLarge);
       chunks.push(chunk);
     }
   } catch (err) {
-    // The client went away mid-body ("aborted", ECONNRESET): bad input, not a server failure.
     if (err instanceof BodyError) throw err;
-    throw new BodyError(400, 'incomplete form submission');
+    throw new BodyError(400, messages.incomplete);
   }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** Reads an application/x-www-form-urlencoded body (bounded) into a plain object of strings. */
+export async function readForm(ctx: Koa.Context): Promise<Record<string, string>> {
+  if (!ctx.is('application/x-www-form-urlencoded')) throw new BodyError(415, 'expected a form submission');
+  const text = await readBodyText(ctx, LIMIT, { tooLarge: 'form too large', incomplete: 'incomplete form submission' });
   const form: Record<string, string> = {};
-  for (const [k, v] of new URLSearchParams(Buffer.concat(chunks).toString('utf8'))) {
+  for (const [k, v] of new URLSearchParams(text)) {
     // First value wins; repeated fields are not meaningful in our forms.
     if (!(k in form)) form[k] = v;
   }

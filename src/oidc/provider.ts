@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
+import type { JWTPayload } from 'jose';
 import type Koa from 'koa';
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 
@@ -53,6 +54,8 @@ export const OIDC_SCOPES = ['openid', 'offline_access', 'profile', 'email', 'rol
 type ClientLike = { clientId: string; clientAuthMethod: string; scope?: string; [k: string]: unknown };
 
 export const allowedResourcesOf = (client: ClientLike): string[] => (Array.isArray(client.allowed_resources) ? (client.allowed_resources as string[]) : []);
+/** Every scope the client is registered for, resource scopes included. */
+export const allowedScopesOf = (client: ClientLike): Set<string> => new Set(Array.isArray(client.allowed_scopes) ? (client.allowed_scopes as string[]) : []);
 export const isFirstParty = (client: ClientLike): boolean => client.first_party === true;
 
 /**
@@ -188,9 +191,9 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, onStructured: ReturnT
       grant ??= new oidc.provider.Grant({ clientId: client.clientId, accountId: oidc.session.accountId });
       const oidcScopes = [...oidc.requestParamOIDCScopes];
       if (oidcScopes.length) grant.addOIDCScope(oidcScopes.join(' '));
+      const allowed = allowedScopesOf(client as unknown as ClientLike);
       for (const indicator of Object.keys(oidc.resourceServers ?? {})) {
         const rs = await deps.resources.get(indicator);
-        const allowed = new Set(Array.isArray((client as unknown as ClientLike).allowed_scopes) ? ((client as unknown as ClientLike).allowed_scopes as string[]) : []);
         const wanted = [...oidc.requestParamScopes].filter((s) => rs?.scopes.includes(s) && allowed.has(s));
         if (wanted.length) grant.addResourceScope(indicator, wanted.join(' '));
       }
@@ -228,7 +231,7 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, onStructured: ReturnT
           const rs = await deps.resources.get(indicator);
           if (!rs) throw new errors.InvalidTarget('resource indicator is not registered');
           // A scope the client is not registered for is never granted.
-          const clientScopes = new Set(Array.isArray(c.allowed_scopes) ? (c.allowed_scopes as string[]) : []);
+          const clientScopes = allowedScopesOf(c);
           let scopes = rs.scopes.filter((s) => clientScopes.has(s));
           if (rs.rbac) {
             // RBAC resource: only what the subject's roles permit (the organization role alone for
@@ -302,6 +305,8 @@ export interface Oidc {
   /** Reloads keys and rebuilds the provider if they changed. */
   reloadKeys(): Promise<boolean>;
   keyRing(): KeyRing;
+  /** The verified payload of a live JWT access token of ours (signature, expiry, revocation, client, grant), or undefined. */
+  verifyAccessToken(token: string): Promise<JWTPayload | undefined>;
 }
 
 export async function createOidc(deps: OidcDeps): Promise<Oidc> {
@@ -414,5 +419,6 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
       return true;
     },
     keyRing: () => ring,
+    verifyAccessToken: (token) => structured.verify(token),
   };
 }

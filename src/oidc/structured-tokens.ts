@@ -121,6 +121,6 @@ export function createStructuredTokenHandler(deps: {
     ctx.body = { ...claims, active: true, token_type: 'Bearer' };
   }
 
-  // verify: also the admin API's bearer check (routes/api), which adds its own audience rule.
+  // verify: also the admin API's bearer check (Oidc.verifyAccessToken), which adds its own audience rule.
   return { middleware, mayIntrospect, verify };
 }

@@ -91,12 +91,6 @@ export function createPersonalAccessTokensRepository(db: Db) {
       return rows.map(fromRow);
     },
 
-    async findById(id: string): Promise<PersonalAccessTokenRecord | undefined> {
-      if (!isStorableKey(id)) return undefined;
-      const row = await db('personal_access_tokens').where({ id }).first<Row | undefined>();
-      return row ? fromRow(row) : undefined;
-    },
-
     /** Tokens of an account neither revoked nor expired at `now`. */
     async countLive(accountId: string, now: string): Promise<number> {
       const row = await db('personal_access_tokens').where({ account_id: accountId }).whereNull('revoked_at').where('expires_at', '>', now).count({ n: '*' }).first<{ n: number | string }>();

@@ -3,6 +3,15 @@ import { epochSeconds, isStorableKey } from '../db/knex.js';
 
 export type Payload = Record<string, unknown>;
 
+const words = (v: unknown) => String(v ?? '').split(' ').filter(Boolean);
+
+/** Every scope a stored Grant payload grants: its OpenID Connect scopes and each resource's. */
+export function grantScopes(g: Payload): string[] {
+  const scopes = new Set(words((g.openid as { scope?: string } | undefined)?.scope));
+  for (const scope of Object.values((g.resources as Record<string, string> | undefined) ?? {})) for (const s of words(scope)) scopes.add(s);
+  return [...scopes].sort();
+}
+
 export interface ConsumeResult {
   /** True when this call consumed the row; false when it was already consumed (or gone). */
   consumed: boolean;

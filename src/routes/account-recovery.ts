@@ -2,6 +2,7 @@ import Router from '@koa/router';
 import type Koa from 'koa';
 
 import type { Logger } from '../lib/logger.js';
+import { originOf } from '../lib/request-origin.js';
 import { readForm } from '../middleware/body.js';
 import type { AccountRecord } from '../repositories/accounts.js';
 import type { AccountTokenRecord } from '../repositories/account-tokens.js';
@@ -10,7 +11,6 @@ import type { AccountTokenService } from '../services/account-tokens.js';
 import type { AccountService } from '../services/accounts.js';
 import type { AuditService } from '../services/audit.js';
 import { checkPasswordPolicy } from '../services/password-policy.js';
-import { originOf } from './interactions.js';
 import { afterResponse, type Pages, queryValue, safeReturnTo, SIGN_IN_FALLBACK, validEmail } from './self-service.js';
 
 const sameAddress = (a: string | null, b: string) => a !== null && a.toLowerCase() === b.toLowerCase();

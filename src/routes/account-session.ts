@@ -1,10 +1,10 @@
 import type Koa from 'koa';
 
-import type { CreateClientInput } from '../services/clients.js';
+import { ACCOUNT_CLIENT_ID, type CreateClientInput } from '../services/clients.js';
 import type { Secrets } from '../services/secrets.js';
 
 /** The account page is an OpenID Connect client of Latch itself, registered at start-up. */
-export const ACCOUNT_CLIENT_ID = 'latch-account';
+export { ACCOUNT_CLIENT_ID };
 
 /** How long the account page stays signed in without going back through Latch. */
 export const ACCOUNT_SESSION_SECONDS = 3600;

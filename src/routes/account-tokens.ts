@@ -1,5 +1,7 @@
 import type Koa from 'koa';
 
+import { originOf } from '../lib/request-origin.js';
+
 import { ValidationError } from '../services/errors.js';
 import { describePersonalAccessToken, PAT_NAME_MAX, type PersonalAccessTokenService } from '../services/personal-access-tokens.js';
 import type { AccountExtension, AccountKit, SignedIn } from './account.js';
@@ -57,7 +59,7 @@ export function accountTokenPages(deps: { tokens: PersonalAccessTokenService }):
   const { tokens } = deps;
 
   return (kit: AccountKit) => {
-    const { router, guarded, form, page, done, originOf } = kit;
+    const { router, guarded, form, page, done } = kit;
 
     async function tokensPage(ctx: Koa.Context, signed: SignedIn, organizationId: string | null, extra: { errors?: Record<string, string>; values?: Record<string, unknown> } = {}, status = 200) {
       const accountId = signed.account.id;

@@ -7,13 +7,14 @@ import type Koa from 'koa';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../lib/logger.js';
 import type { Render } from '../lib/views.js';
+import { originOf } from '../lib/request-origin.js';
 import { readForm } from '../middleware/body.js';
 import type { Csrf } from '../middleware/csrf.js';
 import type { Oidc } from '../oidc/provider.js';
 import type { AccountRecord } from '../repositories/accounts.js';
-import type { Payload, ProviderStateRepository } from '../repositories/provider-state.js';
+import { grantScopes, type Payload, type ProviderStateRepository } from '../repositories/provider-state.js';
 import type { AccountService } from '../services/accounts.js';
-import type { AuditService, RequestOrigin } from '../services/audit.js';
+import type { AuditService } from '../services/audit.js';
 import type { ClientService } from '../services/clients.js';
 import { ValidationError } from '../services/errors.js';
 import { tooManyAttemptsMessage, type LoginGuard } from '../services/login-guard.js';
@@ -66,7 +67,6 @@ export interface SignedIn {
 type Authorizations = Record<string, { sid?: string; grantId?: string; persistsLogout?: boolean }>;
 const authorizationsOf = (session: Payload): Authorizations => (session.authorizations && typeof session.authorizations === 'object' ? (session.authorizations as Authorizations) : {});
 
-const originOf = (ctx: Koa.Context): RequestOrigin => ({ ip: ctx.ip || null, userAgent: ctx.get('user-agent') || null });
 const isoOf = (epochSeconds: unknown) => (typeof epochSeconds === 'number' ? new Date(epochSeconds * 1000).toISOString() : null);
 const queryString = (ctx: Koa.Context, name: string): string | undefined => {
   const v = ctx.query[name];
@@ -107,7 +107,6 @@ export interface AccountKit {
   form: (handler: (ctx: Koa.Context, signed: SignedIn, fields: Record<string, string>) => Promise<void>) => (ctx: Koa.Context) => Promise<void>;
   page: (ctx: Koa.Context, view: string, locals: Record<string, unknown> & { title: string }, status?: number) => Promise<void>;
   done: (ctx: Koa.Context, path: string, notice: string) => void;
-  originOf: (ctx: Koa.Context) => RequestOrigin;
 }
 
 /** A group of account pages living in its own module (organizations, access tokens, ...). */
@@ -355,9 +354,7 @@ export function accountRoutes(deps: {
       const clientId = typeof g.clientId === 'string' ? g.clientId : undefined;
       if (!clientId || clientId === ACCOUNT_CLIENT_ID) continue;
       const entry = byClient.get(clientId) ?? { scopes: new Set<string>(), since: s2n(g.iat) };
-      const openid = g.openid as { scope?: string } | undefined;
-      for (const s of (openid?.scope ?? '').split(' ').filter(Boolean)) entry.scopes.add(s);
-      for (const scope of Object.values((g.resources as Record<string, string> | undefined) ?? {})) for (const s of String(scope).split(' ').filter(Boolean)) entry.scopes.add(s);
+      for (const s of grantScopes(g)) entry.scopes.add(s);
       entry.since = Math.min(entry.since, s2n(g.iat));
       byClient.set(clientId, entry);
     }
@@ -587,7 +584,7 @@ export function accountRoutes(deps: {
     }),
   );
 
-  for (const extend of deps.extensions ?? []) extend({ router, guarded, form, page, done, originOf });
+  for (const extend of deps.extensions ?? []) extend({ router, guarded, form, page, done });
 
   return router;
 }

@@ -3,12 +3,13 @@ import type Koa from 'koa';
 
 import type { Logger } from '../lib/logger.js';
 import type { Render } from '../lib/views.js';
+import { originOf } from '../lib/request-origin.js';
 import { readForm } from '../middleware/body.js';
 import type { Csrf } from '../middleware/csrf.js';
 import type { Oidc } from '../oidc/provider.js';
 import type { AccountRecord } from '../repositories/accounts.js';
 import type { AccountService } from '../services/accounts.js';
-import type { AuditService, RequestOrigin } from '../services/audit.js';
+import type { AuditService } from '../services/audit.js';
 import { tooManyAttemptsMessage, type LoginGuard } from '../services/login-guard.js';
 import { ACR_MFA, ACR_PASSWORD, AMR_PASSWORD_OTP, type MfaService } from '../services/mfa.js';
 import { createPages, interactionLoader } from './self-service.js';
@@ -53,7 +54,6 @@ export const insistsOnMfa = (params: Record<string, unknown>): boolean => {
   return acr.includes(ACR_MFA) && !acr.includes(ACR_PASSWORD);
 };
 
-const originOf = (ctx: Koa.Context): RequestOrigin => ({ ip: ctx.ip || null, userAgent: ctx.get('user-agent') || null });
 
 /**
  * After a correct password: an account with MFA enters a TOTP or recovery code

@@ -5,12 +5,13 @@ import type { InteractionResults } from 'oidc-provider';
 import type { RegistrationMode } from '../config/schema.js';
 import type { Logger } from '../lib/logger.js';
 import type { Render } from '../lib/views.js';
+import { originOf } from '../lib/request-origin.js';
 import { readForm } from '../middleware/body.js';
 import type { Csrf } from '../middleware/csrf.js';
 import type { Oidc } from '../oidc/provider.js';
 import { isFirstParty } from '../oidc/provider.js';
 import type { AccountService } from '../services/accounts.js';
-import type { AuditService, RequestOrigin } from '../services/audit.js';
+import type { AuditService } from '../services/audit.js';
 import { tooManyAttemptsMessage, type LoginGuard } from '../services/login-guard.js';
 import type { Metrics } from '../services/metrics.js';
 import { ACR_PASSWORD, AMR_PASSWORD } from '../services/mfa.js';
@@ -31,8 +32,6 @@ type ClientLike = { clientId: string; clientName?: string; clientAuthMethod: str
  * The login and consent pages (OIDC Core §3.1.2.3-4), server-rendered, no JavaScript.
  * oidc-provider sends the browser here with an interaction uid; we answer with the result.
  */
-/** Where a browser request came from, for the audit trail. */
-export const originOf = (ctx: Koa.Context): RequestOrigin => ({ ip: ctx.ip || null, userAgent: ctx.get('user-agent') || null });
 
 export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; csrf: Csrf; render: Render; logger: Logger; metrics?: Pick<Metrics, 'recordLogin'>; audit?: AuditService; registration?: RegistrationMode; loginGuard?: LoginGuard; mfaStep?: MfaStep }): Router {
   const { oidc, accounts, csrf, render } = deps;

@@ -3,6 +3,7 @@ import type Koa from 'koa';
 
 import type { RegistrationMode } from '../config/schema.js';
 import type { Logger } from '../lib/logger.js';
+import { originOf } from '../lib/request-origin.js';
 import { readForm } from '../middleware/body.js';
 import { DuplicateEmailError, type AccountRecord } from '../repositories/accounts.js';
 import type { InvitationRecord, OrganizationRecord } from '../repositories/organizations.js';
@@ -11,7 +12,6 @@ import type { AuditService } from '../services/audit.js';
 import { ConflictError } from '../services/errors.js';
 import { describeInvitation, type OrganizationService } from '../services/organizations.js';
 import { checkPasswordPolicy } from '../services/password-policy.js';
-import { originOf } from './interactions.js';
 import { type Pages, queryValue } from './self-service.js';
 
 /** An invitation token as organizations.ts makes them (32 random bytes, base64url); anything else is unknown. */

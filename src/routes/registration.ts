@@ -3,6 +3,7 @@ import type Koa from 'koa';
 
 import type { RegistrationMode } from '../config/schema.js';
 import type { Logger } from '../lib/logger.js';
+import { originOf } from '../lib/request-origin.js';
 import { readForm } from '../middleware/body.js';
 import { DuplicateEmailError, type AccountRecord } from '../repositories/accounts.js';
 import type { AccountMail } from '../services/account-mail.js';
@@ -12,7 +13,6 @@ import type { AuditService } from '../services/audit.js';
 import { checkPasswordPolicy } from '../services/password-policy.js';
 import type { PasswordHasher } from '../services/passwords.js';
 import type { Limits } from '../services/rate-limits.js';
-import { originOf } from './interactions.js';
 import { afterResponse, type Pages, queryValue, safeReturnTo, SIGN_IN_FALLBACK, validEmail } from './self-service.js';
 
 type FieldErrors = Partial<Record<'email' | 'password' | 'name', string>>;

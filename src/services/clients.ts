@@ -8,6 +8,9 @@ import type { ChangeFeed } from './change-feed.js';
 import { ValidationError } from './errors.js';
 import { randomSecret, type Secrets } from './secrets.js';
 
+/** The account page's own OIDC client (routes/account-session.ts), created at start. */
+export const ACCOUNT_CLIENT_ID = 'latch-account';
+
 export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'] as const;
 export const AUTH_METHODS: TokenAuthMethod[] = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'];
 const OIDC_SCOPES = ['openid', 'profile', 'email', 'roles', 'organizations'];
@@ -62,6 +65,29 @@ export function toProviderMetadata(c: ClientRecord): ProviderClientMetadata {
   }
   if (c.jwksUri) metadata.jwks_uri = c.jwksUri;
   return metadata;
+}
+
+/** The public shape of a client (CLI and admin API; never the secret or its HMAC), without its id field. */
+export function describeClient(c: ClientRecord) {
+  // Shown only while the rotated secret still works.
+  const overlapUntil = c.previousSecretExpiresAt && Date.parse(c.previousSecretExpiresAt) > Date.now() ? c.previousSecretExpiresAt : null;
+  return {
+    name: c.name,
+    grant_types: c.grantTypes,
+    redirect_uris: c.redirectUris,
+    post_logout_redirect_uris: c.postLogoutRedirectUris,
+    scope: c.scopes.join(' '),
+    resources: c.resources,
+    web_origins: c.webOrigins,
+    token_endpoint_auth_method: c.tokenEndpointAuthMethod,
+    jwks_uri: c.jwksUri,
+    public: c.isPublic,
+    first_party: c.firstParty,
+    enabled: c.enabled,
+    previous_secret_expires_at: overlapUntil,
+    created_at: c.createdAt,
+    updated_at: c.updatedAt,
+  };
 }
 
 /**

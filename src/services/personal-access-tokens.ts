@@ -6,9 +6,10 @@ import type { PersonalAccessTokenRecord, PersonalAccessTokensRepository } from '
 import type { ResourceRecord } from '../repositories/resources.js';
 import type { AccessService, SubjectAccess } from './access.js';
 import type { AuditService, RequestOrigin } from './audit.js';
+import { ACCOUNT_CLIENT_ID } from './clients.js';
 import { ValidationError } from './errors.js';
 import type { ResourceService } from './resources.js';
-import { splitPermission } from './roles.js';
+import { permissionCandidates } from './roles.js';
 
 /** Every personal access token starts with this, so scanners and people can recognise one. */
 export const PAT_PREFIX = 'lat_';
@@ -17,11 +18,6 @@ export const PAT_DEFAULT_TTL_DAYS = 90;
 /** Live (unrevoked, unexpired) tokens one account may hold. */
 export const PAT_MAX_LIVE = 50;
 export const PAT_NAME_MAX = 100;
-/**
- * The `client_id` introspection reports: a PAT is made on the account page, whose OIDC client is
- * `latch-account` (routes/account-session.ts ACCOUNT_CLIENT_ID; not imported: services sit below routes).
- */
-export const PAT_CLIENT_ID = 'latch-account';
 /** last_used_at is written at most this often (and at close): never a write per introspection. */
 const FLUSH_INTERVAL_MS = 30_000;
 
@@ -156,12 +152,13 @@ export function createPersonalAccessTokenService(deps: {
     const scopes = new Set<string>();
     const audience = new Set<string>();
     for (const entry of wanted) {
-      let p;
+      let candidates;
       try {
-        p = splitPermission(entry);
+        candidates = permissionCandidates(entry);
       } catch {
         throw new ValidationError('scopes', `must be RESOURCE_URI:SCOPE (got "${entry.slice(0, 200)}")`);
       }
+      const p = candidates.find((c) => holdable.has(c.resource)) ?? candidates[0]!;
       if (!holdable.get(p.resource)?.has(p.scope)) throw new ValidationError('scopes', `include ${entry.slice(0, 200)}, which you do not hold${organizationId ? ' in that organization' : ''}`);
       scopes.add(p.scope);
       audience.add(p.resource);
@@ -294,7 +291,8 @@ export function createPersonalAccessTokenService(deps: {
         iss: deps.issuer,
         sub: t.accountId,
         scope: t.scopes.filter((s) => scopes.has(s)).join(' '),
-        client_id: PAT_CLIENT_ID,
+        // A PAT is made on the account page, whose OIDC client this is.
+        client_id: ACCOUNT_CLIENT_ID,
         token_type: 'Bearer',
         exp: epoch(t.expiresAt),
         iat: epoch(t.createdAt),

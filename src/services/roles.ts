@@ -25,6 +25,18 @@ export function splitPermission(text: string): Permission {
   return { resource, scope };
 }
 
+/**
+ * The readings of `URI:SCOPE`, most likely first: split at the last colon, then at each earlier
+ * one (scopes may contain colons themselves, `admin:read`). The caller takes the first whose
+ * resource it knows. Throws like splitPermission when there is no reading at all.
+ */
+export function permissionCandidates(text: string): Permission[] {
+  const first = splitPermission(text);
+  const out = [first];
+  for (let at = text.lastIndexOf(':', text.length - first.scope.length - 2); at > 0; at = text.lastIndexOf(':', at - 1)) out.push({ resource: text.slice(0, at), scope: text.slice(at + 1) });
+  return out;
+}
+
 export function describeRole(r: RoleRecord) {
   return {
     id: r.id,
@@ -53,18 +65,14 @@ export function createRoleService(deps: { roles: RolesRepository; resources: { f
    * that does is taken.
    */
   async function resolveOne(t: string | Permission): Promise<{ resourceId: string; scope: string; resource: string }> {
-    const first = typeof t === 'string' ? splitPermission(t) : t;
-    const candidates = [first];
-    if (typeof t === 'string') {
-      for (let at = t.lastIndexOf(':', t.length - first.scope.length - 2); at > 0; at = t.lastIndexOf(':', at - 1)) candidates.push({ resource: t.slice(0, at), scope: t.slice(at + 1) });
-    }
+    const candidates = typeof t === 'string' ? permissionCandidates(t) : [t];
     for (const p of candidates) {
       const rs = await deps.resources.findByIdentifier(p.resource);
       if (!rs) continue;
       if (!rs.scopes.includes(p.scope)) throw new ValidationError('permission', `scope "${p.scope}" is not registered on ${p.resource}`);
       return { resourceId: rs.id, scope: p.scope, resource: rs.identifier };
     }
-    throw new ValidationError('permission', `resource ${first.resource} is not registered`);
+    throw new ValidationError('permission', `resource ${candidates[0]!.resource} is not registered`);
   }
 
   async function resolvePermissions(texts: (string | Permission)[]): Promise<{ resourceId: string; scope: string; resource: string }[]> {

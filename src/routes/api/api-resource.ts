@@ -8,8 +8,8 @@ export const apiAudience = (issuer: string) => `${issuer}/api`;
 export const API_RESOURCE_SCOPES = ['admin:read', 'admin:write', 'account'];
 
 /**
- * Registers the API's resource server when missing (server start and CLI), so a client can be
- * given `--resource ${ISSUER}/api` on a fresh database. Scopes added later are kept.
+ * Registers the API's resource server when missing (at server start), so a client can be given
+ * `--resource ${ISSUER}/api` once the server has started. Scopes added later are kept.
  */
 export async function ensureApiResource(resources: Pick<ResourceService, 'findByIdentifier' | 'create'>, issuer: string): Promise<void> {
   const identifier = apiAudience(issuer);

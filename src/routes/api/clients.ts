@@ -5,6 +5,7 @@ import { Input } from '../../middleware/api-input.js';
 import { checkIfMatch, paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
 import { invalid, notFound, ProblemError, readJson } from '../../middleware/api-problem.js';
 import type { ClientRecord } from '../../repositories/clients.js';
+import { describeClient } from '../../services/clients.js';
 import { ValidationError } from '../../services/errors.js';
 import { ACCOUNT_CLIENT_ID } from '../account-session.js';
 import { auditChange, diff, locationOf, type ApiDeps } from './common.js';
@@ -12,28 +13,8 @@ import { auditChange, diff, locationOf, type ApiDeps } from './common.js';
 /** Longest a rotated secret may keep working: 7 days. */
 export const MAX_OVERLAP_SECONDS = 7 * 24 * 3600;
 
-/** The API shape of a client (its `id` is the client_id; never the secret or its HMAC). */
-export function describeApiClient(c: ClientRecord) {
-  const overlap = c.previousSecretExpiresAt && Date.parse(c.previousSecretExpiresAt) > Date.now() ? c.previousSecretExpiresAt : null;
-  return {
-    id: c.id,
-    name: c.name,
-    grant_types: c.grantTypes,
-    redirect_uris: c.redirectUris,
-    post_logout_redirect_uris: c.postLogoutRedirectUris,
-    scope: c.scopes.join(' '),
-    resources: c.resources,
-    web_origins: c.webOrigins,
-    token_endpoint_auth_method: c.tokenEndpointAuthMethod,
-    jwks_uri: c.jwksUri,
-    public: c.isPublic,
-    first_party: c.firstParty,
-    enabled: c.enabled,
-    previous_secret_expires_at: overlap,
-    created_at: c.createdAt,
-    updated_at: c.updatedAt,
-  };
-}
+/** The API shape of a client: its `id` is the client_id; never the secret or its HMAC. */
+export const describeApiClient = (c: ClientRecord) => ({ id: c.id, ...describeClient(c) });
 
 /** The client service names fields as the CLI flags; the API as RFC 7591 metadata. */
 const FIELD = { 'redirect-uri': 'redirect_uris', 'post-logout-redirect-uri': 'post_logout_redirect_uris', grant: 'grant_types', 'auth-method': 'token_endpoint_auth_method', 'jwks-uri': 'jwks_uri', 'web-origin': 'web_origins', resource: 'resources', scope: 'scope', name: 'name' } as Record<string, string>;

@@ -3,6 +3,7 @@ import type Koa from 'koa';
 import type { Config } from '../../config/index.js';
 import type { Db } from '../../db/knex.js';
 import type { Logger } from '../../lib/logger.js';
+import { originOf } from '../../lib/request-origin.js';
 import { actorOf, principalOf } from '../../middleware/api-auth.js';
 import type { Oidc } from '../../oidc/provider.js';
 import type { AuditEventsRepository } from '../../repositories/audit-events.js';
@@ -21,8 +22,6 @@ export interface ApiDeps {
   auditEvents: AuditEventsRepository;
 }
 
-/** Where a request came from, for audit rows. */
-export const originOf = (ctx: Koa.Context) => ({ ip: ctx.ip || null, userAgent: ctx.get('user-agent') || null });
 
 /** Records an admin change: actor (the token's subject and client), origin, target, details. */
 export async function auditChange(deps: ApiDeps, ctx: Koa.Context, type: string, subjectId: string, details: Record<string, unknown> = {}): Promise<void> {

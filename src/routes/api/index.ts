@@ -12,7 +12,6 @@ import type { Logger } from '../../lib/logger.js';
 import { bearerAuth } from '../../middleware/api-auth.js';
 import { problems, ProblemError } from '../../middleware/api-problem.js';
 import type { Oidc } from '../../oidc/provider.js';
-import { createStructuredTokenHandler } from '../../oidc/structured-tokens.js';
 import { createAuditEventsRepository } from '../../repositories/audit-events.js';
 import { createAccountMail } from '../../services/account-mail.js';
 import type { Services } from '../../services/index.js';
@@ -101,10 +100,9 @@ export function apiRoutes(deps: { config: Config; db: Db; logger: Logger; servic
     ctx.body = asset.body;
   });
 
-  const { verify } = createStructuredTokenHandler({ issuer: config.issuer, state: services.state, clients: services.clients, keyRing: () => oidc.keyRing() });
   const v1 = new Router({ prefix: '/api/v1' });
   v1.use(problems({ logger: deps.logger }));
-  v1.use(bearerAuth({ audience: apiAudience(config.issuer), verify, accounts: services.accounts, personalTokens: services.personalTokens }));
+  v1.use(bearerAuth({ audience: apiAudience(config.issuer), verify: (token) => oidc.verifyAccessToken(token), accounts: services.accounts, personalTokens: services.personalTokens }));
   for (const group of [userRoutes(api), clientRoutes(api)]) v1.use(group.routes());
   // Anything else under /api/v1: 405 for a known path with another method, else 404 (as problems).
   v1.all('/{*rest}', (ctx: Koa.Context) => {

@@ -3,11 +3,13 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import Router from '@koa/router';
 import type Koa from 'koa';
 
-import { requireAdmin } from '../../middleware/api-auth.js';
+import { originOf } from '../../lib/request-origin.js';
+import { principalOf, requireAdmin } from '../../middleware/api-auth.js';
 import { Input, queryParam } from '../../middleware/api-input.js';
 import { checkIfMatch, paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
 import { invalid, notFound, readJson, type FieldError } from '../../middleware/api-problem.js';
 import type { AccountRecord } from '../../repositories/accounts.js';
+import { grantScopes } from '../../repositories/provider-state.js';
 import { describeAccount } from '../../services/accounts.js';
 import { auditChange, diff, isoOf, locationOf, type ApiDeps } from './common.js';
 
@@ -29,11 +31,8 @@ export function describeSession(s: Payload) {
 }
 
 export function describeGrant(g: Payload) {
-  const scopes = new Set<string>();
-  for (const s of String((g.openid as { scope?: string } | undefined)?.scope ?? '').split(' ').filter(Boolean)) scopes.add(s);
-  const resources = (g.resources as Record<string, string> | undefined) ?? {};
-  for (const scope of Object.values(resources)) for (const s of String(scope).split(' ').filter(Boolean)) scopes.add(s);
-  return { id: String(g.jti), client_id: String(g.clientId), scopes: [...scopes].sort(), resources: Object.keys(resources).sort(), created_at: isoOf(g.iat), expires_at: isoOf(g.exp) };
+  const resources = Object.keys((g.resources as Record<string, string> | undefined) ?? {}).sort();
+  return { id: String(g.jti), client_id: String(g.clientId), scopes: grantScopes(g), resources, created_at: isoOf(g.iat), expires_at: isoOf(g.exp) };
 }
 
 async function userOr404(deps: ApiDeps, id: string): Promise<AccountRecord> {
@@ -90,7 +89,7 @@ export function userRoutes(deps: ApiDeps): Router {
     if (email) accounts = accounts.filter((a) => a.email.toLowerCase().includes(email.toLowerCase()));
     if (active !== undefined) accounts = accounts.filter((a) => a.active === active);
     if (org) {
-      const found = (await services.organizations.findById(org)) ?? (await services.organizations.list()).find((o) => o.slug === org);
+      const found = await services.organizations.resolve(org).catch(() => undefined);
       const ids = new Set(found ? (await services.organizations.members(found.id)).filter((m) => m.member.kind === 'account').map((m) => m.member.id) : []);
       accounts = accounts.filter((a) => ids.has(a.id));
     }
@@ -143,7 +142,7 @@ export function userRoutes(deps: ApiDeps): Router {
     const before = await describeUser(deps, account);
     checkIfMatch(ctx, before);
     if (roleNames) await globalRoles(deps, roleNames);
-    await services.accounts.update(account.id, { name, active, superuser, emailVerified }, { actorId: ctx.state.principal.id as string, origin: { ip: ctx.ip || null, userAgent: ctx.get('user-agent') || null } });
+    await services.accounts.update(account.id, { name, active, superuser, emailVerified }, { actorId: principalOf(ctx).id, origin: originOf(ctx) });
     if (roleNames) await setRoles(deps, account.id, roleNames);
     const after = await describeUser(deps, (await services.accounts.findById(account.id))!);
     const changes = diff(before, after);
@@ -161,7 +160,7 @@ export function userRoutes(deps: ApiDeps): Router {
 
   router.post('/users/:id/reset-mfa', write, async (ctx) => {
     const account = await userOr404(deps, ctx.params.id!);
-    const disabled = await services.mfa.disable(account.id, { actorId: ctx.state.principal.id as string, origin: { ip: ctx.ip || null, userAgent: ctx.get('user-agent') || null } });
+    const disabled = await services.mfa.disable(account.id, { actorId: principalOf(ctx).id, origin: originOf(ctx) });
     await auditChange(deps, ctx, 'account.mfa_reset', account.id, { had_mfa: disabled });
     ctx.status = 204;
   });

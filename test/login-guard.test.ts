@@ -18,7 +18,7 @@ import { freshDatabase, TEST_SECRET, type TestDatabase } from './helpers/server.
 const REDIS_URL = process.env.LATCH_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const LIMITS = { loginMaxFailures: 5, loginLockoutSeconds: 1, loginLockoutMaxSeconds: 3, loginIpFailuresPerHour: 12, registrationsPerIpPerHour: 3, mailsPerAddressPerHour: 2 };
+const LIMITS = { loginMaxFailures: 5, loginLockoutSeconds: 1, loginLockoutMaxSeconds: 3, loginIpFailuresPerHour: 12, registrationsPerIpPerHour: 3, mailsPerAddressPerHour: 2, apiRequestsPerMinute: 600, apiAuthFailuresPerMinute: 30 };
 
 function recordingLogger(): Logger & { lines: Record<string, unknown>[] } {
   const lines: Record<string, unknown>[] = [];

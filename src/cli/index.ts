@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { ConfigError, loadConfig, type Config } from '../config/index.js';
 import { openDatabase } from '../db/knex.js';
 import { migrateLatest } from '../db/migrate.js';
+import { ensureApiResource } from '../routes/api/api-resource.js';
 import { createLogger } from '../lib/logger.js';
 import { DuplicateEmailError } from '../repositories/accounts.js';
 import type { ClientRecord } from '../repositories/clients.js';
@@ -225,6 +226,8 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
   try {
     if (!command.raw) await migrateLatest(db);
     const services = createServices({ db, config, logger: createLogger('error') });
+    // The API's resource server exists from the first command on, server started or not.
+    if (!command.raw) await ensureApiResource(services.resources, config.issuer);
     const result = await command.run.call(command, { args, services, db, config });
     out.stdout(`${JSON.stringify(result, null, 2)}\n`);
     return 0;

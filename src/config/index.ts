@@ -194,6 +194,8 @@ export function loadConfig(env: Env = process.env): Config {
       loginIpFailuresPerHour: integer(env, 'LOGIN_IP_FAILURES_PER_HOUR', 50, 1, 1_000_000),
       registrationsPerIpPerHour: integer(env, 'REGISTRATIONS_PER_IP_PER_HOUR', 10, 1, 1_000_000),
       mailsPerAddressPerHour: integer(env, 'MAILS_PER_ADDRESS_PER_HOUR', 5, 1, 1_000_000),
+      apiRequestsPerMinute: integer(env, 'API_REQUESTS_PER_MINUTE', 600, 1, 10_000_000),
+      apiAuthFailuresPerMinute: integer(env, 'API_AUTH_FAILURES_PER_MINUTE', 30, 1, 10_000_000),
     },
   };
   return Object.freeze(config);

@@ -109,5 +109,9 @@ export interface Config {
     readonly loginIpFailuresPerHour: number;
     readonly registrationsPerIpPerHour: number;
     readonly mailsPerAddressPerHour: number;
+    /** Admin API requests per caller (token subject) per minute. */
+    readonly apiRequestsPerMinute: number;
+    /** Admin API requests with a rejected token, per IP per minute. */
+    readonly apiAuthFailuresPerMinute: number;
   };
 }

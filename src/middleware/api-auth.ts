@@ -3,6 +3,7 @@ import type { JWTPayload } from 'jose';
 
 import { GRANT_CLAIM } from '../oidc/structured-tokens.js';
 import type { AccountRecord } from '../repositories/accounts.js';
+import type { Limits } from '../services/rate-limits.js';
 import { ProblemError } from './api-problem.js';
 
 /** Who calls the API, from a verified bearer token. */
@@ -32,19 +33,28 @@ export const unauthorized = (detail: string, noToken = false) => new ProblemErro
 export const insufficientScope = (scope: string, detail = `this operation needs the scope ${scope}`) =>
   new ProblemError(403, 'insufficient-scope', detail, { headers: { 'WWW-Authenticate': challenge('insufficient_scope', scope) } });
 
+/** 429 with Retry-After (RFC 6585 §4, RFC 9110 §10.2.3). */
+const tooMany = (retryAfterSeconds: number, detail: string) => new ProblemError(429, 'too-many-requests', detail, { headers: { 'Retry-After': String(retryAfterSeconds) } });
+
 /**
  * Bearer authentication for /api/v1 (RFC 6750 §2.1): a JWT access token Latch issued for
  * `audience` (signature against the provider's key ring, `typ: at+jwt`, issuer, expiry, not
  * revoked, client still enabled, grant still present: structured-tokens.ts `verify`), or a
  * personal access token (`lat_…`) whose audience includes the API. Sets `ctx.state.principal`.
+ *
+ * With `limits`: an IP whose requests carried API_AUTH_FAILURES_PER_MINUTE rejected tokens is
+ * refused (429) before any token is checked, and each caller (token subject) gets
+ * API_REQUESTS_PER_MINUTE requests.
  */
 export function bearerAuth(deps: {
   audience: string;
   verify: (token: string) => Promise<JWTPayload | undefined>;
   accounts: { findById(id: string): Promise<AccountRecord | undefined> };
   personalTokens?: PersonalTokenIntrospector | undefined;
+  limits?: Limits | undefined;
 }): Koa.Middleware {
-  return async (ctx, next) => {
+  const { limits } = deps;
+  const authenticate = async (ctx: Koa.Context): Promise<void> => {
     const header = ctx.get('Authorization');
     const match = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(header);
     if (!header || !/^Bearer\b/i.test(header)) throw unauthorized('this endpoint needs a bearer access token', true);
@@ -77,6 +87,25 @@ export function bearerAuth(deps: {
       superuser = account.superuser;
     }
     ctx.state.principal = { ...principal, superuser, ...(account ? { account } : {}) } satisfies ApiPrincipal;
+  };
+  return async (ctx, next) => {
+    const ip = ctx.ip || 'unknown';
+    if (limits) {
+      const blocked = await limits.check('api_auth_failures_ip', ip);
+      if (!blocked.allowed) throw tooMany(blocked.retryAfterSeconds, 'too many requests with rejected tokens from this address');
+    }
+    try {
+      await authenticate(ctx);
+    } catch (err) {
+      // A request that carried a token which was rejected counts against its IP.
+      if (limits && err instanceof ProblemError && err.status === 401 && ctx.get('Authorization')) await limits.hit('api_auth_failures_ip', ip);
+      throw err;
+    }
+    if (limits) {
+      const p = principalOf(ctx);
+      const allowed = await limits.hit('api_caller', `${p.kind}:${p.id}`);
+      if (!allowed.allowed) throw tooMany(allowed.retryAfterSeconds, 'too many requests from this caller');
+    }
     await next();
   };
 }

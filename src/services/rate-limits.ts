@@ -11,7 +11,7 @@ import type { Logger } from '../lib/logger.js';
  * Named limits on abusable actions. Keys are built by callers (an IP, an address, an
  * account+IP pair); answers say whether the action may go on and, if not, for how long.
  */
-export type LimiterName = 'login_account_ip' | 'login_ip' | 'register_ip' | 'mail_address';
+export type LimiterName = 'login_account_ip' | 'login_ip' | 'register_ip' | 'mail_address' | 'api_caller' | 'api_auth_failures_ip';
 
 /** Every counter kept in the store: the limiters plus the login guard's lock and lockout history. */
 export type CounterName = LimiterName | 'login_lock' | 'login_lockouts';
@@ -39,6 +39,9 @@ export function limiterSettings(limits: Config['limits']): Record<CounterName, {
     login_ip: { points: limits.loginIpFailuresPerHour, duration: HOUR },
     register_ip: { points: limits.registrationsPerIpPerHour, duration: HOUR },
     mail_address: { points: limits.mailsPerAddressPerHour, duration: HOUR },
+    // Admin API: requests of one caller (token subject), and rejected tokens from one IP.
+    api_caller: { points: limits.apiRequestsPerMinute, duration: 60 },
+    api_auth_failures_ip: { points: limits.apiAuthFailuresPerMinute, duration: 60 },
     // A lock is written with its own length (set); the duration is only a default.
     login_lock: { points: 1, duration: limits.loginLockoutMaxSeconds },
     // How many lockouts an account+IP pair had lately: each one doubles the next.

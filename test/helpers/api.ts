@@ -7,7 +7,7 @@ import * as oidc from 'openid-client';
 import { parse } from 'yaml';
 
 import { Agent, authorize } from './agent.js';
-import { startTestServer, type TestServer } from './server.js';
+import { startTestServer, type TestDatabase, type TestServer } from './server.js';
 
 /**
  * The admin API's test harness: openapi.yaml loaded into Ajv, a `call` that checks every real
@@ -121,8 +121,10 @@ export interface ApiHarness {
   close(): Promise<void>;
 }
 
-export async function startApiHarness(options: { env?: Record<string, string> } = {}): Promise<ApiHarness> {
-  const srv = await startTestServer({ changePollMs: 100, ...(options.env ? { env: options.env } : {}) });
+export async function startApiHarness(options: { env?: Record<string, string>; database?: TestDatabase } = {}): Promise<ApiHarness> {
+  // The walks over every operation make hundreds of calls a minute: limits are tested on their own.
+  const env = { API_REQUESTS_PER_MINUTE: '1000000', API_AUTH_FAILURES_PER_MINUTE: '1000000', ...options.env };
+  const srv = await startTestServer({ changePollMs: 100, env, ...(options.database ? { database: options.database } : {}) });
   const API = `${srv.url}/api`;
   const cli = async (...args: string[]) => {
     const r = await srv.cli(...args);

@@ -102,7 +102,7 @@ export function apiRoutes(deps: { config: Config; db: Db; logger: Logger; servic
 
   const v1 = new Router({ prefix: '/api/v1' });
   v1.use(problems({ logger: deps.logger }));
-  v1.use(bearerAuth({ audience: apiAudience(config.issuer), verify: (token) => oidc.verifyAccessToken(token), accounts: services.accounts, personalTokens: services.personalTokens }));
+  v1.use(bearerAuth({ audience: apiAudience(config.issuer), verify: (token) => oidc.verifyAccessToken(token), accounts: services.accounts, personalTokens: services.personalTokens, limits: services.limits }));
   for (const group of [userRoutes(api), clientRoutes(api)]) v1.use(group.routes());
   // Anything else under /api/v1: 405 for a known path with another method, else 404 (as problems).
   v1.all('/{*rest}', (ctx: Koa.Context) => {

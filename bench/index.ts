@@ -40,6 +40,9 @@ interface Options {
   json: boolean;
 }
 
+/** BENCH_NODE_ARGS (e.g. `--cpu-prof --cpu-prof-dir=prof`) is passed to both measured servers. */
+const PROFILE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+
 const USAGE = 'usage: npm run bench -- [--duration SECONDS] [--connections N] [--scenario NAME]... [--seed-rows] [--workers N] [--scaling] [--json]';
 
 class UsageError extends Error {}
@@ -253,7 +256,7 @@ async function main(): Promise<number> {
     log(`bench: Latch on a fresh ${db.kind} database${opts.workers > 1 ? `, WEB_CONCURRENCY=${opts.workers}` : ''}`);
     let le: LatchEnv = await latchEnv(db, join(tmp, 'latch-data'), workersEnv(opts.workers));
     const target = await setupLatch(le, opts.scenarios.includes('code_flow') ? opts.connections : 1);
-    let latch = await startLatch(le);
+    let latch = await startLatch(le, PROFILE_ARGS);
     await sleep(2000);
     const idleRss = rssMb(latch.child.pid);
     log(`  idle_rss_mb ${idleRss}`);
@@ -292,7 +295,7 @@ async function main(): Promise<number> {
     const bareResults = new Map<ScenarioName, Measurement>();
     if (httpNames.length) {
       log('bench: bare oidc-provider (in-memory adapter)');
-      const bare = await startBare(opts.scenarios.includes('code_flow') ? opts.connections : 1);
+      const bare = await startBare(opts.scenarios.includes('code_flow') ? opts.connections : 1, PROFILE_ARGS);
       try {
         for (const [name, m] of await runScenarios(bare.target, bare.child.pid, httpNames, opts)) bareResults.set(name, m);
       } finally {

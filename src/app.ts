@@ -9,7 +9,7 @@ import { createCsrf } from './middleware/csrf.js';
 import { errorHandler } from './middleware/errors.js';
 import { requestLog } from './middleware/request-log.js';
 import { securityHeaders } from './middleware/security-headers.js';
-import type { Oidc } from './oidc/provider.js';
+import { escapedErrorListener, type Oidc } from './oidc/provider.js';
 import { accountRoutes, type Loopback } from './routes/account.js';
 import { accountOrganizationPages } from './routes/account-organizations.js';
 import { accountRecoveryRoutes } from './routes/account-recovery.js';
@@ -39,6 +39,7 @@ export function createApp(deps: { config: Config; db: Db; logger: Logger; render
   const app = new Koa({ proxy: config.trustProxy, maxIpsCount: 1 });
   app.keys = services.secrets.cookieKeys;
   app.silent = true;
+  app.on('error', escapedErrorListener(logger));
 
   const lifecycle = deps.lifecycle ?? { draining: false };
   const csrf = createCsrf(services.secrets);

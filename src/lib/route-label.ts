@@ -4,9 +4,9 @@ import type Koa from 'koa';
 
 /**
  * A bounded name for the route that answered a request, for logs and metric labels: never the
- * raw path (unbounded, and it may carry identifiers). oidc-provider runs its own Koa app on the
- * same request object, so its route name (`ctx.oidc.route`: "token", "authorization", …) and
- * pattern ("/auth/:uid") are handed over on the IncomingMessage.
+ * raw path (unbounded, and it may carry identifiers). oidc-provider's route name
+ * (`ctx.oidc.route`: "token", "authorization", …) and pattern ("/auth/:uid") are handed over on
+ * the IncomingMessage by a post-hook of the provider (src/oidc/provider.ts).
  */
 const PROVIDER_ROUTE = Symbol('latch.providerRoute');
 
@@ -22,9 +22,9 @@ export function setProviderRoute(req: IncomingMessage, name: string, pattern: st
   (req as Labelled)[PROVIDER_ROUTE] = { name, pattern };
 }
 
-/** @koa/router's matched pattern ("/interaction/:uid"), else oidc-provider's route name, else "other". */
+/** oidc-provider's route name ("token"), else @koa/router's matched pattern ("/interaction/:uid"), else "other". */
 export function routeLabel(ctx: Koa.Context): string {
-  return matchedPattern(ctx) ?? (ctx.req as Labelled)[PROVIDER_ROUTE]?.name ?? 'other';
+  return (ctx.req as Labelled)[PROVIDER_ROUTE]?.name ?? matchedPattern(ctx) ?? 'other';
 }
 
 /**

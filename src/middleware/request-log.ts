@@ -21,8 +21,8 @@ export interface RequestObservation {
  * headers, cookies or body: they carry codes, tokens, secrets and passwords.
  *
  * Status and duration come from the Node response ('finish', or 'close' when the client went
- * away): oidc-provider answers its endpoints itself (`ctx.respond = false`), so Koa's ctx.status
- * does not see them. `observe` (metrics) is fed the same numbers.
+ * away), so what was really sent is logged, whoever answered. `observe` (metrics) is fed the
+ * same numbers.
  */
 export function requestLog(deps: { logger: Logger; observe?: (o: RequestObservation) => void }): Koa.Middleware {
   const { logger, observe } = deps;

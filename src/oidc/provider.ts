@@ -1,4 +1,3 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
 
 import type { JWTPayload } from 'jose';
 import type Koa from 'koa';
@@ -320,7 +319,7 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
 
   const rbac = createRbacIntegration({ access: deps.access, state: deps.state, organizationExists: async (id) => Boolean(await deps.organizations.findById(id)) });
 
-  const build = (): { provider: Provider; handler: (req: IncomingMessage, res: ServerResponse) => unknown } => {
+  const build = (): { provider: Provider; handler: (ctx: Koa.Context) => Promise<unknown> } => {
     const provider = new Provider(deps.config.issuer, buildConfiguration(deps, ring, structured, rbac));
     provider.proxy = deps.config.trustProxy;
     // As the outer app (app.ts): behind the one trusted proxy, the client is the LAST X-Forwarded-For entry.
@@ -369,19 +368,6 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
       const grant = oidc.entities.Grant;
       if (organization && grant) await rbac.bindGrant(grant, organization.toLowerCase());
     });
-    // The Provider is a Koa app of its own: without an 'error' listener Koa prints the stack of
-    // every connection-level error (a client aborting mid-body, a malformed request) to stderr,
-    // past the logger. Those are the client's doing: a warning without a stack. Anything else
-    // that reaches here escaped oidc-provider's own error handling: a server error.
-    // (Provider extends Koa; its typings only list oidc-provider's own events, hence the cast.)
-    (provider as Koa).on('error', (err: Error & { code?: string }, ctx?: Koa.Context) => {
-      const code = err.code ?? '';
-      if (code.startsWith('HPE_') || ['ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ERR_STREAM_PREMATURE_CLOSE'].includes(code) || err.message === 'aborted') {
-        deps.logger.warn('oidc connection error', { route: (ctx as KoaContextWithOIDC | undefined)?.oidc?.route, err: err.message, code });
-      } else {
-        deps.logger.error('oidc server error', { route: (ctx as KoaContextWithOIDC | undefined)?.oidc?.route, err: String(err.stack ?? err) });
-      }
-    });
     // Unknown paths: the friendly page for browsers, RFC 6749-style JSON for programs.
     provider.use(async (ctx, next) => {
       await next();
@@ -397,7 +383,14 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
     provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
       deps.logger.error('oidc server error', { route: ctx.oidc?.route, err: String(err.stack ?? err) });
     });
-    return { provider, handler: provider.callback() };
+    // oidc-provider's middleware runs on Latch's own Koa context (same cookie keys, proxy
+    // settings and Koa): no second context per request, and Latch's Koa writes the response.
+    const stack = provider.middleware as unknown as Koa.Middleware[];
+    const handler = (ctx: Koa.Context) => {
+      const dispatch = (i: number): Promise<unknown> => (i < stack.length ? Promise.resolve(stack[i]!(ctx, () => dispatch(i + 1))) : Promise.resolve());
+      return dispatch(0);
+    };
+    return { provider, handler };
   };
 
   let current = build();
@@ -407,8 +400,7 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
       return current.provider;
     },
     middleware: async (ctx) => {
-      ctx.respond = false;
-      await current.handler(ctx.req, ctx.res);
+      await current.handler(ctx);
     },
     async reloadKeys() {
       const next = await deps.keys.loadKeyRing();
@@ -420,5 +412,23 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
     },
     keyRing: () => ring,
     verifyAccessToken: (token) => structured.verify(token),
+  };
+}
+
+/**
+ * Listener for the outer Koa app's 'error' event: errors that escaped oidc-provider's own error
+ * handling (its middleware runs on Latch's context). Connection-level errors (a client aborting
+ * mid-body, a malformed request) are the client's doing: a warning without a stack. Anything
+ * else is a server error.
+ */
+export function escapedErrorListener(logger: Logger): (err: Error & { code?: string }, ctx?: Koa.Context) => void {
+  return (err, ctx) => {
+    const code = err.code ?? '';
+    const route = (ctx as KoaContextWithOIDC | undefined)?.oidc?.route;
+    if (code.startsWith('HPE_') || ['ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ERR_STREAM_PREMATURE_CLOSE'].includes(code) || err.message === 'aborted') {
+      logger.warn('oidc connection error', { route, err: err.message, code });
+    } else {
+      logger.error('oidc server error', { route, err: String(err.stack ?? err) });
+    }
   };
 }

@@ -11,7 +11,8 @@ import { createAccountMail } from '../services/account-mail.js';
 import { checkEmail, describeAccount } from '../services/accounts.js';
 import { describeClient } from '../services/clients.js';
 import { ConflictError, NotFoundError, ValidationError } from '../services/errors.js';
-import { createServices, type Services } from '../services/index.js';
+import { createServices } from '../services/index.js';
+import { describeResource } from '../services/resources.js';
 import { ForbiddenError } from '../services/authorization.js';
 import { bool, integer, list, parse, required, UsageError, type Command, type Handler } from './args.js';
 import { ORG_COMMANDS, ROLE_COMMANDS } from './rbac.js';
@@ -185,10 +186,6 @@ async function setEnabled({ args, services }: Parameters<Handler>[0], enabled: b
   const id = onePositional(args, usage);
   if (!(await services.clients.setEnabled(id, enabled))) throw new NotFoundError(`client ${id}`);
   return { client_id: id, enabled };
-}
-
-function describeResource(r: Awaited<ReturnType<Services['resources']['list']>>[number]) {
-  return { id: r.id, identifier: r.identifier, name: r.name, scopes: r.scopes, access_token_ttl: r.accessTokenTtl, alg: r.signingAlg, rbac: r.rbac };
 }
 
 const describeCliClient = (c: ClientRecord) => ({ client_id: c.id, ...describeClient(c) });

@@ -1,3 +1,5 @@
+import type { Knex } from 'knex';
+
 import type { Db } from '../db/knex.js';
 import { nowIso, toIso } from '../db/knex.js';
 
@@ -28,6 +30,40 @@ interface Row {
   updated_at: string;
 }
 
+/** What a client is registered for: its resources (identifiers) and scopes. */
+export interface ClientRegistration {
+  resources: string[];
+  scopes: string[];
+}
+
+/**
+ * Rewrites a client's registration after a resource changed, given every resource's scopes as
+ * they are now; undefined keeps it unchanged.
+ */
+export type ClientFit = (client: ClientRegistration, defined: Map<string, string[]>) => ClientRegistration | undefined;
+
+export type ResourcePatch = Partial<Pick<ResourceRecord, 'name' | 'scopes' | 'accessTokenTtl' | 'signingAlg' | 'rbac'>>;
+
+function isUniqueViolation(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  return e.code === '23505' || /^SQLITE_CONSTRAINT_(PRIMARYKEY|UNIQUE)$/.test(e.code ?? '') || /UNIQUE constraint failed/.test(e.message ?? '');
+}
+
+/** Applies `fit` to every client registration (resources JSON array, space-separated scopes). */
+async function fitClients(trx: Knex.Transaction, fit: ClientFit): Promise<number> {
+  const defined = new Map((await trx('resource_servers').select<{ identifier: string; scopes: string }[]>('identifier', 'scopes')).map((r) => [r.identifier, r.scopes.split(' ').filter(Boolean)]));
+  const clients = await trx('clients').select<{ id: string; resources: string; scopes: string }[]>('id', 'resources', 'scopes');
+  let changed = 0;
+  for (const c of clients) {
+    const before = { resources: JSON.parse(c.resources) as string[], scopes: c.scopes.split(' ').filter(Boolean) };
+    const after = fit(before, defined);
+    if (!after || JSON.stringify(after) === JSON.stringify(before)) continue;
+    await trx('clients').where({ id: c.id }).update({ resources: JSON.stringify(after.resources), scopes: after.scopes.join(' '), updated_at: nowIso() });
+    changed++;
+  }
+  return changed;
+}
+
 function fromRow(r: Row): ResourceRecord {
   return {
     id: r.id,
@@ -44,20 +80,63 @@ function fromRow(r: Row): ResourceRecord {
 
 export function createResourcesRepository(db: Db) {
   return {
-    async insert(r: Omit<ResourceRecord, 'createdAt' | 'updatedAt'>): Promise<ResourceRecord> {
+    /** Inserts a resource server; undefined when its identifier is taken. */
+    async insert(r: Omit<ResourceRecord, 'createdAt' | 'updatedAt'>): Promise<ResourceRecord | undefined> {
       const now = nowIso();
-      await db('resource_servers').insert({
-        id: r.id,
-        identifier: r.identifier,
-        name: r.name,
-        scopes: r.scopes.join(' '),
-        access_token_ttl: r.accessTokenTtl,
-        signing_alg: r.signingAlg,
-        rbac: r.rbac,
-        created_at: now,
-        updated_at: now,
-      });
+      try {
+        await db('resource_servers').insert({
+          id: r.id,
+          identifier: r.identifier,
+          name: r.name,
+          scopes: r.scopes.join(' '),
+          access_token_ttl: r.accessTokenTtl,
+          signing_alg: r.signingAlg,
+          rbac: r.rbac,
+          created_at: now,
+          updated_at: now,
+        });
+      } catch (err) {
+        if (isUniqueViolation(err)) return undefined;
+        throw err;
+      }
       return { ...r, createdAt: now, updatedAt: now };
+    },
+    async findById(id: string): Promise<ResourceRecord | undefined> {
+      const row = await db('resource_servers').where({ id }).first<Row | undefined>();
+      return row ? fromRow(row) : undefined;
+    },
+    /**
+     * Changes a resource server in one transaction with what depends on its scopes: role
+     * permissions on `removedScopes` are deleted and client registrations are passed to `fit`.
+     * Answers the updated record (undefined when it no longer exists) and how many clients changed.
+     */
+    async update(id: string, patch: ResourcePatch, removedScopes: string[], fit: ClientFit): Promise<{ record: ResourceRecord; clientsChanged: number } | undefined> {
+      return db.transaction(async (trx) => {
+        const row: Partial<Row> = { updated_at: nowIso() };
+        if (patch.name !== undefined) row.name = patch.name;
+        if (patch.scopes !== undefined) row.scopes = patch.scopes.join(' ');
+        if (patch.accessTokenTtl !== undefined) row.access_token_ttl = patch.accessTokenTtl;
+        if (patch.signingAlg !== undefined) row.signing_alg = patch.signingAlg;
+        if (patch.rbac !== undefined) row.rbac = patch.rbac;
+        if (!(await trx('resource_servers').where({ id }).update(row))) return undefined;
+        if (removedScopes.length) await trx('role_permissions').where({ resource_id: id }).whereIn('scope', removedScopes).delete();
+        const clientsChanged = removedScopes.length ? await fitClients(trx, fit) : 0;
+        const updated = await trx('resource_servers').where({ id }).first<Row>();
+        return { record: fromRow(updated), clientsChanged };
+      });
+    },
+    /**
+     * Deletes a resource server with the role permissions on it, and passes every client
+     * registration to `fit` (in one transaction). False when it did not exist.
+     */
+    async delete(id: string, fit: ClientFit): Promise<boolean> {
+      return db.transaction(async (trx) => {
+        // role_permissions also cascade (foreign key); deleted explicitly so the order is clear.
+        await trx('role_permissions').where({ resource_id: id }).delete();
+        if (!(await trx('resource_servers').where({ id }).delete())) return false;
+        await fitClients(trx, fit);
+        return true;
+      });
     },
     async findByIdentifier(identifier: string): Promise<ResourceRecord | undefined> {
       const row = await db('resource_servers').where({ identifier }).first<Row | undefined>();

@@ -14,7 +14,8 @@ export const ACCOUNT_CLIENT_ID = 'latch-account';
 export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'] as const;
 export const AUTH_METHODS: TokenAuthMethod[] = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'];
 const OIDC_SCOPES = ['openid', 'profile', 'email', 'roles', 'organizations'];
-const OIDC_SCOPE_SET = new Set([...OIDC_SCOPES, 'offline_access']);
+/** OpenID Connect scopes (and offline_access): a client may hold them without any resource. */
+export const OIDC_SCOPE_SET = new Set([...OIDC_SCOPES, 'offline_access']);
 
 export interface CreateClientInput {
   name: string;

@@ -52,18 +52,29 @@ export function createKeyService(deps: { keys: SigningKeysRepository; secrets: S
     return made.map((k) => k.kid);
   }
 
-  async function list(): Promise<KeyInfo[]> {
+  /** Every key, newest first, each with whether it is the current one of its algorithm. */
+  async function described(): Promise<(KeyInfo & { publicJwk: Record<string, unknown> })[]> {
     const rows = await keys.list();
     const seen = new Set<string>();
     return rows.map((r) => {
       const current = r.status === 'active' && !seen.has(r.alg);
       if (current) seen.add(r.alg);
-      return { kid: r.kid, alg: r.alg, status: r.status, current, created_at: r.createdAt, retired_at: r.retiredAt };
+      return { kid: r.kid, alg: r.alg, status: r.status, current, created_at: r.createdAt, retired_at: r.retiredAt, publicJwk: r.publicJwk };
     });
   }
 
+  const list = async (): Promise<KeyInfo[]> => (await described()).map(({ publicJwk: _, ...info }) => info);
+
   return {
     list,
+
+    /** One key with its public JWK (never the private parts); undefined when unknown. */
+    async get(kid: string): Promise<(KeyInfo & { public_jwk: Record<string, unknown> }) | undefined> {
+      const found = (await described()).find((k) => k.kid === kid);
+      if (!found) return undefined;
+      const { publicJwk, ...info } = found;
+      return { ...info, public_jwk: publicJwk };
+    },
 
     /** Generates the first keys when the database has none (or lacks an algorithm). */
     async ensureKeys(): Promise<void> {

@@ -1,0 +1,76 @@
+import Router from '@koa/router';
+
+import { requireAdmin } from '../../middleware/api-auth.js';
+import { paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
+import { notFound, ProblemError, readJson } from '../../middleware/api-problem.js';
+import { Input } from '../../middleware/api-input.js';
+import { ValidationError } from '../../services/errors.js';
+import type { KeyInfo } from '../../services/keys.js';
+import { auditChange, type ApiDeps } from './common.js';
+
+/** The API shape of a signing key: its `id` is the kid (an RFC 7638 thumbprint). */
+export const describeKey = ({ kid, ...k }: KeyInfo) => ({ id: kid, ...k });
+
+/** A kid Latch generates: base64url, never longer than this. */
+const KID = /^[A-Za-z0-9_-]{1,128}$/;
+
+/** /api/v1/keys: the signing keys published at /jwks, their rotation and retirement. */
+export function keyRoutes(deps: ApiDeps): Router {
+  const router = new Router();
+  const { services } = deps;
+  const read = requireAdmin('read');
+  const write = requireAdmin('write');
+
+  /** One key with its public JWK (the representation of GET and retire). */
+  const keyOr404 = async (id: string) => {
+    const key = KID.test(id) ? await services.keys.get(id) : undefined;
+    if (!key) throw notFound(`key ${id}`);
+    const { public_jwk, ...info } = key;
+    return { ...describeKey(info), public_jwk };
+  };
+
+  const cursorOf = (k: ReturnType<typeof describeKey>) => ({ at: k.created_at, id: k.id });
+
+  router.get('/keys', read, async (ctx) => {
+    const page = pageParams(ctx);
+    const { items, next_cursor } = paginate((await services.keys.list()).map(describeKey), cursorOf, page);
+    ctx.body = { data: items, next_cursor };
+  });
+
+  // A collection action: a new current key for every algorithm. Earlier keys stay published
+  // until retired, so tokens they signed keep verifying.
+  router.post('/keys/rotate', write, async (ctx) => {
+    new Input(await readJson(ctx), []).done();
+    const rotated = await services.keys.rotate();
+    const all = (await services.keys.list()).map(describeKey);
+    // Every key, in the order of GET /keys.
+    const keys = paginate(all, cursorOf, { limit: all.length, cursor: undefined }).items;
+    for (const key of keys.filter((k) => rotated.includes(k.id))) await auditChange(deps, ctx, 'key.rotate', key.id, { alg: key.alg, rotated });
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = { rotated, data: keys };
+  });
+
+  router.get('/keys/:id', read, async (ctx) => {
+    sendResource(ctx, await keyOr404(ctx.params.id!));
+  });
+
+  router.post('/keys/:id/retire', write, async (ctx) => {
+    const key = await keyOr404(ctx.params.id!);
+    if (key.status !== 'active') throw notFound(`active key ${key.id}`);
+    if (key.current) throw currentKey(key.id, key.alg);
+    try {
+      await services.keys.retire(key.id);
+    } catch (err) {
+      // The service checks the same rule (a key retired meanwhile is its NotFoundError: 404).
+      if (err instanceof ValidationError) throw currentKey(key.id, key.alg);
+      throw err;
+    }
+    await auditChange(deps, ctx, 'key.retire', key.id, { alg: key.alg });
+    sendResource(ctx, await keyOr404(key.id));
+  });
+
+  return router;
+}
+
+const currentKey = (kid: string, alg: string) =>
+  new ProblemError(409, 'conflict', `key ${kid} is the current ${alg} key (it signs new tokens): rotate first, then retire it`);

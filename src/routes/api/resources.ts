@@ -1,0 +1,111 @@
+import Router from '@koa/router';
+
+import { requireAdmin } from '../../middleware/api-auth.js';
+import { Input, queryParam } from '../../middleware/api-input.js';
+import { checkIfMatch, paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
+import { invalid, notFound, ProblemError, readJson, type FieldError } from '../../middleware/api-problem.js';
+import { ValidationError } from '../../services/errors.js';
+import { describeResource, MAX_RESOURCE_TTL } from '../../services/resources.js';
+import { API_RESOURCE_SCOPES, apiAudience } from './api-resource.js';
+import { auditChange, diff, locationOf, type ApiDeps } from './common.js';
+
+/** The resource service names fields as the CLI flags; the API as its representation. */
+const FIELD: Record<string, string> = { ttl: 'access_token_ttl', scope: 'scopes' };
+
+async function apiFields<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    if (err instanceof ValidationError) throw invalid([{ field: FIELD[err.field] ?? err.field, message: err.detail }]);
+    throw err;
+  }
+}
+
+const SETTINGS = ['name', 'scopes', 'access_token_ttl', 'alg', 'rbac'] as const;
+
+function readSettings(input: Input) {
+  return {
+    name: input.string('name', { max: 255, nullable: true }),
+    scopes: input.strings('scopes', { maxItems: 100, max: 255 }),
+    ttl: input.integer('access_token_ttl', { min: 1, max: MAX_RESOURCE_TTL, nullable: true }),
+    alg: input.string('alg', { max: 16 }),
+    rbac: input.boolean('rbac'),
+  };
+}
+
+/** /api/v1/resources: resource servers (RFC 8707 resource indicators = access-token audiences). */
+export function resourceRoutes(deps: ApiDeps): Router {
+  const router = new Router();
+  const { services } = deps;
+  const read = requireAdmin('read');
+  const write = requireAdmin('write');
+  const builtIn = apiAudience(deps.config.issuer);
+
+  const resourceOr404 = async (id: string) => {
+    const r = await services.resources.findById(id);
+    if (!r) throw notFound(`resource ${id}`);
+    return r;
+  };
+
+  router.get('/resources', read, async (ctx) => {
+    const errors: FieldError[] = [];
+    const identifier = queryParam(ctx.query as Record<string, string | string[] | undefined>, 'identifier', errors);
+    const page = pageParams(ctx, errors);
+    let all = await services.resources.list();
+    if (identifier !== undefined) all = all.filter((r) => r.identifier === identifier);
+    const { items, next_cursor } = paginate(all, (r) => ({ at: r.createdAt, id: r.id }), page);
+    ctx.body = { data: items.map(describeResource), next_cursor };
+  });
+
+  router.post('/resources', write, async (ctx) => {
+    const input = new Input(await readJson(ctx), ['identifier', ...SETTINGS]);
+    const identifier = input.string('identifier', { required: true, max: 2048 });
+    const s = readSettings(input);
+    input.done();
+    const created = await apiFields(() => services.resources.create({ identifier: identifier!, name: s.name ?? undefined, scopes: s.scopes, ttl: s.ttl ?? undefined, alg: s.alg, rbac: s.rbac }));
+    const view = describeResource(created);
+    await auditChange(deps, ctx, 'resource.create', created.id, { after: view });
+    ctx.set('Location', locationOf(deps, `resources/${created.id}`));
+    sendResource(ctx, view, 201);
+  });
+
+  router.get('/resources/:id', read, async (ctx) => {
+    sendResource(ctx, describeResource(await resourceOr404(ctx.params.id!)));
+  });
+
+  router.patch('/resources/:id', write, async (ctx) => {
+    const resource = await resourceOr404(ctx.params.id!);
+    const input = new Input(await readJson(ctx), ['identifier', ...SETTINGS]);
+    // The identifier is the audience of every token issued for it (RFC 8707 §2): fixed.
+    if (input.has('identifier')) input.errors.push({ field: 'identifier', message: 'cannot be changed (create a new resource instead)' });
+    const s = readSettings(input);
+    if (resource.identifier === builtIn) {
+      // The API's own scopes are what its authorization checks rely on.
+      const kept = s.scopes?.flatMap((scope) => scope.split(/\s+/));
+      const missing = kept && API_RESOURCE_SCOPES.filter((scope) => !kept.includes(scope));
+      if (missing?.length) input.errors.push({ field: 'scopes', message: `must keep ${missing.join(', ')}: the admin API relies on them` });
+      if (s.rbac !== undefined && s.rbac !== resource.rbac) input.errors.push({ field: 'rbac', message: 'cannot be changed on the admin API resource' });
+    }
+    input.done();
+    const before = describeResource(resource);
+    checkIfMatch(ctx, before);
+    const updated = await apiFields(() => services.resources.update(resource.id, s));
+    if (!updated) throw notFound(`resource ${resource.id}`);
+    const after = describeResource(updated);
+    const changes = diff(before, after);
+    delete changes.before.updated_at;
+    delete changes.after.updated_at;
+    if (Object.keys(changes.after).length) await auditChange(deps, ctx, 'resource.update', resource.id, { identifier: resource.identifier, ...changes });
+    sendResource(ctx, after);
+  });
+
+  router.delete('/resources/:id', write, async (ctx) => {
+    const resource = await resourceOr404(ctx.params.id!);
+    if (resource.identifier === builtIn) throw new ProblemError(409, 'conflict', 'the admin API resource is built in and cannot be deleted');
+    if (!(await services.resources.delete(resource.id))) throw notFound(`resource ${resource.id}`);
+    await auditChange(deps, ctx, 'resource.delete', resource.id, { before: describeResource(resource) });
+    ctx.status = 204;
+  });
+
+  return router;
+}

@@ -102,6 +102,15 @@ export function createRolesRepository(db: Db) {
         await trx('roles').where({ id: roleId }).update({ updated_at: nowIso() });
       });
     },
+    /** Makes the role's permissions exactly `perms`. */
+    async setPermissions(roleId: string, perms: { resourceId: string; scope: string }[]): Promise<void> {
+      const unique = new Map(perms.map((p) => [`${p.resourceId} ${p.scope}`, p]));
+      await db.transaction(async (trx) => {
+        await trx('role_permissions').where({ role_id: roleId }).delete();
+        for (const p of unique.values()) await trx('role_permissions').insert({ role_id: roleId, resource_id: p.resourceId, scope: p.scope });
+        await trx('roles').where({ id: roleId }).update({ updated_at: nowIso() });
+      });
+    },
     async revoke(roleId: string, perms: { resourceId: string; scope: string }[]): Promise<void> {
       await db.transaction(async (trx) => {
         for (const p of perms) await trx('role_permissions').where({ role_id: roleId, resource_id: p.resourceId, scope: p.scope }).delete();
@@ -128,10 +137,13 @@ export function createRolesRepository(db: Db) {
         .orderBy('r.name');
       return withPermissions(rows);
     },
-    /** Subjects holding a global role. */
-    async holders(roleId: string): Promise<Subject[]> {
-      const rows = await db('role_assignments').where({ role_id: roleId }).select<{ account_id: string | null; client_id: string | null }[]>('account_id', 'client_id');
-      return rows.map((r) => (r.account_id ? { kind: 'account' as const, id: r.account_id } : { kind: 'client' as const, id: r.client_id! }));
+    /** Subjects holding a global role, with when it was assigned. */
+    async holders(roleId: string): Promise<(Subject & { assignedAt: string })[]> {
+      const rows = await db('role_assignments').where({ role_id: roleId }).select<{ account_id: string | null; client_id: string | null; created_at: string }[]>('account_id', 'client_id', 'created_at');
+      return rows.map((r) => {
+        const assignedAt = toIso(r.created_at) ?? r.created_at;
+        return r.account_id ? { kind: 'account' as const, id: r.account_id, assignedAt } : { kind: 'client' as const, id: r.client_id!, assignedAt };
+      });
     },
   };
 }

@@ -76,6 +76,14 @@ export function canInOrganization(actor: OrgActor, action: OrgAction, target: Or
   return true;
 }
 
+/**
+ * Whether the actor manages the organization (an owner or an admin, or a superuser): the admin
+ * API lets such an account act on that organization with a token scoped `account`.
+ */
+export function managesOrganization(actor: OrgActor): boolean {
+  return actor.superuser || (actor.role !== null && MANAGERS.has(actor.role));
+}
+
 /** The actions an actor may take, for pages that show only the forms one may use. */
 export function allowedOrgActions(actor: OrgActor): Set<OrgAction> {
   return new Set(ORG_ACTIONS.filter((a) => canInOrganization(actor, a)));

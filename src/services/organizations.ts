@@ -4,7 +4,7 @@ import type { HeldMembership, InvitationRecord, MembershipRecord, OrganizationQu
 import type { RoleRecord, Subject } from '../repositories/roles.js';
 import { composeMail } from './account-mail.js';
 import { checkEmail } from './accounts.js';
-import type { AuditService } from './audit.js';
+import type { AuditService, RequestOrigin } from './audit.js';
 import { assertCanInOrganization, type OrgAction, type OrgActionTarget, type OrgActor } from './authorization.js';
 import type { ChangeFeed } from './change-feed.js';
 import { ConflictError, NotFoundError, ValidationError } from './errors.js';
@@ -48,8 +48,14 @@ export function describeInvitation(i: InvitationRecord, now = Date.now()) {
   return { id: i.id, organization_id: i.organizationId, email: i.email, role: i.role, status, invited_by: i.invitedBy, created_at: i.createdAt, expires_at: i.expiresAt };
 }
 
-/** Who acts (for audit rows): an account id, a client id or "cli". */
-export type ActorId = string;
+/**
+ * Who acts (for audit rows): an account id, a client id or "cli"; or, from the admin API, that id
+ * with the token's client, the request's origin and `via`.
+ */
+export type ActorId = string | { actorId: string; clientId?: string | undefined; origin?: RequestOrigin | undefined; via?: string | undefined };
+
+/** The id an actor is stored as (organizations.created_by, invitations.invited_by). */
+export const actorIdOf = (actor: ActorId) => (typeof actor === 'string' ? actor : actor.actorId);
 
 /**
  * Organizations (tenants): memberships with an organization role, the last-owner rule and
@@ -60,6 +66,13 @@ export function createOrganizationService(deps: { orgs: OrganizationsRepository;
   const { orgs, roles, audit } = deps;
   const product = deps.productName ?? 'Latch';
   const changed = () => deps.feed?.publish('rbac');
+
+  /** An audit row with the actor's client, origin and channel when known. */
+  const record = (type: string, actor: ActorId, subjectId: string, details: Record<string, unknown>) => {
+    if (typeof actor === 'string') return audit.record({ type, actorId: actor, subjectId, details });
+    const { actorId, clientId, origin, via } = actor;
+    return audit.record({ type, actorId, clientId, origin, subjectId, details: { ...details, ...(via ? { via } : {}) } });
+  };
 
   async function orgRole(name: string): Promise<RoleRecord> {
     const role = await roles.find('organization', name);
@@ -111,12 +124,16 @@ export function createOrganizationService(deps: { orgs: OrganizationsRepository;
       if (await orgs.findBySlug(slug)) throw new ConflictError(`an organization with slug ${slug} already exists`);
       const ownerId = input.owner ? await ownerRoleId() : undefined;
       const org = await orgs.transaction(async (repo) => {
-        const created = await repo.insert({ id: randomUUID(), name, slug, createdBy: input.createdBy });
+        const created = await repo.insert({ id: randomUUID(), name, slug, createdBy: actorIdOf(input.createdBy) });
         if (input.owner && ownerId) await repo.addMember(created.id, input.owner, ownerId);
         return created;
+      }).catch(async (err: unknown) => {
+        // Checked above; a concurrent create with the same slug loses on the unique index.
+        if (await orgs.findBySlug(slug)) throw new ConflictError(`an organization with slug ${slug} already exists`);
+        throw err;
       });
       await changed();
-      await audit.record({ type: 'organization.create', actorId: input.createdBy, subjectId: org.id, details: { after: { name, slug, owner: input.owner?.id ?? null } } });
+      await record('organization.create', input.createdBy, org.id, { after: { name, slug, owner: input.owner?.id ?? null } });
       return org;
     },
 
@@ -128,16 +145,20 @@ export function createOrganizationService(deps: { orgs: OrganizationsRepository;
         const clash = await orgs.findBySlug(next.slug);
         if (clash && clash.id !== org.id) throw new ConflictError(`an organization with slug ${next.slug} already exists`);
       }
-      await orgs.update(org.id, next);
+      await orgs.update(org.id, next).catch(async (err: unknown) => {
+        const clash = next.slug ? await orgs.findBySlug(next.slug) : undefined;
+        if (clash && clash.id !== org.id) throw new ConflictError(`an organization with slug ${next.slug} already exists`);
+        throw err;
+      });
       await changed();
-      await audit.record({ type: 'organization.update', actorId, subjectId: org.id, details: { before: { name: org.name, slug: org.slug }, after: next } });
+      await record('organization.update', actorId, org.id, { before: { name: org.name, slug: org.slug }, after: next });
       return (await orgs.findById(org.id))!;
     },
 
     async delete(org: OrganizationRecord, actorId: ActorId): Promise<void> {
       await orgs.delete(org.id);
       await changed();
-      await audit.record({ type: 'organization.delete', actorId, subjectId: org.id, details: { before: { name: org.name, slug: org.slug } } });
+      await record('organization.delete', actorId, org.id, { before: { name: org.name, slug: org.slug } });
     },
 
     members: (organizationId: string) => orgs.members(organizationId),
@@ -147,9 +168,12 @@ export function createOrganizationService(deps: { orgs: OrganizationsRepository;
     async addMember(org: OrganizationRecord, subject: Subject, roleName: string, actorId: ActorId): Promise<MembershipRecord> {
       const role = await orgRole(roleName);
       if (await orgs.membership(org.id, subject)) throw new ConflictError(`${subject.kind} ${subject.id} is already a member of ${org.slug}`);
-      await orgs.addMember(org.id, subject, role.id);
+      await orgs.addMember(org.id, subject, role.id).catch(async (err: unknown) => {
+        if (await orgs.membership(org.id, subject)) throw new ConflictError(`${subject.kind} ${subject.id} is already a member of ${org.slug}`);
+        throw err;
+      });
       await changed();
-      await audit.record({ type: 'organization.member.add', actorId, subjectId: subject.id, details: { organization: org.id, after: { role: role.name } } });
+      await record('organization.member.add', actorId, subject.id, { organization: org.id, after: { role: role.name } });
       return (await orgs.membership(org.id, subject))!;
     },
 
@@ -164,7 +188,7 @@ export function createOrganizationService(deps: { orgs: OrganizationsRepository;
         return current;
       });
       await changed();
-      await audit.record({ type: 'organization.member.update', actorId, subjectId: subject.id, details: { organization: org.id, before: { role: before.role }, after: { role: role.name } } });
+      await record('organization.member.update', actorId, subject.id, { organization: org.id, before: { role: before.role }, after: { role: role.name } });
       return (await orgs.membership(org.id, subject))!;
     },
 
@@ -178,7 +202,7 @@ export function createOrganizationService(deps: { orgs: OrganizationsRepository;
         return current;
       });
       await changed();
-      await audit.record({ type: 'organization.member.remove', actorId, subjectId: subject.id, details: { organization: org.id, before: { role: before.role } } });
+      await record('organization.member.remove', actorId, subject.id, { organization: org.id, before: { role: before.role } });
     },
 
     /**
@@ -191,7 +215,7 @@ export function createOrganizationService(deps: { orgs: OrganizationsRepository;
       const token = randomBytes(32).toString('base64url');
       const id = randomUUID();
       const expiresAt = new Date(Date.now() + INVITATION_TTL * 1000).toISOString();
-      await orgs.insertInvitation({ id, organizationId: org.id, email, roleId: role.id, tokenHash: hashToken(token), invitedBy: input.invitedBy, expiresAt });
+      await orgs.insertInvitation({ id, organizationId: org.id, email, roleId: role.id, tokenHash: hashToken(token), invitedBy: actorIdOf(input.invitedBy), expiresAt });
       const url = `${deps.issuer}/invitation?${new URLSearchParams({ token }).toString()}`;
       const { text, html } = composeMail([
         `You are invited to join the organization "${org.name}" on ${product} as ${role.name}. To accept, open this link:`,
@@ -199,7 +223,7 @@ export function createOrganizationService(deps: { orgs: OrganizationsRepository;
         `The invitation is valid until ${expiresAt.replace(/\.\d{3}Z$/, 'Z')} and can be used once. If you did not expect it, ignore this mail.`,
       ]);
       await deps.mailer.send({ to: email, subject: `You are invited to join ${org.name} on ${product}`, text, html });
-      await audit.record({ type: 'organization.invitation.create', actorId: input.invitedBy, subjectId: org.id, details: { organization: org.id, invitation: id, after: { role: role.name } } });
+      await record('organization.invitation.create', input.invitedBy, org.id, { organization: org.id, invitation: id, after: { role: role.name } });
       return { invitation: (await orgs.invitationById(id))!, url };
     },
 
@@ -246,7 +270,7 @@ export function createOrganizationService(deps: { orgs: OrganizationsRepository;
 
     async revokeInvitation(inv: InvitationRecord, actorId: ActorId): Promise<void> {
       if (!(await orgs.settleInvitation(inv.id, 'revoked'))) throw new ConflictError('the invitation is no longer pending');
-      await audit.record({ type: 'organization.invitation.revoke', actorId, subjectId: inv.organizationId, details: { organization: inv.organizationId, invitation: inv.id } });
+      await record('organization.invitation.revoke', actorId, inv.organizationId, { organization: inv.organizationId, invitation: inv.id });
     },
   };
 }

@@ -100,13 +100,19 @@ export function createRoleService(deps: { roles: RolesRepository; resources: { f
       const perms = await resolvePermissions(input.permissions ?? []);
       if (await roles.find(input.kind, name)) throw new ConflictError(`${input.kind === 'organization' ? 'organization role' : 'role'} ${name} already exists`);
       const id = randomUUID();
-      await roles.insert({ id, kind: input.kind, name, description });
+      // Checked above; a concurrent create of the same name loses on the unique index.
+      await roles.insert({ id, kind: input.kind, name, description }).catch(async (err: unknown) => {
+        if (await roles.find(input.kind, name)) throw new ConflictError(`${input.kind === 'organization' ? 'organization role' : 'role'} ${name} already exists`);
+        throw err;
+      });
       if (perms.length) await roles.grant(id, perms);
       await changed();
       return (await roles.findById(id))!;
     },
 
-    async update(role: RoleRecord, patch: { name?: string | undefined; description?: string | null | undefined }): Promise<RoleRecord> {
+    /** Renames, describes and, with `permissions`, replaces the whole permission set; everything is checked before anything changes. */
+    async update(role: RoleRecord, patch: { name?: string | undefined; description?: string | null | undefined; permissions?: (string | Permission)[] | undefined }): Promise<RoleRecord> {
+      const perms = patch.permissions === undefined ? undefined : await resolvePermissions(patch.permissions);
       const next: { name?: string; description?: string | null } = {};
       if (patch.name !== undefined) {
         const name = checkRoleName(patch.name);
@@ -120,7 +126,12 @@ export function createRoleService(deps: { roles: RolesRepository; resources: { f
         if (d && d.length > 255) throw new ValidationError('description', 'must be at most 255 characters');
         next.description = d;
       }
-      await roles.update(role.id, next);
+      await roles.update(role.id, next).catch(async (err: unknown) => {
+        const clash = next.name ? await roles.find(role.kind, next.name) : undefined;
+        if (clash && clash.id !== role.id) throw new ConflictError(`role ${next.name} already exists`);
+        throw err;
+      });
+      if (perms) await roles.setPermissions(role.id, perms);
       await changed();
       return (await roles.findById(role.id))!;
     },
@@ -153,7 +164,11 @@ export function createRoleService(deps: { roles: RolesRepository; resources: { f
     /** Assigns a global role to an account or a client (organization roles are held through memberships only). */
     async assign(role: RoleRecord, subject: Subject): Promise<boolean> {
       if (role.kind !== 'global') throw new ValidationError('role', `${role.name} is an organization role: it is held through a membership, not assigned globally`);
-      const added = await roles.assign(role.id, subject);
+      // A concurrent assignment of the same role loses on the unique index: held either way.
+      const added = await roles.assign(role.id, subject).catch(async (err: unknown) => {
+        if ((await roles.holders(role.id)).some((h) => h.kind === subject.kind && h.id === subject.id)) return false;
+        throw err;
+      });
       await changed();
       return added;
     },

@@ -1,0 +1,256 @@
+import Router from '@koa/router';
+import type Koa from 'koa';
+
+import { originOf } from '../../lib/request-origin.js';
+import { actorOf, insufficientScope, principalOf, requireAdmin } from '../../middleware/api-auth.js';
+import { Input, queryParam } from '../../middleware/api-input.js';
+import { checkIfMatch, paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
+import { invalid, notFound, ProblemError, readJson, type FieldError } from '../../middleware/api-problem.js';
+import type { InvitationRecord, MembershipRecord, OrganizationRecord } from '../../repositories/organizations.js';
+import type { Subject } from '../../repositories/roles.js';
+import { ForbiddenError, managesOrganization, type OrgAction, type OrgActionTarget } from '../../services/authorization.js';
+import { NotFoundError } from '../../services/errors.js';
+import { describeInvitation, describeOrganization, isUuid, type ActorId } from '../../services/organizations.js';
+import { locationOf, type ApiDeps } from './common.js';
+import { apiKindOf, readSubject } from './roles.js';
+
+/** A member as the API shows it: `id` is the user id or the client id, `kind` says which. */
+export function describeMember(m: MembershipRecord) {
+  return { id: m.member.id, kind: apiKindOf(m.member), organization_id: m.organizationId, role: m.role, created_at: m.createdAt, updated_at: m.updatedAt };
+}
+
+/** The organization an /organizations/{id}/… request acts on, and who acts there. */
+interface OrgContext {
+  org: OrganizationRecord;
+  who: { subject: Subject; superuser: boolean };
+}
+
+const orgOf = (ctx: Koa.Context) => ctx.state.org as OrgContext;
+
+/** The API's actor for the organization service's audit rows: token subject and client, origin, channel. */
+const apiActor = (ctx: Koa.Context): ActorId => ({ ...actorOf(principalOf(ctx)), origin: originOf(ctx), via: 'api' });
+
+/** 403 naming the admin scope that would allow the request (RFC 6750 §3.1). */
+const forbidden = (scope: string, detail: string) => new ProblemError(403, 'forbidden', detail, { headers: insufficientScope(scope).extra.headers ?? {} });
+
+/**
+ * Access to one organization: an admin token (`admin:read` for GET, `admin:write` otherwise;
+ * user tokens of superusers only), acting as the operator; or a user token with the scope
+ * `account` whose user is an owner or admin of that organization, acting with that role (a
+ * superuser's `account` token has no more rights than their role). Whether the organization
+ * exists is told only to callers allowed into it. Every action is then checked by
+ * authorization.ts (`authorize`); its refusals are 403s here.
+ */
+function orgAccess(deps: ApiDeps, need: 'read' | 'write'): Koa.Middleware {
+  const scope = `admin:${need}`;
+  const admin = requireAdmin(need);
+  const { organizations } = deps.services;
+  const guarded = async (next: Koa.Next) => {
+    try {
+      await next();
+    } catch (err) {
+      if (err instanceof ForbiddenError) throw forbidden(scope, err.message);
+      throw err;
+    }
+  };
+  return async (ctx, next) => {
+    const p = principalOf(ctx);
+    const id = ctx.params.id!;
+    const operator = p.superuser && (p.scopes.has('admin:write') || (need === 'read' && p.scopes.has('admin:read')));
+    if (p.kind === 'account' && p.scopes.has('account') && !operator) {
+      const who = { subject: { kind: 'account' as const, id: p.id }, superuser: false };
+      const org = await organizations.resolve(id).catch((err: unknown) => {
+        if (err instanceof NotFoundError) return undefined;
+        throw err;
+      });
+      if (!org || !managesOrganization(await organizations.actor(org.id, who))) throw forbidden(scope, `this token acts only on organizations its user is an owner or admin of, or needs ${scope}`);
+      ctx.state.org = { org, who } satisfies OrgContext;
+      return guarded(next);
+    }
+    // requireAdmin answers 403 (insufficient scope, or an admin scope on a non-superuser's token).
+    return admin(ctx, async () => {
+      ctx.state.org = { org: await organizations.resolve(id), who: { subject: { kind: p.kind, id: p.id }, superuser: true } } satisfies OrgContext;
+      await guarded(next);
+    });
+  };
+}
+
+const boundedId = (id: string, max: number) => id.length <= max;
+
+/** /api/v1/organizations: organizations, their members and invitations. */
+export function organizationRoutes(deps: ApiDeps): Router {
+  const router = new Router();
+  const { services } = deps;
+  const { organizations } = services;
+  const read = orgAccess(deps, 'read');
+  const write = orgAccess(deps, 'write');
+
+  /** authorization.ts decides (ForbiddenError → 403 in orgAccess). */
+  const authorize = (ctx: Koa.Context, action: OrgAction, target: OrgActionTarget = {}) => {
+    const { org, who } = orgOf(ctx);
+    return organizations.authorize(org.id, who, action, target);
+  };
+
+  /** An organization role by name, else 422 (a global role cannot be held through a membership). */
+  const orgRoleName = async (field: string, name: string): Promise<string> => {
+    try {
+      return (await organizations.orgRole(name)).name;
+    } catch (err) {
+      if (err instanceof NotFoundError) throw invalid([{ field, message: `"${name}" is not an organization role` }]);
+      throw err;
+    }
+  };
+
+  const memberOr404 = async (ctx: Koa.Context): Promise<MembershipRecord> => {
+    const { org } = orgOf(ctx);
+    const id = ctx.params.member_id!;
+    const m = boundedId(id, 128) ? ((await organizations.membership(org.id, { kind: 'account', id })) ?? (await organizations.membership(org.id, { kind: 'client', id }))) : undefined;
+    if (!m) throw notFound(`member ${id}`);
+    return m;
+  };
+
+  const invitationOr404 = async (ctx: Koa.Context): Promise<InvitationRecord> => {
+    const id = ctx.params.invitation_id!;
+    const inv = isUuid(id) ? await organizations.invitationById(id.toLowerCase()) : undefined;
+    if (!inv || inv.organizationId !== orgOf(ctx).org.id) throw notFound(`invitation ${id}`);
+    return inv;
+  };
+
+  const sameSubject = (a: Subject, b: Subject) => a.kind === b.kind && a.id === b.id;
+
+  router.get('/organizations', requireAdmin('read'), async (ctx) => {
+    const q = ctx.query as Record<string, string | string[] | undefined>;
+    const errors: FieldError[] = [];
+    const name = queryParam(q, 'name', errors);
+    const slug = queryParam(q, 'slug', errors);
+    const page = pageParams(ctx, errors);
+    let orgs = await organizations.list();
+    if (name) orgs = orgs.filter((o) => o.name.toLowerCase().includes(name.toLowerCase()));
+    if (slug !== undefined) orgs = orgs.filter((o) => o.slug === slug);
+    const { items, next_cursor } = paginate(orgs, (o) => ({ at: o.createdAt, id: o.id }), page);
+    ctx.body = { data: items.map(describeOrganization), next_cursor };
+  });
+
+  router.post('/organizations', requireAdmin('write'), async (ctx) => {
+    const input = new Input(await readJson(ctx), ['name', 'slug', 'owner_id']);
+    const name = input.string('name', { required: true, max: 255 });
+    const slug = input.string('slug', { required: true, max: 64 });
+    const ownerId = input.string('owner_id', { max: 64 });
+    if (ownerId !== undefined && !(await services.accounts.findById(ownerId))) input.errors.push({ field: 'owner_id', message: 'is not a user' });
+    input.done();
+    const org = await organizations.create({ name: name!, slug: slug!, owner: ownerId === undefined ? undefined : { kind: 'account', id: ownerId }, createdBy: apiActor(ctx) });
+    ctx.set('Location', locationOf(deps, `organizations/${org.id}`));
+    sendResource(ctx, describeOrganization(org), 201);
+  });
+
+  router.get('/organizations/:id', read, async (ctx) => {
+    await authorize(ctx, 'org.read');
+    sendResource(ctx, describeOrganization(orgOf(ctx).org));
+  });
+
+  router.patch('/organizations/:id', write, async (ctx) => {
+    const { org } = orgOf(ctx);
+    const input = new Input(await readJson(ctx), ['name', 'slug']);
+    const name = input.string('name', { max: 255 });
+    const slug = input.string('slug', { max: 64 });
+    input.done();
+    await authorize(ctx, 'org.update');
+    checkIfMatch(ctx, describeOrganization(org));
+    // The service records the change (organization.update) with the API's actor.
+    const changed = (name !== undefined && name !== org.name) || (slug !== undefined && slug !== org.slug);
+    const updated = changed ? await organizations.update(org, { name, slug }, apiActor(ctx)) : org;
+    sendResource(ctx, describeOrganization(updated));
+  });
+
+  router.delete('/organizations/:id', write, async (ctx) => {
+    await authorize(ctx, 'org.delete');
+    await organizations.delete(orgOf(ctx).org, apiActor(ctx));
+    ctx.status = 204;
+  });
+
+  router.get('/organizations/:id/members', read, async (ctx) => {
+    await authorize(ctx, 'members.read');
+    const page = pageParams(ctx);
+    const { items, next_cursor } = paginate(await organizations.members(orgOf(ctx).org.id), (m) => ({ at: m.createdAt, id: `${m.member.kind}:${m.member.id}` }), page);
+    ctx.body = { data: items.map(describeMember), next_cursor };
+  });
+
+  router.post('/organizations/:id/members', write, async (ctx) => {
+    const { org } = orgOf(ctx);
+    const input = new Input(await readJson(ctx), ['user_id', 'client_id', 'role']);
+    const subject = await readSubject(deps, input);
+    const roleName = input.string('role', { max: 64 }) ?? 'member';
+    input.done();
+    const role = await orgRoleName('role', roleName);
+    await authorize(ctx, 'members.add', { newRole: role });
+    const m = await organizations.addMember(org, subject!, role, apiActor(ctx));
+    ctx.set('Location', locationOf(deps, `organizations/${org.id}/members/${encodeURIComponent(m.member.id)}`));
+    sendResource(ctx, describeMember(m), 201);
+  });
+
+  router.get('/organizations/:id/members/:member_id', read, async (ctx) => {
+    await authorize(ctx, 'members.read');
+    sendResource(ctx, describeMember(await memberOr404(ctx)));
+  });
+
+  router.patch('/organizations/:id/members/:member_id', write, async (ctx) => {
+    const { org, who } = orgOf(ctx);
+    const input = new Input(await readJson(ctx), ['role']);
+    const roleName = input.string('role', { required: true, max: 64 });
+    input.done();
+    // The right to change roles at all comes first: whom the organization has is told only then.
+    await authorize(ctx, 'members.update');
+    const m = await memberOr404(ctx);
+    checkIfMatch(ctx, describeMember(m));
+    const role = await orgRoleName('role', roleName!);
+    await authorize(ctx, 'members.update', { currentRole: m.role, newRole: role, self: sameSubject(m.member, who.subject) });
+    const updated = m.role === role ? m : await organizations.updateMember(org, m.member, role, apiActor(ctx));
+    sendResource(ctx, describeMember(updated));
+  });
+
+  router.delete('/organizations/:id/members/:member_id', write, async (ctx) => {
+    const { org, who } = orgOf(ctx);
+    await authorize(ctx, 'members.remove');
+    const m = await memberOr404(ctx);
+    await authorize(ctx, 'members.remove', { currentRole: m.role, self: sameSubject(m.member, who.subject) });
+    // The last-owner rule is the service's (409).
+    await organizations.removeMember(org, m.member, apiActor(ctx));
+    ctx.status = 204;
+  });
+
+  router.get('/organizations/:id/invitations', read, async (ctx) => {
+    await authorize(ctx, 'invitations.read');
+    const page = pageParams(ctx);
+    const { items, next_cursor } = paginate(await organizations.invitations(orgOf(ctx).org.id), (i) => ({ at: i.createdAt, id: i.id }), page);
+    ctx.body = { data: items.map((i) => describeInvitation(i)), next_cursor };
+  });
+
+  router.post('/organizations/:id/invitations', write, async (ctx) => {
+    const { org } = orgOf(ctx);
+    const input = new Input(await readJson(ctx), ['email', 'role']);
+    const email = input.string('email', { required: true, max: 320 });
+    const roleName = input.string('role', { max: 64 }) ?? 'member';
+    input.done();
+    const role = await orgRoleName('role', roleName);
+    await authorize(ctx, 'invitations.create', { newRole: role });
+    // The service mails the single-use link; the link's token is never answered.
+    const { invitation } = await organizations.invite(org, { email: email!, role, invitedBy: apiActor(ctx) });
+    ctx.set('Location', locationOf(deps, `organizations/${org.id}/invitations/${invitation.id}`));
+    sendResource(ctx, describeInvitation(invitation), 201);
+  });
+
+  router.get('/organizations/:id/invitations/:invitation_id', read, async (ctx) => {
+    await authorize(ctx, 'invitations.read');
+    sendResource(ctx, describeInvitation(await invitationOr404(ctx)));
+  });
+
+  router.delete('/organizations/:id/invitations/:invitation_id', write, async (ctx) => {
+    await authorize(ctx, 'invitations.revoke');
+    const inv = await invitationOr404(ctx);
+    // An invitation no longer pending (accepted, declined, revoked) is a 409 of the service.
+    await organizations.revokeInvitation(inv, apiActor(ctx));
+    ctx.status = 204;
+  });
+
+  return router;
+}

@@ -1,0 +1,157 @@
+import Router from '@koa/router';
+import type Koa from 'koa';
+
+import { requireAdmin } from '../../middleware/api-auth.js';
+import { Input, queryParam } from '../../middleware/api-input.js';
+import { checkIfMatch, paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
+import { invalid, notFound, readJson, type FieldError } from '../../middleware/api-problem.js';
+import type { RoleKind, RoleRecord, Subject } from '../../repositories/roles.js';
+import { ValidationError } from '../../services/errors.js';
+import { isUuid } from '../../services/organizations.js';
+import { auditChange, diff, locationOf, type ApiDeps } from './common.js';
+
+/** The API shape of a role: permissions as the `RESOURCE:SCOPE` strings they are given as. */
+export function describeApiRole(r: RoleRecord) {
+  return {
+    id: r.id,
+    name: r.name,
+    kind: r.kind,
+    description: r.description,
+    builtin: r.builtin,
+    permissions: r.permissions.map((p) => `${p.resource}:${p.scope}`),
+    created_at: r.createdAt,
+    updated_at: r.updatedAt,
+  };
+}
+
+/** The API calls accounts users: a subject's kind as the API shows it. */
+export const apiKindOf = (s: Subject) => (s.kind === 'account' ? 'user' : 'client');
+
+/**
+ * `user_id` or `client_id` of a body, exactly one, naming an existing user or client (else 422):
+ * who holds a role or a membership.
+ */
+export async function readSubject(deps: ApiDeps, input: Input): Promise<Subject | undefined> {
+  const userId = input.string('user_id', { max: 64 });
+  const clientId = input.string('client_id', { max: 128 });
+  if (input.has('user_id') === input.has('client_id')) {
+    input.errors.push({ field: 'user_id', message: 'give exactly one of user_id or client_id' });
+    return undefined;
+  }
+  if (userId !== undefined) {
+    if (await deps.services.accounts.findById(userId)) return { kind: 'account', id: userId };
+    input.errors.push({ field: 'user_id', message: 'is not a user' });
+  } else if (clientId !== undefined) {
+    if (await deps.services.clients.findById(clientId)) return { kind: 'client', id: clientId };
+    input.errors.push({ field: 'client_id', message: 'is not a client' });
+  }
+  return undefined;
+}
+
+/** The role service names the list `permission` (as the CLI flag); the API `permissions`. */
+async function apiFields<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    if (err instanceof ValidationError) throw invalid([{ field: err.field === 'permission' ? 'permissions' : err.field, message: err.detail }]);
+    throw err;
+  }
+}
+
+const KINDS: readonly RoleKind[] = ['global', 'organization'];
+
+/** /api/v1/roles: global and organization roles, their permissions, and global role holders. */
+export function roleRoutes(deps: ApiDeps): Router {
+  const router = new Router();
+  const { services } = deps;
+  const read = requireAdmin('read');
+  const write = requireAdmin('write');
+
+  const roleOr404 = async (id: string) => {
+    const role = isUuid(id) ? await services.roles.findById(id.toLowerCase()) : undefined;
+    if (!role) throw notFound(`role ${id}`);
+    return role;
+  };
+
+  router.get('/roles', read, async (ctx) => {
+    const q = ctx.query as Record<string, string | string[] | undefined>;
+    const errors: FieldError[] = [];
+    const kind = queryParam(q, 'kind', errors);
+    const name = queryParam(q, 'name', errors);
+    if (kind !== undefined && !KINDS.includes(kind as RoleKind)) errors.push({ field: 'kind', message: 'must be global or organization' });
+    const page = pageParams(ctx, errors);
+    let roles = await services.roles.list(kind as RoleKind | undefined);
+    if (name !== undefined) roles = roles.filter((r) => r.name === name);
+    const { items, next_cursor } = paginate(roles, (r) => ({ at: r.createdAt, id: r.id }), page);
+    ctx.body = { data: items.map(describeApiRole), next_cursor };
+  });
+
+  router.post('/roles', write, async (ctx) => {
+    const input = new Input(await readJson(ctx), ['name', 'kind', 'description', 'permissions']);
+    const name = input.string('name', { required: true, max: 64 });
+    const kind = input.string('kind', { max: 16 });
+    if (kind !== undefined && !KINDS.includes(kind as RoleKind)) input.errors.push({ field: 'kind', message: 'must be global or organization' });
+    const description = input.string('description', { max: 255, nullable: true });
+    const permissions = input.strings('permissions', { maxItems: 200 });
+    input.done();
+    const role = await apiFields(() => services.roles.create({ name: name!, kind: (kind ?? 'global') as RoleKind, description, permissions }));
+    const view = describeApiRole(role);
+    await auditChange(deps, ctx, 'role.create', role.id, { after: view });
+    ctx.set('Location', locationOf(deps, `roles/${role.id}`));
+    sendResource(ctx, view, 201);
+  });
+
+  router.get('/roles/:id', read, async (ctx) => {
+    sendResource(ctx, describeApiRole(await roleOr404(ctx.params.id!)));
+  });
+
+  router.patch('/roles/:id', write, async (ctx) => {
+    const role = await roleOr404(ctx.params.id!);
+    const input = new Input(await readJson(ctx), ['name', 'description', 'permissions']);
+    const name = input.string('name', { max: 64 });
+    const description = input.string('description', { max: 255, nullable: true });
+    const permissions = input.strings('permissions', { maxItems: 200 });
+    input.done();
+    const before = describeApiRole(role);
+    checkIfMatch(ctx, before);
+    // Built-in roles keep their name (409); their description and permissions may change.
+    const updated = await apiFields(() => services.roles.update(role, { name, description, permissions }));
+    const after = describeApiRole(updated);
+    const changes = diff(before, after);
+    delete changes.before.updated_at;
+    delete changes.after.updated_at;
+    if (Object.keys(changes.after).length) await auditChange(deps, ctx, 'role.update', role.id, changes);
+    sendResource(ctx, after);
+  });
+
+  router.delete('/roles/:id', write, async (ctx) => {
+    const role = await roleOr404(ctx.params.id!);
+    await services.roles.delete(role);
+    await auditChange(deps, ctx, 'role.delete', role.id, { before: describeApiRole(role) });
+    ctx.status = 204;
+  });
+
+  /** Assigns or unassigns a global role (organization roles are held through memberships: 422). */
+  const assignment = (how: 'assign' | 'unassign') => async (ctx: Koa.Context) => {
+    const role = await roleOr404(ctx.params.id!);
+    const input = new Input(await readJson(ctx), ['user_id', 'client_id']);
+    const subject = await readSubject(deps, input);
+    input.done();
+    const changed = how === 'assign' ? await services.roles.assign(role, subject!) : await services.roles.unassign(role, subject!);
+    // The holder is the audit subject, so it shows in their trail (and is pseudonymised with them).
+    if (changed) await auditChange(deps, ctx, `role.${how}`, subject!.id, { role: role.id, role_name: role.name, holder_kind: apiKindOf(subject!) });
+    ctx.status = 204;
+  };
+  router.post('/roles/:id/assign', write, assignment('assign'));
+  router.post('/roles/:id/unassign', write, assignment('unassign'));
+
+  router.get('/roles/:id/holders', read, async (ctx) => {
+    const role = await roleOr404(ctx.params.id!);
+    const page = pageParams(ctx);
+    const holders = (await services.roles.holders(role)).map((h) => ({ kind: apiKindOf(h), id: h.id, assigned_at: h.assignedAt }));
+    const { items, next_cursor } = paginate(holders, (h) => ({ at: h.assigned_at, id: `${h.kind}:${h.id}` }), page);
+    ctx.body = { data: items, next_cursor };
+  });
+
+  return router;
+}

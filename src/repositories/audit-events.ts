@@ -29,6 +29,18 @@ interface Row {
 
 const cut = (v: string | null, n: number) => (v && v.length > n ? v.slice(0, n) : v);
 
+const fromRow = (r: Row): AuditEvent => ({
+  id: Number(r.id),
+  at: toIso(r.at) ?? r.at,
+  type: r.type,
+  actorId: r.actor_id,
+  subjectId: r.subject_id,
+  ip: r.ip,
+  userAgent: r.user_agent,
+  clientId: r.client_id,
+  details: r.details ? (JSON.parse(r.details) as Record<string, unknown>) : null,
+});
+
 export function createAuditEventsRepository(db: Db) {
   return {
     async insert(e: NewAuditEvent): Promise<void> {
@@ -55,17 +67,13 @@ export function createAuditEventsRepository(db: Db) {
       if (filter.since) void q.where('at', '>=', filter.since);
       if (filter.until) void q.where('at', '<', filter.until);
       if (filter.before) void q.where('id', '<', filter.before);
-      return (await q).map((r) => ({
-        id: Number(r.id),
-        at: toIso(r.at) ?? r.at,
-        type: r.type,
-        actorId: r.actor_id,
-        subjectId: r.subject_id,
-        ip: r.ip,
-        userAgent: r.user_agent,
-        clientId: r.client_id,
-        details: r.details ? (JSON.parse(r.details) as Record<string, unknown>) : null,
-      }));
+      return (await q).map(fromRow);
+    },
+
+    /** One event by its id (a positive safe integer; the caller checks the shape). */
+    async get(id: number): Promise<AuditEvent | undefined> {
+      const row = await db('audit_events').where('id', id).first<Row | undefined>();
+      return row ? fromRow(row) : undefined;
     },
 
     /**

@@ -91,6 +91,13 @@ export function createPersonalAccessTokensRepository(db: Db) {
       return rows.map(fromRow);
     },
 
+    /** One token of the account (revoked and expired ones too); undefined when it is not theirs. */
+    async find(accountId: string, id: string): Promise<PersonalAccessTokenRecord | undefined> {
+      if (!isStorableKey(id) || id.length > 64) return undefined;
+      const row = await db('personal_access_tokens').where({ id, account_id: accountId }).first<Row | undefined>();
+      return row ? fromRow(row) : undefined;
+    },
+
     /** Tokens of an account neither revoked nor expired at `now`. */
     async countLive(accountId: string, now: string): Promise<number> {
       const row = await db('personal_access_tokens').where({ account_id: accountId }).whereNull('revoked_at').where('expires_at', '>', now).count({ n: '*' }).first<{ n: number | string }>();

@@ -22,6 +22,7 @@ import type { MfaService } from '../services/mfa.js';
 import type { OrganizationService } from '../services/organizations.js';
 import { checkPasswordPolicy } from '../services/password-policy.js';
 import type { PasswordHasher } from '../services/passwords.js';
+import { reauthenticate as reauthenticateAccount } from '../services/reauthentication.js';
 import type { Secrets } from '../services/secrets.js';
 import { ACCOUNT_CLIENT_ID, createAccountCookies, type AccountSession } from './account-session.js';
 
@@ -393,36 +394,16 @@ export function accountRoutes(deps: {
     );
   }
 
-  /**
-   * Re-authentication for sensitive changes: the current password, or a code from the second
-   * factor. Counted by the login guard like a sign-in (a stolen account-page cookie must not
-   * become a password oracle).
-   */
+  /** Re-authentication for sensitive changes (services/reauthentication.ts), as a page message. */
   async function reauthenticate(ctx: Koa.Context, account: AccountRecord, fields: { password?: string | undefined; code?: string | undefined }): Promise<{ ok: true } | { ok: false; message: string; status: number }> {
-    const password = fields.password ?? '';
-    const code = (fields.code ?? '').trim();
-    if (!password && !code) return { ok: false, message: 'Enter your current password or a code.', status: 400 };
-    const attempt = await deps.loginGuard?.begin(account.email, ctx.ip);
-    if (attempt && !attempt.allowed) {
-      ctx.set('Retry-After', String(attempt.retryAfterSeconds));
-      return { ok: false, message: tooManyAttemptsMessage(attempt.retryAfterSeconds), status: 429 };
+    const check = await reauthenticateAccount({ passwords: deps.passwords, mfa, audit: deps.audit, loginGuard: deps.loginGuard }, account, fields, { ip: ctx.ip, origin: originOf(ctx), clientId: ACCOUNT_CLIENT_ID, context: 'account_page' });
+    if (check.ok) return check;
+    if (check.reason === 'missing') return { ok: false, message: 'Enter your current password or a code.', status: 400 };
+    if (check.reason === 'locked') {
+      ctx.set('Retry-After', String(check.retryAfterSeconds));
+      return { ok: false, message: tooManyAttemptsMessage(check.retryAfterSeconds), status: 429 };
     }
-    let ok: boolean;
-    try {
-      ok = password ? Boolean(account.passwordHash) && (await deps.passwords.verify(account.passwordHash!, password)) : Boolean(await mfa.verify(account.id, code));
-    } catch (err) {
-      await attempt?.release();
-      throw err;
-    }
-    if (ok) {
-      await attempt?.succeed();
-      return { ok: true };
-    }
-    for (const lock of (await attempt?.fail()) ?? []) {
-      await deps.audit.record({ type: 'login.lockout', subjectId: account.id, clientId: ACCOUNT_CLIENT_ID, origin: originOf(ctx), details: { ...lock } });
-    }
-    await deps.audit.record({ type: 'login.failure', actorId: account.id, subjectId: account.id, clientId: ACCOUNT_CLIENT_ID, origin: originOf(ctx), details: { reason: password ? 'invalid_credentials' : 'invalid_mfa_code', context: 'account_page' } });
-    return { ok: false, message: password ? 'That is not your current password.' : 'That code is not valid.', status: 401 };
+    return { ok: false, message: fields.password ? 'That is not your current password.' : 'That code is not valid.', status: 401 };
   }
 
   router.get('/account', guarded(async (ctx, signed) => overview(ctx, signed)));

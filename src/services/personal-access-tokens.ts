@@ -184,6 +184,11 @@ export function createPersonalAccessTokenService(deps: {
     timer.unref();
   }
 
+  const withRecentUse = (r: PersonalAccessTokenRecord): PersonalAccessTokenRecord => {
+    const recent = pending.get(r.id);
+    return recent && (!r.lastUsedAt || recent > r.lastUsedAt) ? { ...r, lastUsedAt: recent } : r;
+  };
+
   /** Writes the recorded last uses now (one UPDATE per token, one transaction). */
   function flush(): Promise<void> {
     flushing = flushing.then(async () => {
@@ -246,10 +251,13 @@ export function createPersonalAccessTokenService(deps: {
 
     /** Every token of the account, newest first, with last uses not yet flushed. */
     async list(accountId: string): Promise<PersonalAccessTokenRecord[]> {
-      return (await tokens.listByAccount(accountId)).map((r) => {
-        const recent = pending.get(r.id);
-        return recent && (!r.lastUsedAt || recent > r.lastUsedAt) ? { ...r, lastUsedAt: recent } : r;
-      });
+      return (await tokens.listByAccount(accountId)).map(withRecentUse);
+    },
+
+    /** One token of the account (undefined when it is not theirs), with its last use not yet flushed. */
+    async get(accountId: string, id: string): Promise<PersonalAccessTokenRecord | undefined> {
+      const found = await tokens.find(accountId, id);
+      return found && withRecentUse(found);
     },
 
     /** Revokes one of the account's tokens: introspection answers `active: false` from now on. */

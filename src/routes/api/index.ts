@@ -16,9 +16,11 @@ import { createAuditEventsRepository } from '../../repositories/audit-events.js'
 import { createAccountMail } from '../../services/account-mail.js';
 import type { Services } from '../../services/index.js';
 import { apiAudience } from './api-resource.js';
+import { auditEventRoutes } from './audit-events.js';
 import { clientRoutes } from './clients.js';
 import type { ApiDeps } from './common.js';
 import { keyRoutes } from './keys.js';
+import { meRoutes } from './me.js';
 import { organizationRoutes } from './organizations.js';
 import { resourceRoutes } from './resources.js';
 import { roleRoutes } from './roles.js';
@@ -107,7 +109,8 @@ export function apiRoutes(deps: { config: Config; db: Db; logger: Logger; servic
   const v1 = new Router({ prefix: '/api/v1' });
   v1.use(problems({ logger: deps.logger }));
   v1.use(bearerAuth({ audience: apiAudience(config.issuer), verify: (token) => oidc.verifyAccessToken(token), accounts: services.accounts, personalTokens: services.personalTokens, limits: services.limits }));
-  for (const group of [userRoutes(api), clientRoutes(api), resourceRoutes(api), keyRoutes(api), roleRoutes(api), organizationRoutes(api)]) v1.use(group.routes());
+  const groups = [userRoutes(api), clientRoutes(api), resourceRoutes(api), keyRoutes(api), roleRoutes(api), organizationRoutes(api), meRoutes(api), auditEventRoutes(api)];
+  for (const group of groups) v1.use(group.routes());
   // Anything else under /api/v1: 405 for a known path with another method, else 404 (as problems).
   v1.all('/{*rest}', (ctx: Koa.Context) => {
     const allowed = new Set(v1.match(ctx.path, ctx.method).path.filter((l) => l.methods.length && !String(l.path).endsWith('{*rest}')).flatMap((l) => l.methods));

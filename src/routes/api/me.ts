@@ -1,0 +1,156 @@
+import Router from '@koa/router';
+import type Koa from 'koa';
+
+import { originOf } from '../../lib/request-origin.js';
+import { principalOf, requireAccount } from '../../middleware/api-auth.js';
+import { Input } from '../../middleware/api-input.js';
+import { checkIfMatch, paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
+import { invalid, notFound, ProblemError, readJson } from '../../middleware/api-problem.js';
+import type { AccountRecord } from '../../repositories/accounts.js';
+import { ValidationError } from '../../services/errors.js';
+import { checkPasswordPolicy } from '../../services/password-policy.js';
+import { MAX_PASSWORD_LENGTH } from '../../services/passwords.js';
+import { describePersonalAccessToken } from '../../services/personal-access-tokens.js';
+import { reauthenticate } from '../../services/reauthentication.js';
+import { auditChange, locationOf, type ApiDeps } from './common.js';
+import { describeGrant, describeSession, describeUser, revokeGrant } from './users.js';
+
+/** The caller's account as the API shows it: the user view plus the organizations it belongs to. */
+export async function describeMe(deps: ApiDeps, a: AccountRecord) {
+  const memberships = await deps.services.organizations.membershipsOf({ kind: 'account', id: a.id });
+  return { ...(await describeUser(deps, a)), organizations: memberships.map((m) => ({ id: m.id, name: m.name, slug: m.slug, role: m.role })) };
+}
+
+/** The account of the token (requireAccount ran: a user token, whose account bearerAuth loaded). */
+const accountOf = (ctx: Koa.Context): AccountRecord => principalOf(ctx).account!;
+
+/** Control characters have no place in a name (and PostgreSQL text cannot hold U+0000). */
+const CONTROL = /\p{Cc}/u;
+
+/**
+ * /api/v1/me: the signed-in user's own account (scope `account` on a user token or a personal
+ * access token): profile, password, sessions, grants (consents) and personal access tokens.
+ */
+export function meRoutes(deps: ApiDeps): Router {
+  const router = new Router();
+  const { services } = deps;
+  const own = requireAccount();
+
+  router.get('/me', own, async (ctx) => {
+    sendResource(ctx, await describeMe(deps, accountOf(ctx)));
+  });
+
+  router.patch('/me', own, async (ctx) => {
+    const account = accountOf(ctx);
+    const input = new Input(await readJson(ctx), ['name']);
+    const name = input.string('name', { max: 255, nullable: true });
+    if (name && CONTROL.test(name)) input.errors.push({ field: 'name', message: 'must not contain control characters' });
+    input.done();
+    checkIfMatch(ctx, await describeMe(deps, account));
+    // The service audits the change (account.update) when something changed.
+    const updated = name === undefined ? account : await services.accounts.update(account.id, { name }, { actorId: account.id, origin: originOf(ctx) });
+    sendResource(ctx, await describeMe(deps, updated));
+  });
+
+  router.post('/me/change-password', own, async (ctx) => {
+    const account = accountOf(ctx);
+    const input = new Input(await readJson(ctx), ['current_password', 'new_password']);
+    const current = input.string('current_password', { max: MAX_PASSWORD_LENGTH });
+    const next = input.string('new_password');
+    if (current === undefined && !input.errors.some((e) => e.field === 'current_password')) input.errors.push({ field: 'current_password', message: 'is required' });
+    if (next === undefined && !input.errors.some((e) => e.field === 'new_password')) input.errors.push({ field: 'new_password', message: 'is required' });
+    input.done();
+    // The account page's policy, checked before the current password (no attempt is spent on it).
+    const policy = checkPasswordPolicy(next!, { email: account.email, name: account.displayName });
+    if (policy) throw invalid([{ field: 'new_password', message: policy }]);
+    const check = await reauthenticate({ passwords: services.passwords, mfa: services.mfa, audit: services.audit, loginGuard: services.loginGuard }, account, { password: current! }, { ip: ctx.ip, origin: originOf(ctx), clientId: principalOf(ctx).clientId, context: 'api' });
+    if (!check.ok && check.reason === 'locked') {
+      throw new ProblemError(429, 'too-many-requests', 'too many failed attempts; try again later', { headers: { 'Retry-After': String(check.retryAfterSeconds) } });
+    }
+    if (!check.ok) throw invalid([{ field: 'current_password', message: 'is not your current password' }]);
+    // Ends every session, grant and refresh token of the account (so the access token of this
+    // call too, unless it is a personal access token): whoever knew the old password is out.
+    await services.accounts.setPassword(account.id, next!);
+    await auditChange(deps, ctx, 'password.change', account.id);
+    ctx.status = 204;
+  });
+
+  router.get('/me/sessions', own, async (ctx) => {
+    const page = pageParams(ctx);
+    const sessions = (await services.state.listByAccount('Session', accountOf(ctx).id)).map(describeSession);
+    const { items, next_cursor } = paginate(sessions, (s) => ({ at: s.created_at ?? '', id: s.id }), page);
+    ctx.body = { data: items, next_cursor };
+  });
+
+  router.delete('/me/sessions/:id', own, async (ctx) => {
+    const account = accountOf(ctx);
+    const sid = ctx.params.id!;
+    if (sid.length > 128 || !(await services.state.destroySessionByUid(account.id, sid))) throw notFound(`session ${sid}`);
+    await auditChange(deps, ctx, 'session.revoke', account.id, { session: sid });
+    ctx.status = 204;
+  });
+
+  router.get('/me/grants', own, async (ctx) => {
+    const page = pageParams(ctx);
+    const grants = (await services.state.listByAccount('Grant', accountOf(ctx).id)).map(describeGrant);
+    const { items, next_cursor } = paginate(grants, (g) => ({ at: g.created_at ?? '', id: g.id }), page);
+    ctx.body = { data: items, next_cursor };
+  });
+
+  router.delete('/me/grants/:id', own, async (ctx) => {
+    await revokeGrant(deps, ctx, accountOf(ctx).id, ctx.params.id!);
+    ctx.status = 204;
+  });
+
+  // ---- Personal access tokens (the account page's rules: services/personal-access-tokens.ts) ----
+
+  /** A live or expired token of the caller; a revoked one is gone (404), as after DELETE. */
+  const tokenOr404 = async (ctx: Koa.Context) => {
+    const id = ctx.params.id!;
+    const token = await services.personalTokens.get(accountOf(ctx).id, id);
+    if (!token || token.revokedAt) throw notFound(`token ${id}`);
+    return token;
+  };
+
+  router.get('/me/tokens', own, async (ctx) => {
+    const page = pageParams(ctx);
+    const tokens = (await services.personalTokens.list(accountOf(ctx).id)).filter((t) => !t.revokedAt);
+    const { items, next_cursor } = paginate(tokens, (t) => ({ at: t.createdAt, id: t.id }), page);
+    ctx.body = { data: items.map(describePersonalAccessToken), next_cursor };
+  });
+
+  router.post('/me/tokens', own, async (ctx) => {
+    const account = accountOf(ctx);
+    const input = new Input(await readJson(ctx), ['name', 'scopes', 'organization_id', 'expires_in_days']);
+    const name = input.string('name', { required: true, max: 255 });
+    const scopes = input.strings('scopes', { required: true, maxItems: 100 });
+    const organizationId = input.string('organization_id', { max: 64, nullable: true });
+    if (organizationId && CONTROL.test(organizationId)) input.errors.push({ field: 'organization_id', message: 'is not an organization you belong to' });
+    const days = input.integer('expires_in_days', { min: 1, max: services.personalTokens.settings.maxTtlDays });
+    input.done();
+    let created;
+    try {
+      created = await services.personalTokens.create(account, { name: name!, scopes: scopes!, organizationId, expiresInDays: days ?? undefined, origin: originOf(ctx) });
+    } catch (err) {
+      // The live-token limit is a conflict with existing tokens, not a wrong field.
+      if (err instanceof ValidationError && err.field === 'tokens') throw new ProblemError(409, 'conflict', err.detail);
+      throw err;
+    }
+    ctx.set('Location', locationOf(deps, `me/tokens/${encodeURIComponent(created.record.id)}`));
+    // The token is shown once, here (only its hash is stored).
+    sendResource(ctx, { ...describePersonalAccessToken(created.record), token: created.token }, 201);
+  });
+
+  router.get('/me/tokens/:id', own, async (ctx) => {
+    sendResource(ctx, describePersonalAccessToken(await tokenOr404(ctx)));
+  });
+
+  router.delete('/me/tokens/:id', own, async (ctx) => {
+    const token = await tokenOr404(ctx);
+    // The service audits the revocation (pat.revoke).
+    if (!(await services.personalTokens.revoke(accountOf(ctx).id, token.id, originOf(ctx)))) throw notFound(`token ${token.id}`);
+    ctx.status = 204;
+  });
+
+  return router;
+}

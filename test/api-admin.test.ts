@@ -98,13 +98,28 @@ describe('admin API (/api/v1)', function () {
       }
     });
 
-    it('401 for an expired token', async () => {
-      // A real token of ours whose exp passed: re-signed by no one, so use the ring's verification by waiting is too slow;
-      // instead an API token with a 1-second TTL resource would be needed. Check the key-ring path with a tampered exp.
-      const [h, p, s] = admin.split('.');
-      const payload = JSON.parse(Buffer.from(p!, 'base64url').toString());
-      payload.exp = Math.floor(Date.now() / 1000) - 10;
-      const tampered = `${h}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}.${s}`;
+    it('401 for an expired token on every endpoint (a real token of a 1-second TTL), and for a tampered expiry', async () => {
+      const resource = (await call('GET', `/api/v1/resources?identifier=${encodeURIComponent(API)}`, { token: admin })).json.data[0];
+      expect((await call('PATCH', `/api/v1/resources/${resource.id}`, { token: admin, body: { access_token_ttl: 1 } })).status).to.equal(200);
+      let expiring: string;
+      try {
+        expiring = await cc(h.machine, 'admin:read admin:write', API);
+      } finally {
+        await call('PATCH', `/api/v1/resources/${resource.id}`, { token: admin, body: { access_token_ttl: resource.access_token_ttl } });
+      }
+      const payload = JSON.parse(Buffer.from(expiring.split('.')[1]!, 'base64url').toString());
+      expect(payload.exp - payload.iat).to.equal(1);
+      await new Promise((r) => setTimeout(r, 2100));
+      for (const [method, path] of endpoints) {
+        const r = await call(method, path, { token: expiring });
+        expect(r.status, `${method} ${path}`).to.equal(401);
+        expect(r.headers.get('www-authenticate')).to.include('error="invalid_token"');
+      }
+      // The signature covers the expiry: a token whose exp was pushed back is refused too.
+      const [head, body, sig] = admin.split('.');
+      const claims = JSON.parse(Buffer.from(body!, 'base64url').toString());
+      claims.exp = Math.floor(Date.now() / 1000) - 10;
+      const tampered = `${head}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.${sig}`;
       expect((await call('GET', '/api/v1/users', { token: tampered })).status).to.equal(401);
     });
 

@@ -237,4 +237,13 @@ describe('latch roles / orgs commands (in-process CLI)', () => {
       expect(editor.permissions.map((p: { scope: string }) => p.scope)).to.deep.equal(['invoices', 'read', 'write']);
     });
   });
+
+  describe('flag values', () => {
+    it('takes a flag value that starts with a dash (a generated client id such as -y9…) as the value', async () => {
+      const role = await ok('roles', 'create', '--name', 'dash-test', '--description', '-starts with a dash');
+      expect(role.description).to.equal('-starts with a dash');
+      // A following known flag is not swallowed as a value.
+      expect(await fails(2, 'roles', 'create', '--name', '--description', 'x')).to.match(/^latch: /);
+    });
+  });
 });

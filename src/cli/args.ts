@@ -17,9 +17,31 @@ export interface Command {
   run: Handler;
 }
 
+/**
+ * `--flag VALUE` where VALUE starts with a dash (a generated client id such as `-y9…`) becomes
+ * `--flag=VALUE`, which parseArgs would otherwise refuse as ambiguous. A following known flag
+ * is never taken as a value.
+ */
+function attachDashValues(args: string[], options: Options): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const next = args[i + 1];
+    const name = arg.startsWith('--') && !arg.includes('=') ? arg.slice(2) : undefined;
+    const knownFlag = (a: string) => a.startsWith('--') && a.slice(2).split('=')[0]! in options;
+    if (name && options[name]?.type === 'string' && next !== undefined && next.startsWith('-') && !knownFlag(next)) {
+      out.push(`${arg}=${next}`);
+      i++;
+    } else {
+      out.push(arg);
+    }
+  }
+  return out;
+}
+
 export function parse<O extends Options>(args: string[], options: O, usage: string) {
   try {
-    return parseArgs({ args, options, strict: true, allowPositionals: true });
+    return parseArgs({ args: attachDashValues(args, options), options, strict: true, allowPositionals: true });
   } catch (err) {
     throw new UsageError(`${(err as Error).message.split('\n')[0]} (usage: latch ${usage})`);
   }

@@ -111,6 +111,8 @@ export interface ApiHarness {
   cc(client: Credentials, scope: string, resource: string): Promise<string>;
   /** A user's access token for the API through the first-party `console` client (code flow + PKCE). */
   userToken(user: { email: string; password: string }, scope: string): Promise<string>;
+  /** The machine client `ops` (client_credentials, admin:read admin:write on the API). */
+  machine: Credentials;
   /** A machine client's token with admin:read admin:write. */
   admin: string;
   /** A machine client's token with admin:read only. */
@@ -176,6 +178,7 @@ export async function startApiHarness(options: { env?: Record<string, string>; d
     cli,
     cc,
     userToken,
+    machine,
     admin,
     reader,
     superToken,

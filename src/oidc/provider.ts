@@ -5,7 +5,6 @@ import Provider, { errors, interactionPolicy, type Configuration, type KoaContex
 
 import type { Config } from '../config/index.js';
 import type { Logger } from '../lib/logger.js';
-import { setProviderRoute } from '../lib/route-label.js';
 import type { Render } from '../lib/views.js';
 import type { ProviderStateRepository } from '../repositories/provider-state.js';
 import type { AccessService } from '../services/access.js';
@@ -330,16 +329,6 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
     provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {
       return deps.clients.verifySecret(actual, this.clientSecret ?? '');
     };
-    // Hands oidc-provider's route name ("token", "authorization", …) and pattern to the request log and the
-    // HTTP metrics of the outer app, which never see this app's context.
-    provider.use(async (ctx, next) => {
-      try {
-        await next();
-      } finally {
-        const route = ctx.oidc?.route;
-        if (route) setProviderRoute(ctx.req, route, (ctx as { _matchedRoute?: string })._matchedRoute);
-      }
-    });
     deps.metrics?.observeProvider(provider);
     provider.use(async (ctx, next) => {
       await next();

@@ -25,7 +25,7 @@ import argon2 from 'argon2';
 import { DEFAULT_ARGON2 } from '../src/services/passwords.js';
 import { loop } from './load.js';
 import { cpuMs, cpuMsOfCommand, killAllSync, loadAverage, machineBusyMs, rssMb, sleep, stopAll } from './procs.js';
-import { HTTP_SCENARIOS, prepare, SCENARIOS, type ScenarioName } from './scenarios.js';
+import { HTTP_SCENARIOS, prepare, SCENARIOS, type Runner, type ScenarioName } from './scenarios.js';
 import { countState, SEED, seedRows } from './seed.js';
 import { freshDatabase, latchEnv, setupLatch, startBare, startLatch, USER_PASSWORD, type Database, type LatchEnv } from './servers.js';
 import type { Measurement, Target } from './types.js';
@@ -108,25 +108,66 @@ async function waitForQuietMachine(serverCpu: () => number): Promise<void> {
   log('  the machine stayed busy: measuring anyway');
 }
 
-/**
- * Warm-up, then the measured run. `pid` is the server's, for its CPU time per operation; with
- * `withPostgres` the PostgreSQL server's CPU time counts as the server's too.
- */
-async function measure(run: (s: number) => Promise<Measurement>, opts: Options, pid: number, withPostgres: boolean): Promise<Measurement> {
-  const serverCpu = () => cpuMs(pid) + (withPostgres ? cpuMsOfCommand('postgres') : 0);
-  await waitForQuietMachine(serverCpu);
-  await run(warmupSeconds(opts.duration));
+/** Server CPU time of process `pid` (plus PostgreSQL's with `withPostgres`), ms. */
+const serverCpuOf = (pid: number, withPostgres: boolean) => () => cpuMs(pid) + (withPostgres ? cpuMsOfCommand('postgres') : 0);
+
+/** One measured run: the load's figures plus the server's and this process's CPU time. */
+async function segment(run: Runner, seconds: number, serverCpu: () => number): Promise<{ m: Measurement; cpu: number; own: number }> {
   const [cpu0, own0, busy0, t0] = [serverCpu(), process.cpuUsage(), machineBusyMs(), performance.now()];
-  const m = await run(opts.duration);
+  const m = await run(seconds);
   const cpu = serverCpu() - cpu0;
-  const own = process.cpuUsage(own0);
+  const ownUsage = process.cpuUsage(own0);
+  const own = (ownUsage.user + ownUsage.system) / 1000;
   // CPU that neither the server nor this process used: another program competing for the cores.
-  const foreign = machineBusyMs() - busy0 - cpu - (own.user + own.system) / 1000;
+  const foreign = machineBusyMs() - busy0 - cpu - own;
   const share = foreign / ((performance.now() - t0) * cpus().length);
   if (share > 0.1) log(`  warning: ${Math.round(share * 100)}% of the machine's CPU went to other processes during this measurement; its figures are unreliable`);
   await sleep(300);
-  const per = (ms: number) => Math.round((ms / m.ok) * 1000) / 1000;
-  return { ...m, ...(m.ok ? { cpuMsPerOp: per(cpu), clientCpuMsPerOp: per((own.user + own.system) / 1000) } : {}) };
+  return { m, cpu, own };
+}
+
+/** Segments of one server summed into one measurement (p50 weighted by operations, p99 the worst). */
+function combine(parts: { m: Measurement; cpu: number; own: number }[]): Measurement {
+  const ok = parts.reduce((n, p) => n + p.m.ok, 0);
+  const seconds = parts.reduce((n, p) => n + p.m.seconds, 0);
+  const per = (ms: number) => Math.round((ms / ok) * 1000) / 1000;
+  const round2 = (n: number) => Math.round(n * 100) / 100;
+  return {
+    rps: seconds > 0 ? Math.round((ok / seconds) * 10) / 10 : 0,
+    p50: ok ? round2(parts.reduce((n, p) => n + p.m.p50 * p.m.ok, 0) / ok) : 0,
+    p99: Math.max(...parts.map((p) => p.m.p99)),
+    errors: parts.reduce((n, p) => n + p.m.errors, 0),
+    ok,
+    seconds,
+    ...(ok ? { cpuMsPerOp: per(parts.reduce((n, p) => n + p.cpu, 0)), clientCpuMsPerOp: per(parts.reduce((n, p) => n + p.own, 0)) } : {}),
+  };
+}
+
+/** Warm-up, then the measured run, on one server. */
+async function measure(run: Runner, opts: Options, pid: number, withPostgres: boolean): Promise<Measurement> {
+  const serverCpu = serverCpuOf(pid, withPostgres);
+  await waitForQuietMachine(serverCpu);
+  await run(warmupSeconds(opts.duration));
+  return combine([await segment(run, opts.duration, serverCpu)]);
+}
+
+/**
+ * Latch and the bare server on the same scenario, interleaved: both warm up, then Latch, bare,
+ * bare, Latch for half the duration each (ABBA). The machine's speed drifts over minutes (other
+ * tenants of the host); interleaving exposes both servers to the same drift, so their ratio holds.
+ */
+async function measurePair(latch: { run: Runner; pid: number }, bare: { run: Runner; pid: number }, opts: Options, withPostgres: boolean): Promise<[Measurement, Measurement]> {
+  const latchCpu = serverCpuOf(latch.pid, withPostgres);
+  const bareCpu = serverCpuOf(bare.pid, false);
+  await waitForQuietMachine(() => latchCpu() + bareCpu());
+  await latch.run(warmupSeconds(opts.duration));
+  await bare.run(warmupSeconds(opts.duration));
+  const half = opts.duration / 2;
+  const l1 = await segment(latch.run, half, latchCpu);
+  const b1 = await segment(bare.run, half, bareCpu);
+  const b2 = await segment(bare.run, half, bareCpu);
+  const l2 = await segment(latch.run, half, latchCpu);
+  return [combine([l1, l2]), combine([b1, b2])];
 }
 
 const fmtMeasurement = (m: Measurement) => `${m.rps} req/s, p50 ${m.p50} ms, p99 ${m.p99} ms, errors ${m.errors}${m.cpuMsPerOp !== undefined ? `, server CPU ${m.cpuMsPerOp} ms/op` : ''}${m.clientCpuMsPerOp !== undefined ? `, load-generator CPU ${m.clientCpuMsPerOp} ms/op` : ''}`;
@@ -140,6 +181,22 @@ async function runScenarios(target: Target, pid: number, names: ScenarioName[], 
     const m = await measure(run, opts, pid, withPostgres);
     log(`  ${target.kind} ${name}: ${fmtMeasurement(m)}`);
     out.set(name, m);
+  }
+  return out;
+}
+
+/** Runs the given HTTP scenarios on Latch and the bare server, interleaved (measurePair). */
+async function runPairs(latch: { target: Target; pid: number }, bare: { target: Target; pid: number }, names: ScenarioName[], opts: Options, withPostgres: boolean): Promise<{ latch: Map<ScenarioName, Measurement>; bare: Map<ScenarioName, Measurement> }> {
+  const out = { latch: new Map<ScenarioName, Measurement>(), bare: new Map<ScenarioName, Measurement>() };
+  for (const name of names) {
+    if (name === 'password_verify') continue;
+    const latchRun = await prepare(name, latch.target, opts.connections, log);
+    const bareRun = await prepare(name, bare.target, opts.connections, log);
+    const [l, b] = await measurePair({ run: latchRun, pid: latch.pid }, { run: bareRun, pid: bare.pid }, opts, withPostgres);
+    log(`  latch ${name}: ${fmtMeasurement(l)}`);
+    log(`  bare ${name}: ${fmtMeasurement(b)}`);
+    out.latch.set(name, l);
+    out.bare.set(name, b);
   }
   return out;
 }
@@ -260,7 +317,20 @@ async function main(): Promise<number> {
     await sleep(2000);
     const idleRss = rssMb(latch.child.pid);
     log(`  idle_rss_mb ${idleRss}`);
-    const latchResults = await runScenarios(target, latch.child.pid, httpNames, opts, db.kind === 'postgres');
+    // The bare oidc-provider runs alongside, idle while Latch is loaded and the reverse.
+    let latchResults = new Map<ScenarioName, Measurement>();
+    const bareResults = new Map<ScenarioName, Measurement>();
+    if (httpNames.length) {
+      log('bench: bare oidc-provider (in-memory adapter) started alongside; each scenario alternates Latch, bare, bare, Latch');
+      const bare = await startBare(opts.scenarios.includes('code_flow') ? opts.connections : 1, PROFILE_ARGS);
+      try {
+        const pairs = await runPairs({ target, pid: latch.child.pid }, { target: bare.target, pid: bare.child.pid }, httpNames, opts, db.kind === 'postgres');
+        latchResults = pairs.latch;
+        for (const [name, m] of pairs.bare) bareResults.set(name, m);
+      } finally {
+        await bare.child.stop();
+      }
+    }
     await latch.child.stop();
 
     const seeded = new Map<ScenarioName, Measurement>();
@@ -292,16 +362,6 @@ async function main(): Promise<number> {
     await db.drop();
     databases.delete(db);
 
-    const bareResults = new Map<ScenarioName, Measurement>();
-    if (httpNames.length) {
-      log('bench: bare oidc-provider (in-memory adapter)');
-      const bare = await startBare(opts.scenarios.includes('code_flow') ? opts.connections : 1, PROFILE_ARGS);
-      try {
-        for (const [name, m] of await runScenarios(bare.target, bare.child.pid, httpNames, opts)) bareResults.set(name, m);
-      } finally {
-        await bare.child.stop();
-      }
-    }
 
     let password: Measurement | undefined;
     if (opts.scenarios.includes('password_verify')) {

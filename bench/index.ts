@@ -112,7 +112,7 @@ async function waitForQuietMachine(serverCpu: () => number): Promise<void> {
 const serverCpuOf = (pid: number, withPostgres: boolean) => () => cpuMs(pid) + (withPostgres ? cpuMsOfCommand('postgres') : 0);
 
 /** One measured run: the load's figures plus the server's and this process's CPU time. */
-async function segment(run: Runner, seconds: number, serverCpu: () => number): Promise<{ m: Measurement; cpu: number; own: number }> {
+async function segment(run: Runner, seconds: number, serverCpu: () => number, pauseMs = 300): Promise<{ m: Measurement; cpu: number; own: number }> {
   const [cpu0, own0, busy0, t0] = [serverCpu(), process.cpuUsage(), machineBusyMs(), performance.now()];
   const m = await run(seconds);
   const cpu = serverCpu() - cpu0;
@@ -122,7 +122,7 @@ async function segment(run: Runner, seconds: number, serverCpu: () => number): P
   const foreign = machineBusyMs() - busy0 - cpu - own;
   const share = foreign / ((performance.now() - t0) * cpus().length);
   if (share > 0.1) log(`  warning: ${Math.round(share * 100)}% of the machine's CPU went to other processes during this measurement; its figures are unreliable`);
-  await sleep(300);
+  await sleep(pauseMs);
   return { m, cpu, own };
 }
 
@@ -152,9 +152,10 @@ async function measure(run: Runner, opts: Options, pid: number, withPostgres: bo
 }
 
 /**
- * Latch and the bare server on the same scenario, interleaved: both warm up, then Latch, bare,
- * bare, Latch for half the duration each (ABBA). The machine's speed drifts over minutes (other
- * tenants of the host); interleaving exposes both servers to the same drift, so their ratio holds.
+ * Latch and the bare server on the same scenario, interleaved: both warm up, then they take
+ * turns in segments of about a second (Latch, bare, bare, Latch, Latch, bare, …), each getting
+ * `duration` seconds in all. The host's speed drifts from second to second (other tenants);
+ * short alternating turns expose both servers to the same drift, so their ratio holds.
  */
 async function measurePair(latch: { run: Runner; pid: number }, bare: { run: Runner; pid: number }, opts: Options, withPostgres: boolean): Promise<[Measurement, Measurement]> {
   const latchCpu = serverCpuOf(latch.pid, withPostgres);
@@ -162,12 +163,17 @@ async function measurePair(latch: { run: Runner; pid: number }, bare: { run: Run
   await waitForQuietMachine(() => latchCpu() + bareCpu());
   await latch.run(warmupSeconds(opts.duration));
   await bare.run(warmupSeconds(opts.duration));
-  const half = opts.duration / 2;
-  const l1 = await segment(latch.run, half, latchCpu);
-  const b1 = await segment(bare.run, half, bareCpu);
-  const b2 = await segment(bare.run, half, bareCpu);
-  const l2 = await segment(latch.run, half, latchCpu);
-  return [combine([l1, l2]), combine([b1, b2])];
+  const turns = Math.max(2, Math.round(opts.duration));
+  const seconds = opts.duration / turns;
+  const l: Awaited<ReturnType<typeof segment>>[] = [];
+  const b: Awaited<ReturnType<typeof segment>>[] = [];
+  for (let i = 0; i < turns; i++) {
+    const latchFirst = i % 2 === 0;
+    if (latchFirst) l.push(await segment(latch.run, seconds, latchCpu, 50));
+    b.push(await segment(bare.run, seconds, bareCpu, 50));
+    if (!latchFirst) l.push(await segment(latch.run, seconds, latchCpu, 50));
+  }
+  return [combine(l), combine(b)];
 }
 
 const fmtMeasurement = (m: Measurement) => `${m.rps} req/s, p50 ${m.p50} ms, p99 ${m.p99} ms, errors ${m.errors}${m.cpuMsPerOp !== undefined ? `, server CPU ${m.cpuMsPerOp} ms/op` : ''}${m.clientCpuMsPerOp !== undefined ? `, load-generator CPU ${m.clientCpuMsPerOp} ms/op` : ''}`;

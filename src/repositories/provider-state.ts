@@ -18,6 +18,24 @@ export interface ConsumeResult {
   grantId: string | null;
 }
 
+/*
+ * The adapter's hot statements as fixed SQL (valid on SQLite and PostgreSQL): every token
+ * request runs several, and building them with the query builder each time costs more than
+ * running them. Unexpired rows only; the upsert is one statement (no read first).
+ */
+const ALIVE = '(expires_at is null or expires_at > ?)';
+const FIND_BY_ID = `select payload, consumed_at from provider_state where model = ? and id = ? and ${ALIVE} limit 1`;
+const FIND_BY_UID = `select payload, consumed_at from provider_state where model = ? and uid = ? and ${ALIVE} limit 1`;
+const FIND_BY_USER_CODE = `select payload, consumed_at from provider_state where model = ? and user_code = ? and ${ALIVE} limit 1`;
+const UPSERT = `insert into provider_state (model, id, payload, grant_id, user_code, uid, account_id, expires_at, consumed_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?)
+  on conflict (model, id) do update set payload = excluded.payload, grant_id = excluded.grant_id, user_code = excluded.user_code, uid = excluded.uid,
+  account_id = excluded.account_id, expires_at = excluded.expires_at, consumed_at = excluded.consumed_at`;
+
+type StateRow = { payload: string; consumed_at: number | null };
+
+/** The first row of a raw select: better-sqlite3 answers an array, pg a result with `rows`. */
+const firstRow = (result: unknown): StateRow | undefined => (Array.isArray(result) ? result[0] : (result as { rows: StateRow[] }).rows[0]) as StateRow | undefined;
+
 /** The generic table behind oidc-provider's adapter: one row per model instance. */
 export function createProviderStateRepository(db: Db) {
   const table = () => db('provider_state');
@@ -32,30 +50,28 @@ export function createProviderStateRepository(db: Db) {
 
   return {
     async upsert(model: string, id: string, payload: Payload, expiresIn: number | undefined): Promise<void> {
-      const row = {
+      const str = (v: unknown) => (typeof v === 'string' ? v : null);
+      await db.raw(UPSERT, [
         model,
         id,
-        payload: JSON.stringify(payload),
-        grant_id: typeof payload.grantId === 'string' ? payload.grantId : null,
-        user_code: typeof payload.userCode === 'string' ? payload.userCode : null,
-        uid: typeof payload.uid === 'string' ? payload.uid : null,
-        account_id: typeof payload.accountId === 'string' ? payload.accountId : null,
-        expires_at: expiresIn ? epochSeconds() + expiresIn : null,
-        consumed_at: typeof payload.consumed === 'number' ? payload.consumed : null,
-      };
-      await table().insert(row).onConflict(['model', 'id']).merge();
+        JSON.stringify(payload),
+        str(payload.grantId),
+        str(payload.userCode),
+        str(payload.uid),
+        str(payload.accountId),
+        expiresIn ? epochSeconds() + expiresIn : null,
+        typeof payload.consumed === 'number' ? payload.consumed : null,
+      ]);
     },
 
     async find(model: string, id: string): Promise<Payload | undefined> {
       if (!isStorableKey(id)) return undefined;
-      const row = await alive(epochSeconds())(table().select('payload', 'consumed_at').where({ model, id })).first();
-      return decode(row);
+      return decode(firstRow(await db.raw(FIND_BY_ID, [model, id, epochSeconds()])));
     },
 
     async findBy(model: string, column: 'uid' | 'user_code', value: string): Promise<Payload | undefined> {
       if (!isStorableKey(value)) return undefined;
-      const row = await alive(epochSeconds())(table().select('payload', 'consumed_at').where({ model, [column]: value })).first();
-      return decode(row);
+      return decode(firstRow(await db.raw(column === 'uid' ? FIND_BY_UID : FIND_BY_USER_CODE, [model, value, epochSeconds()])));
     },
 
     /**

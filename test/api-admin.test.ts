@@ -271,7 +271,12 @@ describe('admin API (/api/v1)', function () {
 
       const its = await cc({ client_id: c.json.id, client_secret: again.json.client_secret }, 'admin:read', API);
       expect((await call('GET', '/api/v1/clients', { token: its })).status).to.equal(200);
+      // RFC 7662: the API's resource server (here the ops client, allowed that audience) introspects the token.
+      const introspect = async (token: string) =>
+        (await (await fetch(`${srv.url}/token/introspection`, { method: 'POST', headers: { authorization: basic(h.machine.client_id, h.machine.client_secret), 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token }) })).json()) as { active: boolean; client_id?: string };
+      expect(await introspect(its)).to.include({ active: true, client_id: c.json.id });
       expect((await call('POST', `/api/v1/clients/${c.json.id}/disable`, { token: admin })).json.enabled).to.equal(false);
+      expect((await introspect(its)).active, 'introspection of a disabled client\'s token').to.equal(false);
       expect(await tokenStatus(c.json.id, again.json.client_secret)).to.equal(401);
       expect((await call('GET', '/api/v1/clients', { token: its })).status, 'tokens of a disabled client').to.equal(401);
       expect((await call('POST', `/api/v1/clients/${c.json.id}/enable`, { token: admin })).json.enabled).to.equal(true);

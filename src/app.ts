@@ -70,9 +70,9 @@ export function createApp(deps: { config: Config; db: Db; logger: Logger; render
   // First: one log line (and the HTTP metrics) per request, whoever answers it.
   app.use(requestLog({ logger, observe: (o) => metrics.observeRequest(o) }));
   // While draining, every response closes its connection so clients reconnect elsewhere.
-  app.use(async (ctx, next) => {
+  app.use((ctx, next) => {
     if (lifecycle.draining) ctx.set('Connection', 'close');
-    await next();
+    return next();
   });
   app.use(drainUnreadBody());
   app.use(securityHeaders());

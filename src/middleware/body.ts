@@ -56,12 +56,9 @@ export async function readForm(ctx: Koa.Context): Promise<Record<string, string>
  * does on error). Applies to Latch's routes and to oidc-provider's (its parser stops at 56 KiB).
  */
 export function drainUnreadBody(): Koa.Middleware {
-  return async (ctx, next) => {
-    try {
-      await next();
-    } finally {
+  return (ctx, next) =>
+    next().finally(() => {
       const { req } = ctx;
       if (!req.complete && !req.destroyed) req.resume();
-    }
-  };
+    });
 }

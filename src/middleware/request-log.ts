@@ -26,7 +26,7 @@ export interface RequestObservation {
  */
 export function requestLog(deps: { logger: Logger; observe?: (o: RequestObservation) => void }): Koa.Middleware {
   const { logger, observe } = deps;
-  return async (ctx, next) => {
+  return (ctx, next) => {
     const start = process.hrtime.bigint();
     const incoming = ctx.get('X-Request-Id');
     const requestId = SANE_REQUEST_ID.test(incoming) ? incoming : randomUUID();
@@ -59,6 +59,6 @@ export function requestLog(deps: { logger: Logger; observe?: (o: RequestObservat
     };
     res.once('finish', done);
     res.once('close', done);
-    await next();
+    return next();
   };
 }

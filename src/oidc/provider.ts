@@ -1,7 +1,7 @@
 
 import type { JWTPayload } from 'jose';
 import type Koa from 'koa';
-import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { errors, interactionPolicy, type Client, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 
 import type { Config } from '../config/index.js';
 import type { Logger } from '../lib/logger.js';
@@ -285,15 +285,15 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, onStructured: ReturnT
  * provably the cause: the client authenticated and sent one grant_type it may not use (an
  * unknown grant type is `unsupported_grant_type`, a repeated one an array, both left alone).
  */
-async function unauthorizedClientForGrantType(ctx: KoaContextWithOIDC, next: () => Promise<unknown>): Promise<void> {
-  await next();
-  if (ctx.oidc?.route !== 'token' || ctx.status !== 400) return;
+function unauthorizedClientForGrantType(ctx: KoaContextWithOIDC): undefined {
+  if (ctx.oidc?.route !== 'token' || ctx.status !== 400) return undefined;
   const body = ctx.body as { error?: string } | undefined;
   const client = ctx.oidc.client;
   const grantType = (ctx.oidc.params as { grant_type?: unknown } | undefined)?.grant_type;
   if (body?.error === 'invalid_request' && client && typeof grantType === 'string' && !client.grantTypeAllowed(grantType)) {
     ctx.body = { ...body, error: 'unauthorized_client' };
   }
+  return undefined;
 }
 
 /** Holds the current Provider; rebuilt when the signing keys change (rotation by any process). */
@@ -329,45 +329,67 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
     provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {
       return deps.clients.verifySecret(actual, this.clientSecret ?? '');
     };
+    // oidc-provider hashes a client's metadata (JSON + SHA-256) on every lookup to find the
+    // Client it built from it. The client service hands out the same cached metadata object until
+    // a change clears its cache (change feed), so that object identifies the Client it gave.
+    const builtFrom = new WeakMap<object, Client>();
+    const findClient = provider.Client.find.bind(provider.Client);
+    provider.Client.find = async (id: string) => {
+      const metadata = typeof id === 'string' && id ? await deps.clients.findMetadata(id) : undefined;
+      const known = metadata && builtFrom.get(metadata);
+      if (known) return known;
+      const client = await findClient(id);
+      if (metadata && client) builtFrom.set(metadata, client);
+      return client;
+    };
     deps.metrics?.observeProvider(provider);
-    provider.use(async (ctx, next) => {
-      await next();
-      // A sign-in just completed in this browser session (interaction result applied): remember
-      // where from, so the account page can show each session's device.
-      const { oidc } = ctx;
-      const login = (oidc?.result as { login?: { accountId?: string; amr?: string[]; acr?: string } } | undefined)?.login;
-      if (oidc?.route === 'resume' && login?.accountId && oidc.session?.uid) {
-        await deps.audit?.record({ type: 'session.start', actorId: login.accountId, subjectId: login.accountId, clientId: oidc.client?.clientId ?? null, ip: ctx.ip || null, userAgent: ctx.get('user-agent') || null, details: { session: oidc.session.uid, amr: login.amr ?? null, acr: login.acr ?? null } });
-      }
-    });
     // RP-initiated logout (OIDC RP-Initiated Logout §2) ends the session: on the audit trail.
     provider.on('end_session.success', (ctx: KoaContextWithOIDC) => {
       const accountId = ctx.oidc.session?.accountId;
       if (!accountId) return;
       void deps.audit?.record({ type: 'logout', actorId: accountId, subjectId: accountId, clientId: ctx.oidc.client?.clientId ?? null, ip: ctx.ip || null, userAgent: ctx.get('user-agent') || null });
     });
-    provider.use(structured.middleware);
-    if (deps.personalTokens) provider.use(personalAccessTokenIntrospection({ tokens: deps.personalTokens, mayIntrospect: structured.mayIntrospect }));
-    provider.use(unauthorizedClientForGrantType);
-    provider.use(async (ctx, next) => {
-      await next();
-      // A refresh that named an organization switched the grant to it: later refreshes stay there.
-      const { oidc } = ctx;
-      if (oidc?.route !== 'token' || ctx.status !== 200 || (oidc.params as { grant_type?: string }).grant_type !== 'refresh_token') return;
-      const organization = rbac.named(ctx as unknown as KoaContextWithOIDC);
-      const grant = oidc.entities.Grant;
-      if (organization && grant) await rbac.bindGrant(grant, organization.toLowerCase());
-    });
-    // Unknown paths: the friendly page for browsers, RFC 6749-style JSON for programs.
-    provider.use(async (ctx, next) => {
-      await next();
-      if (ctx.status !== 404 || ctx.body !== undefined) return;
-      ctx.status = 404;
-      if (ctx.accepts('json', 'html') === 'html') {
+
+    // What Latch adds once oidc-provider has answered, in this order. Each step returns at once,
+    // without a promise, when the response is not its business: one post-hook for all of them
+    // keeps the token endpoint's hot path to a single extra middleware.
+    const after: ((ctx: KoaContextWithOIDC) => Promise<void> | undefined)[] = [
+      // Unknown paths: the friendly page for browsers, RFC 6749-style JSON for programs.
+      (ctx) => {
+        if (ctx.status !== 404 || ctx.body !== undefined) return undefined;
+        ctx.status = 404;
+        if (ctx.accepts('json', 'html') !== 'html') {
+          ctx.body = { error: 'not_found', error_description: 'unknown endpoint' };
+          return undefined;
+        }
         ctx.type = 'html';
-        ctx.body = await deps.render('error', { title: 'Page not found', error: 'not_found', description: 'There is nothing at this address.' });
-      } else {
-        ctx.body = { error: 'not_found', error_description: 'unknown endpoint' };
+        return deps.render('error', { title: 'Page not found', error: 'not_found', description: 'There is nothing at this address.' }).then((html) => void (ctx.body = html));
+      },
+      // A refresh that named an organization switched the grant to it: later refreshes stay there.
+      (ctx) => {
+        const { oidc } = ctx;
+        if (oidc?.route !== 'token' || ctx.status !== 200 || (oidc.params as { grant_type?: string }).grant_type !== 'refresh_token') return undefined;
+        const organization = rbac.named(ctx);
+        const grant = oidc.entities.Grant;
+        return organization && grant ? rbac.bindGrant(grant, organization.toLowerCase()) : undefined;
+      },
+      unauthorizedClientForGrantType,
+      ...(deps.personalTokens ? [personalAccessTokenIntrospection({ tokens: deps.personalTokens, mayIntrospect: structured.mayIntrospect })] : []),
+      structured.afterResponse,
+      // A sign-in just completed in this browser session (interaction result applied): remember
+      // where from, so the account page can show each session's device.
+      (ctx) => {
+        const { oidc } = ctx;
+        const login = (oidc?.result as { login?: { accountId?: string; amr?: string[]; acr?: string } } | undefined)?.login;
+        if (oidc?.route !== 'resume' || !login?.accountId || !oidc.session?.uid) return undefined;
+        return deps.audit?.record({ type: 'session.start', actorId: login.accountId, subjectId: login.accountId, clientId: oidc.client?.clientId ?? null, ip: ctx.ip || null, userAgent: ctx.get('user-agent') || null, details: { session: oidc.session.uid, amr: login.amr ?? null, acr: login.acr ?? null } });
+      },
+    ];
+    provider.use(async (ctx, next) => {
+      await next();
+      for (const step of after) {
+        const pending = step(ctx as unknown as KoaContextWithOIDC);
+        if (pending) await pending;
       }
     });
     provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {

@@ -80,24 +80,31 @@ export function createStructuredTokenHandler(deps: {
     return payload;
   }
 
-  async function middleware(ctx: KoaContextWithOIDC, next: () => Promise<unknown>): Promise<void> {
-    await next();
+  /**
+   * After oidc-provider answered introspection or revocation (RFC 7662, RFC 7009): JWT access
+   * tokens, which oidc-provider itself does not look up, and public clients at introspection.
+   * Synchronous when there is nothing to do (the token endpoint's hot path).
+   */
+  function afterResponse(ctx: KoaContextWithOIDC): Promise<void> | undefined {
     const route = ctx.oidc?.route;
-    if (route !== 'introspection' && route !== 'revocation') return;
+    if (route !== 'introspection' && route !== 'revocation') return undefined;
     const client = ctx.oidc.client as unknown as ClientLike | undefined;
-    if (!client) return;
+    if (!client) return undefined;
 
     if (route === 'introspection' && client.clientAuthMethod === 'none') {
       // RFC 6749 §5.2 / RFC 7662 §2.1: the caller must be an authenticated, confidential client.
       ctx.status = 401;
       ctx.body = { error: 'invalid_client', error_description: 'public clients may not use the introspection endpoint' };
-      return;
+      return undefined;
     }
 
     const body = ctx.body as { error?: string } | undefined;
     const token = (ctx.oidc.params as { token?: unknown } | undefined)?.token;
-    if (ctx.status !== 400 || body?.error !== 'unsupported_token_type' || !isJwt(token)) return;
+    if (ctx.status !== 400 || body?.error !== 'unsupported_token_type' || !isJwt(token)) return undefined;
+    return answerForJwt(ctx, route, client, token);
+  }
 
+  async function answerForJwt(ctx: KoaContextWithOIDC, route: 'introspection' | 'revocation', client: ClientLike, token: string): Promise<void> {
     const payload = await verify(token);
     if (route === 'revocation') {
       // RFC 7009 §2.2: 200 whether or not the token was valid. Only its own client may revoke it.
@@ -122,5 +129,5 @@ export function createStructuredTokenHandler(deps: {
   }
 
   // verify: also the admin API's bearer check (Oidc.verifyAccessToken), which adds its own audience rule.
-  return { middleware, mayIntrospect, verify };
+  return { afterResponse, mayIntrospect, verify };
 }

@@ -35,6 +35,8 @@ export class Input {
     if (v === undefined) return rule.required ? this.fail(name, 'is required') : undefined;
     if (v === null && rule.nullable) return null;
     if (typeof v !== 'string') return this.fail(name, 'must be a string');
+    // PostgreSQL text cannot hold NUL; no field of ours means one.
+    if (v.includes('\u0000')) return this.fail(name, 'must not contain NUL characters');
     if (rule.required && !v.trim()) return this.fail(name, 'must not be empty');
     if (v.length > (rule.max ?? MAX_STRING)) return this.fail(name, `must be at most ${rule.max ?? MAX_STRING} characters`);
     return v;
@@ -63,6 +65,7 @@ export class Input {
     const items = v as string[];
     if (items.length > (rule.maxItems ?? 100)) return this.fail(name, `must have at most ${rule.maxItems ?? 100} items`);
     if (items.some((s) => s.length > (rule.max ?? MAX_STRING))) return this.fail(name, `items must be at most ${rule.max ?? MAX_STRING} characters`);
+    if (items.some((s) => s.includes('\u0000'))) return this.fail(name, 'items must not contain NUL characters');
     return items;
   }
 
@@ -81,6 +84,10 @@ export function queryParam(query: Record<string, string | string[] | undefined>,
   }
   if (v !== undefined && v.length > MAX_STRING) {
     errors.push({ field: name, message: `must be at most ${MAX_STRING} characters` });
+    return undefined;
+  }
+  if (v !== undefined && v.includes('\u0000')) {
+    errors.push({ field: name, message: 'must not contain NUL characters' });
     return undefined;
   }
   return v;

@@ -109,6 +109,11 @@ export function apiRoutes(deps: { config: Config; db: Db; logger: Logger; servic
   const v1 = new Router({ prefix: '/api/v1' });
   v1.use(problems({ logger: deps.logger }));
   v1.use(bearerAuth({ audience: apiAudience(config.issuer), verify: (token) => oidc.verifyAccessToken(token), accounts: services.accounts, personalTokens: services.personalTokens, limits: services.limits }));
+  // No resource id contains NUL (PostgreSQL text cannot even hold one): such a path names nothing.
+  v1.use((ctx, next) => {
+    if (/%00/.test(ctx.path) || ctx.path.includes('\u0000')) throw new ProblemError(404, 'not-found', 'there is no such resource');
+    return next();
+  });
   const groups = [userRoutes(api), clientRoutes(api), resourceRoutes(api), keyRoutes(api), roleRoutes(api), organizationRoutes(api), meRoutes(api), auditEventRoutes(api)];
   for (const group of groups) v1.use(group.routes());
   // Anything else under /api/v1: 405 for a known path with another method, else 404 (as problems).

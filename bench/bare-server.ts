@@ -13,6 +13,7 @@ import { calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, expor
 import Koa from 'koa';
 import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 
+import { allowedResourcesOf, defaultResource, mayIntrospect, type ClientLike } from '../src/oidc/client-policy.js';
 import type { BareConfig, BareClient } from './types.js';
 
 const KEY_ALGS = ['RS256', 'ES256', 'EdDSA'] as const;
@@ -24,18 +25,6 @@ async function generate(alg: (typeof KEY_ALGS)[number]): Promise<{ priv: JWK; pu
   const pub: JWK = { kty: priv.kty, kid, alg, use: 'sig' };
   for (const k of ['n', 'e', 'crv', 'x', 'y'] as const) if (priv[k] !== undefined) pub[k] = priv[k];
   return { priv: { ...priv, kid, alg, use: 'sig' }, pub };
-}
-
-type ClientLike = { clientId: string; clientAuthMethod: string; [k: string]: unknown };
-const allowedResourcesOf = (client: ClientLike): string[] => (Array.isArray(client.allowed_resources) ? (client.allowed_resources as string[]) : []);
-
-function mayIntrospect(client: ClientLike, token: { clientId?: string | undefined; aud?: unknown; kind?: string }): boolean {
-  if (client.clientAuthMethod === 'none') return false;
-  if (token.clientId === client.clientId) return true;
-  if (token.kind === 'RefreshToken') return false;
-  const aud = Array.isArray(token.aud) ? (token.aud as string[]) : typeof token.aud === 'string' ? [token.aud] : [];
-  const allowed = allowedResourcesOf(client);
-  return aud.some((a) => allowed.includes(a));
 }
 
 const escapeHtml = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -116,11 +105,7 @@ async function main(): Promise<void> {
       userinfo: { enabled: true },
       resourceIndicators: {
         enabled: true,
-        defaultResource(_ctx, client, oneOf) {
-          if (oneOf) return oneOf;
-          const allowed = allowedResourcesOf(client as unknown as ClientLike);
-          return allowed.length === 1 ? allowed[0]! : undefined!;
-        },
+        defaultResource: (_ctx, client, oneOf) => defaultResource(client as unknown as ClientLike, oneOf)!,
         useGrantedResource: () => true,
         async getResourceServerInfo(_ctx, indicator, client) {
           const c = client as unknown as ClientLike;

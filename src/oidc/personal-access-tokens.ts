@@ -1,17 +1,16 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
 
 import { PAT_PREFIX, type PersonalAccessTokenService } from '../services/personal-access-tokens.js';
-import type { createStructuredTokenHandler } from './structured-tokens.js';
+import type { ClientLike, mayIntrospect } from './client-policy.js';
 
-type MayIntrospect = ReturnType<typeof createStructuredTokenHandler>['mayIntrospect'];
-type ClientLike = Parameters<MayIntrospect>[0];
+type MayIntrospect = typeof mayIntrospect;
 
 /**
  * Personal access tokens at oidc-provider's introspection endpoint (RFC 7662). oidc-provider
  * does not know them and answers `{active: false}` after authenticating the client; for a
  * `lat_` token this middleware then answers from the personal_access_tokens table instead —
  * when the token is live and the client may introspect it under the same rule as a JWT access
- * token (structured-tokens.ts `mayIntrospect`: a resource server sees tokens for its resources).
+ * token (client-policy.ts `mayIntrospect`: a resource server sees tokens for its resources).
  * Runs after oidc-provider answered, before the structured-token handler (provider.ts `AFTER`).
  */
 export function personalAccessTokenIntrospection(deps: { tokens: Pick<PersonalAccessTokenService, 'introspect'>; mayIntrospect: MayIntrospect }) {

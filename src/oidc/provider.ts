@@ -20,7 +20,10 @@ import type { PersonalAccessTokenService } from '../services/personal-access-tok
 import type { Secrets } from '../services/secrets.js';
 import { createAdapterClass } from './adapter.js';
 import { findAccountFor } from './account.js';
+import { allowedResourcesOf, allowedScopesOf, defaultResource, isFirstParty, mayIntrospect, type ClientLike } from './client-policy.js';
 import { personalAccessTokenIntrospection } from './personal-access-tokens.js';
+
+export { isFirstParty } from './client-policy.js';
 import { createRbacIntegration, type RbacIntegration } from './rbac.js';
 import { createStructuredTokenHandler, GRANT_CLAIM } from './structured-tokens.js';
 
@@ -49,12 +52,8 @@ export interface OidcDeps {
 /** The OIDC scopes Latch knows; resource scopes come from resource servers. */
 export const OIDC_SCOPES = ['openid', 'offline_access', 'profile', 'email', 'roles', 'organizations'];
 
-type ClientLike = { clientId: string; clientAuthMethod: string; scope?: string; [k: string]: unknown };
 
-export const allowedResourcesOf = (client: ClientLike): string[] => (Array.isArray(client.allowed_resources) ? (client.allowed_resources as string[]) : []);
 /** Every scope the client is registered for, resource scopes included. */
-export const allowedScopesOf = (client: ClientLike): Set<string> => new Set(Array.isArray(client.allowed_scopes) ? (client.allowed_scopes as string[]) : []);
-export const isFirstParty = (client: ClientLike): boolean => client.first_party === true;
 
 /**
  * oidc-provider's default prompts, plus step-up: a client that asks for acr_values
@@ -88,7 +87,7 @@ function interactionPolicyFor(rbac: RbacIntegration) {
 /** A grant lives as long as the longest thing that can use it. */
 const grantTtl = (config: Config) => Math.max(config.ttl.refreshToken, config.ttl.session);
 
-function buildConfiguration(deps: OidcDeps, ring: KeyRing, onStructured: ReturnType<typeof createStructuredTokenHandler>, rbac: RbacIntegration): Configuration {
+function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration): Configuration {
   const { config, render, logger } = deps;
 
   const renderPage = async (ctx: Koa.Context, view: string, locals: Record<string, unknown> & { title: string }) => {
@@ -206,7 +205,7 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, onStructured: ReturnT
       introspection: {
         enabled: true,
         // Who may introspect what: see structured-tokens.ts mayIntrospect.
-        allowedPolicy: (_ctx, client, token) => onStructured.mayIntrospect(client as unknown as ClientLike, { clientId: token.clientId, aud: (token as { aud?: unknown }).aud, kind: token.kind }),
+        allowedPolicy: (_ctx, client, token) => mayIntrospect(client as unknown as ClientLike, { clientId: token.clientId, aud: (token as { aud?: unknown }).aud, kind: token.kind }),
       },
       revocation: {
         enabled: true,
@@ -216,12 +215,7 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, onStructured: ReturnT
       userinfo: { enabled: true },
       resourceIndicators: {
         enabled: true,
-        // RFC 8707: with no `resource` parameter, a client allowed exactly one resource gets it.
-        defaultResource(_ctx, client, oneOf) {
-          if (oneOf) return oneOf;
-          const allowed = allowedResourcesOf(client as unknown as ClientLike);
-          return allowed.length === 1 ? allowed[0]! : undefined!;
-        },
+        defaultResource: (_ctx, client, oneOf) => defaultResource(client as unknown as ClientLike, oneOf)!,
         useGrantedResource: () => true,
         async getResourceServerInfo(ctx, indicator, client) {
           const c = client as unknown as ClientLike;
@@ -320,7 +314,7 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
   const rbac = createRbacIntegration({ access: deps.access, state: deps.state, organizationExists: async (id) => Boolean(await deps.organizations.findById(id)) });
 
   const build = (): { provider: Provider; handler: (ctx: Koa.Context) => Promise<unknown> } => {
-    const provider = new Provider(deps.config.issuer, buildConfiguration(deps, ring, structured, rbac));
+    const provider = new Provider(deps.config.issuer, buildConfiguration(deps, ring, rbac));
     provider.proxy = deps.config.trustProxy;
     // As the outer app (app.ts): behind the one trusted proxy, the client is the LAST X-Forwarded-For entry.
     (provider as Koa).maxIpsCount = 1;
@@ -374,7 +368,7 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
         return organization && grant ? rbac.bindGrant(grant, organization.toLowerCase()) : undefined;
       },
       unauthorizedClientForGrantType,
-      ...(deps.personalTokens ? [personalAccessTokenIntrospection({ tokens: deps.personalTokens, mayIntrospect: structured.mayIntrospect })] : []),
+      ...(deps.personalTokens ? [personalAccessTokenIntrospection({ tokens: deps.personalTokens, mayIntrospect })] : []),
       structured.afterResponse,
       // A sign-in just completed in this browser session (interaction result applied): remember
       // where from, so the account page can show each session's device.

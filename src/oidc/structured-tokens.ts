@@ -4,13 +4,13 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { ProviderStateRepository } from '../repositories/provider-state.js';
 import type { ClientService } from '../services/clients.js';
 import type { KeyRing } from '../services/keys.js';
+import { mayIntrospect, type ClientLike } from './client-policy.js';
 
 /** Private claim carrying the grant id of a user's JWT access token. */
 export const GRANT_CLAIM = 'grant_id';
 /** provider_state model recording revoked JWT access tokens (by jti) until they expire. */
 export const REVOKED_JWT_MODEL = 'RevokedAccessToken';
 
-type ClientLike = { clientId: string; clientAuthMethod: string; [k: string]: unknown };
 type Grant = { clientId?: string; accountId?: string; exp?: number };
 
 const isJwt = (token: unknown): token is string => {
@@ -46,20 +46,6 @@ export function createStructuredTokenHandler(deps: {
     }
     return jwks!;
   };
-
-  /**
-   * Introspection rights: a confidential client may introspect tokens issued to it and tokens
-   * whose audience is a resource it is registered for. Public clients never (RFC 7662 §2.1
-   * requires the caller to be authorised).
-   */
-  function mayIntrospect(client: ClientLike, token: { clientId?: string | undefined; aud?: unknown; kind?: string }): boolean {
-    if (client.clientAuthMethod === 'none') return false;
-    if (token.clientId === client.clientId) return true;
-    if (token.kind === 'RefreshToken') return false;
-    const allowed = Array.isArray(client.allowed_resources) ? (client.allowed_resources as string[]) : [];
-    const aud = Array.isArray(token.aud) ? (token.aud as string[]) : typeof token.aud === 'string' ? [token.aud] : [];
-    return aud.some((a) => allowed.includes(a));
-  }
 
   /** The verified payload of a live JWT access token of ours, or undefined. */
   async function verify(token: string): Promise<JWTPayload | undefined> {
@@ -129,5 +115,5 @@ export function createStructuredTokenHandler(deps: {
   }
 
   // verify: also the admin API's bearer check (Oidc.verifyAccessToken), which adds its own audience rule.
-  return { afterResponse, mayIntrospect, verify };
+  return { afterResponse, verify };
 }

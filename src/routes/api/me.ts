@@ -13,7 +13,7 @@ import { MAX_PASSWORD_LENGTH } from '../../services/passwords.js';
 import { describePersonalAccessToken } from '../../services/personal-access-tokens.js';
 import { reauthenticate } from '../../services/reauthentication.js';
 import { auditChange, locationOf, type ApiDeps } from './common.js';
-import { describeGrant, describeSession, describeUser, revokeGrant } from './users.js';
+import { describeUser, listGrants, listSessions, revokeGrant, revokeSession } from './users.js';
 
 /** The caller's account as the API shows it: the user view plus the organizations it belongs to. */
 export async function describeMe(deps: ApiDeps, a: AccountRecord) {
@@ -76,25 +76,16 @@ export function meRoutes(deps: ApiDeps): Router {
   });
 
   router.get('/me/sessions', own, async (ctx) => {
-    const page = pageParams(ctx);
-    const sessions = (await services.state.listByAccount('Session', accountOf(ctx).id)).map(describeSession);
-    const { items, next_cursor } = paginate(sessions, (s) => ({ at: s.created_at ?? '', id: s.id }), page);
-    ctx.body = { data: items, next_cursor };
+    await listSessions(deps, ctx, accountOf(ctx).id);
   });
 
   router.delete('/me/sessions/:id', own, async (ctx) => {
-    const account = accountOf(ctx);
-    const sid = ctx.params.id!;
-    if (sid.length > 128 || !(await services.state.destroySessionByUid(account.id, sid))) throw notFound(`session ${sid}`);
-    await auditChange(deps, ctx, 'session.revoke', account.id, { session: sid });
+    await revokeSession(deps, ctx, accountOf(ctx).id, ctx.params.id!);
     ctx.status = 204;
   });
 
   router.get('/me/grants', own, async (ctx) => {
-    const page = pageParams(ctx);
-    const grants = (await services.state.listByAccount('Grant', accountOf(ctx).id)).map(describeGrant);
-    const { items, next_cursor } = paginate(grants, (g) => ({ at: g.created_at ?? '', id: g.id }), page);
-    ctx.body = { data: items, next_cursor };
+    await listGrants(deps, ctx, accountOf(ctx).id);
   });
 
   router.delete('/me/grants/:id', own, async (ctx) => {

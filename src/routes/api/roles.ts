@@ -8,20 +8,12 @@ import { invalid, notFound, readJson, type FieldError } from '../../middleware/a
 import type { RoleKind, RoleRecord, Subject } from '../../repositories/roles.js';
 import { ValidationError } from '../../services/errors.js';
 import { isUuid } from '../../services/organizations.js';
+import { describeRole } from '../../services/roles.js';
 import { auditChange, diff, locationOf, type ApiDeps } from './common.js';
 
 /** The API shape of a role: permissions as the `RESOURCE:SCOPE` strings they are given as. */
 export function describeApiRole(r: RoleRecord) {
-  return {
-    id: r.id,
-    name: r.name,
-    kind: r.kind,
-    description: r.description,
-    builtin: r.builtin,
-    permissions: r.permissions.map((p) => `${p.resource}:${p.scope}`),
-    created_at: r.createdAt,
-    updated_at: r.updatedAt,
-  };
+  return { ...describeRole(r), permissions: r.permissions.map((p) => `${p.resource}:${p.scope}`) };
 }
 
 /** The API calls accounts users: a subject's kind as the API shows it. */

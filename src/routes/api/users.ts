@@ -173,26 +173,16 @@ export function userRoutes(deps: ApiDeps): Router {
   });
 
   router.get('/users/:id/sessions', read, async (ctx) => {
-    const account = await userOr404(deps, ctx.params.id!);
-    const page = pageParams(ctx);
-    const sessions = (await services.state.listByAccount('Session', account.id)).map(describeSession);
-    const { items, next_cursor } = paginate(sessions, (s) => ({ at: s.created_at ?? '', id: s.id }), page);
-    ctx.body = { data: items, next_cursor };
+    await listSessions(deps, ctx, (await userOr404(deps, ctx.params.id!)).id);
   });
 
   router.delete('/users/:id/sessions/:sid', write, async (ctx) => {
-    const account = await userOr404(deps, ctx.params.id!);
-    if (!(await services.state.destroySessionByUid(account.id, ctx.params.sid!))) throw notFound(`session ${ctx.params.sid}`);
-    await auditChange(deps, ctx, 'session.revoke', account.id, { session: ctx.params.sid });
+    await revokeSession(deps, ctx, (await userOr404(deps, ctx.params.id!)).id, ctx.params.sid!);
     ctx.status = 204;
   });
 
   router.get('/users/:id/grants', read, async (ctx) => {
-    const account = await userOr404(deps, ctx.params.id!);
-    const page = pageParams(ctx);
-    const grants = (await services.state.listByAccount('Grant', account.id)).map(describeGrant);
-    const { items, next_cursor } = paginate(grants, (g) => ({ at: g.created_at ?? '', id: g.id }), page);
-    ctx.body = { data: items, next_cursor };
+    await listGrants(deps, ctx, (await userOr404(deps, ctx.params.id!)).id);
   });
 
   router.delete('/users/:id/grants/:gid', write, async (ctx) => {
@@ -202,6 +192,28 @@ export function userRoutes(deps: ApiDeps): Router {
   });
 
   return router;
+}
+
+/** One page of the account's sessions (the admin's /users/{id}/sessions and the user's /me/sessions). */
+export async function listSessions(deps: ApiDeps, ctx: Koa.Context, accountId: string): Promise<void> {
+  const page = pageParams(ctx);
+  const sessions = (await deps.services.state.listByAccount('Session', accountId)).map(describeSession);
+  const { items, next_cursor } = paginate(sessions, (s) => ({ at: s.created_at ?? '', id: s.id }), page);
+  ctx.body = { data: items, next_cursor };
+}
+
+/** One page of the account's grants. */
+export async function listGrants(deps: ApiDeps, ctx: Koa.Context, accountId: string): Promise<void> {
+  const page = pageParams(ctx);
+  const grants = (await deps.services.state.listByAccount('Grant', accountId)).map(describeGrant);
+  const { items, next_cursor } = paginate(grants, (g) => ({ at: g.created_at ?? '', id: g.id }), page);
+  ctx.body = { data: items, next_cursor };
+}
+
+/** Ends one of the account's sessions (404 for any other id). */
+export async function revokeSession(deps: ApiDeps, ctx: Koa.Context, accountId: string, sid: string): Promise<void> {
+  if (sid.length > 128 || !(await deps.services.state.destroySessionByUid(accountId, sid))) throw notFound(`session ${sid}`);
+  await auditChange(deps, ctx, 'session.revoke', accountId, { session: sid });
 }
 
 /** Revokes one of the account's grants with every token issued under it. */

@@ -232,6 +232,10 @@ describe('admin API (/api/v1)', function () {
       expect(wrong.json.errors.map((e: { field: string }) => e.field)).to.have.members(['email', 'password', 'superuser', 'extra']);
       expect((await call('POST', '/api/v1/users', { token: admin, body: { email: `${'a'.repeat(400)}@x.test`, password: 'long enough password' } })).status).to.equal(422);
       expect((await call('POST', '/api/v1/users', { token: admin, body: [] })).status).to.equal(422);
+      // The password policy applies to passwords an admin sets too.
+      const weak = await call('POST', '/api/v1/users', { token: admin, body: { email: 'weak@example.test', password: 'password1' } });
+      expect(weak.status).to.equal(422);
+      expect(weak.json.errors.map((e: { field: string }) => e.field)).to.deep.equal(['password']);
       expect((await call('PATCH', `/api/v1/users/${plainUser.id}`, { token: admin, body: { name: 'x'.repeat(300) } })).status).to.equal(422);
       expect((await call('POST', '/api/v1/users', { token: admin, raw: JSON.stringify({ email: 'x'.repeat(100_000) }) })).status).to.equal(413);
       expect((await call('POST', '/api/v1/users', { token: admin, raw: 'email=a', headers: { 'content-type': 'application/x-www-form-urlencoded' } })).status).to.equal(415);

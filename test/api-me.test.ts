@@ -96,22 +96,33 @@ describe('account API (/api/v1/me) and the audit trail (/api/v1/audit-events)', 
       const bobSession = (await call('GET', '/api/v1/me/sessions', { token: bobToken })).json.data[0].id;
       expect((await call('DELETE', `/api/v1/me/sessions/${bobSession}`, { token: second })).status).to.equal(404);
       expect((await call('DELETE', `/api/v1/me/sessions/${'x'.repeat(300)}`, { token: second })).status).to.equal(404);
-      expect((await call('DELETE', `/api/v1/me/sessions/${sessions.json.data[0].id}`, { token: second })).status).to.equal(204);
-      expect((await call('GET', '/api/v1/me/sessions', { token: second })).json.data).to.have.length(sessions.json.data.length - 1);
-      expect((await call('GET', '/api/v1/me/sessions?limit=0', { token: second })).status).to.equal(422);
-
-      const grants = (await call('GET', '/api/v1/me/grants', { token: second })).json.data as { id: string; client_id: string; scopes: string[] }[];
+      // The session the first token was issued through (its Session row names the grant).
+      const first = String(claimsOf(aliceToken).grant_id);
       const own = claimsOf(second).grant_id;
-      const first = claimsOf(aliceToken).grant_id;
+      const rows = await srv.running.services.state.listByAccount('Session', alice.id);
+      const grantsOf = (row: Record<string, unknown>) => Object.values((row.authorizations ?? {}) as Record<string, { grantId?: string }>).map((a) => a.grantId);
+      const firstSession = String(rows.find((r) => grantsOf(r).includes(first))!.uid);
+      let grants = (await call('GET', '/api/v1/me/grants', { token: second })).json.data as { id: string; client_id: string; scopes: string[] }[];
       expect(grants.map((g) => g.id)).to.include.members([own, first]);
       expect(grants.find((g) => g.id === own)!.scopes).to.include('account');
+      // Ending a session is a logout: the applications signed in through it lose their grant.
+      expect((await call('DELETE', `/api/v1/me/sessions/${firstSession}`, { token: second })).status).to.equal(204);
+      expect((await call('GET', '/api/v1/me/sessions', { token: second })).json.data).to.have.length(sessions.json.data.length - 1);
+      expect((await call('GET', '/api/v1/me', { token: aliceToken })).status).to.equal(401);
+      grants = (await call('GET', '/api/v1/me/grants', { token: second })).json.data;
+      expect(grants.map((g) => g.id)).to.include(own).and.not.include(first);
+      expect((await call('GET', '/api/v1/me/sessions?limit=0', { token: second })).status).to.equal(422);
+
       const bobGrant = (await call('GET', '/api/v1/me/grants', { token: bobToken })).json.data[0].id;
       expect((await call('DELETE', `/api/v1/me/grants/${bobGrant}`, { token: second })).status).to.equal(404);
       expect((await call('GET', '/api/v1/me', { token: bobToken })).status, 'bob\'s grant survives').to.equal(200);
       // Revoking the grant of another of the caller's tokens ends that token.
-      expect((await call('DELETE', `/api/v1/me/grants/${first}`, { token: second })).status).to.equal(204);
-      expect((await call('GET', '/api/v1/me', { token: aliceToken })).status).to.equal(401);
-      expect((await call('DELETE', `/api/v1/me/grants/${first}`, { token: second })).status).to.equal(404);
+      const third = await h.userToken(alice, 'account');
+      const thirdGrant = String(claimsOf(third).grant_id);
+      expect((await call('DELETE', `/api/v1/me/grants/${thirdGrant}`, { token: second })).status).to.equal(204);
+      expect((await call('GET', '/api/v1/me', { token: third })).status).to.equal(401);
+      expect((await call('DELETE', `/api/v1/me/grants/${thirdGrant}`, { token: second })).status).to.equal(404);
+      expect((await call('GET', '/api/v1/me', { token: second })).status).to.equal(200);
       const types = (await srv.running.services.audit.list({ subjectId: alice.id })).map((e) => e.type);
       expect(types).to.include.members(['session.revoke', 'grant.revoke']);
       aliceToken = second;

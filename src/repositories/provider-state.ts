@@ -122,6 +122,22 @@ export function createProviderStateRepository(db: Db) {
       return (await table().where({ model: 'Session', uid, account_id: accountId }).delete()) > 0;
     },
 
+    /**
+     * Ends one of the account's sessions as logout does: the session goes, and so do the grants
+     * of the applications signed in through it, except those that outlive logout
+     * (offline_access). True when the account had that session.
+     */
+    async endSession(accountId: string, uid: string): Promise<boolean> {
+      if (!isStorableKey(uid)) return false;
+      const row = await table().select('payload').where({ model: 'Session', uid, account_id: accountId }).first<{ payload: string } | undefined>();
+      if (!row || !(await this.destroySessionByUid(accountId, uid))) return false;
+      const authorizations = (JSON.parse(row.payload) as Payload).authorizations;
+      for (const auth of Object.values(authorizations && typeof authorizations === 'object' ? (authorizations as Record<string, { grantId?: string; persistsLogout?: boolean }>) : {})) {
+        if (auth.grantId && !auth.persistsLogout) await this.revokeByGrantId(auth.grantId);
+      }
+      return true;
+    },
+
     /** Deletes up to `batch` expired rows; returns how many. Call repeatedly until 0. */
     async purgeExpired(batch = 1000): Promise<number> {
       const now = epochSeconds();

@@ -485,13 +485,7 @@ export function accountRoutes(deps: {
         signOut(ctx);
         return;
       }
-      const session = signed.sessions.find((s) => s.uid === uid);
-      if (session && (await state.destroySessionByUid(signed.account.id, uid))) {
-        // As Latch's own logout does: the applications signed in through that session lose their
-        // grant unless it outlives logout (offline_access).
-        for (const auth of Object.values(authorizationsOf(session))) {
-          if (auth.grantId && !auth.persistsLogout) await state.revokeByGrantId(auth.grantId);
-        }
+      if (await state.endSession(signed.account.id, uid)) {
         await deps.audit.record({ type: 'session.end', actorId: signed.account.id, subjectId: signed.account.id, clientId: ACCOUNT_CLIENT_ID, origin: originOf(ctx), details: { session: uid } });
       }
       done(ctx, '/account', 'session');

@@ -3,12 +3,11 @@ import Router from '@koa/router';
 import { requireAdmin } from '../../middleware/api-auth.js';
 import { Input } from '../../middleware/api-input.js';
 import { checkIfMatch, paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
-import { invalid, notFound, ProblemError, readJson } from '../../middleware/api-problem.js';
+import { notFound, ProblemError, readJson } from '../../middleware/api-problem.js';
 import type { ClientRecord } from '../../repositories/clients.js';
 import { describeClient } from '../../services/clients.js';
-import { ValidationError } from '../../services/errors.js';
 import { ACCOUNT_CLIENT_ID } from '../account-session.js';
-import { auditChange, diff, locationOf, type ApiDeps } from './common.js';
+import { auditChange, diff, locationOf, type ApiDeps, withApiFields } from './common.js';
 
 /** Longest a rotated secret may keep working: 7 days. */
 export const MAX_OVERLAP_SECONDS = 7 * 24 * 3600;
@@ -18,15 +17,6 @@ export const describeApiClient = (c: ClientRecord) => ({ id: c.id, ...describeCl
 
 /** The client service names fields as the CLI flags; the API as RFC 7591 metadata. */
 const FIELD = { 'redirect-uri': 'redirect_uris', 'post-logout-redirect-uri': 'post_logout_redirect_uris', grant: 'grant_types', 'auth-method': 'token_endpoint_auth_method', 'jwks-uri': 'jwks_uri', 'web-origin': 'web_origins', resource: 'resources', scope: 'scope', name: 'name' } as Record<string, string>;
-
-async function apiFields<T>(work: () => Promise<T>): Promise<T> {
-  try {
-    return await work();
-  } catch (err) {
-    if (err instanceof ValidationError) throw invalid([{ field: FIELD[err.field] ?? err.field, message: err.detail }]);
-    throw err;
-  }
-}
 
 const REGISTRATION = ['name', 'grant_types', 'redirect_uris', 'post_logout_redirect_uris', 'scope', 'resources', 'web_origins', 'jwks_uri', 'first_party'] as const;
 
@@ -69,7 +59,7 @@ export function clientRoutes(deps: ApiDeps): Router {
     const isPublic = input.boolean('public');
     const authMethod = input.string('token_endpoint_auth_method', { max: 64 });
     input.done();
-    const created = await apiFields(() => services.clients.create({ ...reg, name: reg.name!, jwksUri: reg.jwksUri ?? undefined, isPublic, authMethod }));
+    const created = await withApiFields(FIELD, () => services.clients.create({ ...reg, name: reg.name!, jwksUri: reg.jwksUri ?? undefined, isPublic, authMethod }));
     const view = describeApiClient(created.client);
     await auditChange(deps, ctx, 'client.create', created.client_id, { after: view });
     ctx.set('Location', locationOf(deps, `clients/${encodeURIComponent(created.client_id)}`));
@@ -88,12 +78,10 @@ export function clientRoutes(deps: ApiDeps): Router {
     input.done();
     const before = describeApiClient(client);
     checkIfMatch(ctx, before);
-    const updated = await apiFields(() => services.clients.update(client.id, reg));
+    const updated = await withApiFields(FIELD, () => services.clients.update(client.id, reg));
     if (!updated) throw notFound(`client ${client.id}`);
     const after = describeApiClient(updated);
-    const changes = diff(before, after);
-    delete changes.before.updated_at;
-    delete changes.after.updated_at;
+    const changes = diff(before, after, ['updated_at']);
     if (Object.keys(changes.after).length) await auditChange(deps, ctx, 'client.update', client.id, changes);
     sendResource(ctx, after);
   });
@@ -111,7 +99,7 @@ export function clientRoutes(deps: ApiDeps): Router {
     const input = new Input(await readJson(ctx), ['overlap_seconds']);
     const overlap = input.integer('overlap_seconds', { min: 0, max: MAX_OVERLAP_SECONDS }) ?? 0;
     input.done();
-    const rotated = await apiFields(() => services.clients.rotateSecret(client.id, overlap));
+    const rotated = await withApiFields(FIELD, () => services.clients.rotateSecret(client.id, overlap));
     if (!rotated) throw notFound(`client ${client.id}`);
     const view = describeApiClient(rotated.client);
     await auditChange(deps, ctx, 'client.rotate_secret', client.id, { overlap_seconds: overlap });

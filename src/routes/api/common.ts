@@ -5,9 +5,11 @@ import type { Db } from '../../db/knex.js';
 import type { Logger } from '../../lib/logger.js';
 import { originOf } from '../../lib/request-origin.js';
 import { actorOf, principalOf } from '../../middleware/api-auth.js';
+import { invalid } from '../../middleware/api-problem.js';
 import type { Oidc } from '../../oidc/provider.js';
 import type { AuditEventsRepository } from '../../repositories/audit-events.js';
 import type { AccountMail } from '../../services/account-mail.js';
+import { ValidationError } from '../../services/errors.js';
 import type { Services } from '../../services/index.js';
 
 /** What every admin API route file receives. */
@@ -38,15 +40,28 @@ export function isoOf(v: unknown): string | null {
   return null;
 }
 
-/** `before`/`after` of the fields that changed (non-secret fields only). */
-export function diff(before: Record<string, unknown>, after: Record<string, unknown>): { before: Record<string, unknown>; after: Record<string, unknown> } {
+/** `before`/`after` of the fields that changed (non-secret fields only), leaving out `skip`. */
+export function diff(before: Record<string, unknown>, after: Record<string, unknown>, skip: readonly string[] = []): { before: Record<string, unknown>; after: Record<string, unknown> } {
   const b: Record<string, unknown> = {};
   const a: Record<string, unknown> = {};
   for (const k of Object.keys(after)) {
-    if (JSON.stringify(before[k]) !== JSON.stringify(after[k])) {
+    if (!skip.includes(k) && JSON.stringify(before[k]) !== JSON.stringify(after[k])) {
       b[k] = before[k];
       a[k] = after[k];
     }
   }
   return { before: b, after: a };
+}
+
+/**
+ * Runs a service call, answering its ValidationError as a 422 on the field's API name (`names`
+ * maps the service's names, which are the CLI's flags, to the API's).
+ */
+export async function withApiFields<T>(names: Record<string, string>, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    if (err instanceof ValidationError) throw invalid([{ field: names[err.field] ?? err.field, message: err.detail }]);
+    throw err;
+  }
 }

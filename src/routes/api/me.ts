@@ -55,10 +55,8 @@ export function meRoutes(deps: ApiDeps): Router {
   router.post('/me/change-password', own, async (ctx) => {
     const account = accountOf(ctx);
     const input = new Input(await readJson(ctx), ['current_password', 'new_password']);
-    const current = input.string('current_password', { max: MAX_PASSWORD_LENGTH });
-    const next = input.string('new_password');
-    if (current === undefined && !input.errors.some((e) => e.field === 'current_password')) input.errors.push({ field: 'current_password', message: 'is required' });
-    if (next === undefined && !input.errors.some((e) => e.field === 'new_password')) input.errors.push({ field: 'new_password', message: 'is required' });
+    const current = input.string('current_password', { required: true, max: MAX_PASSWORD_LENGTH });
+    const next = input.string('new_password', { required: true, max: MAX_PASSWORD_LENGTH });
     input.done();
     // The account page's policy, checked before the current password (no attempt is spent on it).
     const policy = checkPasswordPolicy(next!, { email: account.email, name: account.displayName });

@@ -3,23 +3,13 @@ import Router from '@koa/router';
 import { requireAdmin } from '../../middleware/api-auth.js';
 import { Input, queryParam } from '../../middleware/api-input.js';
 import { checkIfMatch, paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
-import { invalid, notFound, ProblemError, readJson, type FieldError } from '../../middleware/api-problem.js';
-import { ValidationError } from '../../services/errors.js';
+import { notFound, ProblemError, readJson, type FieldError } from '../../middleware/api-problem.js';
 import { describeResource, MAX_RESOURCE_TTL } from '../../services/resources.js';
 import { API_RESOURCE_SCOPES, apiAudience } from './api-resource.js';
-import { auditChange, diff, locationOf, type ApiDeps } from './common.js';
+import { auditChange, diff, locationOf, type ApiDeps, withApiFields } from './common.js';
 
 /** The resource service names fields as the CLI flags; the API as its representation. */
 const FIELD: Record<string, string> = { ttl: 'access_token_ttl', scope: 'scopes' };
-
-async function apiFields<T>(work: () => Promise<T>): Promise<T> {
-  try {
-    return await work();
-  } catch (err) {
-    if (err instanceof ValidationError) throw invalid([{ field: FIELD[err.field] ?? err.field, message: err.detail }]);
-    throw err;
-  }
-}
 
 const SETTINGS = ['name', 'scopes', 'access_token_ttl', 'alg', 'rbac'] as const;
 
@@ -62,7 +52,7 @@ export function resourceRoutes(deps: ApiDeps): Router {
     const identifier = input.string('identifier', { required: true, max: 2048 });
     const s = readSettings(input);
     input.done();
-    const created = await apiFields(() => services.resources.create({ identifier: identifier!, name: s.name ?? undefined, scopes: s.scopes, ttl: s.ttl ?? undefined, alg: s.alg, rbac: s.rbac }));
+    const created = await withApiFields(FIELD, () => services.resources.create({ identifier: identifier!, name: s.name ?? undefined, scopes: s.scopes, ttl: s.ttl ?? undefined, alg: s.alg, rbac: s.rbac }));
     const view = describeResource(created);
     await auditChange(deps, ctx, 'resource.create', created.id, { after: view });
     ctx.set('Location', locationOf(deps, `resources/${created.id}`));
@@ -89,12 +79,10 @@ export function resourceRoutes(deps: ApiDeps): Router {
     input.done();
     const before = describeResource(resource);
     checkIfMatch(ctx, before);
-    const updated = await apiFields(() => services.resources.update(resource.id, s));
+    const updated = await withApiFields(FIELD, () => services.resources.update(resource.id, s));
     if (!updated) throw notFound(`resource ${resource.id}`);
     const after = describeResource(updated);
-    const changes = diff(before, after);
-    delete changes.before.updated_at;
-    delete changes.after.updated_at;
+    const changes = diff(before, after, ['updated_at']);
     if (Object.keys(changes.after).length) await auditChange(deps, ctx, 'resource.update', resource.id, { identifier: resource.identifier, ...changes });
     sendResource(ctx, after);
   });

@@ -4,12 +4,11 @@ import type Koa from 'koa';
 import { requireAdmin } from '../../middleware/api-auth.js';
 import { Input, queryParam } from '../../middleware/api-input.js';
 import { checkIfMatch, paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
-import { invalid, notFound, readJson, type FieldError } from '../../middleware/api-problem.js';
+import { notFound, readJson, type FieldError } from '../../middleware/api-problem.js';
 import type { RoleKind, RoleRecord, Subject } from '../../repositories/roles.js';
-import { ValidationError } from '../../services/errors.js';
 import { isUuid } from '../../services/organizations.js';
 import { describeRole } from '../../services/roles.js';
-import { auditChange, diff, locationOf, type ApiDeps } from './common.js';
+import { auditChange, diff, locationOf, type ApiDeps, withApiFields } from './common.js';
 
 /** The API shape of a role: permissions as the `RESOURCE:SCOPE` strings they are given as. */
 export function describeApiRole(r: RoleRecord) {
@@ -41,15 +40,6 @@ export async function readSubject(deps: ApiDeps, input: Input): Promise<Subject 
 }
 
 /** The role service names the list `permission` (as the CLI flag); the API `permissions`. */
-async function apiFields<T>(work: () => Promise<T>): Promise<T> {
-  try {
-    return await work();
-  } catch (err) {
-    if (err instanceof ValidationError) throw invalid([{ field: err.field === 'permission' ? 'permissions' : err.field, message: err.detail }]);
-    throw err;
-  }
-}
-
 const KINDS: readonly RoleKind[] = ['global', 'organization'];
 
 /** /api/v1/roles: global and organization roles, their permissions, and global role holders. */
@@ -86,7 +76,7 @@ export function roleRoutes(deps: ApiDeps): Router {
     const description = input.string('description', { max: 255, nullable: true });
     const permissions = input.strings('permissions', { maxItems: 200 });
     input.done();
-    const role = await apiFields(() => services.roles.create({ name: name!, kind: (kind ?? 'global') as RoleKind, description, permissions }));
+    const role = await withApiFields({ permission: 'permissions' }, () => services.roles.create({ name: name!, kind: (kind ?? 'global') as RoleKind, description, permissions }));
     const view = describeApiRole(role);
     await auditChange(deps, ctx, 'role.create', role.id, { after: view });
     ctx.set('Location', locationOf(deps, `roles/${role.id}`));
@@ -107,11 +97,9 @@ export function roleRoutes(deps: ApiDeps): Router {
     const before = describeApiRole(role);
     checkIfMatch(ctx, before);
     // Built-in roles keep their name (409); their description and permissions may change.
-    const updated = await apiFields(() => services.roles.update(role, { name, description, permissions }));
+    const updated = await withApiFields({ permission: 'permissions' }, () => services.roles.update(role, { name, description, permissions }));
     const after = describeApiRole(updated);
-    const changes = diff(before, after);
-    delete changes.before.updated_at;
-    delete changes.after.updated_at;
+    const changes = diff(before, after, ['updated_at']);
     if (Object.keys(changes.after).length) await auditChange(deps, ctx, 'role.update', role.id, changes);
     sendResource(ctx, after);
   });

@@ -11,6 +11,8 @@ import { invalid, notFound, readJson, type FieldError } from '../../middleware/a
 import type { AccountRecord } from '../../repositories/accounts.js';
 import { grantScopes } from '../../repositories/provider-state.js';
 import { describeAccount } from '../../services/accounts.js';
+import { checkPasswordPolicy } from '../../services/password-policy.js';
+import { MAX_PASSWORD_LENGTH } from '../../services/passwords.js';
 import { auditChange, diff, isoOf, locationOf, type ApiDeps } from './common.js';
 
 /** The API shape of a user: the account (never its hash) and its global roles. */
@@ -54,9 +56,8 @@ async function globalRoles(deps: ApiDeps, names: string[]) {
   return roles;
 }
 
-/** Makes the account's global roles exactly `names`. */
-async function setRoles(deps: ApiDeps, accountId: string, names: string[]): Promise<void> {
-  const wanted = await globalRoles(deps, names);
+/** Makes the account's global roles exactly `wanted`. */
+async function setRoles(deps: ApiDeps, accountId: string, wanted: Awaited<ReturnType<typeof globalRoles>>): Promise<void> {
   const subject = { kind: 'account' as const, id: accountId };
   const held = await deps.services.roles.rolesOf(subject);
   for (const r of held) if (r.kind === 'global' && !wanted.some((w) => w.id === r.id)) await deps.services.roles.unassign(r, subject);
@@ -106,7 +107,7 @@ export function userRoutes(deps: ApiDeps): Router {
     const body = await readJson(ctx);
     const input = new Input(body, ['email', 'password', 'name', 'superuser', 'email_verified', 'roles', 'send_invitation']);
     const email = input.string('email', { required: true, max: 320 });
-    const password = input.string('password', { max: 1024 });
+    const password = input.string('password', { max: MAX_PASSWORD_LENGTH });
     const name = input.string('name', { max: 255, nullable: true });
     const superuser = input.boolean('superuser');
     const emailVerified = input.boolean('email_verified');
@@ -114,6 +115,9 @@ export function userRoutes(deps: ApiDeps): Router {
     const invite = input.boolean('send_invitation');
     if (password === undefined && !invite && !input.errors.some((e) => e.field === 'password')) input.errors.push({ field: 'password', message: 'is required unless send_invitation is true' });
     input.done();
+    // The same password policy as every other place a password is chosen.
+    const weak = password === undefined ? undefined : checkPasswordPolicy(password, { email, name });
+    if (weak) throw invalid([{ field: 'password', message: weak }]);
     const roles = await globalRoles(deps, roleNames ?? []);
     // Invited without a password: an unusable random one, replaced through the mailed link.
     const account = await services.accounts.create({ email: email!, password: password ?? randomBytes(32).toString('base64url'), name: name ?? undefined, superuser: superuser ?? false, emailVerified: emailVerified ?? false });
@@ -141,10 +145,11 @@ export function userRoutes(deps: ApiDeps): Router {
     input.done();
     const before = await describeUser(deps, account);
     checkIfMatch(ctx, before);
-    if (roleNames) await globalRoles(deps, roleNames);
-    await services.accounts.update(account.id, { name, active, superuser, emailVerified }, { actorId: principalOf(ctx).id, origin: originOf(ctx) });
-    if (roleNames) await setRoles(deps, account.id, roleNames);
-    const after = await describeUser(deps, (await services.accounts.findById(account.id))!);
+    // Unknown role names are a 422 before anything changes.
+    const wanted = roleNames ? await globalRoles(deps, roleNames) : undefined;
+    const updated = await services.accounts.update(account.id, { name, active, superuser, emailVerified }, { actorId: principalOf(ctx).id, origin: originOf(ctx) });
+    if (wanted) await setRoles(deps, account.id, wanted);
+    const after = await describeUser(deps, updated);
     const changes = diff(before, after);
     if (Object.keys(changes.after).length) await auditChange(deps, ctx, 'account.admin_update', account.id, changes);
     sendResource(ctx, after);
@@ -210,9 +215,9 @@ export async function listGrants(deps: ApiDeps, ctx: Koa.Context, accountId: str
   ctx.body = { data: items, next_cursor };
 }
 
-/** Ends one of the account's sessions (404 for any other id). */
+/** Ends one of the account's sessions as logout does (404 for any other id). */
 export async function revokeSession(deps: ApiDeps, ctx: Koa.Context, accountId: string, sid: string): Promise<void> {
-  if (sid.length > 128 || !(await deps.services.state.destroySessionByUid(accountId, sid))) throw notFound(`session ${sid}`);
+  if (sid.length > 128 || !(await deps.services.state.endSession(accountId, sid))) throw notFound(`session ${sid}`);
   await auditChange(deps, ctx, 'session.revoke', accountId, { session: sid });
 }
 

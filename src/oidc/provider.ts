@@ -22,10 +22,10 @@ import { createAdapterClass } from './adapter.js';
 import { findAccountFor } from './account.js';
 import { allowedResourcesOf, allowedScopesOf, defaultResource, isFirstParty, mayIntrospect, type ClientLike } from './client-policy.js';
 import { personalAccessTokenIntrospection } from './personal-access-tokens.js';
-
-export { isFirstParty } from './client-policy.js';
 import { createRbacIntegration, type RbacIntegration } from './rbac.js';
 import { createStructuredTokenHandler, GRANT_CLAIM } from './structured-tokens.js';
+
+export { isFirstParty } from './client-policy.js';
 
 export interface OidcDeps {
   config: Config;
@@ -52,8 +52,6 @@ export interface OidcDeps {
 /** The OIDC scopes Latch knows; resource scopes come from resource servers. */
 export const OIDC_SCOPES = ['openid', 'offline_access', 'profile', 'email', 'roles', 'organizations'];
 
-
-/** Every scope the client is registered for, resource scopes included. */
 
 /**
  * oidc-provider's default prompts, plus step-up: a client that asks for acr_values

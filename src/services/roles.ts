@@ -140,9 +140,12 @@ export function createRoleService(deps: { roles: RolesRepository; resources: { f
       if (role.builtin) throw new ConflictError(`the built-in role ${role.name} cannot be deleted`);
       try {
         await roles.delete(role.id);
-      } catch {
-        // organization_members.role_id has no cascade: a role still held through a membership stays.
-        throw new ConflictError(`role ${role.name} is still held by organization members`);
+      } catch (err) {
+        // organization_members.role_id has no cascade: a role still held through a membership stays
+        // (a foreign-key violation: PostgreSQL 23503, SQLite SQLITE_CONSTRAINT_FOREIGNKEY).
+        const code = (err as { code?: string }).code;
+        if (code === '23503' || code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw new ConflictError(`role ${role.name} is still held by organization members`);
+        throw err;
       }
       await changed();
     },

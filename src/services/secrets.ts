@@ -1,6 +1,5 @@
 import { createCipheriv, createDecipheriv, createHmac, createSecretKey, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 
-import { BoundedCache } from '../lib/lru.js';
 
 /**
  * Everything derived from LATCH_SECRET. Each purpose gets its own HKDF-derived key, so a key
@@ -56,22 +55,13 @@ export function createSecrets(masterSecret: string): Secrets {
     return key;
   };
 
-  const verified = new BoundedCache<string, Buffer>(10_000);
   const hashClientSecret = (secret: string) => createHmac('sha256', clientKey).update(secret).digest('hex');
 
   return {
     hashClientSecret,
     verifyClientSecret(presented, storedHash) {
       if (typeof presented !== 'string' || typeof storedHash !== 'string') return false;
-      // A secret that matched this stored HMAC before is compared directly (constant time), which
-      // spares an HMAC on every token request of a busy client. The cache is keyed by the stored
-      // HMAC, so a rotated secret never hits an old entry; it lives in this process only.
-      const given = Buffer.from(presented);
-      const known = verified.get(storedHash);
-      if (known && known.length === given.length && timingSafeEqual(known, given)) return true;
-      if (!constantTimeEqual(hashClientSecret(presented), storedHash)) return false;
-      verified.set(storedHash, given);
-      return true;
+      return constantTimeEqual(hashClientSecret(presented), storedHash);
     },
     encrypt(plaintext) {
       const iv = randomBytes(12);

@@ -5,6 +5,7 @@ import * as accounts from './20261123010000_accounts.js';
 import * as rateLimits from './20261123020000_rate_limits.js';
 import * as rbac from './20261123030000_rbac.js';
 import * as api from './20261123040000_api.js';
+import * as partialIndexes from './20261206000000_provider_state_partial_indexes.js';
 
 /** Every migration, in order. Knex records applied names in knex_migrations. */
 export const migrations: Record<string, Knex.Migration> = {
@@ -13,4 +14,5 @@ export const migrations: Record<string, Knex.Migration> = {
   '20261123020000_rate_limits': rateLimits,
   '20261123030000_rbac': rbac,
   '20261123040000_api': api,
+  '20261206000000_provider_state_partial_indexes': partialIndexes,
 };

@@ -22,7 +22,7 @@ import { createAdapterClass } from './adapter.js';
 import { findAccountFor } from './account.js';
 import { allowedResourcesOf, allowedScopesOf, defaultResource, isFirstParty, mayIntrospect, type ClientLike } from './client-policy.js';
 import { personalAccessTokenIntrospection } from './personal-access-tokens.js';
-import { createRbacIntegration, type RbacIntegration } from './rbac.js';
+import { createRbacIntegration, type GrantWithOrganization, type RbacIntegration } from './rbac.js';
 import { createStructuredTokenHandler, GRANT_CLAIM } from './structured-tokens.js';
 
 export { isFirstParty } from './client-policy.js';
@@ -171,20 +171,23 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
       const consented = oidc.result?.consent?.grantId;
       const grantId = consented || oidc.session!.grantIdFor(client.clientId);
       let grant = grantId ? await oidc.provider.Grant.find(grantId) : undefined;
+      const skipsConsent = isFirstParty(client as unknown as ClientLike) && Boolean(oidc.session?.accountId);
       if (grant && consented) {
-        // The consent just given is for this request's organization (or none).
-        await rbac.bindGrant(grant, organization);
-      } else if (grant && ((await rbac.grantOrganization(grant.jti)) ?? null) !== organization) {
+        // The consent just given is for this request's organization (or none). A first-party
+        // grant is saved below.
+        (grant as GrantWithOrganization).organizationId = organization;
+        if (!skipsConsent) await grant.save();
+      } else if (grant && ((await rbac.grantOrganization(grant)) ?? null) !== organization) {
         // A grant belongs to one organization: asking for another starts a new grant, so the
         // earlier one's refresh tokens keep theirs.
         grant = undefined;
       }
-      if (!isFirstParty(client as unknown as ClientLike) || !oidc.session?.accountId) return grant;
+      if (!skipsConsent) return grant;
       // First-party clients skip consent: their grant simply covers what they ask for (the
       // client's registered scopes bound the request). RBAC applies when tokens are issued,
       // so a role granted later reaches the next refresh.
       const fresh = !grant;
-      grant ??= new oidc.provider.Grant({ clientId: client.clientId, accountId: oidc.session.accountId });
+      grant ??= new oidc.provider.Grant({ clientId: client.clientId, accountId: oidc.session!.accountId });
       const oidcScopes = [...oidc.requestParamOIDCScopes];
       if (oidcScopes.length) grant.addOIDCScope(oidcScopes.join(' '));
       const allowed = allowedScopesOf(client as unknown as ClientLike);
@@ -193,8 +196,8 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
         const wanted = [...oidc.requestParamScopes].filter((s) => rs?.scopes.includes(s) && allowed.has(s));
         if (wanted.length) grant.addResourceScope(indicator, wanted.join(' '));
       }
+      if (fresh) (grant as GrantWithOrganization).organizationId = organization;
       await grant.save();
-      if (fresh && organization) await rbac.bindGrant(grant, organization);
       return grant;
     },
     features: {
@@ -314,6 +317,10 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
   const build = (): { provider: Provider; handler: (ctx: Koa.Context) => Promise<unknown> } => {
     const provider = new Provider(deps.config.issuer, buildConfiguration(deps, ring, rbac));
     provider.proxy = deps.config.trustProxy;
+    // A grant's organization is kept in its own payload (see rbac.ts): oidc-provider stores only
+    // the properties a model lists, so the Grant model lists this one too. Set before any Grant
+    // is built (oidc-provider reads the list once per model).
+    Object.defineProperty(provider.Grant, 'IN_PAYLOAD', { value: [...(provider.Grant as unknown as { IN_PAYLOAD: string[] }).IN_PAYLOAD, 'organizationId'] });
     // As the outer app (app.ts): behind the one trusted proxy, the client is the LAST X-Forwarded-For entry.
     (provider as Koa).maxIpsCount = 1;
     // Client secrets are stored as HMAC-SHA-256 (see services/secrets.ts): compare the HMAC of

@@ -5,8 +5,19 @@ import type { Subject } from '../repositories/roles.js';
 import type { AccessService, SubjectAccess } from '../services/access.js';
 import { isUuid } from '../services/organizations.js';
 
-/** provider_state model binding a grant to the organization its tokens are for (id = grant id). */
+/**
+ * Before Grant payloads carried `organizationId`, a provider_state row of this model (id = grant
+ * id) recorded a grant's organization. Such rows are still read for grants saved before then
+ * (they expire with their grant); nothing writes them any more.
+ */
 export const GRANT_ORGANIZATION_MODEL = 'GrantOrganization';
+
+/**
+ * A grant belongs to at most one organization, kept in the Grant's own payload (oidc-provider
+ * is told to keep the property, see provider.ts): a string is the organization's id, null none.
+ * Reading it costs nothing at the token endpoint, where oidc-provider has loaded the grant.
+ */
+export type GrantWithOrganization = { jti: string; organizationId?: string | null; save(): Promise<unknown> };
 
 /** The organization a token is issued for, and the subject's role there. */
 export interface OrganizationBinding {
@@ -57,9 +68,15 @@ export function createRbacIntegration(deps: { access: AccessService; state: Prov
     throw notMember();
   }
 
-  async function grantOrganization(grantId: string | undefined): Promise<string | undefined> {
-    if (!grantId) return undefined;
-    const row = await state.find(GRANT_ORGANIZATION_MODEL, grantId);
+  /** The organization of a grant (undefined: none). `grant` is the loaded Grant or its id. */
+  async function grantOrganization(grant: { jti: string; organizationId?: string | null } | string | undefined): Promise<string | undefined> {
+    if (!grant) return undefined;
+    let payload: { organizationId?: unknown } | undefined = typeof grant === 'string' ? undefined : grant;
+    if (typeof grant === 'string') payload = await state.find('Grant', grant);
+    if (payload && payload.organizationId !== undefined) return typeof payload.organizationId === 'string' ? payload.organizationId : undefined;
+    // A grant saved before organizations lived in its payload.
+    const id = typeof grant === 'string' ? grant : grant.jti;
+    const row = await state.find(GRANT_ORGANIZATION_MODEL, id);
     return typeof row?.organizationId === 'string' ? row.organizationId : undefined;
   }
 
@@ -81,7 +98,8 @@ export function createRbacIntegration(deps: { access: AccessService; state: Prov
     let pending = perRequest.get(ctx);
     if (!pending) {
       pending = (async () => {
-        const id = named(ctx) ?? (ctx.oidc.route === 'token' ? await grantOrganization(grantId) : undefined);
+        const loaded = ctx.oidc.entities.Grant as { jti: string; organizationId?: string | null } | undefined;
+        const id = named(ctx) ?? (ctx.oidc.route === 'token' ? await grantOrganization(loaded && loaded.jti === grantId ? loaded : grantId) : undefined);
         if (!id) return null;
         const atToken = ctx.oidc.route === 'token';
         // RFC 6749 §5.2 invalid_grant at the token endpoint; §4.1.2.1 access_denied at the authorization endpoint.
@@ -99,14 +117,10 @@ export function createRbacIntegration(deps: { access: AccessService; state: Prov
     organizationFor,
     grantOrganization,
 
-    /** Records (or clears) the organization a grant belongs to; it lives and dies with the grant. */
-    async bindGrant(grant: { jti: string; accountId?: string; exp?: number }, organizationId: string | null): Promise<void> {
-      if (!organizationId) {
-        await state.destroy(GRANT_ORGANIZATION_MODEL, grant.jti);
-        return;
-      }
-      const ttl = typeof grant.exp === 'number' ? Math.max(1, grant.exp - Math.floor(Date.now() / 1000)) : undefined;
-      await state.upsert(GRANT_ORGANIZATION_MODEL, grant.jti, { grantId: grant.jti, organizationId, accountId: grant.accountId }, ttl);
+    /** Records (or clears) the organization a grant belongs to and saves the grant. */
+    async bindGrant(grant: GrantWithOrganization, organizationId: string | null): Promise<void> {
+      grant.organizationId = organizationId;
+      await grant.save();
     },
 
     /** Scopes RBAC permits on a resource for the subject of this request (undefined: no subject known yet). */

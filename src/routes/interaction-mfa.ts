@@ -12,7 +12,7 @@ import type { AccountService } from '../services/accounts.js';
 import type { AuditService } from '../services/audit.js';
 import { tooManyAttemptsMessage, type LoginGuard } from '../services/login-guard.js';
 import { ACR_MFA, ACR_PASSWORD, AMR_PASSWORD_OTP, type MfaService } from '../services/mfa.js';
-import { createPages, interactionLoader } from './self-service.js';
+import { completeInteraction, createPages, interactionLoader } from './self-service.js';
 
 type Details = Awaited<ReturnType<Oidc['provider']['interactionDetails']>>;
 
@@ -116,7 +116,7 @@ export function createMfaStep(deps: { oidc: Oidc; accounts: AccountService; mfa:
   /** Finishes the sign-in at the MFA level. */
   async function finish(ctx: Koa.Context, details: Details, account: AccountRecord, method: string) {
     await deps.audit?.record({ type: 'login.success', actorId: account.id, subjectId: account.id, clientId: details.params.client_id as string, origin: originOf(ctx), details: { amr: AMR_PASSWORD_OTP, acr: ACR_MFA, method } });
-    const url = await oidc.provider.interactionResult(ctx.req, ctx.res, { login: { accountId: account.id, amr: AMR_PASSWORD_OTP, acr: ACR_MFA } }, { mergeWithLastSubmission: false });
+    const url = await completeInteraction(details, { login: { accountId: account.id, amr: AMR_PASSWORD_OTP, acr: ACR_MFA } });
     ctx.status = 303;
     ctx.redirect(url);
   }

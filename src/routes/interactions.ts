@@ -16,7 +16,7 @@ import { tooManyAttemptsMessage, type LoginGuard } from '../services/login-guard
 import type { Metrics } from '../services/metrics.js';
 import { ACR_PASSWORD, AMR_PASSWORD } from '../services/mfa.js';
 import type { MfaStep } from './interaction-mfa.js';
-import { createPages, interactionLoader } from './self-service.js';
+import { completeInteraction, createPages, interactionLoader } from './self-service.js';
 
 const SCOPE_DESCRIPTIONS: Record<string, string> = {
   openid: 'Sign you in with your account',
@@ -41,8 +41,8 @@ export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; 
   const { page, checkCsrf } = pages;
   const load = interactionLoader(oidc, pages);
 
-  async function finish(ctx: Koa.Context, result: InteractionResults) {
-    const url = await oidc.provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: false });
+  async function finish(ctx: Koa.Context, details: Details, result: InteractionResults) {
+    const url = await completeInteraction(details, result);
     ctx.status = 303;
     ctx.redirect(url);
   }
@@ -57,7 +57,7 @@ export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; 
     const { prompt, params, session, grantId } = details;
     const accountId = session?.accountId;
     if (!accountId) {
-      await finish(ctx, { error: 'login_required', error_description: 'no signed-in account' });
+      await finish(ctx, details, { error: 'login_required', error_description: 'no signed-in account' });
       return;
     }
     const grant = (grantId ? await oidc.provider.Grant.find(grantId) : undefined) ?? new oidc.provider.Grant({ accountId, clientId: params.client_id as string });
@@ -66,7 +66,7 @@ export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; 
     if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
     for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes ?? {})) grant.addResourceScope(indicator, scopes.join(' '));
     const savedId = await grant.save();
-    await finish(ctx, { consent: { grantId: savedId } });
+    await finish(ctx, details, { consent: { grantId: savedId } });
   }
 
   router.get('/interaction/:uid', async (ctx) => {
@@ -89,7 +89,7 @@ export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; 
       await page(ctx, 'consent', { title: 'Authorize access', uid: details.uid, clientName, scopes, resources });
       return;
     }
-    await finish(ctx, { error: 'invalid_request', error_description: `unsupported prompt ${details.prompt.name}` });
+    await finish(ctx, details, { error: 'invalid_request', error_description: `unsupported prompt ${details.prompt.name}` });
   });
 
   // A reload or bookmark of a form's target goes back to the interaction's page.
@@ -157,7 +157,7 @@ export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; 
       return;
     }
     await deps.audit?.record({ type: 'login.success', actorId: result.account.id, subjectId: result.account.id, clientId: details.params.client_id as string, origin: originOf(ctx), details: { amr: AMR_PASSWORD, acr: ACR_PASSWORD } });
-    await finish(ctx, { login: { accountId: result.account.id, amr: AMR_PASSWORD, acr: ACR_PASSWORD } });
+    await finish(ctx, details, { login: { accountId: result.account.id, amr: AMR_PASSWORD, acr: ACR_PASSWORD } });
   });
 
   router.post('/interaction/:uid/confirm', async (ctx) => {
@@ -178,7 +178,7 @@ export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; 
     const details = await load(ctx);
     if (!details) return;
     // OIDC Core §3.1.2.6: the user refused.
-    await finish(ctx, { error: 'access_denied', error_description: 'the user denied the request' });
+    await finish(ctx, details, { error: 'access_denied', error_description: 'the user denied the request' });
   });
 
   return router;

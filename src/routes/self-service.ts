@@ -1,5 +1,7 @@
 import type Koa from 'koa';
-import { errors } from 'oidc-provider';
+import { errors, type InteractionResults } from 'oidc-provider';
+
+import { epochSeconds } from '../db/knex.js';
 
 import type { Logger } from '../lib/logger.js';
 import type { Render } from '../lib/views.js';
@@ -105,6 +107,17 @@ type InteractionDetails = Awaited<ReturnType<Oidc['provider']['interactionDetail
  * The oidc-provider interaction of this browser for `ctx.params.uid`, or an error page (400) when
  * it expired or belongs to another browser or request.
  */
+/**
+ * Saves the result of a loaded interaction and returns where the browser goes next: what
+ * oidc-provider's `interactionResult` (without merging) does, minus reading the interaction a
+ * second time. The TTL rule is the same: the interaction keeps its expiry.
+ */
+export async function completeInteraction(details: InteractionDetails, result: InteractionResults): Promise<string> {
+  details.result = result;
+  await details.save(details.exp - epochSeconds());
+  return details.returnTo;
+}
+
 export function interactionLoader(oidc: Oidc, pages: Pages) {
   return async (ctx: Koa.Context): Promise<InteractionDetails | undefined> => {
     try {

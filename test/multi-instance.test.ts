@@ -1,6 +1,9 @@
+import { createHash } from 'node:crypto';
+
 import { expect } from 'chai';
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose';
 
+import { Agent, authorize } from './helpers/agent.js';
 import { crossInstanceFlow } from './helpers/cross-flow.js';
 import { freshDatabase, startTestServer, type TestDatabase, type TestServer } from './helpers/server.js';
 
@@ -74,6 +77,35 @@ describe('two server processes on one database', () => {
     await waitFor('client disabled on both', async () => (await ccToken(a, extra.json.client_id, extra.json.client_secret)).status === 401 && (await ccToken(b, extra.json.client_id, extra.json.client_secret)).status === 401, 5000);
     expect(Date.now() - started).to.be.below(5000);
     expect((await ccToken(b, extra.json.client_id, extra.json.client_secret)).body.error).to.equal('invalid_client');
+  });
+
+  it("an account change made elsewhere reaches the other process's tokens within the poll interval", async () => {
+    const REDIRECT = 'http://127.0.0.1:9/cb';
+    const user = { email: `renamed-${Date.now()}@example.test`, password: 'a passphrase for renaming' };
+    expect((await a.cli('users', 'create', '--email', user.email, '--password', user.password, '--name', 'Old Name')).code).to.equal(0);
+    const web = (await a.cli('clients', 'create', '--name', 'Web', '--redirect-uri', REDIRECT, '--first-party')).json as { client_id: string; client_secret: string };
+    const post = async (srv: TestServer, body: Record<string, string>) => {
+      const res = await fetch(`${base(srv)}/token`, { method: 'POST', headers: { authorization: `Basic ${Buffer.from(`${web.client_id}:${web.client_secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(body) });
+      return { status: res.status, body: (await res.json()) as Record<string, string> };
+    };
+    const nameIn = (idToken: string) => JSON.parse(Buffer.from(idToken.split('.')[1]!, 'base64url').toString()).name as string;
+    const verifier = 'w'.repeat(43);
+    const q = new URLSearchParams({ client_id: web.client_id, redirect_uri: REDIRECT, response_type: 'code', scope: 'openid profile offline_access', prompt: 'consent', code_challenge: createHash('sha256').update(verifier).digest('base64url'), code_challenge_method: 'S256' });
+    const { callback } = await authorize(new Agent(), `${a.url}/auth?${q}`, REDIRECT, user);
+    let tokens = await post(b, { grant_type: 'authorization_code', code: callback.searchParams.get('code')!, redirect_uri: REDIRECT, code_verifier: verifier });
+    expect(tokens.status, JSON.stringify(tokens.body)).to.equal(200);
+    expect(nameIn(tokens.body.id_token!)).to.equal('Old Name');
+    tokens = await post(b, { grant_type: 'refresh_token', refresh_token: tokens.body.refresh_token! });
+    expect(nameIn(tokens.body.id_token!)).to.equal('Old Name');
+    // The CLI is a third process: B learns of the change through the change feed only.
+    const started = Date.now();
+    expect((await a.cli('users', 'update', '--email', user.email, '--name', 'New Name')).code).to.equal(0);
+    await waitFor('the new name in B\'s ID tokens', async () => {
+      tokens = await post(b, { grant_type: 'refresh_token', refresh_token: tokens.body.refresh_token! });
+      expect(tokens.status, JSON.stringify(tokens.body)).to.equal(200);
+      return nameIn(tokens.body.id_token!) === 'New Name';
+    }, 5000);
+    expect(Date.now() - started).to.be.below(5000);
   });
 
   it('picks up a key rotation done by the CLI within 10 s; tokens signed before it still verify', async () => {

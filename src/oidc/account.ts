@@ -15,7 +15,7 @@ const epoch = (iso: string) => Math.floor(new Date(iso).getTime() / 1000);
  */
 export function findAccountFor(accounts: AccountService, access: AccessService, rbac: RbacIntegration): FindAccount {
   return async (ctx: KoaContextWithOIDC, sub, token) => {
-    const account = await accounts.findById(sub);
+    const account = await accounts.findForTokens(sub);
     if (!account?.active) return undefined;
     const subject = { kind: 'account' as const, id: account.id };
     const kind = (token as { kind?: string } | undefined)?.kind;

@@ -123,7 +123,7 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
       },
     },
     // Roles, organizations and the organization of the token (JWT payload, opaque-token introspection).
-    extraTokenClaims: (ctx, token) => rbac.tokenClaims(ctx, token as never, async (id) => (await deps.accounts.findById(id))?.superuser === true),
+    extraTokenClaims: (ctx, token) => rbac.tokenClaims(ctx, token as never, async (id) => (await deps.accounts.findForTokens(id))?.superuser === true),
     // Only the authorization code flow (OAuth 2.0 Security BCP, RFC 9700 §2.1.2: no implicit).
     responseTypes: ['code'],
     // OIDC Core §3.1.2.1: redirect_uri is required; never guessed from the registration.

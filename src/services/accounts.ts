@@ -1,8 +1,11 @@
 import { randomUUID } from 'node:crypto';
 
+import { BoundedCache } from '../lib/lru.js';
+
 import { type AccountRecord, type AccountsRepository, DuplicateEmailError } from '../repositories/accounts.js';
 import type { ProviderStateRepository } from '../repositories/provider-state.js';
 import type { AuditService, RequestOrigin } from './audit.js';
+import type { ChangeFeed } from './change-feed.js';
 import { ValidationError, NotFoundError } from './errors.js';
 import { hashFormat, MAX_PASSWORD_LENGTH, type PasswordHasher } from './passwords.js';
 
@@ -54,8 +57,41 @@ export function checkEmail(raw: string): string {
   return email;
 }
 
-export function createAccountService(deps: { accounts: AccountsRepository; passwords: PasswordHasher; state?: ProviderStateRepository; audit?: AuditService; requireVerifiedEmail?: boolean }) {
-  const { accounts, passwords } = deps;
+/** How long an account read for tokens is reused at most, should a change-feed poll fail. */
+const TOKEN_VIEW_TTL_MS = 30_000;
+
+export function createAccountService(deps: { accounts: AccountsRepository; passwords: PasswordHasher; state?: ProviderStateRepository; audit?: AuditService; requireVerifiedEmail?: boolean; feed?: Pick<ChangeFeed, 'on' | 'publish'> }) {
+  const { passwords } = deps;
+
+  // Accounts as token issuance sees them (claims, active, superuser), cached per process: the
+  // token endpoint needs one on every code exchange and refresh. Every write to an account row
+  // goes through `accounts` below and publishes `accounts` on the change feed, which empties the
+  // cache here at once and in every other process at its next poll. A read that overlapped a
+  // change is not kept (generation), and no entry lives longer than TOKEN_VIEW_TTL_MS.
+  const tokenView = new BoundedCache<string, { at: number; account: AccountRecord }>(10_000);
+  let generation = 0;
+  const forget = () => {
+    generation++;
+    tokenView.clear();
+  };
+  deps.feed?.on('accounts', forget);
+  const changed = async () => {
+    forget();
+    await deps.feed?.publish('accounts');
+  };
+  const accounts: AccountsRepository = {
+    ...deps.accounts,
+    async update(id, patch) {
+      const updated = await deps.accounts.update(id, patch);
+      if (updated) await changed();
+      return updated;
+    },
+    async delete(id) {
+      const deleted = await deps.accounts.delete(id);
+      if (deleted) await changed();
+      return deleted;
+    },
+  };
 
   async function create(input: CreateAccountInput): Promise<AccountRecord> {
     const email = checkEmail(input.email);
@@ -81,6 +117,18 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
   return {
     create,
     findById: (id: string) => accounts.findById(id),
+    /** The account for issuing tokens: cached (see above), without its password hash. */
+    async findForTokens(id: string): Promise<AccountRecord | undefined> {
+      const hit = tokenView.get(id);
+      if (hit && Date.now() - hit.at < TOKEN_VIEW_TTL_MS) return hit.account;
+      const seen = generation;
+      const account = await accounts.findById(id);
+      if (!account) return undefined;
+      // The password hash has no business in a long-lived cache.
+      const view = { ...account, passwordHash: null };
+      if (seen === generation) tokenView.set(id, { at: Date.now(), account: view });
+      return view;
+    },
     findByEmail: (email: string) => accounts.findByEmail(email),
     list: () => accounts.list(),
     endSessions,

@@ -102,12 +102,18 @@ export function createProviderStateRepository(db: Db) {
      * tokens (JWT access tokens die with their grant at introspection, and offline at expiry).
      */
     async revokeByAccountId(accountId: string, options: { exceptSessionUid?: string | undefined } = {}): Promise<number> {
-      const grants = db('provider_state').select('id').where({ model: 'Grant', account_id: accountId });
-      const q = table().where((w) => void w.where('account_id', accountId).orWhereIn('grant_id', grants));
-      // A password change keeps the session it was made from (and only that one).
+      // Two deletes, each served by an index (an OR of the two conditions is a sequential scan
+      // on PostgreSQL): what hangs from the account's grants first, then the account's own rows
+      // (its grants included). A password change keeps the session it was made from (and only
+      // that one); sessions carry no grant id.
       const keep = options.exceptSessionUid;
-      if (keep && isStorableKey(keep)) void q.whereNot((w) => void w.where({ model: 'Session', uid: keep }));
-      return q.delete();
+      return db.transaction(async (trx) => {
+        const grants = trx('provider_state').select('id').where({ model: 'Grant', account_id: accountId });
+        const fromGrants = await trx('provider_state').whereIn('grant_id', grants).delete();
+        const own = trx('provider_state').where('account_id', accountId);
+        if (keep && isStorableKey(keep)) void own.whereNot((w) => void w.where({ model: 'Session', uid: keep }));
+        return fromGrants + (await own.delete());
+      });
     },
 
     /** The live rows of one model that belong to an account (its sessions, its grants). */

@@ -174,9 +174,9 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
       const skipsConsent = isFirstParty(client as unknown as ClientLike) && Boolean(oidc.session?.accountId);
       if (grant && consented) {
         // The consent just given is for this request's organization (or none). A first-party
-        // grant is saved below.
-        (grant as GrantWithOrganization).organizationId = organization;
-        if (!skipsConsent) await grant.save();
+        // grant is saved below, with its scopes.
+        if (skipsConsent) (grant as GrantWithOrganization).organizationId = organization;
+        else await rbac.bindGrant(grant, organization);
       } else if (grant && ((await rbac.grantOrganization(grant)) ?? null) !== organization) {
         // A grant belongs to one organization: asking for another starts a new grant, so the
         // earlier one's refresh tokens keep theirs.

@@ -17,7 +17,8 @@ export const GRANT_ORGANIZATION_MODEL = 'GrantOrganization';
  * is told to keep the property, see provider.ts): a string is the organization's id, null none.
  * Reading it costs nothing at the token endpoint, where oidc-provider has loaded the grant.
  */
-export type GrantWithOrganization = { jti: string; organizationId?: string | null; save(): Promise<unknown> };
+export type GrantOrganizationView = { jti: string; organizationId?: string | null };
+export type GrantWithOrganization = GrantOrganizationView & { save(): Promise<unknown> };
 
 /** The organization a token is issued for, and the subject's role there. */
 export interface OrganizationBinding {
@@ -69,13 +70,12 @@ export function createRbacIntegration(deps: { access: AccessService; state: Prov
   }
 
   /** The organization of a grant (undefined: none). `grant` is the loaded Grant or its id. */
-  async function grantOrganization(grant: { jti: string; organizationId?: string | null } | string | undefined): Promise<string | undefined> {
+  async function grantOrganization(grant: GrantOrganizationView | string | undefined): Promise<string | undefined> {
     if (!grant) return undefined;
-    let payload: { organizationId?: unknown } | undefined = typeof grant === 'string' ? undefined : grant;
-    if (typeof grant === 'string') payload = await state.find('Grant', grant);
-    if (payload && payload.organizationId !== undefined) return typeof payload.organizationId === 'string' ? payload.organizationId : undefined;
-    // A grant saved before organizations lived in its payload.
     const id = typeof grant === 'string' ? grant : grant.jti;
+    const payload = typeof grant === 'string' ? await state.find('Grant', id) : grant;
+    if (payload?.organizationId !== undefined) return typeof payload.organizationId === 'string' ? payload.organizationId : undefined;
+    // A grant saved before organizations lived in its payload.
     const row = await state.find(GRANT_ORGANIZATION_MODEL, id);
     return typeof row?.organizationId === 'string' ? row.organizationId : undefined;
   }
@@ -98,7 +98,7 @@ export function createRbacIntegration(deps: { access: AccessService; state: Prov
     let pending = perRequest.get(ctx);
     if (!pending) {
       pending = (async () => {
-        const loaded = ctx.oidc.entities.Grant as { jti: string; organizationId?: string | null } | undefined;
+        const loaded = ctx.oidc.entities.Grant as GrantOrganizationView | undefined;
         const id = named(ctx) ?? (ctx.oidc.route === 'token' ? await grantOrganization(loaded && loaded.jti === grantId ? loaded : grantId) : undefined);
         if (!id) return null;
         const atToken = ctx.oidc.route === 'token';

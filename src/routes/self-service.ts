@@ -2,7 +2,6 @@ import type Koa from 'koa';
 import { errors, type InteractionResults } from 'oidc-provider';
 
 import { epochSeconds } from '../db/knex.js';
-
 import type { Logger } from '../lib/logger.js';
 import type { Render } from '../lib/views.js';
 import type { Csrf } from '../middleware/csrf.js';
@@ -104,10 +103,6 @@ export type Pages = ReturnType<typeof createPages>;
 type InteractionDetails = Awaited<ReturnType<Oidc['provider']['interactionDetails']>>;
 
 /**
- * The oidc-provider interaction of this browser for `ctx.params.uid`, or an error page (400) when
- * it expired or belongs to another browser or request.
- */
-/**
  * Saves the result of a loaded interaction and returns where the browser goes next: what
  * oidc-provider's `interactionResult` (without merging) does, minus reading the interaction a
  * second time. The TTL rule is the same: the interaction keeps its expiry.
@@ -118,6 +113,10 @@ export async function completeInteraction(details: InteractionDetails, result: I
   return details.returnTo;
 }
 
+/**
+ * The oidc-provider interaction of this browser for `ctx.params.uid`, or an error page (400) when
+ * it expired or belongs to another browser or request.
+ */
 export function interactionLoader(oidc: Oidc, pages: Pages) {
   return async (ctx: Koa.Context): Promise<InteractionDetails | undefined> => {
     try {

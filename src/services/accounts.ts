@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 
 import { BoundedCache } from '../lib/lru.js';
-
 import { type AccountRecord, type AccountsRepository, DuplicateEmailError } from '../repositories/accounts.js';
 import type { ProviderStateRepository } from '../repositories/provider-state.js';
 import type { AuditService, RequestOrigin } from './audit.js';

@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { createApp } from './app.js';
 import type { Config } from './config/index.js';
 import { openDatabase, type Db } from './db/knex.js';
+import { startWalCheckpointer, type Checkpointer } from './db/checkpointer.js';
 import { migrateLatest } from './db/migrate.js';
 import { createLogger, type Logger } from './lib/logger.js';
 import { createRenderer } from './lib/views.js';
@@ -71,10 +72,13 @@ async function purgeExpired(services: Services, stopped: () => boolean = () => f
 export async function startServer(config: Config, options: StartOptions = {}): Promise<RunningServer> {
   const logger = options.logger ?? createLogger(config.logLevel);
   const db = openDatabase(config.database);
+  let checkpointer: Checkpointer | undefined;
   try {
     const applied = await migrateLatest(db);
     if (applied.length) logger.info('migrations applied', { migrations: applied });
     const services = createServices({ db, config, logger, ...(options.changePollMs ? { changePollMs: options.changePollMs } : {}) });
+    // SQLite file: WAL checkpoints run in a worker thread, not inside a request (db/checkpointer.ts).
+    checkpointer = config.database.client === 'sqlite' && config.database.filename !== ':memory:' ? startWalCheckpointer(config.database.filename, { onWarning: (message) => logger.warn('wal checkpoint failing', { err: message }) }) : undefined;
     await services.keys.ensureKeys();
     const admin = await services.accounts.ensureAdmin(config.admin);
     if (admin) logger.info('administrator account created', { email: admin.email });
@@ -143,12 +147,14 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         await services.rateLimits.close();
         // Pending last-use times of personal access tokens, written before the pool closes.
         await services.personalTokens.close();
+        await checkpointer?.stop();
         await db.destroy();
       })();
       return closing;
     };
     return { config, db, services, oidc, server, port, logger, close };
   } catch (err) {
+    await checkpointer?.stop();
     await db.destroy();
     throw err;
   }

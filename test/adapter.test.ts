@@ -1,10 +1,15 @@
+import { statSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+
 import { expect } from 'chai';
 
 import { loadConfig } from '../src/config/index.js';
+import { startWalCheckpointer } from '../src/db/checkpointer.js';
 import { openDatabase, type Db } from '../src/db/knex.js';
 import { migrateLatest } from '../src/db/migrate.js';
+import { createStatements } from '../src/db/statements.js';
 import { createProviderStateRepository, type ProviderStateRepository } from '../src/repositories/provider-state.js';
-import { freshDatabase, TEST_SECRET, type TestDatabase } from './helpers/server.js';
+import { freshDatabase, onPostgres, TEST_SECRET, type TestDatabase } from './helpers/server.js';
 
 describe('provider state (the oidc-provider adapter table)', () => {
   let database: TestDatabase;
@@ -71,5 +76,65 @@ describe('provider state (the oidc-provider adapter table)', () => {
     expect(await state.find('AccessToken', 'live')).to.not.equal(undefined);
     const left = await db('provider_state').where('expires_at', '<=', past).count({ n: '*' }).first<{ n: number | string }>();
     expect(Number(left?.n)).to.equal(0);
+  });
+
+  it('runs a direct statement outside a transaction that holds the connection, never inside it', async () => {
+    const statements = createStatements(db);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let begun!: () => void;
+    const inside = new Promise<void>((r) => (begun = r));
+    const rolledBack = db
+      .transaction(async (trx) => {
+        await trx('provider_state').insert({ model: 'Session', id: 'in-trx', payload: '{}' });
+        begun();
+        await gate;
+        throw new Error('roll back');
+      })
+      .then(
+        () => 'committed',
+        (err: Error) => err.message,
+      );
+    await inside;
+    let written = false;
+    const write = statements.run('insert into provider_state (model, id, payload) values (?, ?, ?)', ['Session', 'beside-trx', '{}']).then((n) => {
+      written = true;
+      return n;
+    });
+    await sleep(50);
+    // SQLite has one connection: the statement waits for the transaction to let it go. PostgreSQL
+    // runs it on another connection at once.
+    expect(written).to.equal(onPostgres);
+    release();
+    expect(await rolledBack).to.equal('roll back');
+    expect(await write).to.equal(1);
+    const ids = (await db('provider_state').select('id').whereIn('id', ['in-trx', 'beside-trx'])).map((r: { id: string }) => r.id);
+    expect(ids).to.deep.equal(['beside-trx']);
+    expect(await statements.all<{ id: string }>('select id from provider_state where model = ? and id = ?', ['Session', 'beside-trx'])).to.deep.equal([{ id: 'beside-trx' }]);
+  });
+
+  it('SQLite: checkpoints the WAL from a worker thread, so it restarts instead of growing', async function () {
+    if (onPostgres) this.skip();
+    const file = database.url.replace(/^sqlite:/, '');
+    const walBytes = () => statSync(`${file}-wal`).size;
+    const writePages = async (tag: string) => {
+      // ~300 pages (1.2 MB) per round: below the 1000-page automatic checkpoint of the connection.
+      const rows = Array.from({ length: 300 }, (_, i) => ({ model: 'Filler', id: `${tag}${i}`, payload: 'x'.repeat(3500) }));
+      for (let i = 0; i < rows.length; i += 50) await db('provider_state').insert(rows.slice(i, i + 50));
+    };
+    await db.raw('pragma wal_checkpoint(TRUNCATE)');
+    const checkpointer = startWalCheckpointer(file, { intervalMs: 50 });
+    try {
+      await writePages('a');
+      const first = walBytes();
+      expect(first).to.be.above(1_000_000);
+      await sleep(400);
+      await writePages('b');
+      // Without the worker's checkpoint the second round would be appended (about twice the size).
+      expect(walBytes()).to.be.below(first * 1.5);
+    } finally {
+      await checkpointer.stop();
+    }
+    expect(await db('provider_state').where({ model: 'Filler' }).count({ n: '*' }).first()).to.deep.equal({ n: 600 });
   });
 });

@@ -22,7 +22,8 @@ export function openDatabase(config: DatabaseConfig): Db {
     });
   }
   if (config.filename !== ':memory:') mkdirSync(dirname(config.filename), { recursive: true });
-  return knexFactory({
+  const holder: { connection?: SqliteConnection } = {};
+  const db = knexFactory({
     client: 'better-sqlite3',
     connection: { filename: config.filename },
     useNullAsDefault: true,
@@ -30,12 +31,12 @@ export function openDatabase(config: DatabaseConfig): Db {
     pool: {
       min: 1,
       max: 1,
-      afterCreate(conn: { pragma(s: string): unknown; prepare(sql: string): unknown }, done: (err: Error | null, conn: unknown) => void) {
+      afterCreate(conn: SqliteConnection, done: (err: Error | null, conn: unknown) => void) {
         try {
           // Knex prepares every statement again on each query; the SQL text of our queries is
           // fixed (values are bound), so a prepared statement is reused per text. Bounded.
           const prepare = conn.prepare.bind(conn);
-          const statements = new Map<string, unknown>();
+          const statements = new Map<string, SqliteStatement>();
           conn.prepare = (sql: string) => {
             let statement = statements.get(sql);
             if (statement === undefined) {
@@ -51,6 +52,7 @@ export function openDatabase(config: DatabaseConfig): Db {
           conn.pragma('busy_timeout = 5000');
           conn.pragma('synchronous = NORMAL');
           conn.pragma('foreign_keys = ON');
+          holder.connection = conn;
           done(null, conn);
         } catch (err) {
           done(err as Error, conn);
@@ -58,6 +60,31 @@ export function openDatabase(config: DatabaseConfig): Db {
       },
     },
   });
+  sqliteConnections.set(db, holder);
+  return db;
+}
+
+/** The parts of a better-sqlite3 statement and connection Latch uses directly (db/statements.ts). */
+export interface SqliteStatement {
+  reader: boolean;
+  all(bindings: readonly unknown[]): unknown[];
+  run(bindings: readonly unknown[]): { changes: number };
+}
+export interface SqliteConnection {
+  readonly open: boolean;
+  readonly inTransaction: boolean;
+  pragma(s: string): unknown;
+  prepare(sql: string): SqliteStatement;
+}
+
+const sqliteConnections = new WeakMap<Db, { connection?: SqliteConnection }>();
+
+/**
+ * The one better-sqlite3 connection of a SQLite Knex instance (its pool holds exactly one), once
+ * the pool has opened it; undefined on PostgreSQL.
+ */
+export function sqliteConnectionOf(db: Db): SqliteConnection | undefined {
+  return sqliteConnections.get(db)?.connection;
 }
 
 export function isPostgres(db: Db): boolean {

@@ -1,5 +1,6 @@
 import type { Db } from '../db/knex.js';
 import { epochSeconds, isStorableKey } from '../db/knex.js';
+import { createStatements } from '../db/statements.js';
 
 export type Payload = Record<string, unknown>;
 
@@ -19,9 +20,10 @@ export interface ConsumeResult {
 }
 
 /*
- * The adapter's hot statements as fixed SQL (valid on SQLite and PostgreSQL): every token
- * request runs several, and building them with the query builder each time costs more than
- * running them. Unexpired rows only; the upsert is one statement (no read first).
+ * The adapter's hot statements as fixed SQL (valid on SQLite and PostgreSQL), run straight on the
+ * driver (db/statements.ts): every token request runs several, and the query builder and Knex's
+ * runner cost more than running them. Unexpired rows only; the upsert is one statement (no read
+ * first).
  */
 const ALIVE = '(expires_at is null or expires_at > ?)';
 const FIND_BY_ID = `select payload, consumed_at from provider_state where model = ? and id = ? and ${ALIVE} limit 1`;
@@ -30,14 +32,17 @@ const FIND_BY_USER_CODE = `select payload, consumed_at from provider_state where
 const UPSERT = `insert into provider_state (model, id, payload, grant_id, user_code, uid, account_id, expires_at, consumed_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?)
   on conflict (model, id) do update set payload = excluded.payload, grant_id = excluded.grant_id, user_code = excluded.user_code, uid = excluded.uid,
   account_id = excluded.account_id, expires_at = excluded.expires_at, consumed_at = excluded.consumed_at`;
+// RFC 6749 §4.1.2 / §10.5 (codes) and RFC 9700 §4.14.2 (refresh tokens): single use. One
+// conditional UPDATE, so of two concurrent redemptions exactly one changes the row.
+const CONSUME = 'update provider_state set consumed_at = ? where model = ? and id = ? and consumed_at is null';
+const DESTROY = 'delete from provider_state where model = ? and id = ?';
 
 type StateRow = { payload: string; consumed_at: number | null };
 
-/** The first row of a raw select: better-sqlite3 answers an array, pg a result with `rows`. */
-const firstRow = (result: unknown): StateRow | undefined => (Array.isArray(result) ? result[0] : (result as { rows: StateRow[] }).rows[0]) as StateRow | undefined;
-
 /** The generic table behind oidc-provider's adapter: one row per model instance. */
 export function createProviderStateRepository(db: Db) {
+  const sql = createStatements(db);
+  const first = async (text: string, bindings: readonly unknown[]) => (await sql.all<StateRow>(text, bindings))[0];
   const table = () => db('provider_state');
   const alive = (now: number) => (q: ReturnType<typeof table>) => q.where((w) => void w.whereNull('expires_at').orWhere('expires_at', '>', now));
 
@@ -51,7 +56,7 @@ export function createProviderStateRepository(db: Db) {
   return {
     async upsert(model: string, id: string, payload: Payload, expiresIn: number | undefined): Promise<void> {
       const str = (v: unknown) => (typeof v === 'string' ? v : null);
-      await db.raw(UPSERT, [
+      await sql.run(UPSERT, [
         model,
         id,
         JSON.stringify(payload),
@@ -66,12 +71,12 @@ export function createProviderStateRepository(db: Db) {
 
     async find(model: string, id: string): Promise<Payload | undefined> {
       if (!isStorableKey(id)) return undefined;
-      return decode(firstRow(await db.raw(FIND_BY_ID, [model, id, epochSeconds()])));
+      return decode(await first(FIND_BY_ID, [model, id, epochSeconds()]));
     },
 
     async findBy(model: string, column: 'uid' | 'user_code', value: string): Promise<Payload | undefined> {
       if (!isStorableKey(value)) return undefined;
-      return decode(firstRow(await db.raw(column === 'uid' ? FIND_BY_UID : FIND_BY_USER_CODE, [model, value, epochSeconds()])));
+      return decode(await first(column === 'uid' ? FIND_BY_UID : FIND_BY_USER_CODE, [model, value, epochSeconds()]));
     },
 
     /**
@@ -79,14 +84,14 @@ export function createProviderStateRepository(db: Db) {
      * redemptions exactly one sees a changed row. Never read-then-write.
      */
     async consume(model: string, id: string): Promise<ConsumeResult> {
-      const changed = await table().where({ model, id }).whereNull('consumed_at').update({ consumed_at: epochSeconds() });
+      const changed = await sql.run(CONSUME, [epochSeconds(), model, id]);
       if (changed === 1) return { consumed: true, grantId: null };
       const row = await table().select('grant_id').where({ model, id }).first<{ grant_id: string | null } | undefined>();
       return { consumed: false, grantId: row?.grant_id ?? null };
     },
 
     async destroy(model: string, id: string): Promise<void> {
-      await table().where({ model, id }).delete();
+      await sql.run(DESTROY, [model, id]);
     },
 
     /** Deletes every artifact of a grant, and the grant itself. */

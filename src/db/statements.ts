@@ -1,0 +1,71 @@
+import type { Db, SqliteConnection } from './knex.js';
+import { isPostgres, sqliteConnectionOf } from './knex.js';
+
+/**
+ * Fixed SQL straight to the driver, for the few statements every token request runs (the
+ * oidc-provider adapter's). Knex's runner (compiling bindings, the pool round trip, response
+ * processing) costs more than the SQLite statement itself; these skip it.
+ *
+ * `sql` uses `?` placeholders and must be valid on both engines (no `?` inside literals).
+ *
+ * SQLite: the server's one connection is used as is when no Knex transaction is open on it
+ * (better-sqlite3 runs each statement synchronously, so nothing can interleave with it). While a
+ * transaction holds it, the statement waits for the pool like any Knex query, so it never joins
+ * (or is rolled back with) someone else's transaction.
+ * PostgreSQL: a pooled connection runs the statement as one round trip, `$n` placeholders.
+ */
+export interface Statements {
+  /** The rows a select returns. */
+  all<Row>(sql: string, bindings: readonly unknown[]): Promise<Row[]>;
+  /** How many rows an insert, update or delete changed. */
+  run(sql: string, bindings: readonly unknown[]): Promise<number>;
+}
+
+interface PgConnection {
+  query(config: { text: string; values: readonly unknown[] }): Promise<{ rows: unknown[]; rowCount: number | null }>;
+}
+
+interface PoolClient {
+  acquireConnection(): Promise<unknown>;
+  releaseConnection(connection: unknown): Promise<unknown>;
+}
+
+export function createStatements(db: Db): Statements {
+  const pool = db.client as unknown as PoolClient;
+  const withConnection = async <T>(use: (connection: unknown) => Promise<T> | T): Promise<T> => {
+    const connection = await pool.acquireConnection();
+    try {
+      return await use(connection);
+    } finally {
+      await pool.releaseConnection(connection);
+    }
+  };
+
+  if (isPostgres(db)) {
+    const texts = new Map<string, string>();
+    const numbered = (sql: string) => {
+      let text = texts.get(sql);
+      if (text === undefined) {
+        let n = 0;
+        text = sql.replace(/\?/g, () => `$${++n}`);
+        texts.set(sql, text);
+      }
+      return text;
+    };
+    const query = (sql: string, values: readonly unknown[]) => withConnection((c) => (c as PgConnection).query({ text: numbered(sql), values }));
+    return {
+      all: async <Row>(sql: string, bindings: readonly unknown[]) => (await query(sql, bindings)).rows as Row[],
+      run: async (sql, bindings) => (await query(sql, bindings)).rowCount ?? 0,
+    };
+  }
+
+  const usable = (c: SqliteConnection | undefined): c is SqliteConnection => c !== undefined && c.open && !c.inTransaction;
+  const onSqlite = <T>(use: (c: SqliteConnection) => T): Promise<T> | T => {
+    const c = sqliteConnectionOf(db);
+    return usable(c) ? use(c) : withConnection((acquired) => use(acquired as SqliteConnection));
+  };
+  return {
+    all: async <Row>(sql: string, bindings: readonly unknown[]) => onSqlite((c) => c.prepare(sql).all(bindings) as Row[]),
+    run: async (sql, bindings) => onSqlite((c) => c.prepare(sql).run(bindings).changes),
+  };
+}

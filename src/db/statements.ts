@@ -12,7 +12,8 @@ import { isPostgres, sqliteConnectionOf } from './knex.js';
  * (better-sqlite3 runs each statement synchronously, so nothing can interleave with it). While a
  * transaction holds it, the statement waits for the pool like any Knex query, so it never joins
  * (or is rolled back with) someone else's transaction.
- * PostgreSQL: a pooled connection runs the statement as one round trip, `$n` placeholders.
+ * PostgreSQL: a pooled connection runs it as a named prepared statement, `$n` placeholders
+ * (behind PgBouncer in transaction mode, set its max_prepared_statements, PgBouncer 1.21+).
  */
 export interface Statements {
   /** The rows a select returns. */
@@ -22,12 +23,23 @@ export interface Statements {
 }
 
 interface PgConnection {
-  query(config: { text: string; values: readonly unknown[] }): Promise<{ rows: unknown[]; rowCount: number | null }>;
+  query(config: { text: string; values: readonly unknown[]; name?: string }): Promise<{ rows: unknown[]; rowCount: number | null }>;
 }
 
 interface PoolClient {
   acquireConnection(): Promise<unknown>;
   releaseConnection(connection: unknown): Promise<unknown>;
+}
+
+/** One name per SQL text in the whole process: a pg connection refuses a known name with other text. */
+const statementNames = new Map<string, string>();
+function statementName(sql: string): string {
+  let name = statementNames.get(sql);
+  if (name === undefined) {
+    name = `latch_${statementNames.size}`;
+    statementNames.set(sql, name);
+  }
+  return name;
 }
 
 export function createStatements(db: Db): Statements {
@@ -52,7 +64,9 @@ export function createStatements(db: Db): Statements {
       }
       return text;
     };
-    const query = (sql: string, values: readonly unknown[]) => withConnection((c) => (c as PgConnection).query({ text: numbered(sql), values }));
+    // Named: each connection parses and plans a statement once, later runs only bind and
+    // execute it (most of PostgreSQL's own cost for a primary-key lookup is the parse and plan).
+    const query = (sql: string, values: readonly unknown[]) => withConnection((c) => (c as PgConnection).query({ name: statementName(sql), text: numbered(sql), values }));
     return {
       all: async <Row>(sql: string, bindings: readonly unknown[]) => (await query(sql, bindings)).rows as Row[],
       run: async (sql, bindings) => (await query(sql, bindings)).rowCount ?? 0,

@@ -20,7 +20,7 @@ export interface RequestObservation {
  * without the query string (the route pattern when it has parameters), status, duration, request id and remote address. Never the query,
  * headers, cookies or body: they carry codes, tokens, secrets and passwords.
  *
- * Status and duration come from the Node response ('finish', or 'close' when the client went
+ * Status and duration come from the Node response when it closes (sent, or the client went
  * away), so what was really sent is logged, whoever answered. `observe` (metrics) is fed the
  * same numbers.
  */
@@ -36,12 +36,9 @@ export function requestLog(deps: { logger: Logger; observe?: (o: RequestObservat
     const remoteAddress = ctx.ip;
 
     const res = ctx.res;
-    let logged = false;
-    const done = () => {
-      if (logged) return;
-      logged = true;
-      res.off('finish', done);
-      res.off('close', done);
+    // 'close' comes once per response: after 'finish' when it was sent, alone when the client
+    // went away first (writableFinished tells which). One listener, none to remove.
+    res.once('close', () => {
       const seconds = Number(process.hrtime.bigint() - start) / 1e9;
       const route = routeLabel(ctx);
       const status = res.statusCode;
@@ -56,9 +53,7 @@ export function requestLog(deps: { logger: Logger; observe?: (o: RequestObservat
         remoteAddress,
         ...(res.writableFinished ? {} : { aborted: true }),
       });
-    };
-    res.once('finish', done);
-    res.once('close', done);
+    });
     return next();
   };
 }

@@ -77,8 +77,6 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const applied = await migrateLatest(db);
     if (applied.length) logger.info('migrations applied', { migrations: applied });
     const services = createServices({ db, config, logger, ...(options.changePollMs ? { changePollMs: options.changePollMs } : {}) });
-    // SQLite file: WAL checkpoints run in a worker thread, not inside a request (db/checkpointer.ts).
-    checkpointer = config.database.client === 'sqlite' && config.database.filename !== ':memory:' ? startWalCheckpointer(config.database.filename, { onWarning: (message) => logger.warn('wal checkpoint failing', { err: message }) }) : undefined;
     await services.keys.ensureKeys();
     const admin = await services.accounts.ensureAdmin(config.admin);
     if (admin) logger.info('administrator account created', { email: admin.email });
@@ -121,6 +119,11 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     server.keepAliveTimeout = 65_000;
     const port = (server.address() as AddressInfo).port;
     loopback.port = port;
+    // SQLite file: WAL checkpoints run in a worker thread, not inside a request
+    // (db/checkpointer.ts). Started once listening: readiness does not wait for the thread.
+    if (config.database.client === 'sqlite' && config.database.filename !== ':memory:') {
+      checkpointer = startWalCheckpointer(config.database.filename, { onWarning: (message) => logger.warn('wal checkpoint failing', { err: message }) });
+    }
 
     let closing: Promise<void> | undefined;
     const close = ({ graceMs = 0, drainTimeoutMs = 10_000 } = {}) => {

@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { connect } from 'node:net';
 
 import { expect } from 'chai';
 import * as oidc from 'openid-client';
@@ -297,6 +299,19 @@ describe('observability: metrics, request log, request ids, no secrets in logs',
       const id = res.headers.get('x-request-id')!;
       expect(id).to.match(UUID);
       expect(await lineFor(id)).to.include({ method: 'POST', route: 'token', path: '/token', status: 400 });
+    });
+
+    it('logs a request whose client went away before the answer, marked aborted', async () => {
+      const id = `gone-${randomBytes(4).toString('hex')}`;
+      const socket = connect(srv.port, '127.0.0.1');
+      await once(socket, 'connect');
+      // Half a body: the server is still reading it when the connection goes.
+      socket.write(`POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: ${id}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=`);
+      await new Promise((r) => setTimeout(r, 100));
+      socket.destroy();
+      const line = await lineFor(id);
+      expect(line).to.include({ method: 'POST', path: '/token', aborted: true });
+      expect(requestLines().filter((l) => l.requestId === id)).to.have.length(1);
     });
   });
 

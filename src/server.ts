@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { createApp } from './app.js';
 import type { Config } from './config/index.js';
 import { openDatabase, type Db } from './db/knex.js';
-import { startWalCheckpointer, type Checkpointer } from './db/checkpointer.js';
+import { startWalCheckpointer } from './db/checkpointer.js';
 import { migrateLatest } from './db/migrate.js';
 import { createLogger, type Logger } from './lib/logger.js';
 import { createRenderer } from './lib/views.js';
@@ -72,7 +72,6 @@ async function purgeExpired(services: Services, stopped: () => boolean = () => f
 export async function startServer(config: Config, options: StartOptions = {}): Promise<RunningServer> {
   const logger = options.logger ?? createLogger(config.logLevel);
   const db = openDatabase(config.database);
-  let checkpointer: Checkpointer | undefined;
   try {
     const applied = await migrateLatest(db);
     if (applied.length) logger.info('migrations applied', { migrations: applied });
@@ -121,9 +120,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     loopback.port = port;
     // SQLite file: WAL checkpoints run in a worker thread, not inside a request
     // (db/checkpointer.ts). Started once listening: readiness does not wait for the thread.
-    if (config.database.client === 'sqlite' && config.database.filename !== ':memory:') {
-      checkpointer = startWalCheckpointer(config.database.filename, { onWarning: (message) => logger.warn('wal checkpoint failing', { err: message }) });
-    }
+    const checkpointer =
+      config.database.client === 'sqlite' && config.database.filename !== ':memory:'
+        ? startWalCheckpointer(config.database.filename, { onWarning: (message) => logger.warn('wal checkpoint failing', { err: message }) })
+        : undefined;
 
     let closing: Promise<void> | undefined;
     const close = ({ graceMs = 0, drainTimeoutMs = 10_000 } = {}) => {
@@ -157,7 +157,6 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     };
     return { config, db, services, oidc, server, port, logger, close };
   } catch (err) {
-    await checkpointer?.stop();
     await db.destroy();
     throw err;
   }

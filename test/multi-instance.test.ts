@@ -108,6 +108,19 @@ describe('two server processes on one database', () => {
     expect(Date.now() - started).to.be.below(5000);
   });
 
+  it('a password change empties the token cache at once: the next tokens carry its updated_at', async () => {
+    const accounts = a.running.services.accounts;
+    const created = await a.cli('users', 'create', '--email', `rekeyed-${Date.now()}@example.test`, '--password', 'the first passphrase here');
+    expect(created.code, created.stderr).to.equal(0);
+    const id = created.json.id as string;
+    const before = (await accounts.findForTokens(id))!.updatedAt;
+    await new Promise((r) => setTimeout(r, 5));
+    await accounts.setPassword(id, 'the second passphrase here');
+    const stored = (await accounts.findById(id))!.updatedAt;
+    expect(stored > before, `${stored} after ${before}`).to.equal(true);
+    expect((await accounts.findForTokens(id))!.updatedAt).to.equal(stored);
+  });
+
   it('picks up a key rotation done by the CLI within 10 s; tokens signed before it still verify', async () => {
     const before = await ccToken(a);
     const oldKid = decodeProtectedHeader(before.body.access_token!).kid;

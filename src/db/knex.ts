@@ -66,7 +66,6 @@ export function openDatabase(config: DatabaseConfig): Db {
 
 /** The parts of a better-sqlite3 statement and connection Latch uses directly (db/statements.ts). */
 export interface SqliteStatement {
-  reader: boolean;
   all(bindings: readonly unknown[]): unknown[];
   run(bindings: readonly unknown[]): { changes: number };
 }

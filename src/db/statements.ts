@@ -31,15 +31,19 @@ interface PoolClient {
   releaseConnection(connection: unknown): Promise<unknown>;
 }
 
-/** One name per SQL text in the whole process: a pg connection refuses a known name with other text. */
-const statementNames = new Map<string, string>();
-function statementName(sql: string): string {
-  let name = statementNames.get(sql);
-  if (name === undefined) {
-    name = `latch_${statementNames.size}`;
-    statementNames.set(sql, name);
+/**
+ * PostgreSQL form of a `?` statement: `$n` placeholders and a name. One name per SQL text in the
+ * whole process (a pg connection refuses a name it knows with another text).
+ */
+const pgStatements = new Map<string, { name: string; text: string }>();
+function pgStatement(sql: string): { name: string; text: string } {
+  let statement = pgStatements.get(sql);
+  if (statement === undefined) {
+    let n = 0;
+    statement = { name: `latch_${pgStatements.size}`, text: sql.replace(/\?/g, () => `$${++n}`) };
+    pgStatements.set(sql, statement);
   }
-  return name;
+  return statement;
 }
 
 export function createStatements(db: Db): Statements {
@@ -54,19 +58,9 @@ export function createStatements(db: Db): Statements {
   };
 
   if (isPostgres(db)) {
-    const texts = new Map<string, string>();
-    const numbered = (sql: string) => {
-      let text = texts.get(sql);
-      if (text === undefined) {
-        let n = 0;
-        text = sql.replace(/\?/g, () => `$${++n}`);
-        texts.set(sql, text);
-      }
-      return text;
-    };
     // Named: each connection parses and plans a statement once, later runs only bind and
     // execute it (most of PostgreSQL's own cost for a primary-key lookup is the parse and plan).
-    const query = (sql: string, values: readonly unknown[]) => withConnection((c) => (c as PgConnection).query({ name: statementName(sql), text: numbered(sql), values }));
+    const query = (sql: string, values: readonly unknown[]) => withConnection((c) => (c as PgConnection).query({ ...pgStatement(sql), values }));
     return {
       all: async <Row>(sql: string, bindings: readonly unknown[]) => (await query(sql, bindings)).rows as Row[],
       run: async (sql, bindings) => (await query(sql, bindings)).rowCount ?? 0,

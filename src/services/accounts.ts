@@ -63,9 +63,11 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
   const { passwords } = deps;
 
   // Accounts as token issuance sees them (claims, active, superuser), cached per process: the
-  // token endpoint needs one on every code exchange and refresh. Every write to an account row
-  // goes through `accounts` below and publishes `accounts` on the change feed, which empties the
-  // cache here at once and in every other process at its next poll. A read that overlapped a
+  // token endpoint needs one on every code exchange and refresh. Every write that changes what a
+  // token carries (update, a password change's updated_at, delete) goes through `accounts` below
+  // and publishes `accounts` on the change feed, which empties the cache here at once and in
+  // every other process at its next poll. Only last_login_at (recordLogin) is left out: no token
+  // carries it, and a login must not empty every cache. A read that overlapped a
   // change is not kept (generation), and no entry lives longer than TOKEN_VIEW_TTL_MS.
   const tokenView = new BoundedCache<string, { at: number; account: AccountRecord }>(10_000);
   let generation = 0;
@@ -84,6 +86,10 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
       const updated = await deps.accounts.update(id, patch);
       if (updated) await changed();
       return updated;
+    },
+    async updatePasswordHash(id, passwordHash) {
+      await deps.accounts.updatePasswordHash(id, passwordHash);
+      await changed();
     },
     async delete(id) {
       const deleted = await deps.accounts.delete(id);

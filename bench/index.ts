@@ -89,8 +89,14 @@ function parseOptions(argv: string[]): Options {
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
-/** Warm-up before each measurement (JIT tiers up within ~3 s; caches, connection pools). */
-const warmupSeconds = (duration: number) => Math.min(3, duration);
+/**
+ * Warm-up before each measurement, as long as the measurement itself up to 10 s: caches,
+ * connection pools and above all V8's JIT. Under load from a cold start, V8 still compiles
+ * (TurboFan, on background threads whose CPU counts here) for about 8 s: counted with
+ * --trace-opt on Latch, 238, 116, 37, 5, 1 compilations in successive 2 s windows. A shorter
+ * warm-up charges that one-off cost to the first scenario measured, of the larger code base most.
+ */
+const warmupSeconds = (duration: number) => Math.min(10, duration);
 
 /**
  * This 2-core machine may be shared: before a measurement, waits (up to 30 s) until other

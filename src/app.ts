@@ -4,11 +4,9 @@ import type { Config } from './config/index.js';
 import type { Db } from './db/knex.js';
 import type { Logger } from './lib/logger.js';
 import type { Render } from './lib/views.js';
-import { drainUnreadBody } from './middleware/body.js';
 import { createCsrf } from './middleware/csrf.js';
 import { errorHandler } from './middleware/errors.js';
-import { requestLog } from './middleware/request-log.js';
-import { securityHeaders } from './middleware/security-headers.js';
+import { everyRequest } from './middleware/request.js';
 import { escapedErrorListener, type Oidc } from './oidc/provider.js';
 import { accountRoutes, type Loopback } from './routes/account.js';
 import { accountOrganizationPages } from './routes/account-organizations.js';
@@ -67,15 +65,8 @@ export function createApp(deps: { config: Config; db: Db; logger: Logger; render
     apiRoutes({ config, db: deps.db, logger, services, oidc }),
   ];
 
-  // First: one log line (and the HTTP metrics) per request, whoever answers it.
-  app.use(requestLog({ logger, observe: (o) => metrics.observeRequest(o) }));
-  // While draining, every response closes its connection so clients reconnect elsewhere.
-  app.use((ctx, next) => {
-    if (lifecycle.draining) ctx.set('Connection', 'close');
-    return next();
-  });
-  app.use(drainUnreadBody());
-  app.use(securityHeaders());
+  // First: request id, security headers, the log line and HTTP metrics, draining (request.ts).
+  app.use(everyRequest({ logger, lifecycle, observe: (o) => metrics.observeRequest(o) }));
   // Everything outside Latch's own first path segments is oidc-provider's: hand it over at
   // once, so the token, JWKS and discovery hot paths do not try every router first.
   const ownSegments = new Set(routers.flatMap((r) => r.stack.map((layer) => `/${String(layer.path).split('/')[1] ?? ''}`)));

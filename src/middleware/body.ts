@@ -1,3 +1,5 @@
+import type { IncomingMessage } from 'node:http';
+
 import type Koa from 'koa';
 
 /** Largest form body accepted: login and consent forms are tiny. */
@@ -21,7 +23,7 @@ export async function readBodyText(ctx: Koa.Context, limit: number, messages: { 
   const chunks: Buffer[] = [];
   let size = 0;
   try {
-    // destroyOnReturn: false leaves an oversized body's rest to drainUnreadBody instead of
+    // destroyOnReturn: false leaves an oversized body's rest to discardUnreadBody instead of
     // destroying the request stream (which stalls a keep-alive connection).
     for await (const chunk of ctx.req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
       size += chunk.length;
@@ -51,14 +53,11 @@ export async function readForm(ctx: Koa.Context): Promise<Record<string, string>
  * A response sent before its request body was read to the end (a body refused as too large, or
  * of the wrong type) leaves the rest of that body on the connection. Node only discards bodies
  * nobody started reading; for a partly read one it never parses the next request of the
- * keep-alive connection, which then stalls until requestTimeout and gets a 408. Once the handler
- * is done, read and discard what is left, as Node does for unread bodies (and as body-parser
- * does on error). Applies to Latch's routes and to oidc-provider's (its parser stops at 56 KiB).
+ * keep-alive connection, which then stalls until requestTimeout and gets a 408. Once the
+ * response is done, read and discard what is left, as Node does for unread bodies (and as
+ * body-parser does on error). Applies to Latch's routes and to oidc-provider's (its parser stops
+ * at 56 KiB). Called by the request middleware (middleware/request.ts) when the response closes.
  */
-export function drainUnreadBody(): Koa.Middleware {
-  return (ctx, next) =>
-    next().finally(() => {
-      const { req } = ctx;
-      if (!req.complete && !req.destroyed) req.resume();
-    });
+export function discardUnreadBody(req: IncomingMessage): void {
+  if (!req.complete && !req.destroyed) req.resume();
 }

@@ -410,9 +410,7 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
     get provider() {
       return current.provider;
     },
-    middleware: async (ctx) => {
-      await current.handler(ctx);
-    },
+    middleware: (ctx) => current.handler(ctx),
     async reloadKeys() {
       const next = await deps.keys.loadKeyRing();
       if (next.fingerprint === ring.fingerprint) return false;

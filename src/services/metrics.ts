@@ -1,7 +1,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 import type { Db } from '../db/knex.js';
-import type { RequestObservation } from '../middleware/request-log.js';
+import type { RequestObservation } from '../middleware/request.js';
 
 export type LoginResult = 'success' | 'invalid_credentials' | 'inactive' | 'unverified';
 
@@ -95,7 +95,7 @@ export function createMetrics(deps: { db: Db }) {
     contentType: registry.contentType,
     /** The exposition text for GET /metrics. */
     render: () => registry.metrics(),
-    /** Fed by the request-log middleware once per response. */
+    /** Fed by the first middleware (middleware/request.ts) once per response. */
     observeRequest(o: RequestObservation) {
       const labels = { method: o.method, route: o.route, status: String(o.status) };
       httpRequests.inc(labels);

@@ -24,10 +24,10 @@ import argon2 from 'argon2';
 
 import { DEFAULT_ARGON2 } from '../src/services/passwords.js';
 import { loop } from './load.js';
-import { cpuMs, cpuMsOfCommand, killAllSync, loadAverage, machineBusyMs, rssMb, sleep, stopAll } from './procs.js';
+import { cpuMs, cpuMsOfCommand, freePort, killAllSync, loadAverage, machineBusyMs, rssMb, sleep, stopAll } from './procs.js';
 import { HTTP_SCENARIOS, prepare, SCENARIOS, type Runner, type ScenarioName } from './scenarios.js';
 import { countState, SEED, seedRows } from './seed.js';
-import { freshDatabase, latchEnv, setupLatch, startBare, startLatch, USER_PASSWORD, type Database, type LatchEnv } from './servers.js';
+import { freshDatabase, latchEnv, setupLatch, startBare, startLatch, USER_PASSWORD, type Database, type LatchEnv, type Started } from './servers.js';
 import type { Measurement, Target } from './types.js';
 
 interface Options {
@@ -323,7 +323,7 @@ async function main(): Promise<number> {
     const dbLabel = db.kind;
     const workersEnv = (n: number): Record<string, string> => (n > 1 ? { WEB_CONCURRENCY: String(n) } : {});
     log(`bench: Latch on a fresh ${db.kind} database${opts.workers > 1 ? `, WEB_CONCURRENCY=${opts.workers}` : ''}`);
-    let le: LatchEnv = await latchEnv(db, join(tmp, 'latch-data'), workersEnv(opts.workers));
+    const le: LatchEnv = await latchEnv(db, join(tmp, 'latch-data'), workersEnv(opts.workers));
     const target = await setupLatch(le, opts.scenarios.includes('code_flow') ? opts.connections : 1);
     let latch = await startLatch(le, PROFILE_ARGS);
     await sleep(2000);
@@ -360,16 +360,28 @@ async function main(): Promise<number> {
 
     let scaling: { workers_1_rps: number; workers_2_rps: number; factor: number } | undefined;
     if (opts.scaling) {
-      const rps: number[] = [];
-      for (const n of [1, 2]) {
-        log(`bench: scaling, client_credentials_es256 with WEB_CONCURRENCY=${n}`);
-        le = { ...le, env: { ...le.env, WEB_CONCURRENCY: String(n) } };
-        latch = await startLatch(le);
-        const r = await runScenarios(target, latch.child.pid, ['client_credentials_es256'], opts, db.kind === 'postgres');
-        await latch.child.stop();
-        rps.push(r.get('client_credentials_es256')!.rps);
+      // One worker and two, side by side on their own ports (same database), measured in
+      // alternating segments as Latch and the bare server are: measured one after the other, a
+      // drift of the host's speed between the two runs would be read as scaling.
+      log('bench: scaling, client_credentials_es256 with WEB_CONCURRENCY=1 and 2 side by side, alternating');
+      const started: { child: Started['child']; target: Target }[] = [];
+      try {
+        for (const n of [1, 2]) {
+          const port = await freePort();
+          const url = `http://127.0.0.1:${port}`;
+          const s = await startLatch({ url, env: { ...le.env, PORT: String(port), WEB_CONCURRENCY: String(n) } });
+          started.push({ child: s.child, target: { ...target, url } });
+        }
+        const [one, two] = started as [(typeof started)[number], (typeof started)[number]];
+        const runOne = await prepare('client_credentials_es256', one.target, opts.connections, log);
+        const runTwo = await prepare('client_credentials_es256', two.target, opts.connections, log);
+        const [m1, m2] = await measurePair({ run: runOne, pid: one.child.pid }, { run: runTwo, pid: two.child.pid }, opts, db.kind === 'postgres');
+        log(`  1 worker: ${fmtMeasurement(m1)}`);
+        log(`  2 workers: ${fmtMeasurement(m2)}`);
+        scaling = { workers_1_rps: m1.rps, workers_2_rps: m2.rps, factor: Math.round((m2.rps / m1.rps) * 100) / 100 };
+      } finally {
+        for (const s of started) await s.child.stop();
       }
-      scaling = { workers_1_rps: rps[0]!, workers_2_rps: rps[1]!, factor: Math.round((rps[1]! / rps[0]!) * 100) / 100 };
     }
     await db.drop();
     databases.delete(db);

@@ -364,18 +364,18 @@ async function main(): Promise<number> {
       // alternating segments as Latch and the bare server are: measured one after the other, a
       // drift of the host's speed between the two runs would be read as scaling.
       log('bench: scaling, client_credentials_es256 with WEB_CONCURRENCY=1 and 2 side by side, alternating');
-      const started: { child: Started['child']; target: Target }[] = [];
+      const started: Started[] = [];
+      const sideBySide = async (workers: number) => {
+        const port = await freePort();
+        const url = `http://127.0.0.1:${port}`;
+        const s = await startLatch({ url, env: { ...le.env, PORT: String(port), WEB_CONCURRENCY: String(workers) } });
+        started.push(s);
+        return { run: await prepare('client_credentials_es256', { ...target, url }, opts.connections, log), pid: s.child.pid };
+      };
       try {
-        for (const n of [1, 2]) {
-          const port = await freePort();
-          const url = `http://127.0.0.1:${port}`;
-          const s = await startLatch({ url, env: { ...le.env, PORT: String(port), WEB_CONCURRENCY: String(n) } });
-          started.push({ child: s.child, target: { ...target, url } });
-        }
-        const [one, two] = started as [(typeof started)[number], (typeof started)[number]];
-        const runOne = await prepare('client_credentials_es256', one.target, opts.connections, log);
-        const runTwo = await prepare('client_credentials_es256', two.target, opts.connections, log);
-        const [m1, m2] = await measurePair({ run: runOne, pid: one.child.pid }, { run: runTwo, pid: two.child.pid }, opts, db.kind === 'postgres');
+        const one = await sideBySide(1);
+        const two = await sideBySide(2);
+        const [m1, m2] = await measurePair(one, two, opts, db.kind === 'postgres');
         log(`  1 worker: ${fmtMeasurement(m1)}`);
         log(`  2 workers: ${fmtMeasurement(m2)}`);
         scaling = { workers_1_rps: m1.rps, workers_2_rps: m2.rps, factor: Math.round((m2.rps / m1.rps) * 100) / 100 };

@@ -175,6 +175,21 @@ describe('login guard (state machine)', () => {
         await (await attempt(guard, other.email, other.ip)).succeed();
       });
 
+      it('a burst on one account+IP pair spends none of the IP budget on the attempts the pair refuses', async () => {
+        const { email, ip } = fresh();
+        // 25 parallel attempts against an IP allowed 12 failures: the pair lets at most 5 through.
+        const answers = await Promise.all(Array.from({ length: 25 }, () => guard.begin(email, ip)));
+        const refusedBy = answers.filter((a): a is LoginRefusal => !a.allowed).map((a) => a.limiter);
+        expect(new Set(refusedBy), 'only the pair refuses').to.deep.equal(new Set(['login_account_ip']));
+        const allowed = answers.filter((a): a is LoginAttempt => a.allowed);
+        const started = (await Promise.all(allowed.map((a) => a.fail()))).flat();
+        expect(started.map((s) => s.limiter), 'no IP lockout from 5 failures').to.not.include('login_ip');
+        // The IP has spent only what failed: another account behind it has 12 - 5 failures left.
+        const neighbour = fresh().email;
+        for (let i = 0; i < 12 - allowed.length; i++) await (await attempt(guard, `${i}.${neighbour}`, ip)).fail();
+        expect((await refused(guard, `last.${neighbour}`, ip)).limiter).to.equal('login_ip');
+      });
+
       it('records failures reported without a reservation (wrong MFA codes)', async () => {
         const { email, ip } = fresh();
         expect((await guard.check(email, ip)).allowed).to.equal(true);

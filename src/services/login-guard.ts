@@ -168,17 +168,13 @@ export function createLoginGuard(deps: { counter: (name: CounterName) => Counter
       const locked = await locks.get(pair);
       if (locked && locked.count > 0) return refuse('login_account_ip', locked.msLeft);
 
-      const ipCount = await perIp.add(ipk);
-      if (ipCount.count > settings.ipFailuresPerHour) {
-        await giveBack(perIp, ipk);
-        return refuse('login_ip', ipCount.msLeft);
-      }
-
+      // The pair first: an attempt the pair refuses never reserves (even briefly) part of the
+      // IP's budget, so a burst on one pair neither refuses other accounts behind the same IP nor
+      // makes one of its own attempts report an IP lockout that the give-backs then undo.
       const n = (await failures.add(pair)).count;
       if (n > max) {
         // Another attempt holds the pair's last allowed failure and is being verified.
         await giveBack(failures, pair);
-        await giveBack(perIp, ipk);
         const pending = await locks.get(pair);
         if (!pending) {
           // No pending mark: its holder died before finishing (or is between two statements).
@@ -189,6 +185,14 @@ export function createLoginGuard(deps: { counter: (name: CounterName) => Counter
       }
       // Holding the last allowed failure: parallel attempts wait for this one's outcome.
       if (n === max) await locks.set(pair, 1, PENDING_SECONDS);
+
+      const ipCount = await perIp.add(ipk);
+      if (ipCount.count > settings.ipFailuresPerHour) {
+        await giveBack(perIp, ipk);
+        if (n === max) await locks.delete(pair);
+        await giveBack(failures, pair);
+        return refuse('login_ip', ipCount.msLeft);
+      }
 
       let settled = false;
       const once = () => {

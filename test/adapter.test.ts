@@ -48,6 +48,66 @@ describe('provider state (the oidc-provider adapter table)', () => {
     expect(found?.consumed).to.be.a('number');
   });
 
+  it('commits a redemption and the tokens it issues together, or nothing when the artifact was already consumed', async () => {
+    await state.upsert('Grant', 'g2', { accountId: 'a' }, 60);
+    await state.upsert('RefreshToken', 'r1', { grantId: 'g2', accountId: 'a' }, 60);
+    const issued = (n: number) => [
+      { model: 'RefreshToken', id: `r1-next-${n}`, payload: { grantId: 'g2', accountId: 'a', iat: n }, expiresIn: 60 },
+      { model: 'AccessToken', id: `a1-${n}`, payload: { grantId: 'g2', accountId: 'a' }, expiresIn: 60 },
+    ];
+    expect(await state.commit({ model: 'RefreshToken', id: 'r1' }, issued(1))).to.deep.equal({ consumed: true, grantId: null });
+    expect((await state.find('RefreshToken', 'r1'))?.consumed).to.be.a('number');
+    expect(await state.find('RefreshToken', 'r1-next-1')).to.deep.equal({ grantId: 'g2', accountId: 'a', iat: 1 });
+    const row = await db('provider_state').where({ model: 'AccessToken', id: 'a1-1' }).first();
+    expect(row).to.include({ grant_id: 'g2', account_id: 'a' });
+    expect(Number(row.expires_at)).to.be.greaterThan(Math.floor(Date.now() / 1000));
+    // Redeemed again: nothing of the second redemption is written, and the grant is reported.
+    expect(await state.commit({ model: 'RefreshToken', id: 'r1' }, issued(2))).to.deep.equal({ consumed: false, grantId: 'g2' });
+    expect(await state.find('RefreshToken', 'r1-next-2')).to.equal(undefined);
+    expect(await state.find('AccessToken', 'a1-2')).to.equal(undefined);
+    // Without a redemption: plain upserts (an existing row is updated).
+    expect(await state.commit(undefined, [{ model: 'AccessToken', id: 'a1-1', payload: { grantId: 'g2', accountId: 'b' }, expiresIn: 60 }, ...issued(3).slice(1)])).to.deep.equal({ consumed: true, grantId: null });
+    expect(await state.find('AccessToken', 'a1-1')).to.deep.equal({ grantId: 'g2', accountId: 'b' });
+    expect(await state.find('AccessToken', 'a1-3')).to.deep.equal({ grantId: 'g2', accountId: 'a' });
+    // A redemption alone, and of something that does not exist.
+    await state.upsert('AuthorizationCode', 'c9', { grantId: 'g2' }, 60);
+    expect(await state.commit({ model: 'AuthorizationCode', id: 'c9' }, [])).to.deep.equal({ consumed: true, grantId: null });
+    expect(await state.commit({ model: 'AuthorizationCode', id: 'c9' }, [])).to.deep.equal({ consumed: false, grantId: 'g2' });
+    expect(await state.commit({ model: 'AuthorizationCode', id: 'nope' }, issued(4))).to.deep.equal({ consumed: false, grantId: null });
+    expect(await state.find('RefreshToken', 'r1-next-4')).to.equal(undefined);
+  });
+
+  it('lets exactly one of 20 racing redemptions write what it issued', async () => {
+    await state.upsert('RefreshToken', 'r2', { grantId: 'g3' }, 60);
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, n) => state.commit({ model: 'RefreshToken', id: 'r2' }, [{ model: 'RefreshToken', id: `r2-next-${n}`, payload: { grantId: 'g3' }, expiresIn: 60 }])),
+    );
+    expect(results.filter((r) => r.consumed)).to.have.length(1);
+    expect(results.filter((r) => !r.consumed).every((r) => r.grantId === 'g3')).to.equal(true);
+    const written = await db('provider_state').where({ model: 'RefreshToken' }).andWhereLike('id', 'r2-next-%').select('id');
+    expect(written).to.have.length(1);
+    expect(written[0].id).to.equal(`r2-next-${results.findIndex((r) => r.consumed)}`);
+  });
+
+  it('finds a token under any of several models with its grant as of the same moment, and no grant when it is gone or expired', async () => {
+    await state.upsert('Grant', 'g4', { accountId: 'a', openid: { scope: 'openid' } }, 60);
+    await state.upsert('AccessToken', 't4', { grantId: 'g4', accountId: 'a' }, 60);
+    await state.upsert('AccessToken', 't5', { grantId: 'g-none' }, 60);
+    await state.upsert('ClientCredentials', 't6', { clientId: 'c' }, 60);
+    const opaque = ['AccessToken', 'ClientCredentials', 'RefreshToken'];
+    const grant4 = { id: 'g4', payload: { accountId: 'a', openid: { scope: 'openid' } } };
+    expect(await state.findWithGrant(opaque, 't4')).to.deep.equal([{ model: 'AccessToken', payload: { grantId: 'g4', accountId: 'a' }, grant: grant4 }]);
+    expect(await state.findWithGrant(['AccessToken'], 't4')).to.deep.equal([{ model: 'AccessToken', payload: { grantId: 'g4', accountId: 'a' }, grant: grant4 }]);
+    expect(await state.findWithGrant(['RefreshToken'], 't4')).to.deep.equal([]);
+    expect(await state.findWithGrant(opaque, 't5')).to.deep.equal([{ model: 'AccessToken', payload: { grantId: 'g-none' }, grant: { id: 'g-none', payload: undefined } }]);
+    expect(await state.findWithGrant(opaque, 't6')).to.deep.equal([{ model: 'ClientCredentials', payload: { clientId: 'c' } }]);
+    expect(await state.findWithGrant(opaque, 'missing')).to.deep.equal([]);
+    await db('provider_state').where({ model: 'Grant', id: 'g4' }).update({ expires_at: Math.floor(Date.now() / 1000) - 1 });
+    expect((await state.findWithGrant(opaque, 't4'))[0]?.grant).to.deep.equal({ id: 'g4', payload: undefined });
+    await db('provider_state').where({ model: 'AccessToken', id: 't4' }).update({ expires_at: Math.floor(Date.now() / 1000) - 1 });
+    expect(await state.findWithGrant(opaque, 't4')).to.deep.equal([]);
+  });
+
   it('revokeByGrantId deletes every artifact of the grant and the grant itself, nothing else', async () => {
     await state.upsert('Grant', 'g2', { accountId: 'a', clientId: 'c' }, 60);
     await state.upsert('AccessToken', 'at', { grantId: 'g2' }, 60);
@@ -101,15 +161,20 @@ describe('provider state (the oidc-provider adapter table)', () => {
       written = true;
       return n;
     });
+    // The same for a repository commit (its own transaction on SQLite).
+    let committed = false;
+    const commit = state.commit(undefined, [{ model: 'Session', id: 'commit-beside-trx', payload: {}, expiresIn: 60 }]).then(() => (committed = true));
     await sleep(50);
     // SQLite has one connection: the statement waits for the transaction to let it go. PostgreSQL
     // runs it on another connection at once.
     expect(written).to.equal(onPostgres);
+    expect(committed).to.equal(onPostgres);
     release();
     expect(await rolledBack).to.equal('roll back');
     expect(await write).to.equal(1);
-    const ids = (await db('provider_state').select('id').whereIn('id', ['in-trx', 'beside-trx'])).map((r: { id: string }) => r.id);
-    expect(ids).to.deep.equal(['beside-trx']);
+    expect(await commit).to.equal(true);
+    const ids = (await db('provider_state').select('id').whereIn('id', ['in-trx', 'beside-trx', 'commit-beside-trx']).orderBy('id')).map((r: { id: string }) => r.id);
+    expect(ids).to.deep.equal(['beside-trx', 'commit-beside-trx']);
     expect(await statements.all<{ id: string }>('select id from provider_state where model = ? and id = ?', ['Session', 'beside-trx'])).to.deep.equal([{ id: 'beside-trx' }]);
   });
 

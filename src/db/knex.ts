@@ -74,6 +74,7 @@ export interface SqliteConnection {
   readonly inTransaction: boolean;
   pragma(s: string): unknown;
   prepare(sql: string): SqliteStatement;
+  transaction<T>(body: () => T): { immediate(): T };
 }
 
 const sqliteConnections = new WeakMap<Db, { connection?: SqliteConnection }>();

@@ -20,6 +20,13 @@ export interface Statements {
   all<Row>(sql: string, bindings: readonly unknown[]): Promise<Row[]>;
   /** How many rows an insert, update or delete changed. */
   run(sql: string, bindings: readonly unknown[]): Promise<number>;
+  /** True on PostgreSQL: `sql` may then use its own syntax (casts, data-modifying CTEs). */
+  readonly postgres: boolean;
+  /**
+   * SQLite only: `body` runs synchronously in one BEGIN IMMEDIATE transaction (a throw rolls it
+   * back); `run` inside it is synchronous. PostgreSQL makes one statement atomic instead.
+   */
+  sqliteTransaction<T>(body: (run: (sql: string, bindings: readonly unknown[]) => number) => T): Promise<T>;
 }
 
 interface PgConnection {
@@ -64,6 +71,8 @@ export function createStatements(db: Db): Statements {
     return {
       all: async <Row>(sql: string, bindings: readonly unknown[]) => (await query(sql, bindings)).rows as Row[],
       run: async (sql, bindings) => (await query(sql, bindings)).rowCount ?? 0,
+      postgres: true,
+      sqliteTransaction: () => Promise.reject(new Error('sqliteTransaction is for SQLite only')),
     };
   }
 
@@ -75,5 +84,7 @@ export function createStatements(db: Db): Statements {
   return {
     all: async <Row>(sql: string, bindings: readonly unknown[]) => onSqlite((c) => c.prepare(sql).all(bindings) as Row[]),
     run: async (sql, bindings) => onSqlite((c) => c.prepare(sql).run(bindings).changes),
+    postgres: false,
+    sqliteTransaction: async (body) => onSqlite((c) => c.transaction(() => body((sql, bindings) => c.prepare(sql).run(bindings).changes)).immediate()),
   };
 }

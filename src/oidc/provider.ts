@@ -41,7 +41,7 @@ export interface OidcDeps {
   /** Records `session.start` (session uid, IP, user agent): the account page lists devices from it. */
   audit?: AuditService;
   /** Counts token issuance (grant.success) on every Provider built. */
-  metrics?: Pick<Metrics, 'observeProvider'>;
+  metrics?: Pick<Metrics, 'recordTokenIssued'>;
   /** Answers introspection for personal access tokens (`lat_…`). */
   personalTokens?: Pick<PersonalAccessTokenService, 'introspect'>;
   /** Roles, organizations and RBAC permissions of subjects (claims and resource scopes). */
@@ -85,7 +85,7 @@ function interactionPolicyFor(rbac: RbacIntegration) {
 /** A grant lives as long as the longest thing that can use it. */
 const grantTtl = (config: Config) => Math.max(config.ttl.refreshToken, config.ttl.session);
 
-function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration): Configuration {
+function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration, adapter: Configuration['adapter']): Configuration {
   const { config, render, logger } = deps;
 
   const renderPage = async (ctx: Koa.Context, view: string, locals: Record<string, unknown> & { title: string }) => {
@@ -94,7 +94,7 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
   };
 
   return {
-    adapter: createAdapterClass({ state: deps.state, clients: deps.clients }),
+    adapter,
     clients: [],
     findAccount: findAccountFor(deps.accounts, deps.access, rbac),
     jwks: { keys: ring.privateJwks as NonNullable<Configuration['jwks']>['keys'] },
@@ -314,8 +314,9 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
 
   const rbac = createRbacIntegration({ access: deps.access, state: deps.state, organizationExists: async (id) => Boolean(await deps.organizations.findById(id)) });
 
+  const storage = createAdapterClass({ state: deps.state, clients: deps.clients });
   const build = (): { provider: Provider; handler: (ctx: Koa.Context) => Promise<unknown> } => {
-    const provider = new Provider(deps.config.issuer, buildConfiguration(deps, ring, rbac));
+    const provider = new Provider(deps.config.issuer, buildConfiguration(deps, ring, rbac, storage.Adapter));
     provider.proxy = deps.config.trustProxy;
     // A grant's organization is kept in its own payload (see rbac.ts): oidc-provider stores only
     // the properties a model lists, so the Grant model lists this one too. Set before any Grant
@@ -341,7 +342,6 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
       if (metadata && client) builtFrom.set(metadata, client);
       return client;
     };
-    deps.metrics?.observeProvider(provider);
     // RP-initiated logout (OIDC RP-Initiated Logout §2) ends the session: on the audit trail.
     provider.on('end_session.success', (ctx: KoaContextWithOIDC) => {
       const accountId = ctx.oidc.session?.accountId;
@@ -353,6 +353,18 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
     // without a promise, when the response is not its business: one post-hook for all of them
     // keeps the token endpoint's hot path to a single extra middleware.
     const after: ((ctx: KoaContextWithOIDC) => Promise<void> | undefined)[] = [
+      // First: the token endpoint's deferred writes (adapter.ts), which can still turn a
+      // success into invalid_grant; then count what was issued.
+      (ctx) => {
+        const { oidc } = ctx;
+        if (oidc?.route !== 'token') return undefined;
+        const issued = () => {
+          if (ctx.status === 200) deps.metrics?.recordTokenIssued((oidc.params as { grant_type?: unknown } | undefined)?.grant_type, oidc.client?.clientId);
+        };
+        const writing = storage.finishProviderRequest(ctx, (err) => deps.logger.error('oidc server error', { route: 'token', err: String((err as Error)?.stack ?? err) }));
+        if (!writing) return void issued();
+        return writing.then(issued);
+      },
       // Unknown paths: the friendly page for browsers, RFC 6749-style JSON for programs.
       (ctx) => {
         if (ctx.status !== 404 || ctx.body !== undefined) return undefined;

@@ -29,15 +29,72 @@ const ALIVE = '(expires_at is null or expires_at > ?)';
 const FIND_BY_ID = `select payload, consumed_at from provider_state where model = ? and id = ? and ${ALIVE} limit 1`;
 const FIND_BY_UID = `select payload, consumed_at from provider_state where model = ? and uid = ? and ${ALIVE} limit 1`;
 const FIND_BY_USER_CODE = `select payload, consumed_at from provider_state where model = ? and user_code = ? and ${ALIVE} limit 1`;
-const UPSERT = `insert into provider_state (model, id, payload, grant_id, user_code, uid, account_id, expires_at, consumed_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?)
-  on conflict (model, id) do update set payload = excluded.payload, grant_id = excluded.grant_id, user_code = excluded.user_code, uid = excluded.uid,
-  account_id = excluded.account_id, expires_at = excluded.expires_at, consumed_at = excluded.consumed_at`;
 // RFC 6749 §4.1.2 / §10.5 (codes) and RFC 9700 §4.14.2 (refresh tokens): single use. One
 // conditional UPDATE, so of two concurrent redemptions exactly one changes the row.
 const CONSUME = 'update provider_state set consumed_at = ? where model = ? and id = ? and consumed_at is null';
 const DESTROY = 'delete from provider_state where model = ? and id = ?';
 
+// A token with its grant, in one statement: the grant is what every use of a token checks next
+// (token endpoint, introspection, userinfo). The token is looked up under one or more models (an
+// opaque value presented for introspection may be an access, client-credentials or refresh
+// token); each probe and the grant row are primary-key lookups.
+const findWithGrant = (models: number) => `select t.model, t.payload, t.consumed_at, t.grant_id, g.payload as grant_payload, g.consumed_at as grant_consumed_at
+  from provider_state t left join provider_state g on g.model = 'Grant' and g.id = t.grant_id and (g.expires_at is null or g.expires_at > ?)
+  where t.model in (${Array(models).fill('?').join(', ')}) and t.id = ? and (t.expires_at is null or t.expires_at > ?)`;
+
+const COLUMNS = 'model, id, payload, grant_id, user_code, uid, account_id, expires_at, consumed_at';
+const ON_CONFLICT = `on conflict (model, id) do update set payload = excluded.payload, grant_id = excluded.grant_id, user_code = excluded.user_code, uid = excluded.uid,
+  account_id = excluded.account_id, expires_at = excluded.expires_at, consumed_at = excluded.consumed_at`;
+// PostgreSQL: n upserts, only if the consume (the first CTE) changed its row, as ONE statement:
+// one round trip, one commit, atomic. Typed placeholders: a VALUES list in a subquery does not
+// take its types from the target columns.
+const PG_ROW = '(?::varchar, ?::varchar, ?::text, ?::varchar, ?::varchar, ?::varchar, ?::varchar, ?::bigint, ?::bigint)';
+const pgConsumeAndUpsert = (n: number) => `with consumed as (update provider_state set consumed_at = ?::bigint where model = ?::varchar and id = ?::varchar and consumed_at is null returning 1)
+  insert into provider_state (${COLUMNS}) select v.* from (values ${Array(n).fill(PG_ROW).join(', ')}) as v(${COLUMNS})
+  where exists (select 1 from consumed) ${ON_CONFLICT}`;
+const UPSERT = `insert into provider_state (${COLUMNS}) values (?, ?, ?, ?, ?, ?, ?, ?, ?) ${ON_CONFLICT}`;
+const pgUpserts = (n: number) => `insert into provider_state (${COLUMNS}) values ${Array(n).fill('(?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')} ${ON_CONFLICT}`;
+
 type StateRow = { payload: string; consumed_at: number | null };
+type StateWithGrantRow = StateRow & { model: string; grant_id: string | null; grant_payload: string | null; grant_consumed_at: number | null };
+
+/** A token found with its grant (`grant.payload` undefined: the grant it names is gone or expired). */
+export interface FoundWithGrant {
+  model: string;
+  payload: Payload;
+  grant?: { id: string; payload: Payload | undefined };
+}
+
+/** One upsert of an oidc-provider model instance. */
+export interface StateWrite {
+  model: string;
+  id: string;
+  payload: Payload;
+  expiresIn: number | undefined;
+}
+
+/** A single-use artifact to consume. */
+export interface StateKey {
+  model: string;
+  id: string;
+}
+
+const str = (v: unknown) => (typeof v === 'string' ? v : null);
+/** The bindings of one provider_state row, in COLUMNS order. */
+function rowOf(write: StateWrite, now: number): unknown[] {
+  const { model, id, payload, expiresIn } = write;
+  return [
+    model,
+    id,
+    JSON.stringify(payload),
+    str(payload.grantId),
+    str(payload.userCode),
+    str(payload.uid),
+    str(payload.accountId),
+    expiresIn ? now + expiresIn : null,
+    typeof payload.consumed === 'number' ? payload.consumed : null,
+  ];
+}
 
 /** The generic table behind oidc-provider's adapter: one row per model instance. */
 export function createProviderStateRepository(db: Db) {
@@ -53,25 +110,35 @@ export function createProviderStateRepository(db: Db) {
     return payload;
   }
 
+  /** Why a consume changed nothing: the grant of the artifact, if it is still there (reuse). */
+  async function notConsumed(model: string, id: string): Promise<ConsumeResult> {
+    const row = await table().select('grant_id').where({ model, id }).first<{ grant_id: string | null } | undefined>();
+    return { consumed: false, grantId: row?.grant_id ?? null };
+  }
+
   return {
     async upsert(model: string, id: string, payload: Payload, expiresIn: number | undefined): Promise<void> {
-      const str = (v: unknown) => (typeof v === 'string' ? v : null);
-      await sql.run(UPSERT, [
-        model,
-        id,
-        JSON.stringify(payload),
-        str(payload.grantId),
-        str(payload.userCode),
-        str(payload.uid),
-        str(payload.accountId),
-        expiresIn ? epochSeconds() + expiresIn : null,
-        typeof payload.consumed === 'number' ? payload.consumed : null,
-      ]);
+      await sql.run(UPSERT, rowOf({ model, id, payload, expiresIn }, epochSeconds()));
     },
 
     async find(model: string, id: string): Promise<Payload | undefined> {
       if (!isStorableKey(id)) return undefined;
       return decode(await first(FIND_BY_ID, [model, id, epochSeconds()]));
+    },
+
+    /**
+     * The live rows with this id under any of `models`, each with its grant as of the same
+     * moment. Ids are random: at most one row in practice.
+     */
+    async findWithGrant(models: readonly string[], id: string): Promise<FoundWithGrant[]> {
+      if (!isStorableKey(id) || !models.length) return [];
+      const now = epochSeconds();
+      const rows = await sql.all<StateWithGrantRow>(findWithGrant(models.length), [now, ...models, id, now]);
+      return rows.map((row) => {
+        const payload = decode(row)!;
+        if (row.grant_id === null) return { model: row.model, payload };
+        return { model: row.model, payload, grant: { id: row.grant_id, payload: row.grant_payload === null ? undefined : decode({ payload: row.grant_payload, consumed_at: row.grant_consumed_at }) } };
+      });
     },
 
     async findBy(model: string, column: 'uid' | 'user_code', value: string): Promise<Payload | undefined> {
@@ -85,9 +152,32 @@ export function createProviderStateRepository(db: Db) {
      */
     async consume(model: string, id: string): Promise<ConsumeResult> {
       const changed = await sql.run(CONSUME, [epochSeconds(), model, id]);
-      if (changed === 1) return { consumed: true, grantId: null };
-      const row = await table().select('grant_id').where({ model, id }).first<{ grant_id: string | null } | undefined>();
-      return { consumed: false, grantId: row?.grant_id ?? null };
+      return changed === 1 ? { consumed: true, grantId: null } : notConsumed(model, id);
+    },
+
+    /**
+     * Upserts, and first consumes `consume` if given, as ONE atomic write: when the consume finds
+     * the artifact already consumed (or gone), nothing is written and `consumed` is false. A
+     * token request's writes (the code or refresh token it redeems, the tokens it issues) cost
+     * one commit instead of one each. At most one upsert per model and id.
+     */
+    async commit(consume: StateKey | undefined, upserts: readonly StateWrite[]): Promise<ConsumeResult> {
+      const now = epochSeconds();
+      const rows = upserts.map((w) => rowOf(w, now));
+      let consumed: boolean;
+      if (!sql.postgres) {
+        consumed = await sql.sqliteTransaction((run) => {
+          if (consume && run(CONSUME, [now, consume.model, consume.id]) !== 1) return false;
+          for (const row of rows) run(UPSERT, row);
+          return true;
+        });
+      } else if (consume && rows.length) {
+        consumed = (await sql.run(pgConsumeAndUpsert(rows.length), [now, consume.model, consume.id, ...rows.flat()])) === rows.length;
+      } else {
+        if (rows.length) await sql.run(pgUpserts(rows.length), rows.flat());
+        consumed = consume ? (await sql.run(CONSUME, [now, consume.model, consume.id])) === 1 : true;
+      }
+      return consumed || !consume ? { consumed: true, grantId: null } : notConsumed(consume.model, consume.id);
     },
 
     async destroy(model: string, id: string): Promise<void> {

@@ -12,11 +12,6 @@ interface PoolLike {
   numPendingAcquires(): number;
 }
 
-/** Something that emits oidc-provider's events (the Provider, rebuilt on key rotation). */
-interface ProviderEvents {
-  on(event: 'grant.success', listener: (ctx: { oidc: { params?: Record<string, unknown>; client?: { clientId: string } } }) => void): unknown;
-}
-
 /**
  * Prometheus metrics of one server, on its own Registry (never prom-client's global one, so
  * several servers in one process do not clash). Every series is prefixed `latch_`; label values
@@ -104,12 +99,12 @@ export function createMetrics(deps: { db: Db }) {
     recordLogin(result: LoginResult) {
       logins.inc({ result });
     },
-    /** Counts token issuance on a Provider (called for each one built: keys may rotate). */
-    observeProvider(provider: ProviderEvents) {
-      provider.on('grant.success', (ctx) => {
-        const grantType = ctx.oidc.params?.grant_type;
-        tokensIssued.inc({ grant_type: typeof grantType === 'string' ? grantType : 'unknown', client_id: ctx.oidc.client?.clientId ?? 'unknown' });
-      });
+    /**
+     * One successful token endpoint response (counted once its tokens are stored: a redemption
+     * that loses to a concurrent one at the final write is not an issuance).
+     */
+    recordTokenIssued(grantType: unknown, clientId: string | undefined) {
+      tokensIssued.inc({ grant_type: typeof grantType === 'string' ? grantType : 'unknown', client_id: clientId ?? 'unknown' });
     },
     /** Fed by services.rateLimits.onRejection (wired in server.ts). */
     rateLimitRejections,

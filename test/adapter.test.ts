@@ -55,32 +55,42 @@ describe('provider state (the oidc-provider adapter table)', () => {
       { model: 'RefreshToken', id: `r1-next-${n}`, payload: { grantId: 'g2', accountId: 'a', iat: n }, expiresIn: 60 },
       { model: 'AccessToken', id: `a1-${n}`, payload: { grantId: 'g2', accountId: 'a' }, expiresIn: 60 },
     ];
-    expect(await state.commit({ model: 'RefreshToken', id: 'r1' }, issued(1))).to.deep.equal({ consumed: true, grantId: null });
+    expect(await state.commit({ model: 'RefreshToken', id: 'r1' }, [], issued(1))).to.deep.equal({ consumed: true, grantId: null });
     expect((await state.find('RefreshToken', 'r1'))?.consumed).to.be.a('number');
     expect(await state.find('RefreshToken', 'r1-next-1')).to.deep.equal({ grantId: 'g2', accountId: 'a', iat: 1 });
     const row = await db('provider_state').where({ model: 'AccessToken', id: 'a1-1' }).first();
     expect(row).to.include({ grant_id: 'g2', account_id: 'a' });
     expect(Number(row.expires_at)).to.be.greaterThan(Math.floor(Date.now() / 1000));
     // Redeemed again: nothing of the second redemption is written, and the grant is reported.
-    expect(await state.commit({ model: 'RefreshToken', id: 'r1' }, issued(2))).to.deep.equal({ consumed: false, grantId: 'g2' });
+    expect(await state.commit({ model: 'RefreshToken', id: 'r1' }, [], issued(2))).to.deep.equal({ consumed: false, grantId: 'g2' });
     expect(await state.find('RefreshToken', 'r1-next-2')).to.equal(undefined);
     expect(await state.find('AccessToken', 'a1-2')).to.equal(undefined);
     // Without a redemption: plain upserts (an existing row is updated).
-    expect(await state.commit(undefined, [{ model: 'AccessToken', id: 'a1-1', payload: { grantId: 'g2', accountId: 'b' }, expiresIn: 60 }, ...issued(3).slice(1)])).to.deep.equal({ consumed: true, grantId: null });
+    expect(await state.commit(undefined, [], [{ model: 'AccessToken', id: 'a1-1', payload: { grantId: 'g2', accountId: 'b' }, expiresIn: 60 }, ...issued(3).slice(1)])).to.deep.equal({ consumed: true, grantId: null });
     expect(await state.find('AccessToken', 'a1-1')).to.deep.equal({ grantId: 'g2', accountId: 'b' });
     expect(await state.find('AccessToken', 'a1-3')).to.deep.equal({ grantId: 'g2', accountId: 'a' });
+    // Deletes: done with the rest, and not at all when the redemption fails.
+    await state.upsert('Interaction', 'i1', { uid: 'i1' }, 60);
+    await state.upsert('AuthorizationCode', 'c8', { grantId: 'g2' }, 60);
+    expect(await state.commit({ model: 'RefreshToken', id: 'r1' }, [{ model: 'Interaction', id: 'i1' }], issued(5))).to.deep.equal({ consumed: false, grantId: 'g2' });
+    expect(await state.find('Interaction', 'i1')).to.deep.equal({ uid: 'i1' });
+    expect(await state.commit({ model: 'AuthorizationCode', id: 'c8' }, [{ model: 'Interaction', id: 'i1' }, { model: 'Session', id: 'none' }], issued(6))).to.deep.equal({ consumed: true, grantId: null });
+    expect(await state.find('Interaction', 'i1')).to.equal(undefined);
+    expect(await state.find('RefreshToken', 'r1-next-6')).to.include({ iat: 6 });
+    expect(await state.commit(undefined, [{ model: 'AccessToken', id: 'a1-3' }], [])).to.deep.equal({ consumed: true, grantId: null });
+    expect(await state.find('AccessToken', 'a1-3')).to.equal(undefined);
     // A redemption alone, and of something that does not exist.
     await state.upsert('AuthorizationCode', 'c9', { grantId: 'g2' }, 60);
-    expect(await state.commit({ model: 'AuthorizationCode', id: 'c9' }, [])).to.deep.equal({ consumed: true, grantId: null });
-    expect(await state.commit({ model: 'AuthorizationCode', id: 'c9' }, [])).to.deep.equal({ consumed: false, grantId: 'g2' });
-    expect(await state.commit({ model: 'AuthorizationCode', id: 'nope' }, issued(4))).to.deep.equal({ consumed: false, grantId: null });
+    expect(await state.commit({ model: 'AuthorizationCode', id: 'c9' }, [], [])).to.deep.equal({ consumed: true, grantId: null });
+    expect(await state.commit({ model: 'AuthorizationCode', id: 'c9' }, [], [])).to.deep.equal({ consumed: false, grantId: 'g2' });
+    expect(await state.commit({ model: 'AuthorizationCode', id: 'nope' }, [], issued(4))).to.deep.equal({ consumed: false, grantId: null });
     expect(await state.find('RefreshToken', 'r1-next-4')).to.equal(undefined);
   });
 
   it('lets exactly one of 20 racing redemptions write what it issued', async () => {
     await state.upsert('RefreshToken', 'r2', { grantId: 'g3' }, 60);
     const results = await Promise.all(
-      Array.from({ length: 20 }, (_, n) => state.commit({ model: 'RefreshToken', id: 'r2' }, [{ model: 'RefreshToken', id: `r2-next-${n}`, payload: { grantId: 'g3' }, expiresIn: 60 }])),
+      Array.from({ length: 20 }, (_, n) => state.commit({ model: 'RefreshToken', id: 'r2' }, [], [{ model: 'RefreshToken', id: `r2-next-${n}`, payload: { grantId: 'g3' }, expiresIn: 60 }])),
     );
     expect(results.filter((r) => r.consumed)).to.have.length(1);
     expect(results.filter((r) => !r.consumed).every((r) => r.grantId === 'g3')).to.equal(true);
@@ -163,7 +173,12 @@ describe('provider state (the oidc-provider adapter table)', () => {
     });
     // The same for a repository commit (its own transaction on SQLite).
     let committed = false;
-    const commit = state.commit(undefined, [{ model: 'Session', id: 'commit-beside-trx', payload: {}, expiresIn: 60 }]).then(() => (committed = true));
+    const commit = state
+      .commit(undefined, [{ model: 'Session', id: 'in-trx' }], [
+        { model: 'Session', id: 'commit-beside-trx', payload: {}, expiresIn: 60 },
+        { model: 'Session', id: 'commit-beside-trx-2', payload: {}, expiresIn: 60 },
+      ])
+      .then(() => (committed = true));
     await sleep(50);
     // SQLite has one connection: the statement waits for the transaction to let it go. PostgreSQL
     // runs it on another connection at once.
@@ -173,8 +188,8 @@ describe('provider state (the oidc-provider adapter table)', () => {
     expect(await rolledBack).to.equal('roll back');
     expect(await write).to.equal(1);
     expect(await commit).to.equal(true);
-    const ids = (await db('provider_state').select('id').whereIn('id', ['in-trx', 'beside-trx', 'commit-beside-trx']).orderBy('id')).map((r: { id: string }) => r.id);
-    expect(ids).to.deep.equal(['beside-trx', 'commit-beside-trx']);
+    const ids = (await db('provider_state').select('id').whereIn('id', ['in-trx', 'beside-trx', 'commit-beside-trx', 'commit-beside-trx-2']).orderBy('id')).map((r: { id: string }) => r.id);
+    expect(ids).to.deep.equal(['beside-trx', 'commit-beside-trx', 'commit-beside-trx-2']);
     expect(await statements.all<{ id: string }>('select id from provider_state where model = ? and id = ?', ['Session', 'beside-trx'])).to.deep.equal([{ id: 'beside-trx' }]);
   });
 

@@ -9,11 +9,13 @@ const REDIRECT = 'http://127.0.0.1:9/callback';
 const USER = { email: 'grace@example.test', password: 'correct horse battery staple' };
 
 /**
- * The token endpoint writes a redemption (code or refresh token) and the tokens it issues as one
- * atomic write once the response is ready (src/oidc/adapter.ts). These tests race redemptions
- * over HTTP and make that write fail, and check what a client and the database see.
+ * An oidc-provider request writes everything it stores as one atomic write once its response is
+ * ready (src/oidc/adapter.ts): at the token endpoint the redemption (code or refresh token) and
+ * the tokens it issues, at the authorization endpoint the session, grant and code. These tests
+ * race redemptions over HTTP and make that write fail, and check what a client and the database
+ * see.
  */
-describe('token endpoint writes: one atomic write per redemption', () => {
+describe('provider writes: one atomic write per request', () => {
   let srv: TestServer;
   let client: { client_id: string; client_secret: string };
 
@@ -98,29 +100,65 @@ describe('token endpoint writes: one atomic write per redemption', () => {
     });
   }
 
-  it('answers server_error and keeps the refresh token usable when the final write fails, with nothing half-written', async () => {
-    const start = await exchange(await code());
-    expect(start.status).to.equal(200);
-    const rows = { at: await stateRows('AccessToken'), rt: await stateRows('RefreshToken') };
+  /** Makes every insert of `model` rows fail while `run` runs, as a full disk or a lost connection would. */
+  async function refusingInserts<T>(model: string, run: () => Promise<T>): Promise<T> {
     const db = srv.running.db;
-    // Every insert of a refresh token fails, as a full disk or a lost connection would.
     if (onPostgres) {
       await db.raw(`create function latch_test_refuse() returns trigger language plpgsql as $$ begin raise exception 'refused by test'; end $$`);
-      await db.raw(`create trigger latch_test_refuse before insert on provider_state for each row when (new.model = 'RefreshToken') execute function latch_test_refuse()`);
+      await db.raw(`create trigger latch_test_refuse before insert on provider_state for each row when (new.model = '${model}') execute function latch_test_refuse()`);
     } else {
-      await db.raw(`create trigger latch_test_refuse before insert on provider_state when new.model = 'RefreshToken' begin select raise(abort, 'refused by test'); end`);
+      await db.raw(`create trigger latch_test_refuse before insert on provider_state when new.model = '${model}' begin select raise(abort, 'refused by test'); end`);
     }
-    let failed;
     try {
-      failed = await token({ grant_type: 'refresh_token', refresh_token: start.body.refresh_token! });
+      return await run();
     } finally {
       await db.raw('drop trigger latch_test_refuse' + (onPostgres ? ' on provider_state' : ''));
       if (onPostgres) await db.raw('drop function latch_test_refuse');
     }
+  }
+
+  it('answers the error page, without redirect or cookie, when the sign-in cannot be stored, and stores none of it', async () => {
+    const verifier = randomBytes(32).toString('base64url');
+    const challenge = createHash('sha256').update(verifier).digest('base64url');
+    const url = `${srv.url}/auth?${new URLSearchParams({ client_id: client.client_id, response_type: 'code', redirect_uri: REDIRECT, scope: 'openid', prompt: 'consent', code_challenge: challenge, code_challenge_method: 'S256' })}`;
+    const agent = new Agent();
+    const login = await agent.follow(url, {}, REDIRECT);
+    const consent = await agent.submit(login, 0, USER, REDIRECT);
+    expect(consent.body).to.match(/\/confirm"/);
+    const rows = { sessions: await stateRows('Session'), codes: await stateRows('AuthorizationCode'), interactions: await stateRows('Interaction') };
+    const errorsBefore = srv.errors().length;
+    // Consent is given; the resumed authorization request then fails to store its code.
+    const failed = await refusingInserts('AuthorizationCode', async () => {
+      const form = consent.body.match(/<form[^>]*action="([^"]*confirm)"/)![1]!;
+      const fields = Object.fromEntries([...consent.body.matchAll(/<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"/g)].map((m) => [m[1]!, m[2]!]));
+      const posted = await agent.request(new URL(form, consent.url).toString(), { method: 'POST', form: fields });
+      expect(posted.status).to.equal(303);
+      const resume = new URL(posted.headers.get('location')!, posted.url).toString();
+      return agent.request(resume);
+    });
+    expect(failed.status).to.equal(500);
+    expect(failed.headers.get('location')).to.equal(null);
+    expect(failed.headers.getSetCookie()).to.deep.equal([]);
+    expect(failed.headers.get('content-type')).to.match(/^text\/html/);
+    expect(failed.body).to.include('Something went wrong');
+    expect(failed.body).to.not.include('refused by test');
+    expect(srv.errors().slice(errorsBefore).map((e) => String(e.err))).to.satisfy((errs: string[]) => errs.length === 1 && errs[0]!.includes('refused by test'));
+    // Neither the session nor the code was stored, and the interaction was not used up.
+    expect(await stateRows('Session')).to.equal(rows.sessions);
+    expect(await stateRows('AuthorizationCode')).to.equal(rows.codes);
+    expect(await stateRows('Interaction')).to.equal(rows.interactions);
+  });
+
+  it('answers server_error and keeps the refresh token usable when the final write fails, with nothing half-written', async () => {
+    const start = await exchange(await code());
+    expect(start.status).to.equal(200);
+    const rows = { at: await stateRows('AccessToken'), rt: await stateRows('RefreshToken') };
+    const errorsBefore = srv.errors().length;
+    const failed = await refusingInserts('RefreshToken', () => token({ grant_type: 'refresh_token', refresh_token: start.body.refresh_token! }));
     expect(failed.status).to.equal(500);
     expect(failed.body).to.deep.equal({ error: 'server_error', error_description: 'oops! something went wrong' });
     expect(JSON.stringify(failed.body)).to.not.include('refused by test');
-    const logged = srv.errors();
+    const logged = srv.errors().slice(errorsBefore);
     expect(logged).to.have.length(1);
     expect(String(logged[0]!.err)).to.include('refused by test');
     // Nothing of the failed refresh was written: not its access token, not the consume.

@@ -6,22 +6,24 @@ import type { ClientService } from '../services/clients.js';
 /**
  * What one request to oidc-provider has read ahead and has yet to write.
  *
- * - `grants`: a token is looked up together with its grant (one statement), because every use of
- *   a token (token endpoint, introspection, userinfo) looks up its grant next. Served once, and
- *   dropped when the request writes that grant.
- * - `consume` and `upserts`: at the token endpoint, the code or refresh token being redeemed and
- *   the tokens being issued are written together, as ONE atomic write (one commit instead of
- *   three), when oidc-provider has finished the request and before the response leaves
- *   (`finishProviderRequest`). Any other adapter call of the request writes them first, so the
- *   order of writes as the database sees it is oidc-provider's.
+ * - Reads: a token is looked up together with its grant (one statement), because every use of a
+ *   token (token endpoint, introspection, userinfo) looks up its grant next; introspection's
+ *   lookups of one value as each kind of token are one statement too. Each is served once, and
+ *   dropped when the request writes what it read.
+ * - Writes: everything the request writes (at the token endpoint the code or refresh token it
+ *   redeems and the tokens it issues; at the authorization endpoint the session, grant and code)
+ *   is written together, as ONE atomic write, once oidc-provider has answered and before the
+ *   response leaves (`finishProviderRequest`): one commit instead of one per write. A read of
+ *   something pending, or a write that cannot wait (revoking a grant), writes it first, so the
+ *   database always sees oidc-provider's order.
  */
 interface RequestWork {
-  readonly atTokenEndpoint: boolean;
   /** Token lookups in flight or done, by id: each model found is served once. */
   readonly lookups: Map<string, { found: Promise<FoundWithGrant[]>; unserved: Set<string> }>;
   readonly grants: Map<string, Payload | undefined>;
   consume: StateKey | undefined;
-  readonly upserts: Map<string, StateWrite>;
+  /** Pending upserts (a write) and deletes (no write), by model and id: the last one counts. */
+  readonly writes: Map<string, { key: StateKey; write?: StateWrite }>;
 }
 
 const works = new WeakMap<object, RequestWork>();
@@ -33,8 +35,6 @@ const works = new WeakMap<object, RequestWork>();
 const OPAQUE = ['AccessToken', 'ClientCredentials', 'RefreshToken'];
 /** Tokens whose uses look up their grant next. */
 const WITH_GRANT = new Set([...OPAQUE, 'AuthorizationCode', 'DeviceCode', 'BackchannelAuthenticationRequest']);
-/** What the token endpoint issues: written with the redemption. */
-const ISSUED = new Set(['AccessToken', 'RefreshToken', 'ClientCredentials']);
 
 /** The work of the oidc-provider request this call runs in (oidc-provider's own AsyncLocalStorage), if any. */
 function currentWork(): RequestWork | undefined {
@@ -42,50 +42,51 @@ function currentWork(): RequestWork | undefined {
   if (!ctx) return undefined;
   let work = works.get(ctx);
   if (!work) {
-    work = { atTokenEndpoint: ctx.oidc?.route === 'token', lookups: new Map(), grants: new Map(), consume: undefined, upserts: new Map() };
+    work = { lookups: new Map(), grants: new Map(), consume: undefined, writes: new Map() };
     works.set(ctx, work);
   }
   return work;
 }
 
 const keyOf = (model: string, id: string) => `${model}\u0000${id}`;
+const pending = (work: RequestWork | undefined): work is RequestWork => work !== undefined && (work.consume !== undefined || work.writes.size > 0);
+
+/** The request writes (model, id): what it read ahead of that is stale. */
+function written(work: RequestWork, model: string, id: string): void {
+  work.lookups.get(id)?.unserved.delete(model);
+  if (model === 'Grant') work.grants.delete(id);
+}
 
 /**
  * oidc-provider's storage contract over Knex: every model lives in the generic provider_state
  * table, except Client, which comes from the clients table through the cached client service.
+ * Outside an oidc-provider request (Latch's own routes, the CLI) every call goes straight to the
+ * database.
  */
 export function createAdapterClass(deps: { state: ProviderStateRepository; clients: ClientService }) {
   const { state, clients } = deps;
 
   /**
-   * Writes what a request has pending. The redemption and the issued tokens commit together or
-   * not at all. When the code or refresh token turns out to be consumed already (a concurrent
-   * redemption won), that is reuse: the whole grant is revoked (RFC 6749 §4.1.2, RFC 9700
-   * §4.14.2) and InvalidGrant is thrown.
+   * Writes what a request has pending, all or nothing. When the code or refresh token being
+   * redeemed turns out to be consumed already (a concurrent redemption won), that is reuse: the
+   * whole grant is revoked (RFC 6749 §4.1.2, RFC 9700 §4.14.2) and InvalidGrant is thrown.
    */
-  async function flush(work: RequestWork | undefined): Promise<void> {
-    if (!work || (!work.consume && !work.upserts.size)) return;
+  async function flush(work: RequestWork): Promise<void> {
+    if (!pending(work)) return;
     const { consume } = work;
-    const upserts = [...work.upserts.values()];
+    const deletes: StateKey[] = [];
+    const upserts: StateWrite[] = [];
+    for (const { key, write } of work.writes.values()) {
+      if (write) upserts.push(write);
+      else deletes.push(key);
+    }
     work.consume = undefined;
-    work.upserts.clear();
-    const result = await state.commit(consume, upserts);
+    work.writes.clear();
+    const result = await state.commit(consume, deletes, upserts);
     if (result.consumed || !consume) return;
     if (result.grantId) await state.revokeByGrantId(result.grantId);
     // The description stays oidc-provider's generic one; the detail goes to its logs only.
     throw new errors.InvalidGrant(`${consume.model} already consumed`);
-  }
-
-  /** The work of the current request, if it has writes pending: they go first. */
-  const pendingWork = () => {
-    const work = Provider.ctx ? works.get(Provider.ctx) : undefined;
-    return work && (work.consume || work.upserts.size) ? work : undefined;
-  };
-
-  /** The request writes (model, id): what it read ahead of that is stale. */
-  function written(work: RequestWork | undefined, model: string, id: string): void {
-    work?.lookups.get(id)?.unserved.delete(model);
-    if (model === 'Grant') work?.grants.delete(id);
   }
 
   class KnexAdapter implements Adapter {
@@ -94,20 +95,16 @@ export function createAdapterClass(deps: { state: ProviderStateRepository; clien
     async upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<void> {
       if (this.model === 'Client') throw new Error('clients are managed through Latch, not dynamic registration');
       const work = currentWork();
+      if (!work) return state.upsert(this.model, id, payload as Payload, expiresIn);
       written(work, this.model, id);
-      if (work?.atTokenEndpoint && ISSUED.has(this.model)) {
-        work.upserts.set(keyOf(this.model, id), { model: this.model, id, payload: payload as Payload, expiresIn });
-        return;
-      }
-      await flush(work);
-      await state.upsert(this.model, id, payload as Payload, expiresIn);
+      work.writes.set(keyOf(this.model, id), { key: { model: this.model, id }, write: { model: this.model, id, payload: payload as Payload, expiresIn } });
     }
 
     async find(id: string): Promise<AdapterPayload | undefined> {
       if (this.model === 'Client') return (await clients.findMetadata(id)) as AdapterPayload | undefined;
       const work = currentWork();
       if (!work) return (await state.find(this.model, id)) as AdapterPayload | undefined;
-      if (work.upserts.has(keyOf(this.model, id)) || (work.consume?.model === this.model && work.consume.id === id)) await flush(work);
+      if (work.writes.has(keyOf(this.model, id)) || (work.consume?.model === this.model && work.consume.id === id)) await flush(work);
       if (this.model === 'Grant' && work.grants.has(id)) {
         const grant = work.grants.get(id);
         work.grants.delete(id);
@@ -130,12 +127,14 @@ export function createAdapterClass(deps: { state: ProviderStateRepository; clien
     }
 
     async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
-      await flush(pendingWork());
+      const work = currentWork();
+      if (pending(work)) await flush(work);
       return (await state.findBy(this.model, 'user_code', userCode)) as AdapterPayload | undefined;
     }
 
     async findByUid(uid: string): Promise<AdapterPayload | undefined> {
-      await flush(pendingWork());
+      const work = currentWork();
+      if (pending(work)) await flush(work);
       return (await state.findBy(this.model, 'uid', uid)) as AdapterPayload | undefined;
     }
 
@@ -143,18 +142,17 @@ export function createAdapterClass(deps: { state: ProviderStateRepository; clien
      * One conditional UPDATE decides the winner of concurrent redemptions (repositories/
      * provider-state.ts). The loser has just presented an already-used code or refresh token:
      * that is reuse, so the whole grant is revoked (RFC 6749 §4.1.2, RFC 9700 §4.14.2) and the
-     * request fails with invalid_grant. At the token endpoint the UPDATE is deferred to commit
-     * with the tokens the redemption issues (see RequestWork), with the same outcome.
+     * request fails with invalid_grant. In a request, the UPDATE commits with the request's
+     * other writes (see RequestWork), with the same outcome.
      */
     async consume(id: string): Promise<void> {
       const work = currentWork();
-      written(work, this.model, id);
-      if (work?.atTokenEndpoint) {
+      if (work) {
         if (work.consume) await flush(work);
+        written(work, this.model, id);
         work.consume = { model: this.model, id };
         return;
       }
-      await flush(work);
       const result = await state.consume(this.model, id);
       if (result.consumed) return;
       if (result.grantId) await state.revokeByGrantId(result.grantId);
@@ -162,39 +160,37 @@ export function createAdapterClass(deps: { state: ProviderStateRepository; clien
     }
 
     async destroy(id: string): Promise<void> {
-      const work = pendingWork();
-      await flush(work);
-      written(Provider.ctx ? works.get(Provider.ctx) : undefined, this.model, id);
-      await state.destroy(this.model, id);
+      const work = currentWork();
+      if (!work) return state.destroy(this.model, id);
+      written(work, this.model, id);
+      work.writes.set(keyOf(this.model, id), { key: { model: this.model, id } });
     }
 
     async revokeByGrantId(grantId: string): Promise<void> {
-      const work = Provider.ctx ? works.get(Provider.ctx) : undefined;
-      await flush(pendingWork());
-      // Every token of the grant goes: nothing read ahead in this request still holds.
-      work?.lookups.clear();
-      work?.grants.delete(grantId);
+      const work = currentWork();
+      if (work) {
+        if (pending(work)) await flush(work);
+        // Every token of the grant goes: nothing read ahead in this request still holds.
+        work.lookups.clear();
+        work.grants.delete(grantId);
+      }
       await state.revokeByGrantId(grantId);
     }
   }
 
   /**
    * Called once oidc-provider has answered a request, before the response leaves: writes what the
-   * token endpoint deferred. A redemption that lost to a concurrent one turns a success into
-   * invalid_grant (nothing it issued is stored); a failed write into server_error. Undefined (no
-   * promise) when there is nothing to write.
+   * request deferred. Undefined (no promise) when there is nothing to write; otherwise resolves to
+   * undefined once written, or to why nothing was written: InvalidGrant when a redemption lost to
+   * a concurrent one, or the database's error.
    */
-  function finishProviderRequest(ctx: KoaContextWithOIDC, onError: (err: unknown) => void): Promise<void> | undefined {
+  function finishProviderRequest(ctx: KoaContextWithOIDC): Promise<unknown> | undefined {
     const work = works.get(ctx);
-    if (!work || (!work.consume && !work.upserts.size)) return undefined;
-    return flush(work).catch((err: unknown) => {
-      const invalidGrant = err instanceof errors.InvalidGrant;
-      if (!invalidGrant) onError(err);
-      // An error response stays as oidc-provider made it.
-      if (ctx.status >= 400) return;
-      ctx.status = invalidGrant ? 400 : 500;
-      ctx.body = invalidGrant ? { error: err.error, error_description: err.error_description } : { error: 'server_error', error_description: 'oops! something went wrong' };
-    });
+    if (!pending(work)) return undefined;
+    return flush(work).then(
+      () => undefined,
+      (err: unknown) => err ?? new Error('write failed'),
+    );
   }
 
   return { Adapter: KnexAdapter, finishProviderRequest };

@@ -353,17 +353,11 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
     // without a promise, when the response is not its business: one post-hook for all of them
     // keeps the token endpoint's hot path to a single extra middleware.
     const after: ((ctx: KoaContextWithOIDC) => Promise<void> | undefined)[] = [
-      // First: the token endpoint's deferred writes (adapter.ts), which can still turn a
-      // success into invalid_grant; then count what was issued.
+      // A token endpoint success, counted once its tokens are stored.
       (ctx) => {
         const { oidc } = ctx;
-        if (oidc?.route !== 'token') return undefined;
-        const issued = () => {
-          if (ctx.status === 200) deps.metrics?.recordTokenIssued((oidc.params as { grant_type?: unknown } | undefined)?.grant_type, oidc.client?.clientId);
-        };
-        const writing = storage.finishProviderRequest(ctx, (err) => deps.logger.error('oidc server error', { route: 'token', err: String((err as Error)?.stack ?? err) }));
-        if (!writing) return void issued();
-        return writing.then(issued);
+        if (oidc?.route === 'token' && ctx.status === 200) deps.metrics?.recordTokenIssued((oidc.params as { grant_type?: unknown } | undefined)?.grant_type, oidc.client?.clientId);
+        return undefined;
       },
       // Unknown paths: the friendly page for browsers, RFC 6749-style JSON for programs.
       (ctx) => {
@@ -396,8 +390,37 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
         return deps.audit?.record({ type: 'session.start', actorId: login.accountId, subjectId: login.accountId, clientId: oidc.client?.clientId ?? null, ip: ctx.ip || null, userAgent: ctx.get('user-agent') || null, details: { session: oidc.session.uid, amr: login.amr ?? null, acr: login.acr ?? null } });
       },
     ];
+    /**
+     * The request's writes did not happen (adapter.ts): the response oidc-provider made must not
+     * leave. A redemption that lost to a concurrent one is invalid_grant (RFC 6749 §5.2); a
+     * database failure is server_error, as JSON or as the error page, with no redirect and no
+     * cookie that would point at what was not stored. An error response stays as it was.
+     */
+    const unwritten = async (ctx: KoaContextWithOIDC, err: unknown) => {
+      const lostRace = err instanceof errors.InvalidGrant;
+      if (!lostRace) deps.logger.error('oidc server error', { route: ctx.oidc?.route, err: String((err as Error)?.stack ?? err) });
+      if (ctx.status >= 400) return;
+      ctx.remove('Location');
+      ctx.remove('Set-Cookie');
+      if (lostRace) {
+        ctx.status = 400;
+        ctx.body = { error: err.error, error_description: err.error_description };
+      } else if (ctx.oidc?.route !== 'token' && ctx.accepts('json', 'html') === 'html') {
+        ctx.status = 500;
+        ctx.type = 'html';
+        ctx.body = await deps.render('error', { title: 'Something went wrong', error: 'server_error', description: 'The server could not complete this request.' });
+      } else {
+        ctx.status = 500;
+        ctx.body = { error: 'server_error', error_description: 'oops! something went wrong' };
+      }
+    };
     provider.use(async (ctx, next) => {
       await next();
+      const writing = storage.finishProviderRequest(ctx as unknown as KoaContextWithOIDC);
+      if (writing) {
+        const failure = await writing;
+        if (failure !== undefined) return unwritten(ctx as unknown as KoaContextWithOIDC, failure);
+      }
       for (const step of after) {
         const pending = step(ctx as unknown as KoaContextWithOIDC);
         if (pending) await pending;

@@ -45,15 +45,22 @@ const findWithGrant = (models: number) => `select t.model, t.payload, t.consumed
 const COLUMNS = 'model, id, payload, grant_id, user_code, uid, account_id, expires_at, consumed_at';
 const ON_CONFLICT = `on conflict (model, id) do update set payload = excluded.payload, grant_id = excluded.grant_id, user_code = excluded.user_code, uid = excluded.uid,
   account_id = excluded.account_id, expires_at = excluded.expires_at, consumed_at = excluded.consumed_at`;
-// PostgreSQL: n upserts, only if the consume (the first CTE) changed its row, as ONE statement:
-// one round trip, one commit, atomic. Typed placeholders: a VALUES list in a subquery does not
-// take its types from the target columns.
+// PostgreSQL: a request's writes as ONE statement (one round trip, one commit, atomic): the
+// consume, the deletes and the upserts are data-modifying CTEs, each run once; with a consume,
+// the others only if it changed its row, which the statement returns. Typed placeholders: a
+// VALUES list in a subquery does not take its types from the target columns.
 const PG_ROW = '(?::varchar, ?::varchar, ?::text, ?::varchar, ?::varchar, ?::varchar, ?::varchar, ?::bigint, ?::bigint)';
-const pgConsumeAndUpsert = (n: number) => `with consumed as (update provider_state set consumed_at = ?::bigint where model = ?::varchar and id = ?::varchar and consumed_at is null returning 1)
-  insert into provider_state (${COLUMNS}) select v.* from (values ${Array(n).fill(PG_ROW).join(', ')}) as v(${COLUMNS})
-  where exists (select 1 from consumed) ${ON_CONFLICT}`;
+function pgCommit(consume: boolean, deletes: number, upserts: number): string {
+  const ifConsumed = consume ? 'exists (select 1 from consumed)' : 'true';
+  const parts: string[] = [];
+  if (consume) parts.push('consumed as (update provider_state set consumed_at = ?::bigint where model = ?::varchar and id = ?::varchar and consumed_at is null returning 1)');
+  if (deletes) parts.push(`gone as (delete from provider_state where (${Array(deletes).fill('(model = ?::varchar and id = ?::varchar)').join(' or ')}) and ${ifConsumed})`);
+  if (upserts) {
+    parts.push(`stored as (insert into provider_state (${COLUMNS}) select v.* from (values ${Array(upserts).fill(PG_ROW).join(', ')}) as v(${COLUMNS}) where ${ifConsumed} ${ON_CONFLICT})`);
+  }
+  return `with ${parts.join(', ')} select ${ifConsumed} as consumed`;
+}
 const UPSERT = `insert into provider_state (${COLUMNS}) values (?, ?, ?, ?, ?, ?, ?, ?, ?) ${ON_CONFLICT}`;
-const pgUpserts = (n: number) => `insert into provider_state (${COLUMNS}) values ${Array(n).fill('(?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')} ${ON_CONFLICT}`;
 
 type StateRow = { payload: string; consumed_at: number | null };
 type StateWithGrantRow = StateRow & { model: string; grant_id: string | null; grant_payload: string | null; grant_consumed_at: number | null };
@@ -156,26 +163,29 @@ export function createProviderStateRepository(db: Db) {
     },
 
     /**
-     * Upserts, and first consumes `consume` if given, as ONE atomic write: when the consume finds
-     * the artifact already consumed (or gone), nothing is written and `consumed` is false. A
-     * token request's writes (the code or refresh token it redeems, the tokens it issues) cost
-     * one commit instead of one each. At most one upsert per model and id.
+     * A request's writes as ONE atomic write: the consume (if any) first, then the deletes and
+     * the upserts. When the consume finds the artifact already consumed (or gone), nothing is
+     * written and `consumed` is false. One commit instead of one per write. Each model and id at
+     * most once across `deletes` and `upserts`.
      */
-    async commit(consume: StateKey | undefined, upserts: readonly StateWrite[]): Promise<ConsumeResult> {
+    async commit(consume: StateKey | undefined, deletes: readonly StateKey[], upserts: readonly StateWrite[]): Promise<ConsumeResult> {
       const now = epochSeconds();
       const rows = upserts.map((w) => rowOf(w, now));
       let consumed: boolean;
-      if (!sql.postgres) {
+      if (!consume && !deletes.length && rows.length === 1) {
+        await sql.run(UPSERT, rows[0]!);
+        consumed = true;
+      } else if (!sql.postgres) {
         consumed = await sql.sqliteTransaction((run) => {
           if (consume && run(CONSUME, [now, consume.model, consume.id]) !== 1) return false;
+          for (const d of deletes) run(DESTROY, [d.model, d.id]);
           for (const row of rows) run(UPSERT, row);
           return true;
         });
-      } else if (consume && rows.length) {
-        consumed = (await sql.run(pgConsumeAndUpsert(rows.length), [now, consume.model, consume.id, ...rows.flat()])) === rows.length;
       } else {
-        if (rows.length) await sql.run(pgUpserts(rows.length), rows.flat());
-        consumed = consume ? (await sql.run(CONSUME, [now, consume.model, consume.id])) === 1 : true;
+        const bindings = [...(consume ? [now, consume.model, consume.id] : []), ...deletes.flatMap((d) => [d.model, d.id]), ...rows.flat()];
+        const [row] = await sql.all<{ consumed: boolean }>(pgCommit(Boolean(consume), deletes.length, rows.length), bindings);
+        consumed = row?.consumed === true;
       }
       return consumed || !consume ? { consumed: true, grantId: null } : notConsumed(consume.model, consume.id);
     },

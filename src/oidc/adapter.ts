@@ -18,6 +18,8 @@ import type { ClientService } from '../services/clients.js';
  *   database always sees oidc-provider's order.
  */
 interface RequestWork {
+  /** The response is being sent: a later call (a straggler the request did not await) goes straight to the database. */
+  done: boolean;
   /** Token lookups in flight or done, by id: each model found is served once. */
   readonly lookups: Map<string, { found: Promise<FoundWithGrant[]>; unserved: Set<string> }>;
   readonly grants: Map<string, Payload | undefined>;
@@ -27,6 +29,8 @@ interface RequestWork {
 }
 
 const works = new WeakMap<object, RequestWork>();
+/** The work of a request that is done and had none. */
+const DONE: RequestWork = { done: true, lookups: new Map(), grants: new Map(), consume: undefined, writes: new Map() };
 
 /**
  * Opaque token values: introspection and revocation look a value up as each of these at once
@@ -42,10 +46,10 @@ function currentWork(): RequestWork | undefined {
   if (!ctx) return undefined;
   let work = works.get(ctx);
   if (!work) {
-    work = { lookups: new Map(), grants: new Map(), consume: undefined, writes: new Map() };
+    work = { done: false, lookups: new Map(), grants: new Map(), consume: undefined, writes: new Map() };
     works.set(ctx, work);
   }
-  return work;
+  return work.done ? undefined : work;
 }
 
 const keyOf = (model: string, id: string) => `${model}\u0000${id}`;
@@ -186,6 +190,11 @@ export function createAdapterClass(deps: { state: ProviderStateRepository; clien
    */
   function finishProviderRequest(ctx: KoaContextWithOIDC): Promise<unknown> | undefined {
     const work = works.get(ctx);
+    if (!work) {
+      works.set(ctx, DONE);
+      return undefined;
+    }
+    work.done = true;
     if (!pending(work)) return undefined;
     return flush(work).then(
       () => undefined,

@@ -37,10 +37,19 @@ const DESTROY = 'delete from provider_state where model = ? and id = ?';
 // A token with its grant, in one statement: the grant is what every use of a token checks next
 // (token endpoint, introspection, userinfo). The token is looked up under one or more models (an
 // opaque value presented for introspection may be an access, client-credentials or refresh
-// token); each probe and the grant row are primary-key lookups.
+// token). Every probe is a primary-key lookup.
 const findWithGrant = (models: number) => `select t.model, t.payload, t.consumed_at, t.grant_id, g.payload as grant_payload, g.consumed_at as grant_consumed_at
   from provider_state t left join provider_state g on g.model = 'Grant' and g.id = t.grant_id and (g.expires_at is null or g.expires_at > ?)
   where t.model in (${Array(models).fill('?').join(', ')}) and t.id = ? and (t.expires_at is null or t.expires_at > ?)`;
+// PostgreSQL: the same as one primary-key probe per model and one for the grant, written so that
+// no plan can be anything else. A prepared statement's generic plan is built once per connection
+// from the statistics of that moment (none on a new database while autovacuum has not analyzed
+// it, and never with autovacuum off): planned as a join and an IN list on a new table, this
+// lookup scanned every grant.
+const pgFindWithGrant = (models: number) => `select t.model, t.payload, t.consumed_at, t.grant_id, g.payload as grant_payload, g.consumed_at as grant_consumed_at
+  from (values ${Array(models).fill('(?::varchar)').join(', ')}) as m(model)
+  join lateral (select model, payload, consumed_at, grant_id from provider_state where model = m.model and id = ?::varchar and (expires_at is null or expires_at > ?::bigint) limit 1) t on true
+  left join lateral (select payload, consumed_at from provider_state where model = 'Grant' and id = t.grant_id and (expires_at is null or expires_at > ?::bigint) limit 1) g on true`;
 
 const COLUMNS = 'model, id, payload, grant_id, user_code, uid, account_id, expires_at, consumed_at';
 const ON_CONFLICT = `on conflict (model, id) do update set payload = excluded.payload, grant_id = excluded.grant_id, user_code = excluded.user_code, uid = excluded.uid,
@@ -54,7 +63,8 @@ function pgCommit(consume: boolean, deletes: number, upserts: number): string {
   const ifConsumed = consume ? 'exists (select 1 from consumed)' : 'true';
   const parts: string[] = [];
   if (consume) parts.push('consumed as (update provider_state set consumed_at = ?::bigint where model = ?::varchar and id = ?::varchar and consumed_at is null returning 1)');
-  if (deletes) parts.push(`gone as (delete from provider_state where (${Array(deletes).fill('(model = ?::varchar and id = ?::varchar)').join(' or ')}) and ${ifConsumed})`);
+  // One primary-key delete each (an OR of keys may be planned as a scan).
+  for (let i = 0; i < deletes; i++) parts.push(`gone${i} as (delete from provider_state where model = ?::varchar and id = ?::varchar and ${ifConsumed})`);
   if (upserts) {
     parts.push(`stored as (insert into provider_state (${COLUMNS}) select v.* from (values ${Array(upserts).fill(PG_ROW).join(', ')}) as v(${COLUMNS}) where ${ifConsumed} ${ON_CONFLICT})`);
   }
@@ -140,7 +150,9 @@ export function createProviderStateRepository(db: Db) {
     async findWithGrant(models: readonly string[], id: string): Promise<FoundWithGrant[]> {
       if (!isStorableKey(id) || !models.length) return [];
       const now = epochSeconds();
-      const rows = await sql.all<StateWithGrantRow>(findWithGrant(models.length), [now, ...models, id, now]);
+      const rows = sql.postgres
+        ? await sql.all<StateWithGrantRow>(pgFindWithGrant(models.length), [...models, id, now, now])
+        : await sql.all<StateWithGrantRow>(findWithGrant(models.length), [now, ...models, id, now]);
       return rows.map((row) => {
         const payload = decode(row)!;
         if (row.grant_id === null) return { model: row.model, payload };

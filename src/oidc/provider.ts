@@ -40,7 +40,7 @@ export interface OidcDeps {
   feed: ChangeFeed;
   /** Records `session.start` (session uid, IP, user agent): the account page lists devices from it. */
   audit?: AuditService;
-  /** Counts token issuance (grant.success) on every Provider built. */
+  /** Counts successful token endpoint responses, once what they issued is stored. */
   metrics?: Pick<Metrics, 'recordTokenIssued'>;
   /** Answers introspection for personal access tokens (`lat_…`). */
   personalTokens?: Pick<PersonalAccessTokenService, 'introspect'>;

@@ -1,6 +1,6 @@
 import Provider, { errors, type Adapter, type AdapterPayload, type KoaContextWithOIDC } from 'oidc-provider';
 
-import type { FoundWithGrant, Payload, ProviderStateRepository, StateKey, StateWrite } from '../repositories/provider-state.js';
+import type { ConsumeResult, FoundWithGrant, Payload, ProviderStateRepository, StateKey, StateWrite } from '../repositories/provider-state.js';
 import type { ClientService } from '../services/clients.js';
 
 /**
@@ -71,10 +71,18 @@ export function createAdapterClass(deps: { state: ProviderStateRepository; clien
   const { state, clients } = deps;
 
   /**
-   * Writes what a request has pending, all or nothing. When the code or refresh token being
-   * redeemed turns out to be consumed already (a concurrent redemption won), that is reuse: the
-   * whole grant is revoked (RFC 6749 §4.1.2, RFC 9700 §4.14.2) and InvalidGrant is thrown.
+   * The outcome of a redemption's conditional UPDATE. When the code or refresh token was consumed
+   * already (a concurrent redemption won), that is reuse: the whole grant is revoked (RFC 6749
+   * §4.1.2, RFC 9700 §4.14.2) and InvalidGrant is thrown.
    */
+  async function redeemed(result: ConsumeResult, key: StateKey): Promise<void> {
+    if (result.consumed) return;
+    if (result.grantId) await state.revokeByGrantId(result.grantId);
+    // The description stays oidc-provider's generic one; the detail goes to its logs only.
+    throw new errors.InvalidGrant(`${key.model} already consumed`);
+  }
+
+  /** Writes what a request has pending, all or nothing (see `redeemed` for a lost redemption). */
   async function flush(work: RequestWork): Promise<void> {
     if (!pending(work)) return;
     const { consume } = work;
@@ -87,10 +95,7 @@ export function createAdapterClass(deps: { state: ProviderStateRepository; clien
     work.consume = undefined;
     work.writes.clear();
     const result = await state.commit(consume, deletes, upserts);
-    if (result.consumed || !consume) return;
-    if (result.grantId) await state.revokeByGrantId(result.grantId);
-    // The description stays oidc-provider's generic one; the detail goes to its logs only.
-    throw new errors.InvalidGrant(`${consume.model} already consumed`);
+    if (consume) await redeemed(result, consume);
   }
 
   class KnexAdapter implements Adapter {
@@ -157,10 +162,7 @@ export function createAdapterClass(deps: { state: ProviderStateRepository; clien
         work.consume = { model: this.model, id };
         return;
       }
-      const result = await state.consume(this.model, id);
-      if (result.consumed) return;
-      if (result.grantId) await state.revokeByGrantId(result.grantId);
-      throw new errors.InvalidGrant(`${this.model} already consumed`);
+      await redeemed(await state.consume(this.model, id), { model: this.model, id });
     }
 
     async destroy(id: string): Promise<void> {

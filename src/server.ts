@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 
 import { createApp } from './app.js';
 import type { Config } from './config/index.js';
-import { openDatabase, type Db } from './db/knex.js';
+import { openDatabase, sqliteConnectionOf, type Db } from './db/knex.js';
 import { startWalCheckpointer } from './db/checkpointer.js';
 import { migrateLatest } from './db/migrate.js';
 import { createLogger, type Logger } from './lib/logger.js';
@@ -42,23 +42,60 @@ export interface StartOptions {
   purge?: boolean;
 }
 
-/** Rows deleted per purge statement: a few milliseconds of database work each. */
-const PURGE_BATCH = 200;
-/** Pause between purge statements, so a large backlog never starves requests. */
-const PURGE_PAUSE_MS = 50;
+/**
+ * Purge pacing: the purge is background work and yields to requests.
+ * - Each statement aims at PURGE_TARGET_MS of database work. On SQLite that is time the event
+ *   loop is held (better-sqlite3 is synchronous), so it bounds what a purge adds to a request's
+ *   latency. The batch size follows the last statement's time (halved at most, doubled at most,
+ *   within PURGE_BATCH_LIMITS), so a slow disk, a WAL checkpoint inside the commit or a busy
+ *   PostgreSQL shrink it.
+ * - Between statements the purge pauses so that it takes a share of the time (its duty) that
+ *   falls as the process gets busy: PURGE_DUTY.idle while the event loop is otherwise idle, down
+ *   to PURGE_DUTY.busy when requests keep it busy. A deleted row costs as much again later (index
+ *   pages, the WAL checkpoint that copies them back), so a full-speed purge of a large backlog
+ *   would take a third of the throughput of a saturated server; at the busy duty it takes a few
+ *   per cent and still deletes several hundred rows per second.
+ */
+const PURGE_TARGET_MS = 4;
+const PURGE_DUTY = { idle: 0.25, busy: 0.05 };
+const PURGE_MIN_PAUSE_MS = 10;
+const PURGE_BATCH_LIMITS = { first: 50, min: 10, max: 2000 };
 
 /**
- * Deletes expired provider state in small batches with pauses between them: a backlog of a
- * million rows is worked off in the background while requests keep their latency (on SQLite a
- * delete is synchronous work on the event loop). `stopped()` ends the run early (shutdown).
+ * The next purge statement's batch size and the pause before it, from the last statement's time
+ * and `load`: the share of the time (0..1) the event loop was busy with other work meanwhile.
+ */
+function nextPurgeStep(batch: number, elapsedMs: number, load = 0): { batch: number; pauseMs: number } {
+  const scale = Math.min(2, Math.max(0.5, PURGE_TARGET_MS / Math.max(elapsedMs, 0.01)));
+  // Full duty below a quarter busy, the busy duty above three quarters, linear between.
+  const busy = Math.min(1, Math.max(0, (load - 0.25) / 0.5));
+  const duty = PURGE_DUTY.idle - busy * (PURGE_DUTY.idle - PURGE_DUTY.busy);
+  return {
+    batch: Math.min(PURGE_BATCH_LIMITS.max, Math.max(PURGE_BATCH_LIMITS.min, Math.round(batch * scale))),
+    pauseMs: Math.max(PURGE_MIN_PAUSE_MS, Math.round((elapsedMs * (1 - duty)) / duty)),
+  };
+}
+
+/**
+ * Deletes expired provider state in paced batches (above): a backlog of a million rows is worked
+ * off in the background while requests keep their throughput and latency. `stopped()` ends the
+ * run early (shutdown).
  */
 async function purgeExpired(services: Services, stopped: () => boolean = () => false): Promise<number> {
   let total = 0;
+  let batch = PURGE_BATCH_LIMITS.first;
+  // The share of the last pause the event loop spent on other work (requests).
+  let load = 0;
   for (;;) {
-    const n = await services.state.purgeExpired(PURGE_BATCH);
+    const started = performance.now();
+    const n = await services.state.purgeExpired(batch);
     total += n;
-    if (n < PURGE_BATCH || stopped()) break;
-    await new Promise((r) => setTimeout(r, PURGE_PAUSE_MS));
+    if (n < batch || stopped()) break;
+    const next = nextPurgeStep(batch, performance.now() - started, load);
+    batch = next.batch;
+    const pause = performance.eventLoopUtilization();
+    await new Promise((r) => setTimeout(r, next.pauseMs));
+    load = performance.eventLoopUtilization(pause).utilization;
   }
   await services.changes.prune(new Date(Date.now() - 3600_000).toISOString());
   await services.rateLimits.purgeExpired();
@@ -122,7 +159,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     // (db/checkpointer.ts). Started once listening: readiness does not wait for the thread.
     const checkpointer =
       config.database.client === 'sqlite' && config.database.filename !== ':memory:'
-        ? startWalCheckpointer(config.database.filename, { onWarning: (message) => logger.warn('wal checkpoint failing', { err: message }) })
+        ? startWalCheckpointer(config.database.filename, { connection: sqliteConnectionOf(db), onWarning: (message) => logger.warn('wal checkpoint failing', { err: message }) })
         : undefined;
 
     let closing: Promise<void> | undefined;
@@ -162,4 +199,4 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   }
 }
 
-export { purgeExpired };
+export { nextPurgeStep, purgeExpired };

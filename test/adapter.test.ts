@@ -5,11 +5,12 @@ import { expect } from 'chai';
 
 import { loadConfig } from '../src/config/index.js';
 import { startWalCheckpointer } from '../src/db/checkpointer.js';
-import { openDatabase, type Db } from '../src/db/knex.js';
+import { openDatabase, sqliteConnectionOf, type Db } from '../src/db/knex.js';
 import { migrateLatest } from '../src/db/migrate.js';
 import { createStatements } from '../src/db/statements.js';
 import { createProviderStateRepository, type ProviderStateRepository } from '../src/repositories/provider-state.js';
-import { freshDatabase, onPostgres, TEST_SECRET, type TestDatabase } from './helpers/server.js';
+import { nextPurgeStep, purgeExpired } from '../src/server.js';
+import { freshDatabase, onPostgres, startTestServer, TEST_SECRET, type TestDatabase } from './helpers/server.js';
 
 describe('provider state (the oidc-provider adapter table)', () => {
   let database: TestDatabase;
@@ -203,8 +204,14 @@ describe('provider state (the oidc-provider adapter table)', () => {
       for (let i = 0; i < rows.length; i += 50) await db('provider_state').insert(rows.slice(i, i + 50));
     };
     await db.raw('pragma wal_checkpoint(TRUNCATE)');
-    const checkpointer = startWalCheckpointer(file, { intervalMs: 50 });
+    const connection = sqliteConnectionOf(db)!;
+    const autocheckpoint = () => connection.pragma('wal_autocheckpoint');
+    expect(autocheckpoint()).to.deep.equal([{ wal_autocheckpoint: 1000 }]);
+    const checkpointer = startWalCheckpointer(file, { intervalMs: 50, connection });
     try {
+      // While the worker runs, the server's connection never checkpoints inside a statement.
+      for (let i = 0; i < 50 && (autocheckpoint() as { wal_autocheckpoint: number }[])[0]!.wal_autocheckpoint !== 0; i++) await sleep(20);
+      expect(autocheckpoint()).to.deep.equal([{ wal_autocheckpoint: 0 }]);
       await writePages('a');
       const first = walBytes();
       expect(first).to.be.above(1_000_000);
@@ -215,6 +222,65 @@ describe('provider state (the oidc-provider adapter table)', () => {
     } finally {
       await checkpointer.stop();
     }
+    // Stopped: SQLite's own automatic checkpoint is back.
+    expect(autocheckpoint()).to.deep.equal([{ wal_autocheckpoint: 1000 }]);
     expect(await db('provider_state').where({ model: 'Filler' }).count({ n: '*' }).first()).to.deep.equal({ n: 600 });
+  });
+
+  it('SQLite: a checkpoint worker that fails hands the checkpoints back to the connection and says so', async function () {
+    if (onPostgres) this.skip();
+    const connection = sqliteConnectionOf(db)!;
+    const warnings: string[] = [];
+    // The worker cannot open a file that does not exist: it starts, then fails.
+    const checkpointer = startWalCheckpointer(`${database.url.replace(/^sqlite:/, '')}.missing`, { connection, onWarning: (m) => warnings.push(m) });
+    for (let i = 0; i < 100 && !warnings.length; i++) await sleep(20);
+    await checkpointer.stop();
+    expect(warnings.join(' ')).to.match(/unable to open|does not exist|SQLITE_CANTOPEN/i);
+    expect(connection.pragma('wal_autocheckpoint')).to.deep.equal([{ wal_autocheckpoint: 1000 }]);
+  });
+});
+
+describe('the scheduled purge of expired provider state', () => {
+  it('paces its statements: each aims at a few milliseconds, and it yields more time the busier the process is', () => {
+    // A fast statement doubles the batch (at most), a slow one halves it (at most).
+    expect(nextPurgeStep(50, 1).batch).to.equal(100);
+    expect(nextPurgeStep(50, 4).batch).to.equal(50);
+    expect(nextPurgeStep(50, 40).batch).to.equal(25);
+    expect(nextPurgeStep(200, 8).batch).to.equal(100);
+    // Within limits: never below 10 rows, never above 2,000.
+    expect(nextPurgeStep(12, 500).batch).to.equal(10);
+    expect(nextPurgeStep(1500, 0).batch).to.equal(2000);
+    // Idle process: a quarter of the time (the pause is three times the statement), at least 10 ms.
+    expect(nextPurgeStep(50, 4, 0).pauseMs).to.equal(12);
+    expect(nextPurgeStep(50, 40, 0.2).pauseMs).to.equal(120);
+    expect(nextPurgeStep(50, 1, 0).pauseMs).to.equal(10);
+    // Busy process (event loop three quarters busy or more): a twentieth of the time.
+    expect(nextPurgeStep(50, 4, 0.75).pauseMs).to.equal(76);
+    expect(nextPurgeStep(50, 4, 1).pauseMs).to.equal(76);
+    // Between: the duty falls linearly (half busy: 15 %).
+    expect(nextPurgeStep(50, 3, 0.5).pauseMs).to.equal(17);
+  });
+
+  it('works off a backlog in several statements, keeps live rows, and stops early when asked', async () => {
+    const server = await startTestServer();
+    try {
+      const { db, services } = server.running;
+      const past = Math.floor(Date.now() / 1000) - 10;
+      const rows = Array.from({ length: 700 }, (_, i) => ({ model: 'AccessToken', id: `expired${i}`, payload: '{}', expires_at: past }));
+      for (let i = 0; i < rows.length; i += 100) await db('provider_state').insert(rows.slice(i, i + 100));
+      await services.state.upsert('RefreshToken', 'live', { grantId: 'g' }, 600);
+      const expired = async () => Number((await db('provider_state').where('expires_at', '<=', past).count({ n: '*' }).first<{ n: number | string }>())?.n);
+
+      // Stopped after its first statement (shutdown): one batch of 50 is gone, the rest waits.
+      expect(await purgeExpired(services, () => true)).to.equal(50);
+      expect(await expired()).to.equal(650);
+
+      expect(await purgeExpired(services)).to.equal(650);
+      expect(await expired()).to.equal(0);
+      expect(await services.state.find('RefreshToken', 'live')).to.deep.equal({ grantId: 'g' });
+      expect(server.errors()).to.deep.equal([]);
+    } finally {
+      await server.close();
+    }
   });
 });

@@ -27,6 +27,9 @@ export interface ConsumeResult {
  */
 const ALIVE = '(expires_at is null or expires_at > ?)';
 const FIND_BY_ID = `select payload, consumed_at from provider_state where model = ? and id = ? and ${ALIVE} limit 1`;
+const EXPIRED = 'select %s from provider_state where expires_at is not null and expires_at <= ? limit ?';
+const PURGE_SQLITE = `delete from provider_state where rowid in (${EXPIRED.replace('%s', 'rowid')})`;
+const PURGE_PG = `delete from provider_state where (model, id) in (${EXPIRED.replace('%s', 'model, id')})`;
 const FIND_BY_UID = `select payload, consumed_at from provider_state where model = ? and uid = ? and ${ALIVE} limit 1`;
 const FIND_BY_USER_CODE = `select payload, consumed_at from provider_state where model = ? and user_code = ? and ${ALIVE} limit 1`;
 // RFC 6749 §4.1.2 / §10.5 (codes) and RFC 9700 §4.14.2 (refresh tokens): single use. One
@@ -263,10 +266,10 @@ export function createProviderStateRepository(db: Db) {
 
     /** Deletes up to `batch` expired rows; returns how many. Call repeatedly until 0. */
     async purgeExpired(batch = 1000): Promise<number> {
-      const now = epochSeconds();
-      const victims = db('provider_state').select('model', 'id').whereNotNull('expires_at').where('expires_at', '<=', now).limit(batch);
-      // Row-value IN: portable to SQLite (>= 3.15) and PostgreSQL, bounded by `batch`.
-      return table().whereIn(['model', 'id'], victims).delete();
+      const limit = Math.max(1, Math.floor(batch));
+      // The expires_at index finds the victims. SQLite deletes them by rowid (no primary-key
+      // search per row, about a fifth less work); PostgreSQL by primary key (row-value IN).
+      return sql.run(sql.postgres ? PURGE_PG : PURGE_SQLITE, [epochSeconds(), limit]);
     },
   };
 }

@@ -149,6 +149,17 @@ describe('provider state (the oidc-provider adapter table)', () => {
     expect(Number(left?.n)).to.equal(0);
   });
 
+  it('purges the longest-expired rows first', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    // In insertion (rowid) order and in id order the newest come first, the longest-expired last.
+    const rows = Array.from({ length: 20 }, (_, i) => ({ model: 'AuthorizationCode', id: `z-order${String(i).padStart(2, '0')}`, payload: '{}', expires_at: now - 100 - i * 10 }));
+    await db('provider_state').insert(rows);
+    expect(await state.purgeExpired(5)).to.equal(5);
+    const left = (await db('provider_state').where({ model: 'AuthorizationCode' }).whereLike('id', 'z-order%').orderBy('id').select('id')).map((r: { id: string }) => r.id);
+    expect(left).to.deep.equal(rows.slice(0, 15).map((r) => r.id));
+    await state.purgeExpired(100);
+  });
+
   it('runs a direct statement outside a transaction that holds the connection, never inside it', async () => {
     const statements = createStatements(db);
     let release!: () => void;

@@ -9,7 +9,7 @@ import { openDatabase, sqliteConnectionOf, type Db } from '../src/db/knex.js';
 import { migrateLatest } from '../src/db/migrate.js';
 import { createStatements } from '../src/db/statements.js';
 import { createProviderStateRepository, type ProviderStateRepository } from '../src/repositories/provider-state.js';
-import { nextPurgeStep, purgeExpired } from '../src/server.js';
+import { nextPurgeStep, purgeExpired } from '../src/services/purge.js';
 import { freshDatabase, onPostgres, startTestServer, TEST_SECRET, type TestDatabase } from './helpers/server.js';
 
 describe('provider state (the oidc-provider adapter table)', () => {

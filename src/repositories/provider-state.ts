@@ -30,9 +30,9 @@ const FIND_BY_ID = `select payload, consumed_at from provider_state where model 
 // Oldest first, through the expires_at index: ORDER BY makes the index the plan whatever the
 // statistics (planned without any, PostgreSQL's generic plan filtered a sequential scan, which
 // grows slower with every batch as dead rows pile up at the table's start).
-const EXPIRED = 'select %s from provider_state where expires_at is not null and expires_at <= ? order by expires_at limit ?';
-const PURGE_SQLITE = `delete from provider_state where rowid in (${EXPIRED.replace('%s', 'rowid')})`;
-const PURGE_PG = `delete from provider_state where (model, id) in (${EXPIRED.replace('%s', 'model, id')})`;
+const expired = (columns: string) => `select ${columns} from provider_state where expires_at is not null and expires_at <= ? order by expires_at limit ?`;
+const PURGE_SQLITE = `delete from provider_state where rowid in (${expired('rowid')})`;
+const PURGE_PG = `delete from provider_state where (model, id) in (${expired('model, id')})`;
 const FIND_BY_UID = `select payload, consumed_at from provider_state where model = ? and uid = ? and ${ALIVE} limit 1`;
 const FIND_BY_USER_CODE = `select payload, consumed_at from provider_state where model = ? and user_code = ? and ${ALIVE} limit 1`;
 // RFC 6749 §4.1.2 / §10.5 (codes) and RFC 9700 §4.14.2 (refresh tokens): single use. One

@@ -137,7 +137,7 @@ const PAGES: Record<string, (runs: BlockRun[], server: TestServer) => void> = {
   },
 };
 
-describe('README and docs shell sessions, run against a fresh server', function () {
+describe('README and docs shell sessions, run in order against one fresh server', function () {
   this.timeout(600_000);
 
   it('leaves no sh block unrun but those marked <!-- not run -->, and the README only its npm start/test blocks', () => {
@@ -152,20 +152,26 @@ describe('README and docs shell sessions, run against a fresh server', function 
     }
   });
 
+  // One server for every page, README first: a reader runs the pages one after another against
+  // the same `npm start`, so a page must not conflict with an earlier one. Each page is its own
+  // terminal session: it sets every variable it uses.
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer();
+  });
+  after(async () => {
+    await server?.close();
+  });
+
   for (const [file, promises] of Object.entries(PAGES)) {
     it(`${file}: every sh block exits 0 in order, and prints what the page promises`, async () => {
       const blocks = fencedBlocks(readMarkdown(file)).filter((b) => b.lang === 'sh' && !b.notRun);
       expect(blocks.length, `sh blocks in ${file}`).to.be.greaterThan(0);
-      const server = await startTestServer();
-      try {
-        const runs = await runSession(file, blocks, server);
-        // A jq path that misses prints null: a session that silently lost a value.
-        for (const r of runs) expect(r.stdout, `${file}:${r.block.line} printed a null`).not.to.match(/(^|=)null$/m);
-        promises(runs, server);
-        expect(server.errors(), 'errors logged by the server').to.deep.equal([]);
-      } finally {
-        await server.close();
-      }
+      const runs = await runSession(file, blocks, server);
+      // A jq path that misses prints null: a session that silently lost a value.
+      for (const r of runs) expect(r.stdout, `${file}:${r.block.line} printed a null`).not.to.match(/(^|=)null$/m);
+      promises(runs, server);
+      expect(server.errors(), 'errors logged by the server').to.deep.equal([]);
     });
   }
 });

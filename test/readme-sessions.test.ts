@@ -131,6 +131,10 @@ const PAGES: Record<string, (runs: BlockRun[], server: TestServer) => void> = {
     expect(lines.some((l) => /^"[\w-]{20,}"$/.test(l)), 'the rotated secret').to.equal(true);
     expect(lines).to.include('account.create');
   },
+  'docs/claims.md': (runs) => {
+    // RBAC: the role's one permitted scope, not the other one asked for; the role itself as a claim.
+    expect(runOf(runs, 'roles assign').stdout.split('\n')).to.include('{"scope":"reports:read","roles":["reporter"]}');
+  },
   'docs/operations.md': (runs) => {
     const run = runOf(runs, '/metrics');
     expect(run.stdout).to.match(/^latch_http_requests_total\{[^}]*route="[^"]+"[^}]*\} \d+$/m);

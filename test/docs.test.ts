@@ -2,7 +2,9 @@ import { existsSync, statSync } from 'node:fs';
 import { dirname, join, normalize } from 'node:path';
 
 import { expect } from 'chai';
+import { parse as parseYaml } from 'yaml';
 
+import { createMetrics } from '../src/services/metrics.js';
 import { runCliWith } from './helpers/server.js';
 import { fencedBlocks, headingAnchors, markdownFiles, proseOnly, readMarkdown, ROOT } from './helpers/markdown.js';
 
@@ -57,6 +59,33 @@ describe('README and docs/', () => {
         expect(['bash', 'shell', 'console', 'zsh', 'shell-session'], `${file}:${b.line} fenced as ${b.lang}`).not.to.include(b.lang);
       }
     }
+  });
+
+  it('docs/api.md lists exactly the problem types of openapi.yaml', () => {
+    const spec = parseYaml(readMarkdown('openapi.yaml')) as { components: { schemas: { Problem: { properties: { type: { enum: string[] } } } } } };
+    const documented = spec.components.schemas.Problem.properties.type.enum.map((u) => u.replace('https://latch.dev/problems/', '')).sort();
+    const rows = readMarkdown('docs/api.md')
+      .split('\n')
+      .map((l) => /^\| `([a-z-]+)` \| (\d{3}) \|/.exec(l))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => m[1]!)
+      .sort();
+    expect(documented.length).to.be.greaterThan(10);
+    expect(rows).to.deep.equal(documented);
+  });
+
+  it('docs/operations.md documents exactly the metric series /metrics serves', () => {
+    // The registry is only listed, never scraped, so no database is needed.
+    const served = createMetrics({ db: {} as never })
+      .registry.getMetricsAsArray()
+      .map((m) => m.name);
+    const table = readMarkdown('docs/operations.md')
+      .split('\n')
+      .filter((l) => l.startsWith('| `latch_'))
+      .flatMap((l) => [...l.split('|')[1]!.matchAll(/`(latch_[a-z_*]+)`/g)].map((m) => m[1]!));
+    const covers = (doc: string, name: string) => (doc.endsWith('*') ? name.startsWith(doc.slice(0, -1)) : doc === name);
+    expect(served.filter((name) => !table.some((doc) => covers(doc, name))), 'series missing from the table').to.deep.equal([]);
+    expect(table.filter((doc) => !served.some((name) => covers(doc, name))), 'documented series that are not served').to.deep.equal([]);
   });
 
   it('docs/cli.md has a row for every command of `latch --help`', async () => {

@@ -135,6 +135,9 @@ const PAGES: Record<string, (runs: BlockRun[], server: TestServer) => void> = {
     // RBAC: the role's one permitted scope, not the other one asked for; the role itself as a claim.
     expect(runOf(runs, 'roles assign').stdout.split('\n')).to.include('{"scope":"reports:read","roles":["reporter"]}');
   },
+  'docs/cli.md': (runs) => {
+    expect(runOf(runs, 'users import').stdout.split('\n')).to.include('{"imported":2,"skipped":0}');
+  },
   'docs/operations.md': (runs) => {
     const run = runOf(runs, '/metrics');
     expect(run.stdout).to.match(/^latch_http_requests_total\{[^}]*route="[^"]+"[^}]*\} \d+$/m);

@@ -188,6 +188,10 @@ describe('start-up errors name their cause', function () {
     const far = await runToExit('cli', { DATABASE_URL: database.url }, ['users', 'create', '--colour', 'blue']);
     expect(far.code).to.equal(2);
     expectOneLine(far.stderr, /^latch: unknown flag --colour \(usage: latch users create /);
+    // A command that takes no options says so rather than ignoring one.
+    const none = await runCliWith({ DATABASE_URL: database.url, LATCH_SECRET: TEST_SECRET }, ['users', 'list', '--superuser']);
+    expect(none.code).to.equal(2);
+    expect(none.stderr).to.equal('latch: unknown flag --superuser (usage: latch users list)\n');
   });
 
   it('suggests only flags within a typo\'s distance (transpositions count once)', () => {

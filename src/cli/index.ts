@@ -231,6 +231,11 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
     return 2;
   }
   const args = argv.slice(key.split(' ').length);
+  // A command whose usage is its name alone takes nothing: a flag given to it is a mistake too.
+  if (command.usage === key && args.length > 0) {
+    out.stderr(`latch: ${args[0]!.startsWith('-') ? 'unknown flag' : 'unexpected argument'} ${args[0]!.split('=')[0]} (usage: latch ${command.usage})\n`);
+    return 2;
+  }
 
   let config: Config;
   try {

@@ -118,6 +118,22 @@ describe('one issuer per database', function () {
     expect(old.code).to.equal(1);
     expect(old.stderr).to.contain(`belongs to issuer ${issuer}`);
   });
+
+  it('`latch issuer set` onto an issuer whose /api is already registered keeps one resource, the clients following', async () => {
+    expect((await cli('issuer', 'show')).json.issuer).to.equal('http://localhost:3000');
+    const made = await cli('clients', 'create', '--name', 'ops', '--grant', 'client_credentials', '--resource', 'http://localhost:3000/api', '--scope', 'admin:read');
+    expect(made.code, made.stderr).to.equal(0);
+    // A stray registration of the target's API, as older versions left behind.
+    expect((await cli('resources', 'create', '--identifier', 'https://auth.example.test/api', '--scope', 'admin:read')).code).to.equal(0);
+    const moved = await cli('issuer', 'set', 'https://auth.example.test');
+    expect(moved.code, moved.stderr).to.equal(0);
+    expect(await apiResources()).to.deep.equal(['https://auth.example.test/api']);
+    // The API's own registration was kept, with all its scopes.
+    const api = ((await cli('resources', 'list')).json as { identifier: string; scopes: string[] }[]).find((r) => r.identifier === 'https://auth.example.test/api')!;
+    expect(api.scopes).to.have.members(['admin:read', 'admin:write', 'account']);
+    const client = ((await cli('clients', 'list')).json as { client_id: string; resources: string[] }[]).find((c) => c.client_id === made.json.client_id)!;
+    expect(client.resources).to.deep.equal(['https://auth.example.test/api']);
+  });
 });
 
 describe('start-up errors name their cause', function () {

@@ -29,7 +29,10 @@ export async function ensureApiResource(resources: Pick<ResourceService, 'findBy
   }
 }
 
-/** The account page is an OIDC client of this server: registered, or re-pointed at the issuer. */
+/**
+ * The account page is an OIDC client of this server: public (PKCE), first-party (no consent
+ * page), authorization_code only; registered, or re-pointed when the issuer changed.
+ */
 export async function ensureAccountClient(clients: Pick<ClientService, 'ensureBuiltIn'>, issuer: string): Promise<void> {
   await clients.ensureBuiltIn(ACCOUNT_CLIENT_ID, {
     name: 'Your Latch account',
@@ -55,7 +58,7 @@ export class IssuerMismatchError extends Error {
     readonly configured: string,
     readonly recorded: string,
   ) {
-    super(`ISSUER is ${configured} but this database belongs to issuer ${recorded}: unset ISSUER or set it to ${recorded}, or change the recorded issuer with \`latch issuer set ${configured}\``);
+    super(`ISSUER is ${configured} but this database belongs to issuer ${recorded}: set ISSUER=${recorded}, or change the recorded issuer with \`latch issuer set ${configured}\``);
     this.name = 'IssuerMismatchError';
   }
 }

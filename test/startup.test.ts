@@ -61,6 +61,15 @@ describe('one issuer per database', function () {
     expect(slash.code, slash.stderr).to.equal(0);
   });
 
+  it('`ISSUER=… latch migrate` records the issuer, and refuses another one', async () => {
+    const migrated = await runCliWith({ ...env, ISSUER: 'https://auth.example.test' }, ['migrate']);
+    expect(migrated.code, migrated.stderr).to.equal(0);
+    expect((await cli('issuer', 'show')).json.issuer).to.equal('https://auth.example.test');
+    const other = await runCliWith({ ...env, ISSUER: 'https://other.example.test' }, ['migrate']);
+    expect(other.code).to.equal(1);
+    expect(other.stderr).to.match(/^latch: ISSUER is https:\/\/other\.example\.test but this database belongs to issuer https:\/\/auth\.example\.test: /);
+  });
+
   it('a CLI command with another ISSUER refuses with one line naming both', async () => {
     expect((await runCliWith({ ...env, ISSUER: 'https://auth.example.test' }, ['users', 'list'])).code).to.equal(0);
     const other = await runCliWith({ ...env, ISSUER: 'https://other.example.test' }, ['users', 'create', '--email', 'x@example.test', '--password', 'a long enough password']);

@@ -269,6 +269,8 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
       if (!command.ownIssuer) await services.bootstrap.seed(config.issuer);
     }
     const result = await command.run.call(command, { args, services, db, config, env });
+    // `ISSUER=… latch migrate` records (or must match) the issuer too, once the table exists.
+    if (command.raw && env.ISSUER?.trim()) await services.bootstrap.settleIssuer(config.issuer, config.issuer);
     out.stdout(`${JSON.stringify(result, null, 2)}\n`);
     return 0;
   } catch (err) {

@@ -1,10 +1,11 @@
 import cluster from 'node:cluster';
 
 import { ConfigError, loadConfig, type Config } from './config/index.js';
+import { connectDatabase } from './db/connect.js';
 import { openDatabase } from './db/knex.js';
 import { migrateLatest } from './db/migrate.js';
 import { createLogger, type Logger } from './lib/logger.js';
-import { startServer } from './server.js';
+import { prepareDatabase, startServer } from './server.js';
 import { createServices } from './services/index.js';
 
 function configOrExit(): Config {
@@ -49,9 +50,12 @@ async function serve(config: Config, logger: Logger, worker: number | undefined)
 async function primary(config: Config, logger: Logger): Promise<void> {
   const db = openDatabase(config.database);
   try {
+    // Settled once here: a refused ISSUER or LATCH_SECRET stops the primary with its one line
+    // instead of every worker failing and being restarted.
+    await connectDatabase(db, config.database);
     await migrateLatest(db);
     const services = createServices({ db, config, logger });
-    await services.keys.ensureKeys();
+    await prepareDatabase(services, config);
     await services.accounts.ensureAdmin(config.admin);
   } finally {
     await db.destroy();

@@ -4,14 +4,14 @@ import type { AddressInfo } from 'node:net';
 
 import { createApp } from './app.js';
 import type { Config } from './config/index.js';
+import { connectDatabase } from './db/connect.js';
 import { openDatabase, sqliteConnectionOf, type Db } from './db/knex.js';
 import { startWalCheckpointer } from './db/checkpointer.js';
 import { migrateLatest } from './db/migrate.js';
 import { createLogger, type Logger } from './lib/logger.js';
 import { createRenderer } from './lib/views.js';
 import { createOidc, type Oidc } from './oidc/provider.js';
-import { ensureAccountClient, loopbackHost } from './routes/account-session.js';
-import { ensureApiResource } from './routes/api/api-resource.js';
+import { loopbackHost } from './routes/account-session.js';
 import { createServices, type Services } from './services/index.js';
 import { purgeExpired } from './services/purge.js';
 import { createMetrics } from './services/metrics.js';
@@ -44,6 +44,20 @@ export interface StartOptions {
 }
 
 /**
+ * What every serving process (and a cluster's primary) does on a migrated database before
+ * serving: a server always acts for its own ISSUER (or the default), so it records it on a fresh
+ * database and refuses a database recorded for another issuer (IssuerMismatchError); its
+ * LATCH_SECRET must open the stored keys; then signing keys, the account page's client and the
+ * admin API's resource exist for that issuer.
+ */
+export async function prepareDatabase(services: Services, config: Config): Promise<void> {
+  await services.bootstrap.settleIssuer(config.issuer, config.issuer);
+  await services.bootstrap.verifySecret();
+  await services.keys.ensureKeys();
+  await services.bootstrap.seed(config.issuer);
+}
+
+/**
  * Opens the database, migrates, makes sure signing keys (and ADMIN_EMAIL) exist, builds the app
  * and listens. Used by src/index.ts and by the tests, which start real servers on free ports.
  */
@@ -51,16 +65,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const logger = options.logger ?? createLogger(config.logLevel);
   const db = openDatabase(config.database);
   try {
+    await connectDatabase(db, config.database);
     const applied = await migrateLatest(db);
     if (applied.length) logger.info('migrations applied', { migrations: applied });
     const services = createServices({ db, config, logger, ...(options.changePollMs ? { changePollMs: options.changePollMs } : {}) });
-    await services.keys.ensureKeys();
+    await prepareDatabase(services, config);
     const admin = await services.accounts.ensureAdmin(config.admin);
     if (admin) logger.info('administrator account created', { email: admin.email });
-    // The account page is an OIDC client of this server: registered (or re-pointed at ISSUER) here.
-    await ensureAccountClient(services.clients, config.issuer);
-    // Latch's own API (${ISSUER}/api) is a resource server from the start.
-    await ensureApiResource(services.resources, config.issuer);
 
     const render = createRenderer();
     const metrics = createMetrics({ db });

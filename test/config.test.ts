@@ -82,3 +82,58 @@ describe('configuration', () => {
     }
   });
 });
+
+describe('configuration declarations', () => {
+  /** The README configuration table's rows: `| \`NAME\` | default | meaning |`. */
+  function documentedRows(): Map<string, string> {
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8').split('\n');
+    const start = readme.findIndex((l) => /^\| Variable \| Default \| Meaning \|/.test(l));
+    expect(start, 'the configuration table').to.be.above(-1);
+    const rows = new Map<string, string>();
+    for (const line of readme.slice(start + 2)) {
+      if (!line.startsWith('|')) break;
+      const name = /^\| `([A-Z0-9_]+)` \|/.exec(line)?.[1];
+      expect(name, line).to.be.a('string');
+      rows.set(name!, line);
+    }
+    return rows;
+  }
+
+  it('declares exactly the variables the README table documents, with their defaults and meanings', () => {
+    const rows = documentedRows();
+    expect([...rows.keys()].sort()).to.deep.equal(VARIABLES.map((v) => v.name).sort());
+    for (const v of VARIABLES) {
+      const cells = rows.get(v.name)!.split(' | ');
+      expect(cells[1], `default of ${v.name}`).to.equal(v.default.replace(/\|/g, '\\|'));
+      expect(cells.slice(2).join(' | ').replace(/ \|$/, ''), `meaning of ${v.name}`).to.equal(v.doc.replace(/\|/g, '\\|'));
+    }
+  });
+
+  it('declares each variable once', () => {
+    const names = VARIABLES.map((v) => v.name);
+    expect(new Set(names).size).to.equal(names.length);
+  });
+
+  it('validates every declared variable (a declaration loadConfig did not walk would accept anything)', () => {
+    // Free-form values: any folder, any NODE_ENV other than production.
+    const anything = new Set(['DATA_DIR', 'NODE_ENV']);
+    const pairs: Record<string, string> = { ADMIN_EMAIL: 'ADMIN_PASSWORD', ADMIN_PASSWORD: 'ADMIN_EMAIL' };
+    for (const v of VARIABLES.filter((x) => !anything.has(x.name))) {
+      try {
+        loadConfig({ LATCH_SECRET: SECRET, DATA_DIR: dataDir(), [v.name]: 'not valid' });
+        expect.fail(`${v.name}=not valid was accepted`);
+      } catch (err) {
+        expect(err, v.name).to.be.instanceOf(ConfigError);
+        expect((err as ConfigError).variable).to.equal(pairs[v.name] ?? v.name);
+      }
+    }
+  });
+
+  it('reads the admin API limits with their declared defaults', () => {
+    const c = loadConfig({ LATCH_SECRET: SECRET, DATA_DIR: dataDir() });
+    expect(c.limits.apiRequestsPerMinute).to.equal(600);
+    expect(c.limits.apiAuthFailuresPerMinute).to.equal(30);
+    expect(loadConfig({ LATCH_SECRET: SECRET, DATA_DIR: dataDir(), API_REQUESTS_PER_MINUTE: '7', API_AUTH_FAILURES_PER_MINUTE: '3' }).limits).to.include({ apiRequestsPerMinute: 7, apiAuthFailuresPerMinute: 3 });
+    expect(() => loadConfig({ LATCH_SECRET: SECRET, DATA_DIR: dataDir(), API_AUTH_FAILURES_PER_MINUTE: '0' })).to.throw(ConfigError, /^API_AUTH_FAILURES_PER_MINUTE must be between 1 and 10000000 \(got 0\)$/);
+  });
+});

@@ -10,7 +10,7 @@ import { Secret, TOTP } from 'otpauth';
 
 import { Agent, parseForms, type PageResponse } from './helpers/agent.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
-import { ensureAccountClient } from '../src/routes/account-session.js';
+import { ensureAccountClient } from '../src/services/bootstrap.js';
 
 const REDIRECT = 'http://127.0.0.1:9/callback';
 const LOA1 = 'urn:latch:loa:1';

@@ -7,7 +7,7 @@ import { decodeProtectedHeader, type JSONWebKeySet } from 'jose';
 import { Agent, parseForms } from './helpers/agent.js';
 import { crossInstanceFlow } from './helpers/cross-flow.js';
 import { spawnLatch, type LatchProcess } from './helpers/process.js';
-import { freshDatabase, runCliWith, TEST_SECRET, type TestDatabase } from './helpers/server.js';
+import { freePort, freshDatabase, runCliWith, TEST_SECRET, type TestDatabase } from './helpers/server.js';
 
 /** One POST on a fresh connection: resolves with the status, or the network error code. */
 function postOnce(url: string, headers: Record<string, string>, body: string): Promise<{ status?: number; error?: string; connected: boolean }> {
@@ -65,8 +65,19 @@ describe('independent Latch processes', function () {
     expect(kids).to.include(decodeProtectedHeader(token).kid);
   });
 
+  /**
+   * A process on a new port of the database the first test set up: its issuer is another, so it
+   * is recorded first (`latch issuer set`), as an operator moving the service would.
+   */
+  async function spawnMoved(env: Record<string, string> = {}) {
+    const port = await freePort();
+    const moved = await cli('issuer', 'set', `http://127.0.0.1:${port}`);
+    expect(moved.code, moved.stderr).to.equal(0);
+    return spawnLatch({ DATABASE_URL: db.url, PORT: String(port), ...env });
+  }
+
   it('WEB_CONCURRENCY=2 runs two workers on one port and stops them all on SIGTERM', async () => {
-    const p = await spawnLatch({ DATABASE_URL: db.url, WEB_CONCURRENCY: '2' });
+    const p = await spawnMoved({ WEB_CONCURRENCY: '2' });
     procs.push(p);
     const workers = () => execFileSync('pgrep', ['-P', String(p.child.pid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean);
     let n = 0;
@@ -81,7 +92,7 @@ describe('independent Latch processes', function () {
   });
 
   it('finishes in-flight requests on SIGTERM: no request fails mid-flight', async () => {
-    const p = await spawnLatch({ DATABASE_URL: db.url });
+    const p = await spawnMoved();
     procs.push(p);
     const REDIRECT = 'http://127.0.0.1:9/cb';
     const c = await cli('clients', 'create', '--name', 'Drain', '--redirect-uri', REDIRECT);

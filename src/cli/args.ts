@@ -8,12 +8,14 @@ import type { Services } from '../services/index.js';
 export class UsageError extends Error {}
 
 type Options = NonNullable<ParseArgsConfig['options']>;
-export type Handler = (ctx: { args: string[]; services: Services; db: Db; config: Config }) => Promise<unknown>;
+export type Handler = (ctx: { args: string[]; services: Services; db: Db; config: Config; env: Record<string, string | undefined> }) => Promise<unknown>;
 
 export interface Command {
   usage: string;
   /** Runs without migrating first (only `migrate` itself). */
   raw?: boolean;
+  /** Sets the recorded issuer itself: runs whatever ISSUER says (only `issuer set`). */
+  ownIssuer?: boolean;
   run: Handler;
 }
 
@@ -39,11 +41,40 @@ function attachDashValues(args: string[], options: Options): string[] {
   return out;
 }
 
+/** Optimal string alignment distance (Damerau–Levenshtein with adjacent transpositions). */
+export function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/** The known flag closest to `name`, when it is close enough to be a typo (a third of its length, at least 2). */
+export function closestFlag(name: string, known: readonly string[]): string | undefined {
+  let best: { flag: string; distance: number } | undefined;
+  for (const flag of known) {
+    const distance = editDistance(name, flag);
+    if (!best || distance < best.distance) best = { flag, distance };
+  }
+  return best && best.distance <= Math.max(2, Math.floor(name.length / 3)) ? best.flag : undefined;
+}
+
 export function parse<O extends Options>(args: string[], options: O, usage: string) {
   try {
     return parseArgs({ args: attachDashValues(args, options), options, strict: true, allowPositionals: true });
   } catch (err) {
-    throw new UsageError(`${(err as Error).message.split('\n')[0]} (usage: latch ${usage})`);
+    const e = err as Error & { code?: string };
+    const unknown = e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? /'(-[^'=]*)/.exec(e.message)?.[1] : undefined;
+    if (unknown !== undefined) {
+      const suggestion = closestFlag(unknown.replace(/^-+/, ''), Object.keys(options));
+      throw new UsageError(`unknown flag ${unknown}${suggestion ? `; did you mean --${suggestion}?` : ''} (usage: latch ${usage})`);
+    }
+    throw new UsageError(`${e.message.split('\n')[0]} (usage: latch ${usage})`);
   }
 }
 

@@ -1,14 +1,15 @@
 import { readFile } from 'node:fs/promises';
 
 import { ConfigError, loadConfig, type Config } from '../config/index.js';
+import { connectDatabase } from '../db/connect.js';
 import { openDatabase } from '../db/knex.js';
 import { migrateLatest } from '../db/migrate.js';
-import { ensureApiResource } from '../routes/api/api-resource.js';
 import { createLogger } from '../lib/logger.js';
 import { DuplicateEmailError } from '../repositories/accounts.js';
 import type { ClientRecord } from '../repositories/clients.js';
 import { createAccountMail } from '../services/account-mail.js';
 import { checkEmail, describeAccount } from '../services/accounts.js';
+import { apiAudience } from '../services/bootstrap.js';
 import { describeClient } from '../services/clients.js';
 import { ConflictError, NotFoundError, ValidationError } from '../services/errors.js';
 import { createServices } from '../services/index.js';
@@ -153,6 +154,28 @@ const COMMANDS: Record<string, Command> = {
       return { client_id: id, deleted: true };
     },
   },
+  'issuer show': {
+    usage: 'issuer show',
+    async run({ config }) {
+      return { issuer: config.issuer, api_resource: apiAudience(config.issuer) };
+    },
+  },
+  'issuer set': {
+    usage: 'issuer set URL',
+    ownIssuer: true,
+    async run({ args, services, env }) {
+      const url = onePositional(args, this.usage);
+      let issuer: string;
+      try {
+        // The same rules as ISSUER itself (absolute http(s) URL, https in production).
+        issuer = loadConfig({ ...env, ISSUER: url }).issuer;
+      } catch (err) {
+        if (err instanceof ConfigError) throw new UsageError(`${url} cannot be the issuer: ${err.message} (usage: latch ${this.usage})`);
+        throw err;
+      }
+      return services.bootstrap.changeIssuer(issuer);
+    },
+  },
   'keys list': {
     usage: 'keys list',
     async run({ services }) {
@@ -208,6 +231,11 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
     return 2;
   }
   const args = argv.slice(key.split(' ').length);
+  // A command whose usage is its name alone takes nothing: a flag given to it is a mistake too.
+  if (command.usage === key && args.length > 0) {
+    out.stderr(`latch: ${args[0]!.startsWith('-') ? 'unknown flag' : 'unexpected argument'} ${args[0]!.split('=')[0]} (usage: latch ${command.usage})\n`);
+    return 2;
+  }
 
   let config: Config;
   try {
@@ -221,11 +249,28 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
   }
   const db = openDatabase(config.database);
   try {
-    if (!command.raw) await migrateLatest(db);
-    const services = createServices({ db, config, logger: createLogger('error') });
-    // The API's resource server exists from the first command on, server started or not.
-    if (!command.raw) await ensureApiResource(services.resources, config.issuer);
-    const result = await command.run.call(command, { args, services, db, config });
+    await connectDatabase(db, config.database);
+    const logger = createLogger('error');
+    let services = createServices({ db, config, logger });
+    if (!command.raw) {
+      await migrateLatest(db);
+      if (!command.ownIssuer) {
+        // Without ISSUER the command acts for the issuer recorded in the database (API resource,
+        // mailed links); with it, ISSUER must be that issuer. The first command records one.
+        const configured = env.ISSUER?.trim() ? config.issuer : undefined;
+        const issuer = await services.bootstrap.settleIssuer(configured, config.issuer);
+        if (issuer !== config.issuer) {
+          config = loadConfig({ ...env, ISSUER: issuer });
+          services = createServices({ db, config, logger });
+        }
+      }
+      await services.bootstrap.verifySecret();
+      // The API's resource server exists from the first command on, server started or not.
+      if (!command.ownIssuer) await services.bootstrap.seed(config.issuer);
+    }
+    const result = await command.run.call(command, { args, services, db, config, env });
+    // `ISSUER=… latch migrate` records (or must match) the issuer too, once the table exists.
+    if (command.raw && env.ISSUER?.trim()) await services.bootstrap.settleIssuer(config.issuer, config.issuer);
     out.stdout(`${JSON.stringify(result, null, 2)}\n`);
     return 0;
   } catch (err) {

@@ -19,6 +19,9 @@ export function openDatabase(config: DatabaseConfig): Db {
       client: 'pg',
       connection: config.connectionString,
       pool: { min: 0, max: 10 },
+      // A failed connection is rethrown to the caller, which names its cause in one line
+      // (db/connect.ts); knex would also print it with a stack trace.
+      log: { warn: (message: unknown) => void (typeof message === 'string' && message.startsWith('Acquire connection error') ? undefined : process.stderr.write(`knex: ${String(message).split('\n')[0]}\n`)) },
     });
   }
   if (config.filename !== ':memory:') mkdirSync(dirname(config.filename), { recursive: true });

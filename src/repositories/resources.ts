@@ -138,6 +138,37 @@ export function createResourcesRepository(db: Db) {
         return true;
       });
     },
+    /**
+     * Gives the resource server `from` the identifier `to`, with every client registration and
+     * personal access token that names it, inside the caller's transaction `trx`. When `to` is
+     * already registered, that registration is replaced by `from`'s, so the identifier exists
+     * exactly once. False when `from` does not exist.
+     */
+    async moveIdentifier(trx: Db, from: string, to: string): Promise<boolean> {
+      const source = await trx('resource_servers').where({ identifier: from }).first<Row | undefined>();
+      if (!source || from === to) return Boolean(source);
+      // A registration already holding `to` gives way to the one being moved, which keeps its
+      // scopes and role permissions; references to either end up naming `to`.
+      const taken = await trx('resource_servers').where({ identifier: to }).first<Row | undefined>();
+      if (taken) {
+        await trx('role_permissions').where({ resource_id: taken.id }).delete();
+        await trx('resource_servers').where({ id: taken.id }).delete();
+      }
+      await trx('resource_servers').where({ id: source.id }).update({ identifier: to, updated_at: nowIso() });
+      const rename = (json: string) => {
+        const list = JSON.parse(json) as string[];
+        return list.includes(from) ? JSON.stringify([...new Set(list.map((r) => (r === from ? to : r)))]) : undefined;
+      };
+      for (const c of await trx('clients').select<{ id: string; resources: string }[]>('id', 'resources')) {
+        const resources = rename(c.resources);
+        if (resources) await trx('clients').where({ id: c.id }).update({ resources, updated_at: nowIso() });
+      }
+      for (const t of await trx('personal_access_tokens').select<{ id: string; audience: string }[]>('id', 'audience')) {
+        const audience = rename(t.audience);
+        if (audience) await trx('personal_access_tokens').where({ id: t.id }).update({ audience });
+      }
+      return true;
+    },
     async findByIdentifier(identifier: string): Promise<ResourceRecord | undefined> {
       const row = await db('resource_servers').where({ identifier }).first<Row | undefined>();
       return row ? fromRow(row) : undefined;

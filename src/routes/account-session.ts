@@ -1,6 +1,6 @@
 import type Koa from 'koa';
 
-import { ACCOUNT_CLIENT_ID, type CreateClientInput } from '../services/clients.js';
+import { ACCOUNT_CLIENT_ID } from '../services/clients.js';
 import type { Secrets } from '../services/secrets.js';
 
 /** The account page is an OpenID Connect client of Latch itself, registered at start-up. */
@@ -97,22 +97,6 @@ export function createAccountCookies(secrets: Secrets) {
 }
 
 export type AccountCookies = ReturnType<typeof createAccountCookies>;
-
-/**
- * Registers (or updates, when ISSUER changed) the account page's client: public (PKCE),
- * first-party (no consent page), authorization_code only, openid profile email.
- */
-export async function ensureAccountClient(clients: { ensureBuiltIn(id: string, input: CreateClientInput): Promise<void> }, issuer: string): Promise<void> {
-  await clients.ensureBuiltIn(ACCOUNT_CLIENT_ID, {
-    name: 'Your Latch account',
-    grants: ['authorization_code'],
-    redirectUris: [`${issuer}/account/callback`],
-    postLogoutRedirectUris: [`${issuer}/account`],
-    scopes: ['openid', 'profile', 'email'],
-    isPublic: true,
-    firstParty: true,
-  });
-}
 
 /** The address this process reaches its own listener at: loopback unless bound to one interface. */
 export function loopbackHost(bound: string | undefined): string {

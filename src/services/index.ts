@@ -15,11 +15,13 @@ import { createProviderStateRepository } from '../repositories/provider-state.js
 import { createRecoveryCodesRepository } from '../repositories/recovery-codes.js';
 import { createResourcesRepository } from '../repositories/resources.js';
 import { createRolesRepository } from '../repositories/roles.js';
+import { createSettingsRepository } from '../repositories/settings.js';
 import { createSigningKeysRepository } from '../repositories/signing-keys.js';
 import { createAccessService } from './access.js';
 import { createAccountTokenService } from './account-tokens.js';
 import { createAccountService } from './accounts.js';
 import { createAuditService } from './audit.js';
+import { createBootstrap } from './bootstrap.js';
 import { createChangeFeed } from './change-feed.js';
 import { createClientService } from './clients.js';
 import { createKeyService } from './keys.js';
@@ -52,6 +54,8 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
   // Built once: the personal access tokens use the same caches (invalidated by the feed).
   const resources = createResourceService({ resources: resourcesRepo, feed });
   const access = createAccessService({ roles: rolesRepo, orgs: orgsRepo, feed });
+  const clients = createClientService({ clients: createClientsRepository(db), resources: resourcesRepo, secrets, feed });
+  const keys = createKeyService({ keys: createSigningKeysRepository(db), secrets, feed });
   return {
     secrets,
     audit,
@@ -64,9 +68,11 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
     state,
     passwords,
     accounts: createAccountService({ accounts: createAccountsRepository(db), passwords, state, audit, requireVerifiedEmail: config.requireVerifiedEmail, feed }),
-    clients: createClientService({ clients: createClientsRepository(db), resources: resourcesRepo, secrets, feed }),
+    clients,
     resources,
-    keys: createKeyService({ keys: createSigningKeysRepository(db), secrets, feed }),
+    keys,
+    // The issuer recorded in the database, the secret check and the built-in registrations.
+    bootstrap: createBootstrap({ settings: createSettingsRepository(db), resourcesRepo, resources, clients, keys, feed }),
     mfa: createMfaService({ mfa: createMfaRepository(db), recoveryCodes: createRecoveryCodesRepository(db), secrets, audit, issuer: config.issuer }),
     changes: createChangesRepository(db),
     roles,

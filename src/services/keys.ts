@@ -28,6 +28,17 @@ export interface KeyRing {
   fingerprint: string;
 }
 
+/**
+ * The stored signing keys do not open with this LATCH_SECRET (AES-GCM authentication fails):
+ * the process was started with another secret than the one that encrypted them.
+ */
+export class SecretMismatchError extends Error {
+  constructor() {
+    super('LATCH_SECRET cannot decrypt the signing keys stored in the database: it is not the secret they were encrypted with (start with the LATCH_SECRET used when they were created)');
+    this.name = 'SecretMismatchError';
+  }
+}
+
 async function generate(alg: KeyAlg) {
   const { privateKey } = await generateKeyPair(alg, { extractable: true, ...(alg === 'RS256' ? { modulusLength: 2048 } : {}), ...(alg === 'EdDSA' ? { crv: 'Ed25519' } : {}) });
   const priv = await exportJWK(privateKey);
@@ -44,6 +55,14 @@ async function generate(alg: KeyAlg) {
  */
 export function createKeyService(deps: { keys: SigningKeysRepository; secrets: Secrets; feed?: ChangeFeed }) {
   const { keys, secrets } = deps;
+
+  function decryptKey(ciphertext: string): JWK {
+    try {
+      return JSON.parse(secrets.decrypt(ciphertext)) as JWK;
+    } catch {
+      throw new SecretMismatchError();
+    }
+  }
 
   async function addGeneration(): Promise<string[]> {
     const made = await Promise.all(KEY_ALGS.map(generate));
@@ -83,6 +102,12 @@ export function createKeyService(deps: { keys: SigningKeysRepository; secrets: S
       await addGeneration();
     },
 
+    /** Throws SecretMismatchError when LATCH_SECRET cannot decrypt the newest stored key. */
+    async verifySecret(): Promise<void> {
+      const newest = (await keys.list()).find((k) => k.status === 'active');
+      if (newest) decryptKey(newest.privateJwkEncrypted);
+    },
+
     /** Adds a new current key for every algorithm; returns the new kids. */
     rotate: addGeneration,
 
@@ -98,7 +123,7 @@ export function createKeyService(deps: { keys: SigningKeysRepository; secrets: S
     /** Decrypts the active keys into the shape oidc-provider and the JWKS need. */
     async loadKeyRing(): Promise<KeyRing> {
       const active = (await keys.list()).filter((k) => k.status === 'active');
-      const privateJwks = active.map((k) => JSON.parse(secrets.decrypt(k.privateJwkEncrypted)) as JWK);
+      const privateJwks = active.map((k) => decryptKey(k.privateJwkEncrypted));
       return {
         privateJwks,
         publicJwks: active.map((k) => k.publicJwk as JWK),

@@ -16,9 +16,13 @@ export interface LatchProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Starts `src/index.ts` in its own Node process (as `npm start` does) and waits for /readyz. */
+/**
+ * Starts `src/index.ts` in its own Node process (as `npm start` does) and waits for /readyz.
+ * It listens on `env.PORT` when given (a free port otherwise), with ISSUER http://127.0.0.1:PORT
+ * unless `env.ISSUER` says otherwise.
+ */
 export async function spawnLatch(env: Record<string, string>): Promise<LatchProcess> {
-  const port = await freePort();
+  const port = env.PORT ? Number(env.PORT) : await freePort();
   const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/index.ts')], {
     env: { ...process.env, PORT: String(port), ISSUER: `http://127.0.0.1:${port}`, LATCH_SECRET: TEST_SECRET, DATA_DIR: mkdtempSync(join(tmpdir(), 'latch-proc-')), LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -54,4 +58,26 @@ export async function spawnLatch(env: Record<string, string>): Promise<LatchProc
       return code;
     },
   };
+}
+
+/**
+ * Runs `src/index.ts` (the server) or the compiled `bin/latch.js` (the CLI, after `npm run build`)
+ * until it exits, for start-ups that must fail: resolves with the exit code and what it wrote.
+ * A server that is still running after `timeoutMs` is killed and reported with code null.
+ */
+export async function runToExit(what: 'server' | 'cli', env: Record<string, string>, args: string[] = [], timeoutMs = 30_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const argv = what === 'server' ? ['--import', 'tsx', join(ROOT, 'src/index.ts')] : [join(ROOT, 'bin/latch.js'), ...args];
+  const child = spawn(process.execPath, argv, {
+    env: { ...process.env, PORT: String(await freePort()), LATCH_SECRET: TEST_SECRET, DATA_DIR: mkdtempSync(join(tmpdir(), 'latch-exit-')), LOG_LEVEL: 'info', ...env },
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  clearTimeout(timer);
+  return { code, stdout, stderr };
 }

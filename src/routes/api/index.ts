@@ -26,7 +26,7 @@ import { resourceRoutes } from './resources.js';
 import { roleRoutes } from './roles.js';
 import { userRoutes } from './users.js';
 
-export { apiAudience, ensureApiResource } from './api-resource.js';
+export { apiAudience } from './api-resource.js';
 
 /** openapi.yaml at the repository root (from src/routes/api in development, dist/src/routes/api when built). */
 function findOpenApi(): Buffer {

@@ -84,9 +84,9 @@ describe('configuration', () => {
 });
 
 describe('configuration declarations', () => {
-  /** The README configuration table's rows: `| \`NAME\` | default | meaning |`. */
+  /** The docs/configuration.md table's rows: `| \`NAME\` | default | meaning |`. */
   function documentedRows(): Map<string, string> {
-    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8').split('\n');
+    const readme = readFileSync(new URL('../docs/configuration.md', import.meta.url), 'utf8').split('\n');
     const start = readme.findIndex((l) => /^\| Variable \| Default \| Meaning \|/.test(l));
     expect(start, 'the configuration table').to.be.above(-1);
     const rows = new Map<string, string>();
@@ -99,7 +99,7 @@ describe('configuration declarations', () => {
     return rows;
   }
 
-  it('declares exactly the variables the README table documents, with their defaults and meanings', () => {
+  it('declares exactly the variables the docs/configuration.md table documents, with their defaults and meanings', () => {
     const rows = documentedRows();
     expect([...rows.keys()].sort()).to.deep.equal(VARIABLES.map((v) => v.name).sort());
     for (const v of VARIABLES) {

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { BoundedCache } from '../lib/lru.js';
 import { type AccountRecord, type AccountsRepository, DuplicateEmailError } from '../repositories/accounts.js';
 import type { ProviderStateRepository } from '../repositories/provider-state.js';
+import type { RoleKind, RoleRecord, Subject } from '../repositories/roles.js';
 import type { AuditService, RequestOrigin } from './audit.js';
 import type { ChangeFeed } from './change-feed.js';
 import { ValidationError, NotFoundError } from './errors.js';
@@ -59,7 +60,13 @@ export function checkEmail(raw: string): string {
 /** How long an account read for tokens is reused at most, should a change-feed poll fail. */
 const TOKEN_VIEW_TTL_MS = 30_000;
 
-export function createAccountService(deps: { accounts: AccountsRepository; passwords: PasswordHasher; state?: ProviderStateRepository; audit?: AuditService; requireVerifiedEmail?: boolean; feed?: Pick<ChangeFeed, 'on' | 'publish'> }) {
+/** What importing needs of the role service: look a global role up by name and assign it. */
+export interface ImportRoles {
+  find(kind: RoleKind, name: string): Promise<RoleRecord | undefined>;
+  assign(role: RoleRecord, subject: Subject): Promise<boolean>;
+}
+
+export function createAccountService(deps: { accounts: AccountsRepository; passwords: PasswordHasher; roles: ImportRoles; state?: ProviderStateRepository; audit?: AuditService; requireVerifiedEmail?: boolean; feed?: Pick<ChangeFeed, 'on' | 'publish'> }) {
   const { passwords } = deps;
 
   // Accounts as token issuance sees them (claims, active, superuser), cached per process: the
@@ -213,8 +220,14 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
      * with argon2, bcrypt ($2a$/$2b$/$2y$) or Django PBKDF2-SHA256 hashes, kept as they are until
      * each user's next login rewrites them as argon2id.
      */
-    async importLines(text: string, knownRoles: ReadonlySet<string> = new Set()): Promise<ImportReport> {
+    async importLines(text: string): Promise<ImportReport> {
       const report: ImportReport = { imported: 0, skipped: 0, errors: [] };
+      // Global roles by name, looked up once per import (a line names roles, an account holds global ones).
+      const roleByName = new Map<string, RoleRecord | undefined>();
+      const roleNamed = async (name: string) => {
+        if (!roleByName.has(name)) roleByName.set(name, await deps.roles.find('global', name));
+        return roleByName.get(name);
+      };
       const lines = text.split(/\r?\n/);
       for (let i = 0; i < lines.length; i++) {
         const raw = lines[i]!.trim();
@@ -253,8 +266,9 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
           skip('roles must be an array of role names');
           continue;
         }
+        let account: AccountRecord;
         try {
-          await accounts.insert({ id: randomUUID(), email: email.trim(), passwordHash: hash, displayName: (name as string | undefined)?.trim() || null, emailVerified: verified === true, active: true, superuser: superuser === true });
+          account = await accounts.insert({ id: randomUUID(), email: email.trim(), passwordHash: hash, displayName: (name as string | undefined)?.trim() || null, emailVerified: verified === true, active: true, superuser: superuser === true });
           report.imported++;
         } catch (err) {
           if (err instanceof DuplicateEmailError) {
@@ -263,9 +277,14 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
           }
           throw err;
         }
-        for (const role of (roles as string[] | undefined) ?? []) {
-          if (!knownRoles.has(role)) report.errors.push({ line, reason: `unknown role "${role}" (imported without it)` });
+        // The account is imported either way; roles that do not exist are named once for the line.
+        const unknown: string[] = [];
+        for (const roleName of new Set(roles as string[] | undefined)) {
+          const role = await roleNamed(roleName);
+          if (role) await deps.roles.assign(role, { kind: 'account', id: account.id });
+          else unknown.push(`"${roleName}"`);
         }
+        if (unknown.length) report.errors.push({ line, reason: `unknown role${unknown.length === 1 ? '' : 's'} ${unknown.join(', ')} (imported without ${unknown.length === 1 ? 'it' : 'them'})` });
       }
       return report;
     },

@@ -63,7 +63,7 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
     feed,
     state,
     passwords,
-    accounts: createAccountService({ accounts: createAccountsRepository(db), passwords, state, audit, requireVerifiedEmail: config.requireVerifiedEmail, feed }),
+    accounts: createAccountService({ accounts: createAccountsRepository(db), passwords, roles, state, audit, requireVerifiedEmail: config.requireVerifiedEmail, feed }),
     clients: createClientService({ clients: createClientsRepository(db), resources: resourcesRepo, secrets, feed }),
     resources,
     keys: createKeyService({ keys: createSigningKeysRepository(db), secrets, feed }),

@@ -156,7 +156,7 @@ describe('accounts: import from existing apps, rehash at login, update and deact
   });
 
   it('writes login failures and successes to the audit trail with IP and user agent', async () => {
-    await srv.cli('users', 'create', '--email', 'eve@example.test', '--password', 'eve eve eve eve');
+    await srv.cli('users', 'create', '--email', 'eve@example.test', '--password', 'eve eve eve eve', '--allow-weak-password');
     await loginPage('eve@example.test', 'wrong wrong');
     await signIn('eve@example.test', 'eve eve eve eve');
     const rows = (await srv.running.db('audit_events').whereIn('type', ['login.failure', 'login.success']).orderBy('id')) as Record<string, string>[];

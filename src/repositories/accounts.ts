@@ -55,7 +55,8 @@ function isUniqueViolation(err: unknown): boolean {
   return e.code === '23505' || e.code === 'SQLITE_CONSTRAINT_UNIQUE' || /UNIQUE constraint failed/.test(e.message ?? '');
 }
 
-export function createAccountsRepository(db: Db) {
+/** The account statements, over the database or over one transaction. */
+function queries(db: Db) {
   return {
     async insert(a: Omit<AccountRecord, 'createdAt' | 'updatedAt' | 'lastLoginAt'>): Promise<AccountRecord> {
       const now = nowIso();
@@ -121,6 +122,28 @@ export function createAccountsRepository(db: Db) {
     async count(): Promise<number> {
       const row = await db('accounts').count({ n: '*' }).first<{ n: number | string }>();
       return Number(row?.n ?? 0);
+    },
+    /**
+     * The ids of the active superusers, their rows locked until the transaction ends, so that two
+     * demotions (or a demotion and an erase) check the last-superuser rule one after the other.
+     * PostgreSQL: SELECT ... FOR UPDATE, whose waiter re-reads the rows after the first commits
+     * and so no longer counts one just demoted; SQLite serialises writing transactions anyway.
+     */
+    async lockActiveSuperusers(): Promise<string[]> {
+      const rows = await db('accounts').where({ superuser: true, active: true }).forUpdate().select<{ id: string }[]>('id');
+      return rows.map((r) => r.id);
+    },
+  };
+}
+
+export type AccountQueries = ReturnType<typeof queries>;
+
+export function createAccountsRepository(db: Db) {
+  return {
+    ...queries(db),
+    /** Runs `fn` in a transaction (changes that check the last-superuser rule). */
+    transaction<T>(fn: (repo: AccountQueries) => Promise<T>): Promise<T> {
+      return db.transaction((trx) => fn(queries(trx as unknown as Db)));
     },
   };
 }

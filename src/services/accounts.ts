@@ -6,7 +6,8 @@ import type { ProviderStateRepository } from '../repositories/provider-state.js'
 import type { RoleKind, RoleRecord, Subject } from '../repositories/roles.js';
 import type { AuditService, RequestOrigin } from './audit.js';
 import type { ChangeFeed } from './change-feed.js';
-import { ValidationError, NotFoundError } from './errors.js';
+import { ConflictError, ValidationError, NotFoundError } from './errors.js';
+import { checkPasswordPolicy } from './password-policy.js';
 import { hashFormat, MAX_PASSWORD_LENGTH, type PasswordHasher } from './passwords.js';
 
 const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
@@ -17,6 +18,8 @@ export interface CreateAccountInput {
   name?: string | undefined;
   superuser?: boolean | undefined;
   emailVerified?: boolean | undefined;
+  /** Skip the strength check and the policy's minimum length (never below 8 characters). */
+  allowWeakPassword?: boolean | undefined;
 }
 
 export interface UpdateAccountInput {
@@ -55,6 +58,17 @@ export function checkEmail(raw: string): string {
   const email = raw.trim();
   if (!EMAIL.test(email) || email.length > 320) throw new ValidationError('email', 'must be a valid email address');
   return email;
+}
+
+/**
+ * An installation keeps at least one active superuser: without one, nobody can reach the admin
+ * API as a person or promote anyone again (only a database edit would). `superusers` are the
+ * active superusers' ids, locked by the caller's transaction.
+ */
+function assertNotLastSuperuser(account: AccountRecord, superusers: readonly string[], how: 'deleted' | 'deactivated' | 'demoted'): void {
+  if (superusers.includes(account.id) && superusers.length === 1) {
+    throw new ConflictError(`${account.email} is the last active superuser and cannot be ${how}: make another account a superuser first`);
+  }
 }
 
 /** How long an account read for tokens is reused at most, should a change-feed poll fail. */
@@ -107,8 +121,9 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
 
   async function create(input: CreateAccountInput): Promise<AccountRecord> {
     const email = checkEmail(input.email);
-    if (input.password.length < 8) throw new ValidationError('password', 'must be at least 8 characters');
-    if (input.password.length > MAX_PASSWORD_LENGTH) throw new ValidationError('password', `must be at most ${MAX_PASSWORD_LENGTH} characters`);
+    // One policy for every way an account gets a password (pages, CLI, admin API).
+    const weak = checkPasswordPolicy(input.password, { email, name: input.name }, { allowWeak: input.allowWeakPassword });
+    if (weak) throw new ValidationError('password', weak);
     const passwordHash = await passwords.hash(input.password);
     return accounts.insert({
       id: randomUUID(),
@@ -177,18 +192,28 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
       return { ok: true, account };
     },
 
-    /** Updates an account; deactivating it ends its sessions and refresh tokens at once. */
+    /**
+     * Updates an account; deactivating it ends its sessions and refresh tokens at once. Neither
+     * deactivating nor demoting may leave the installation without an active superuser.
+     */
     async update(id: string, patch: UpdateAccountInput, by: { actorId: string; origin?: RequestOrigin } = { actorId: 'cli' }): Promise<AccountRecord> {
-      const before = await accounts.findById(id);
-      if (!before) throw new NotFoundError(`account ${id}`);
       const name = patch.name === undefined ? undefined : patch.name?.trim() || null;
       if (name && name.length > 255) throw new ValidationError('name', 'must be at most 255 characters');
-      await accounts.update(id, { displayName: name, active: patch.active, superuser: patch.superuser, emailVerified: patch.emailVerified });
-      const after = (await accounts.findById(id))!;
+      const removesSuperuser = patch.active === false || patch.superuser === false;
+      const { before, after } = await deps.accounts.transaction(async (repo) => {
+        // Locked before the account is read, so the check and the write see the same superusers.
+        const superusers = removesSuperuser ? await repo.lockActiveSuperusers() : [];
+        const before = await repo.findById(id);
+        if (!before) throw new NotFoundError(`account ${id}`);
+        if (removesSuperuser) assertNotLastSuperuser(before, superusers, patch.active === false ? 'deactivated' : 'demoted');
+        await repo.update(id, { displayName: name, active: patch.active, superuser: patch.superuser, emailVerified: patch.emailVerified });
+        return { before, after: (await repo.findById(id))! };
+      });
+      await changed();
       if (before.active && !after.active) await endSessions(id);
-      const changed = (['displayName', 'active', 'superuser', 'emailVerified'] as const).filter((k) => before[k] !== after[k]);
-      if (changed.length) {
-        await deps.audit?.record({ type: after.active === before.active ? 'account.update' : after.active ? 'account.activate' : 'account.deactivate', actorId: by.actorId, subjectId: id, origin: by.origin, details: Object.fromEntries(changed.map((k) => [k, { before: before[k], after: after[k] }])) });
+      const fields = (['displayName', 'active', 'superuser', 'emailVerified'] as const).filter((k) => before[k] !== after[k]);
+      if (fields.length) {
+        await deps.audit?.record({ type: after.active === before.active ? 'account.update' : after.active ? 'account.activate' : 'account.deactivate', actorId: by.actorId, subjectId: id, origin: by.origin, details: Object.fromEntries(fields.map((k) => [k, { before: before[k], after: after[k] }])) });
       }
       return after;
     },
@@ -196,14 +221,20 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
     /**
      * Erases an account (GDPR art. 17): its sessions and grants end, the row and everything
      * hanging from it are deleted, so the email may register again. Audit rows are kept under a
-     * pseudonym by the caller (`pseudonymise`), which receives the erased record.
+     * pseudonym by the caller (`pseudonymise`), which receives the erased record. The last active
+     * superuser cannot be erased.
      */
     async erase(id: string, pseudonymise: (account: AccountRecord) => Promise<void>): Promise<AccountRecord> {
-      const account = await accounts.findById(id);
-      if (!account) throw new NotFoundError(`account ${id}`);
+      const account = await deps.accounts.transaction(async (repo) => {
+        const superusers = await repo.lockActiveSuperusers();
+        const found = await repo.findById(id);
+        if (!found) throw new NotFoundError(`account ${id}`);
+        assertNotLastSuperuser(found, superusers, 'deleted');
+        await repo.delete(id);
+        return found;
+      });
+      await changed();
       await endSessions(id);
-      await accounts.delete(id);
-      await deps.state?.revokeByAccountId(id);
       await pseudonymise(account);
       return account;
     },
@@ -212,7 +243,8 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
     async ensureAdmin(admin: { email: string; password: string } | undefined): Promise<AccountRecord | undefined> {
       if (!admin) return undefined;
       if (await accounts.findByEmail(admin.email)) return undefined;
-      return create({ email: admin.email, password: admin.password, superuser: true, emailVerified: true, name: 'Administrator' });
+      // ADMIN_PASSWORD is the operator's own deliberate choice: the 8-character floor, no strength check.
+      return create({ email: admin.email, password: admin.password, superuser: true, emailVerified: true, name: 'Administrator', allowWeakPassword: true });
     },
 
     /**

@@ -11,7 +11,6 @@ import { invalid, notFound, readJson, type FieldError } from '../../middleware/a
 import type { AccountRecord } from '../../repositories/accounts.js';
 import { grantScopes } from '../../repositories/provider-state.js';
 import { describeAccount } from '../../services/accounts.js';
-import { checkPasswordPolicy } from '../../services/password-policy.js';
 import { MAX_PASSWORD_LENGTH } from '../../services/passwords.js';
 import { auditChange, diff, isoOf, locationOf, type ApiDeps } from './common.js';
 
@@ -105,7 +104,7 @@ export function userRoutes(deps: ApiDeps): Router {
 
   router.post('/users', write, async (ctx) => {
     const body = await readJson(ctx);
-    const input = new Input(body, ['email', 'password', 'name', 'superuser', 'email_verified', 'roles', 'send_invitation']);
+    const input = new Input(body, ['email', 'password', 'name', 'superuser', 'email_verified', 'roles', 'send_invitation', 'allow_weak_password']);
     const email = input.string('email', { required: true, max: 320 });
     const password = input.string('password', { max: MAX_PASSWORD_LENGTH });
     const name = input.string('name', { max: 255, nullable: true });
@@ -113,14 +112,12 @@ export function userRoutes(deps: ApiDeps): Router {
     const emailVerified = input.boolean('email_verified');
     const roleNames = input.strings('roles', { max: 64 });
     const invite = input.boolean('send_invitation');
+    const allowWeakPassword = input.boolean('allow_weak_password');
     if (password === undefined && !invite && !input.errors.some((e) => e.field === 'password')) input.errors.push({ field: 'password', message: 'is required unless send_invitation is true' });
     input.done();
-    // The same password policy as every other place a password is chosen.
-    const weak = password === undefined ? undefined : checkPasswordPolicy(password, { email, name });
-    if (weak) throw invalid([{ field: 'password', message: weak }]);
     const roles = await globalRoles(deps, roleNames ?? []);
     // Invited without a password: an unusable random one, replaced through the mailed link.
-    const account = await services.accounts.create({ email: email!, password: password ?? randomBytes(32).toString('base64url'), name: name ?? undefined, superuser: superuser ?? false, emailVerified: emailVerified ?? false });
+    const account = await services.accounts.create({ email: email!, password: password ?? randomBytes(32).toString('base64url'), name: name ?? undefined, superuser: superuser ?? false, emailVerified: emailVerified ?? false, allowWeakPassword });
     for (const r of roles) await services.roles.assign(r, { kind: 'account', id: account.id });
     if (invite) await deps.mail.sendPasswordReset(account);
     const view = await describeUser(deps, account);

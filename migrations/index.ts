@@ -6,6 +6,7 @@ import * as rateLimits from './20261123020000_rate_limits.js';
 import * as rbac from './20261123030000_rbac.js';
 import * as api from './20261123040000_api.js';
 import * as partialIndexes from './20261206000000_provider_state_partial_indexes.js';
+import * as keysetIndexes from './20261206010000_keyset_indexes.js';
 
 /** Every migration, in order. Knex records applied names in knex_migrations. */
 export const migrations: Record<string, Knex.Migration> = {
@@ -15,4 +16,5 @@ export const migrations: Record<string, Knex.Migration> = {
   '20261123030000_rbac': rbac,
   '20261123040000_api': api,
   '20261206000000_provider_state_partial_indexes': partialIndexes,
+  '20261206010000_keyset_indexes': keysetIndexes,
 };

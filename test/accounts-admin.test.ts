@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+
 import { expect } from 'chai';
 
 import { startApiHarness, type ApiHarness } from './helpers/api.js';
@@ -130,6 +132,69 @@ describe('accounts administered through the CLI and the admin API', function () 
       expect(results.map((r) => r.status).sort()).to.deep.equal(['fulfilled', 'rejected']);
       expect(((results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason as Error).message).to.contain('last active superuser');
       expect(await h.srv.running.db('accounts').where({ superuser: true, active: true }).select('id')).to.have.length(1);
+    });
+  });
+
+  describe('lists filtered and paged in SQL', () => {
+    interface Listed {
+      id: string;
+      email: string;
+      active: boolean;
+      created_at: string;
+    }
+    /** Every page of `path` (limit `limit`): each page at most `limit` long, the cursor followed to the end. */
+    async function walk(path: string, limit: number): Promise<Listed[]> {
+      const seen: Listed[] = [];
+      let cursor: string | null = null;
+      for (let pages = 0; pages < 100; pages++) {
+        const sep = path.includes('?') ? '&' : '?';
+        const r = await h.call('GET', `${path}${sep}limit=${limit}${cursor ? `&cursor=${cursor}` : ''}`, { token: h.admin });
+        expect(r.status, JSON.stringify(r.json)).to.equal(200);
+        expect(r.json.data.length).to.be.at.most(limit);
+        seen.push(...(r.json.data as Listed[]));
+        cursor = r.json.next_cursor as string | null;
+        if (!cursor) return seen;
+        expect(r.json.data).to.have.length(limit);
+      }
+      throw new Error(`${path} did not end`);
+    }
+    const newestFirst = (a: { created_at: string; id: string }, b: { created_at: string; id: string }) => (a.created_at === b.created_at ? (a.id < b.id ? 1 : -1) : a.created_at < b.created_at ? 1 : -1);
+
+    it('GET /users pages through more than a page with filters: newest first, no duplicates, no gaps', async () => {
+      // Seeded in bulk: 40 accounts over 10 instants, four sharing each one, so that the id decides within an instant.
+      const rows = Array.from({ length: 40 }, (_, i) => {
+        const at = new Date(Date.UTC(2026, 0, 1, 0, 0, Math.floor(i / 4))).toISOString();
+        const email = i % 3 === 0 ? `other${i}@example.test` : `Pager_${i}@Example.test`;
+        return { id: randomUUID(), email, password_hash: null, display_name: null, email_verified: false, active: i % 5 !== 0, superuser: false, created_at: at, updated_at: at };
+      });
+      await h.srv.running.db('accounts').insert(rows);
+      const role = await h.cli('roles', 'create', '--name', 'pager-role');
+      const holders = rows.filter((_, i) => i % 2 === 0);
+      for (const r of holders) await h.srv.running.services.roles.assign((await h.srv.running.services.roles.find('global', 'pager-role'))!, { kind: 'account', id: r.id });
+      expect(role.name).to.equal('pager-role');
+
+      const expected = (keep: (r: (typeof rows)[number]) => boolean) => rows.filter(keep).sort(newestFirst).map((r) => r.id);
+      const ids = (listed: Listed[]) => listed.map((u) => u.id);
+      // email (case-insensitive substring) and active, together and apart.
+      const both = await walk('/api/v1/users?email=PAGER_&active=true', 3);
+      expect(ids(both)).to.deep.equal(expected((r) => r.email.toLowerCase().includes('pager_') && r.active));
+      expect(new Set(ids(both)).size).to.equal(both.length);
+      expect(both.length).to.be.greaterThan(3 * 4);
+      expect(ids(await walk('/api/v1/users?email=pager', 7))).to.deep.equal(expected((r) => r.email.toLowerCase().includes('pager')));
+      expect(ids(await walk('/api/v1/users?active=false', 2)).filter((id) => rows.some((r) => r.id === id))).to.deep.equal(expected((r) => !r.active));
+      expect(ids(await walk('/api/v1/users?role=pager-role&active=true', 4))).to.deep.equal(expected((r) => holders.includes(r) && r.active));
+      // LIKE's wildcards are literal: no email holds a percent sign, and `_` matches only an underscore.
+      expect(await walk('/api/v1/users?email=%25', 5)).to.deep.equal([]);
+      expect(ids(await walk('/api/v1/users?email=r_1', 5))).to.deep.equal(expected((r) => r.email.toLowerCase().includes('r_1')));
+      expect(await walk('/api/v1/users?role=no-such-role', 5)).to.deep.equal([]);
+      expect(await walk('/api/v1/users?org=no-such-org', 5)).to.deep.equal([]);
+
+      // Unfiltered: every account of the database exactly once, newest first.
+      const all = await walk('/api/v1/users', 6);
+      const inDb = (await h.srv.running.db('accounts').select('id', 'created_at')) as { id: string; created_at: string }[];
+      expect(ids(all)).to.deep.equal(inDb.sort(newestFirst).map((r) => r.id));
+      // Each listed item is in the order of the keys it shows.
+      for (let i = 1; i < all.length; i++) expect(newestFirst(all[i - 1]!, all[i]!), `${i}`).to.equal(-1);
     });
   });
 });

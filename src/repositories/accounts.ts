@@ -1,5 +1,20 @@
 import type { Db } from '../db/knex.js';
 import { isStorableKey, nowIso, toIso } from '../db/knex.js';
+import { keysetPage, type PageOf, type PageRequest } from './keyset.js';
+
+/** What a list of accounts may be narrowed to; every filter is applied in SQL. */
+export interface AccountFilters {
+  /** Case-insensitive substring of the email. */
+  email?: string | undefined;
+  active?: boolean | undefined;
+  /** Members of this organization (its id). */
+  organizationId?: string | undefined;
+  /** Holders of this global role (its id). */
+  roleId?: string | undefined;
+}
+
+/** `%`, `_` and the escape character itself are literal in a substring search. */
+const likeSubstring = (s: string) => `%${s.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
 
 export interface AccountRecord {
   id: string;
@@ -114,6 +129,17 @@ function queries(db: Db) {
       const q = db('accounts').select<Row[]>('*').orderBy([{ column: 'created_at' }, { column: 'id' }]);
       if (options.limit) void q.limit(options.limit);
       return (await q).map(fromRow);
+    },
+    /** One page of accounts, newest first, filtered and paged in SQL (keyset on created_at, id). */
+    async page(request: PageRequest & { filters?: AccountFilters }): Promise<PageOf<AccountRecord>> {
+      const f = request.filters ?? {};
+      const q = db('accounts').select('*');
+      // The escape character is named: SQLite's LIKE has none by default.
+      if (f.email) void q.whereRaw("lower(email) like ? escape '\\'", [likeSubstring(f.email)]);
+      if (f.active !== undefined) void q.where('active', f.active);
+      if (f.organizationId !== undefined) void q.whereIn('id', db('organization_members').select('account_id').where('organization_id', f.organizationId).whereNotNull('account_id'));
+      if (f.roleId !== undefined) void q.whereIn('id', db('role_assignments').select('account_id').where('role_id', f.roleId).whereNotNull('account_id'));
+      return keysetPage(db, q, { at: 'created_at', id: 'id' }, request, fromRow, (a) => ({ at: a.createdAt, id: a.id }));
     },
     /** Deletes the account row (its MFA, tokens, roles and memberships go with it: foreign keys). */
     async delete(id: string): Promise<boolean> {

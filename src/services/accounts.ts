@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 
 import { BoundedCache } from '../lib/lru.js';
-import { type AccountRecord, type AccountsRepository, DuplicateEmailError } from '../repositories/accounts.js';
+import { type AccountFilters, type AccountRecord, type AccountsRepository, DuplicateEmailError } from '../repositories/accounts.js';
+import type { PageRequest } from '../repositories/keyset.js';
 import type { ProviderStateRepository } from '../repositories/provider-state.js';
 import type { RoleKind, RoleRecord, Subject } from '../repositories/roles.js';
 import type { AuditService, RequestOrigin } from './audit.js';
@@ -158,6 +159,8 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
     },
     findByEmail: (email: string) => accounts.findByEmail(email),
     list: () => accounts.list(),
+    /** One page of accounts, newest first, filtered in the database. */
+    page: (request: PageRequest & { filters?: AccountFilters }) => accounts.page(request),
     endSessions,
 
     /**

@@ -6,7 +6,7 @@ import type Koa from 'koa';
 import { originOf } from '../../lib/request-origin.js';
 import { principalOf, requireAdmin } from '../../middleware/api-auth.js';
 import { Input, queryParam } from '../../middleware/api-input.js';
-import { checkIfMatch, paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
+import { checkIfMatch, cursorOf, paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
 import { invalid, notFound, readJson, type FieldError } from '../../middleware/api-problem.js';
 import type { AccountRecord } from '../../repositories/accounts.js';
 import { grantScopes } from '../../repositories/provider-state.js';
@@ -85,21 +85,15 @@ export function userRoutes(deps: ApiDeps): Router {
     const role = queryParam(q, 'role', errors);
     const active = boolParam(queryParam(q, 'active', errors), 'active', errors);
     const page = pageParams(ctx, errors);
-    let accounts = await services.accounts.list();
-    if (email) accounts = accounts.filter((a) => a.email.toLowerCase().includes(email.toLowerCase()));
-    if (active !== undefined) accounts = accounts.filter((a) => a.active === active);
-    if (org) {
-      const found = await services.organizations.resolve(org).catch(() => undefined);
-      const ids = new Set(found ? (await services.organizations.members(found.id)).filter((m) => m.member.kind === 'account').map((m) => m.member.id) : []);
-      accounts = accounts.filter((a) => ids.has(a.id));
+    // Named organization and role are resolved first; one that does not exist has no members.
+    const organization = org ? await services.organizations.resolve(org).catch(() => undefined) : undefined;
+    const globalRole = role ? await services.roles.find('global', role) : undefined;
+    if ((org && !organization) || (role && !globalRole)) {
+      ctx.body = { data: [], next_cursor: null };
+      return;
     }
-    if (role) {
-      const r = await services.roles.find('global', role);
-      const ids = new Set(r ? (await services.roles.holders(r)).filter((h) => h.kind === 'account').map((h) => h.id) : []);
-      accounts = accounts.filter((a) => ids.has(a.id));
-    }
-    const { items, next_cursor } = paginate(accounts, (a) => ({ at: a.createdAt, id: a.id }), page);
-    ctx.body = { data: await Promise.all(items.map((a) => describeUser(deps, a))), next_cursor };
+    const { items, next } = await services.accounts.page({ ...page, filters: { email: email || undefined, active, organizationId: organization?.id, roleId: globalRole?.id } });
+    ctx.body = { data: await Promise.all(items.map((a) => describeUser(deps, a))), next_cursor: next ? cursorOf(next) : null };
   });
 
   router.post('/users', write, async (ctx) => {

@@ -196,5 +196,32 @@ describe('accounts administered through the CLI and the admin API', function () 
       // Each listed item is in the order of the keys it shows.
       for (let i = 1; i < all.length; i++) expect(newestFirst(all[i - 1]!, all[i]!), `${i}`).to.equal(-1);
     });
+
+    it('members and role holders (accounts and clients) page on their `kind:id` key across equal times', async () => {
+      const { db, services } = h.srv.running;
+      const org = await services.organizations.create({ name: 'Paging Guild', slug: 'paging-guild', createdBy: 'test' });
+      const memberRole = (await services.roles.find('organization', 'member'))!;
+      const holderRole = await services.roles.create({ name: 'paging-holder', kind: 'global' });
+      const accounts = Array.from({ length: 6 }, () => ({ id: randomUUID(), email: `${randomUUID()}@members.example.test` }));
+      await db('accounts').insert(accounts.map((a) => ({ ...a, password_hash: null, display_name: null, email_verified: false, active: true, superuser: false, created_at: '2026-02-01T00:00:00.000Z', updated_at: '2026-02-01T00:00:00.000Z' })));
+      const clients: string[] = [];
+      for (let i = 0; i < 3; i++) clients.push((await services.clients.create({ name: `pager ${i}`, grants: ['client_credentials'] })).client_id);
+      // Three instants, three subjects each: accounts and clients mixed within an instant.
+      const subjects = [...accounts.map((a) => ({ kind: 'account' as const, id: a.id })), ...clients.map((id) => ({ kind: 'client' as const, id }))];
+      const at = (i: number) => new Date(Date.UTC(2026, 1, 1, 0, 0, i % 3)).toISOString();
+      const column = (s: (typeof subjects)[number]) => (s.kind === 'account' ? 'account_id' : 'client_id');
+      await db('organization_members').insert(subjects.map((s, i) => ({ organization_id: org.id, [column(s)]: s.id, role_id: memberRole.id, created_at: at(i), updated_at: at(i) })));
+      await db('role_assignments').insert(subjects.map((s, i) => ({ role_id: holderRole.id, [column(s)]: s.id, created_at: at(i) })));
+      const expected = (prefix: (s: (typeof subjects)[number]) => string) =>
+        subjects
+          .map((s, i) => ({ created_at: at(i), id: `${prefix(s)}:${s.id}` }))
+          .sort(newestFirst)
+          .map((k) => k.id);
+
+      const members = (await walk(`/api/v1/organizations/${org.id}/members`, 2)) as unknown as { id: string; kind: string; created_at: string }[];
+      expect(members.map((m) => `${m.kind === 'user' ? 'account' : 'client'}:${m.id}`)).to.deep.equal(expected((s) => s.kind));
+      const holders = (await walk(`/api/v1/roles/${holderRole.id}/holders`, 2)) as unknown as { id: string; kind: string }[];
+      expect(holders.map((x) => `${x.kind}:${x.id}`)).to.deep.equal(expected((s) => (s.kind === 'account' ? 'user' : 'client')));
+    });
   });
 });

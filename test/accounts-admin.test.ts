@@ -193,6 +193,18 @@ describe('accounts administered through the CLI and the admin API', function () 
       const all = await walk('/api/v1/users', 6);
       const inDb = (await h.srv.running.db('accounts').select('id', 'created_at')) as { id: string; created_at: string }[];
       expect(ids(all)).to.deep.equal(inDb.sort(newestFirst).map((r) => r.id));
+      // A cursor is compared in SQL: one that cannot be a key is a 422, one that can is just a position.
+      const cursorOf = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+      for (const bad of [['\u0000', 'x'], ['2026-01-01T00:00:00.000Z', 'a\u0000b'], ['x'.repeat(65), 'x'], ['2026', 1]]) {
+        const r = await h.call('GET', `/api/v1/users?cursor=${cursorOf(bad)}`, { token: h.admin });
+        expect(r.status, JSON.stringify(bad)).to.equal(422);
+        expect(r.json.errors.map((e: { field: string }) => e.field)).to.deep.equal(['cursor']);
+      }
+      const beyond = await h.call('GET', `/api/v1/users?cursor=${cursorOf(['0000', ''])}`, { token: h.admin });
+      expect(beyond.status).to.equal(200);
+      expect(beyond.json).to.deep.equal({ data: [], next_cursor: null });
+      const before = await h.call('GET', `/api/v1/users?limit=2&cursor=${cursorOf(['9999', "' or 1=1 --"])}`, { token: h.admin });
+      expect(before.json.data.map((u: Listed) => u.id)).to.deep.equal(ids(all).slice(0, 2));
       // Each listed item is in the order of the keys it shows.
       for (let i = 1; i < all.length; i++) expect(newestFirst(all[i - 1]!, all[i]!), `${i}`).to.equal(-1);
     });

@@ -149,6 +149,10 @@ function queries(db: Db) {
       const row = await db('accounts').count({ n: '*' }).first<{ n: number | string }>();
       return Number(row?.n ?? 0);
     },
+    /** Deletes the account unless it is an active superuser (then false, and nothing changes). */
+    async deleteUnlessActiveSuperuser(id: string): Promise<boolean> {
+      return (await db('accounts').where({ id }).andWhere((w) => void w.where('superuser', false).orWhere('active', false)).delete()) > 0;
+    },
     /**
      * The ids of the active superusers, their rows locked until the transaction ends, so that two
      * demotions (or a demotion and an erase) check the last-superuser rule one after the other.

@@ -7,6 +7,7 @@ import * as rbac from './20261123030000_rbac.js';
 import * as api from './20261123040000_api.js';
 import * as partialIndexes from './20261206000000_provider_state_partial_indexes.js';
 import * as settings from './20261206010000_settings.js';
+import * as keysetIndexes from './20261206020000_keyset_indexes.js';
 
 /** Every migration, in order. Knex records applied names in knex_migrations. */
 export const migrations: Record<string, Knex.Migration> = {
@@ -17,4 +18,5 @@ export const migrations: Record<string, Knex.Migration> = {
   '20261123040000_api': api,
   '20261206000000_provider_state_partial_indexes': partialIndexes,
   '20261206010000_settings': settings,
+  '20261206020000_keyset_indexes': keysetIndexes,
 };

@@ -25,9 +25,9 @@ describe('accounts: import from existing apps, rehash at login, update and deact
   const rowOf = async (email: string) => (await srv.running.db('accounts').whereRaw('lower(email) = ?', [email.toLowerCase()]).first()) as { id: string; password_hash: string };
   const hashOf = async (email: string) => (await rowOf(email)).password_hash;
 
-  async function signIn(email: string, password: string) {
+  async function signIn(email: string, password: string, scope = 'openid email offline_access') {
     const verifier = oidc.randomPKCECodeVerifier();
-    const url = oidc.buildAuthorizationUrl(config, { redirect_uri: REDIRECT, scope: 'openid email offline_access', prompt: 'consent', code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
+    const url = oidc.buildAuthorizationUrl(config, { redirect_uri: REDIRECT, scope, prompt: 'consent', code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
     const agent = new Agent();
     const { callback } = await authorize(agent, url.toString(), REDIRECT, { email, password });
     return oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier });
@@ -105,6 +105,31 @@ describe('accounts: import from existing apps, rehash at login, update and deact
     expect(listed.json.find((u: { email: string }) => u.email === 'argon@example.test').superuser).to.equal(true);
   });
 
+  it('assigns the global roles a line names; unknown ones are one error for that line, clean lines none', async () => {
+    expect((await srv.cli('roles', 'create', '--name', 'librarian')).code).to.equal(0);
+    expect((await srv.cli('roles', 'create', '--name', 'archivist')).code).to.equal(0);
+    // An organization role is not a global role: an account cannot hold it directly.
+    const hash = await bcrypt.hash('an imported reading room password', 10);
+    const lines = [
+      { email: 'reader1@example.test', password_hash: hash, roles: ['librarian', 'archivist'] },
+      { email: 'reader2@example.test', password_hash: hash, roles: ['librarian', 'ghost', 'owner', 'ghost'] },
+      { email: 'reader3@example.test', password_hash: hash },
+    ].map((l) => JSON.stringify(l));
+    const file = join(tmpdir(), `latch-import-roles-${Date.now()}.jsonl`);
+    writeFileSync(file, lines.join('\n'));
+    const r = await srv.cli('users', 'import', file);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.json).to.deep.equal({ imported: 3, skipped: 0, errors: [{ line: 2, reason: 'unknown roles "ghost", "owner" (imported without them)' }] });
+
+    const held = async (email: string) => (await srv.running.services.roles.rolesOf({ kind: 'account', id: (await rowOf(email)).id })).map((role) => role.name).sort();
+    expect(await held('reader1@example.test')).to.deep.equal(['archivist', 'librarian']);
+    expect(await held('reader2@example.test')).to.deep.equal(['librarian']);
+    expect(await held('reader3@example.test')).to.deep.equal([]);
+    // What a relying party sees: the roles claim of the ID token.
+    const tokens = await signIn('reader1@example.test', 'an imported reading room password', 'openid roles');
+    expect(tokens.claims()!.roles).to.deep.equal(['archivist', 'librarian']);
+  });
+
   it('users update changes fields; deactivation ends sessions and refresh tokens at once', async () => {
     const created = await srv.cli('users', 'create', '--email', 'dora@example.test', '--password', 'dora the explorer');
     expect(created.json.email_verified).to.equal(false);
@@ -131,7 +156,7 @@ describe('accounts: import from existing apps, rehash at login, update and deact
   });
 
   it('writes login failures and successes to the audit trail with IP and user agent', async () => {
-    await srv.cli('users', 'create', '--email', 'eve@example.test', '--password', 'eve eve eve eve');
+    await srv.cli('users', 'create', '--email', 'eve@example.test', '--password', 'eve eve eve eve', '--allow-weak-password');
     await loginPage('eve@example.test', 'wrong wrong');
     await signIn('eve@example.test', 'eve eve eve eve');
     const rows = (await srv.running.db('audit_events').whereIn('type', ['login.failure', 'login.success']).orderBy('id')) as Record<string, string>[];

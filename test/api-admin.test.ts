@@ -151,10 +151,13 @@ describe('admin API (/api/v1)', function () {
 
     it('a superuser token stops working for admin once the flag is removed', async () => {
       const me = (await call('GET', '/api/v1/users?email=root@', { token: admin })).json.data[0];
+      // Another active superuser, so that root is not the last one (which cannot be demoted).
+      const second = await cli('users', 'create', '--email', 'second-root@example.test', '--password', 'a second superuser passphrase', '--superuser');
       await call('PATCH', `/api/v1/users/${me.id}`, { token: admin, body: { superuser: false } });
       expect((await call('GET', '/api/v1/users', { token: superToken })).status).to.equal(403);
       await call('PATCH', `/api/v1/users/${me.id}`, { token: admin, body: { superuser: true } });
       expect((await call('GET', '/api/v1/users', { token: superToken })).status).to.equal(200);
+      expect((await call('DELETE', `/api/v1/users/${second.id}`, { token: admin })).status).to.equal(204);
     });
 
     it('unknown paths and methods answer problems', async () => {

@@ -27,11 +27,11 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   'users create': {
-    usage: 'users create --email E --password P [--name N] [--superuser] [--email-verified]',
+    usage: 'users create --email E --password P [--name N] [--superuser] [--email-verified] [--allow-weak-password]',
     async run({ args, services }) {
       const u = this.usage;
-      const { values } = parse(args, { email: { type: 'string' }, password: { type: 'string' }, name: { type: 'string' }, superuser: { type: 'boolean' }, 'email-verified': { type: 'boolean' } }, u);
-      const account = await services.accounts.create({ email: required(values.email, 'email', u), password: required(values.password, 'password', u), name: values.name, superuser: values.superuser ?? false, emailVerified: values['email-verified'] ?? false });
+      const { values } = parse(args, { email: { type: 'string' }, password: { type: 'string' }, name: { type: 'string' }, superuser: { type: 'boolean' }, 'email-verified': { type: 'boolean' }, 'allow-weak-password': { type: 'boolean' } }, u);
+      const account = await services.accounts.create({ email: required(values.email, 'email', u), password: required(values.password, 'password', u), name: values.name, superuser: values.superuser ?? false, emailVerified: values['email-verified'] ?? false, allowWeakPassword: values['allow-weak-password'] ?? false });
       await services.audit.record({ type: 'account.create', actorId: 'cli', subjectId: account.id });
       return describeAccount(account);
     },

@@ -25,7 +25,9 @@ const encode = (c: Cursor) => Buffer.from(JSON.stringify([c.at, c.id])).toString
 function decode(raw: string): Cursor | undefined {
   try {
     const v = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8')) as unknown;
-    if (Array.isArray(v) && v.length === 2 && typeof v[0] === 'string' && typeof v[1] === 'string') return { at: v[0], id: v[1] };
+    // The key is compared in SQL: no NUL (PostgreSQL text cannot hold one) and no more than a key can be.
+    const fits = (s: unknown, max: number): s is string => typeof s === 'string' && s.length <= max && !s.includes('\u0000');
+    if (Array.isArray(v) && v.length === 2 && fits(v[0], 64) && fits(v[1], 512)) return { at: v[0], id: v[1] };
   } catch {
     // fall through
   }

@@ -1,5 +1,20 @@
 import type { Db } from '../db/knex.js';
 import { isStorableKey, nowIso, toIso } from '../db/knex.js';
+import { keysetPage, type PageOf, type PageRequest } from './keyset.js';
+
+/** What a list of accounts may be narrowed to; every filter is applied in SQL. */
+export interface AccountFilters {
+  /** Case-insensitive substring of the email. */
+  email?: string | undefined;
+  active?: boolean | undefined;
+  /** Members of this organization (its id). */
+  organizationId?: string | undefined;
+  /** Holders of this global role (its id). */
+  roleId?: string | undefined;
+}
+
+/** `%`, `_` and the escape character itself are literal in a substring search. */
+const likeSubstring = (s: string) => `%${s.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
 
 export interface AccountRecord {
   id: string;
@@ -55,7 +70,8 @@ function isUniqueViolation(err: unknown): boolean {
   return e.code === '23505' || e.code === 'SQLITE_CONSTRAINT_UNIQUE' || /UNIQUE constraint failed/.test(e.message ?? '');
 }
 
-export function createAccountsRepository(db: Db) {
+/** The account statements, over the database or over one transaction. */
+function queries(db: Db) {
   return {
     async insert(a: Omit<AccountRecord, 'createdAt' | 'updatedAt' | 'lastLoginAt'>): Promise<AccountRecord> {
       const now = nowIso();
@@ -114,6 +130,17 @@ export function createAccountsRepository(db: Db) {
       if (options.limit) void q.limit(options.limit);
       return (await q).map(fromRow);
     },
+    /** One page of accounts, newest first, filtered and paged in SQL (keyset on created_at, id). */
+    async page(request: PageRequest & { filters?: AccountFilters }): Promise<PageOf<AccountRecord>> {
+      const f = request.filters ?? {};
+      const q = db('accounts').select('*');
+      // The escape character is named: SQLite's LIKE has none by default.
+      if (f.email) void q.whereRaw("lower(email) like ? escape '\\'", [likeSubstring(f.email)]);
+      if (f.active !== undefined) void q.where('active', f.active);
+      if (f.organizationId !== undefined) void q.whereIn('id', db('organization_members').select('account_id').where('organization_id', f.organizationId).whereNotNull('account_id'));
+      if (f.roleId !== undefined) void q.whereIn('id', db('role_assignments').select('account_id').where('role_id', f.roleId).whereNotNull('account_id'));
+      return keysetPage(db, q, { at: 'created_at', id: 'id' }, request, fromRow, (a) => ({ at: a.createdAt, id: a.id }));
+    },
     /** Deletes the account row (its MFA, tokens, roles and memberships go with it: foreign keys). */
     async delete(id: string): Promise<boolean> {
       return (await db('accounts').where({ id }).delete()) > 0;
@@ -121,6 +148,32 @@ export function createAccountsRepository(db: Db) {
     async count(): Promise<number> {
       const row = await db('accounts').count({ n: '*' }).first<{ n: number | string }>();
       return Number(row?.n ?? 0);
+    },
+    /** Deletes the account unless it is an active superuser (then false, and nothing changes). */
+    async deleteUnlessActiveSuperuser(id: string): Promise<boolean> {
+      return (await db('accounts').where({ id }).andWhere((w) => void w.where('superuser', false).orWhere('active', false)).delete()) > 0;
+    },
+    /**
+     * The ids of the active superusers, their rows locked until the transaction ends, so that two
+     * demotions (or a demotion and an erase) check the last-superuser rule one after the other.
+     * PostgreSQL: SELECT ... FOR UPDATE, whose waiter re-reads the rows after the first commits
+     * and so no longer counts one just demoted; SQLite serialises writing transactions anyway.
+     */
+    async lockActiveSuperusers(): Promise<string[]> {
+      const rows = await db('accounts').where({ superuser: true, active: true }).forUpdate().select<{ id: string }[]>('id');
+      return rows.map((r) => r.id);
+    },
+  };
+}
+
+export type AccountQueries = ReturnType<typeof queries>;
+
+export function createAccountsRepository(db: Db) {
+  return {
+    ...queries(db),
+    /** Runs `fn` in a transaction (changes that check the last-superuser rule). */
+    transaction<T>(fn: (repo: AccountQueries) => Promise<T>): Promise<T> {
+      return db.transaction((trx) => fn(queries(trx as unknown as Db)));
     },
   };
 }

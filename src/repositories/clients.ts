@@ -1,5 +1,6 @@
 import type { Db } from '../db/knex.js';
 import { isStorableKey, nowIso, toIso } from '../db/knex.js';
+import { keysetPage, type PageOf, type PageRequest } from './keyset.js';
 
 export type TokenAuthMethod = 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'none';
 
@@ -104,6 +105,10 @@ export function createClientsRepository(db: Db) {
       if (!isStorableKey(id)) return undefined;
       const row = await db('clients').where({ id }).first<Row | undefined>();
       return row ? fromRow(row) : undefined;
+    },
+    /** One page of clients, newest first (keyset on created_at, id). */
+    async page(request: PageRequest): Promise<PageOf<ClientRecord>> {
+      return keysetPage(db, db('clients').select('*'), { at: 'created_at', id: 'id' }, request, fromRow, (c) => ({ at: c.createdAt, id: c.id }));
     },
     async list(): Promise<ClientRecord[]> {
       const rows = await db('clients').select<Row[]>('*').orderBy('created_at');

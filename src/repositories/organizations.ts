@@ -1,6 +1,7 @@
 import type { Db } from '../db/knex.js';
 import { nowIso, toIso } from '../db/knex.js';
 import { subjectColumn, type Subject } from './roles.js';
+import { keysetPage, type PageOf, type PageRequest } from './keyset.js';
 
 export interface OrganizationRecord {
   id: string;
@@ -125,6 +126,15 @@ function queries(db: Db) {
       const row = await db('organizations').where({ slug }).first<OrgRow | undefined>();
       return row ? orgFromRow(row) : undefined;
     },
+    /** One page of organizations, newest first (keyset on created_at, id); `name` is a case-insensitive substring. */
+    async page(request: PageRequest & { filters?: { name?: string | undefined; slug?: string | undefined } }): Promise<PageOf<OrganizationRecord>> {
+      const q = db('organizations').select('*');
+      const f = request.filters ?? {};
+      // The escape character is named: SQLite's LIKE has none by default.
+      if (f.name) void q.whereRaw("lower(name) like ? escape '\\'", [`%${f.name.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)}%`]);
+      if (f.slug !== undefined) void q.where('slug', f.slug);
+      return keysetPage(db, q, { at: 'created_at', id: 'id' }, request, orgFromRow, (o) => ({ at: o.createdAt, id: o.id }));
+    },
     async list(): Promise<OrganizationRecord[]> {
       return (await db('organizations').select<OrgRow[]>('*').orderBy('slug')).map(orgFromRow);
     },
@@ -138,6 +148,18 @@ function queries(db: Db) {
       return (await db('organizations').where({ id }).delete()) > 0;
     },
 
+    /**
+     * One page of an organization's members, newest first. The cursor's id is the member's
+     * `kind:id` (`account:…` or `client:…`), computed in SQL so the keyset can use it.
+     */
+    async membersPage(organizationId: string, request: PageRequest): Promise<PageOf<MembershipRecord>> {
+      const key = db.raw("(case when m.account_id is not null then 'account:' || m.account_id else 'client:' || m.client_id end)");
+      return keysetPage(db, members().where('m.organization_id', organizationId), { at: 'm.created_at', id: key }, request, memberFromRow, (m) => ({ at: m.createdAt, id: `${m.member.kind}:${m.member.id}` }));
+    },
+    /** One page of an organization's invitations (every status), newest first. */
+    async invitationsPage(organizationId: string, request: PageRequest): Promise<PageOf<InvitationRecord>> {
+      return keysetPage(db, invitations().where('i.organization_id', organizationId), { at: 'i.created_at', id: 'i.id' }, request, invitationFromRow, (i) => ({ at: i.createdAt, id: i.id }));
+    },
     async members(organizationId: string): Promise<MembershipRecord[]> {
       return ((await members().where('m.organization_id', organizationId).orderBy('m.created_at')) as MemberRow[]).map(memberFromRow);
     },

@@ -1,5 +1,6 @@
 import type { Db } from '../db/knex.js';
 import { isStorableKey, toIso } from '../db/knex.js';
+import { keysetPage, type PageOf, type PageRequest } from './keyset.js';
 
 export interface PersonalAccessTokenRecord {
   id: string;
@@ -86,6 +87,11 @@ export function createPersonalAccessTokensRepository(db: Db) {
     },
 
     /** Every token of an account, newest first (revoked and expired ones too). */
+    /** One page of the account's tokens not revoked, newest first (keyset on created_at, id). */
+    async pageByAccount(accountId: string, request: PageRequest): Promise<PageOf<PersonalAccessTokenRecord>> {
+      const q = db('personal_access_tokens').where({ account_id: accountId }).whereNull('revoked_at').select('*');
+      return keysetPage(db, q, { at: 'created_at', id: 'id' }, request, fromRow, (t) => ({ at: t.createdAt, id: t.id }));
+    },
     async listByAccount(accountId: string): Promise<PersonalAccessTokenRecord[]> {
       const rows = await db('personal_access_tokens').where({ account_id: accountId }).orderBy('created_at', 'desc').orderBy('id').select<Row[]>('*');
       return rows.map(fromRow);

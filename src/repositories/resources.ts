@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 
 import type { Db } from '../db/knex.js';
 import { nowIso, toIso } from '../db/knex.js';
+import { keysetPage, type PageOf, type PageRequest } from './keyset.js';
 
 export type SigningAlg = 'RS256' | 'ES256' | 'EdDSA';
 
@@ -172,6 +173,12 @@ export function createResourcesRepository(db: Db) {
     async findByIdentifier(identifier: string): Promise<ResourceRecord | undefined> {
       const row = await db('resource_servers').where({ identifier }).first<Row | undefined>();
       return row ? fromRow(row) : undefined;
+    },
+    /** One page of resource servers, newest first (keyset on created_at, id); `identifier` narrows to one. */
+    async page(request: PageRequest & { filters?: { identifier?: string | undefined } }): Promise<PageOf<ResourceRecord>> {
+      const q = db('resource_servers').select('*');
+      if (request.filters?.identifier !== undefined) void q.where('identifier', request.filters.identifier);
+      return keysetPage(db, q, { at: 'created_at', id: 'id' }, request, fromRow, (r) => ({ at: r.createdAt, id: r.id }));
     },
     async list(): Promise<ResourceRecord[]> {
       return (await db('resource_servers').select<Row[]>('*').orderBy('identifier')).map(fromRow);

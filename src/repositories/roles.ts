@@ -1,5 +1,6 @@
 import type { Db } from '../db/knex.js';
 import { nowIso, toIso } from '../db/knex.js';
+import { keysetPage, type PageOf, type PageRequest } from './keyset.js';
 
 export type RoleKind = 'global' | 'organization';
 
@@ -31,6 +32,17 @@ interface Row {
   builtin: boolean | number;
   created_at: string;
   updated_at: string;
+}
+
+interface HolderRow {
+  account_id: string | null;
+  client_id: string | null;
+  created_at: string;
+}
+
+function holderFromRow(r: HolderRow): Subject & { assignedAt: string } {
+  const assignedAt = toIso(r.created_at) ?? r.created_at;
+  return r.account_id ? { kind: 'account' as const, id: r.account_id, assignedAt } : { kind: 'client' as const, id: r.client_id!, assignedAt };
 }
 
 export const subjectColumn = (s: Subject) => (s.kind === 'account' ? 'account_id' : 'client_id');
@@ -77,6 +89,23 @@ export function createRolesRepository(db: Db) {
     async findById(id: string): Promise<RoleRecord | undefined> {
       const row = await db('roles').where({ id }).first<Row | undefined>();
       return row ? (await withPermissions([row]))[0] : undefined;
+    },
+    /** One page of roles, newest first (keyset on created_at, id), with their permissions. */
+    async page(request: PageRequest & { filters?: { kind?: RoleKind | undefined; name?: string | undefined } }): Promise<PageOf<RoleRecord>> {
+      const q = db('roles').select('*');
+      if (request.filters?.kind !== undefined) void q.where('kind', request.filters.kind);
+      if (request.filters?.name !== undefined) void q.where('name', request.filters.name);
+      const page = await keysetPage(db, q, { at: 'created_at', id: 'id' }, request, (r: Row) => r, (r) => ({ at: toIso(r.created_at) ?? r.created_at, id: r.id }));
+      return { items: await withPermissions(page.items), next: page.next };
+    },
+    /**
+     * One page of a global role's holders, newest assignment first. The cursor's id is the API's
+     * `kind:id` of the holder (`user:…` or `client:…`), computed in SQL so the keyset can use it.
+     */
+    async holdersPage(roleId: string, request: PageRequest): Promise<PageOf<Subject & { assignedAt: string }>> {
+      const key = db.raw("(case when account_id is not null then 'user:' || account_id else 'client:' || client_id end)");
+      const q = db('role_assignments').where({ role_id: roleId }).select('account_id', 'client_id', 'created_at');
+      return keysetPage(db, q, { at: 'created_at', id: key }, request, holderFromRow, (h) => ({ at: h.assignedAt, id: `${h.kind === 'account' ? 'user' : 'client'}:${h.id}` }));
     },
     async list(kind?: RoleKind): Promise<RoleRecord[]> {
       const q = db('roles').select<Row[]>('*').orderBy([{ column: 'kind' }, { column: 'name' }]);
@@ -139,11 +168,8 @@ export function createRolesRepository(db: Db) {
     },
     /** Subjects holding a global role, with when it was assigned. */
     async holders(roleId: string): Promise<(Subject & { assignedAt: string })[]> {
-      const rows = await db('role_assignments').where({ role_id: roleId }).select<{ account_id: string | null; client_id: string | null; created_at: string }[]>('account_id', 'client_id', 'created_at');
-      return rows.map((r) => {
-        const assignedAt = toIso(r.created_at) ?? r.created_at;
-        return r.account_id ? { kind: 'account' as const, id: r.account_id, assignedAt } : { kind: 'client' as const, id: r.client_id!, assignedAt };
-      });
+      const rows = await db('role_assignments').where({ role_id: roleId }).select<HolderRow[]>('account_id', 'client_id', 'created_at');
+      return rows.map(holderFromRow);
     },
   };
 }

@@ -1,11 +1,14 @@
 import { randomUUID } from 'node:crypto';
 
 import { BoundedCache } from '../lib/lru.js';
-import { type AccountRecord, type AccountsRepository, DuplicateEmailError } from '../repositories/accounts.js';
+import { type AccountFilters, type AccountRecord, type AccountsRepository, DuplicateEmailError } from '../repositories/accounts.js';
+import type { PageRequest } from '../repositories/keyset.js';
 import type { ProviderStateRepository } from '../repositories/provider-state.js';
+import type { RoleKind, RoleRecord, Subject } from '../repositories/roles.js';
 import type { AuditService, RequestOrigin } from './audit.js';
 import type { ChangeFeed } from './change-feed.js';
-import { ValidationError, NotFoundError } from './errors.js';
+import { ConflictError, ValidationError, NotFoundError } from './errors.js';
+import { checkPasswordPolicy } from './password-policy.js';
 import { hashFormat, MAX_PASSWORD_LENGTH, type PasswordHasher } from './passwords.js';
 
 const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
@@ -16,6 +19,8 @@ export interface CreateAccountInput {
   name?: string | undefined;
   superuser?: boolean | undefined;
   emailVerified?: boolean | undefined;
+  /** Skip the strength check and the policy's minimum length (never below 8 characters). */
+  allowWeakPassword?: boolean | undefined;
 }
 
 export interface UpdateAccountInput {
@@ -56,10 +61,27 @@ export function checkEmail(raw: string): string {
   return email;
 }
 
+/**
+ * An installation keeps at least one active superuser: without one, nobody can reach the admin
+ * API as a person or promote anyone again (only a database edit would). `superusers` are the
+ * active superusers' ids, locked by the caller's transaction.
+ */
+function assertNotLastSuperuser(account: AccountRecord, superusers: readonly string[], how: 'deleted' | 'deactivated' | 'demoted'): void {
+  if (superusers.includes(account.id) && superusers.length === 1) {
+    throw new ConflictError(`${account.email} is the last active superuser and cannot be ${how}: make another account a superuser first`);
+  }
+}
+
 /** How long an account read for tokens is reused at most, should a change-feed poll fail. */
 const TOKEN_VIEW_TTL_MS = 30_000;
 
-export function createAccountService(deps: { accounts: AccountsRepository; passwords: PasswordHasher; state?: ProviderStateRepository; audit?: AuditService; requireVerifiedEmail?: boolean; feed?: Pick<ChangeFeed, 'on' | 'publish'> }) {
+/** What importing needs of the role service: look a global role up by name and assign it. */
+export interface ImportRoles {
+  find(kind: RoleKind, name: string): Promise<RoleRecord | undefined>;
+  assign(role: RoleRecord, subject: Subject): Promise<boolean>;
+}
+
+export function createAccountService(deps: { accounts: AccountsRepository; passwords: PasswordHasher; roles: ImportRoles; state?: ProviderStateRepository; audit?: AuditService; requireVerifiedEmail?: boolean; feed?: Pick<ChangeFeed, 'on' | 'publish'> }) {
   const { passwords } = deps;
 
   // Accounts as token issuance sees them (claims, active, superuser), cached per process: the
@@ -100,8 +122,9 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
 
   async function create(input: CreateAccountInput): Promise<AccountRecord> {
     const email = checkEmail(input.email);
-    if (input.password.length < 8) throw new ValidationError('password', 'must be at least 8 characters');
-    if (input.password.length > MAX_PASSWORD_LENGTH) throw new ValidationError('password', `must be at most ${MAX_PASSWORD_LENGTH} characters`);
+    // One policy for every way an account gets a password (pages, CLI, admin API).
+    const weak = checkPasswordPolicy(input.password, { email, name: input.name }, { allowWeak: input.allowWeakPassword });
+    if (weak) throw new ValidationError('password', weak);
     const passwordHash = await passwords.hash(input.password);
     return accounts.insert({
       id: randomUUID(),
@@ -136,6 +159,8 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
     },
     findByEmail: (email: string) => accounts.findByEmail(email),
     list: () => accounts.list(),
+    /** One page of accounts, newest first, filtered in the database. */
+    page: (request: PageRequest & { filters?: AccountFilters }) => accounts.page(request),
     endSessions,
 
     /**
@@ -170,18 +195,28 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
       return { ok: true, account };
     },
 
-    /** Updates an account; deactivating it ends its sessions and refresh tokens at once. */
+    /**
+     * Updates an account; deactivating it ends its sessions and refresh tokens at once. Neither
+     * deactivating nor demoting may leave the installation without an active superuser.
+     */
     async update(id: string, patch: UpdateAccountInput, by: { actorId: string; origin?: RequestOrigin } = { actorId: 'cli' }): Promise<AccountRecord> {
-      const before = await accounts.findById(id);
-      if (!before) throw new NotFoundError(`account ${id}`);
       const name = patch.name === undefined ? undefined : patch.name?.trim() || null;
       if (name && name.length > 255) throw new ValidationError('name', 'must be at most 255 characters');
-      await accounts.update(id, { displayName: name, active: patch.active, superuser: patch.superuser, emailVerified: patch.emailVerified });
-      const after = (await accounts.findById(id))!;
+      const removesSuperuser = patch.active === false || patch.superuser === false;
+      const { before, after } = await deps.accounts.transaction(async (repo) => {
+        // Locked before the account is read, so the check and the write see the same superusers.
+        const superusers = removesSuperuser ? await repo.lockActiveSuperusers() : [];
+        const before = await repo.findById(id);
+        if (!before) throw new NotFoundError(`account ${id}`);
+        if (removesSuperuser) assertNotLastSuperuser(before, superusers, patch.active === false ? 'deactivated' : 'demoted');
+        await repo.update(id, { displayName: name, active: patch.active, superuser: patch.superuser, emailVerified: patch.emailVerified });
+        return { before, after: (await repo.findById(id))! };
+      });
+      await changed();
       if (before.active && !after.active) await endSessions(id);
-      const changed = (['displayName', 'active', 'superuser', 'emailVerified'] as const).filter((k) => before[k] !== after[k]);
-      if (changed.length) {
-        await deps.audit?.record({ type: after.active === before.active ? 'account.update' : after.active ? 'account.activate' : 'account.deactivate', actorId: by.actorId, subjectId: id, origin: by.origin, details: Object.fromEntries(changed.map((k) => [k, { before: before[k], after: after[k] }])) });
+      const fields = (['displayName', 'active', 'superuser', 'emailVerified'] as const).filter((k) => before[k] !== after[k]);
+      if (fields.length) {
+        await deps.audit?.record({ type: after.active === before.active ? 'account.update' : after.active ? 'account.activate' : 'account.deactivate', actorId: by.actorId, subjectId: id, origin: by.origin, details: Object.fromEntries(fields.map((k) => [k, { before: before[k], after: after[k] }])) });
       }
       return after;
     },
@@ -189,14 +224,24 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
     /**
      * Erases an account (GDPR art. 17): its sessions and grants end, the row and everything
      * hanging from it are deleted, so the email may register again. Audit rows are kept under a
-     * pseudonym by the caller (`pseudonymise`), which receives the erased record.
+     * pseudonym by the caller (`pseudonymise`), which receives the erased record. The last active
+     * superuser cannot be erased.
      */
     async erase(id: string, pseudonymise: (account: AccountRecord) => Promise<void>): Promise<AccountRecord> {
-      const account = await accounts.findById(id);
-      if (!account) throw new NotFoundError(`account ${id}`);
+      const account = await deps.accounts.transaction(async (repo) => {
+        const found = await repo.findById(id);
+        if (!found) throw new NotFoundError(`account ${id}`);
+        // Most accounts are no superuser: deleted at once, unless one became it meanwhile.
+        if (!(found.superuser && found.active) && (await repo.deleteUnlessActiveSuperuser(id))) return found;
+        const superusers = await repo.lockActiveSuperusers();
+        const current = await repo.findById(id);
+        if (!current) throw new NotFoundError(`account ${id}`);
+        assertNotLastSuperuser(current, superusers, 'deleted');
+        await repo.delete(id);
+        return current;
+      });
+      await changed();
       await endSessions(id);
-      await accounts.delete(id);
-      await deps.state?.revokeByAccountId(id);
       await pseudonymise(account);
       return account;
     },
@@ -205,7 +250,8 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
     async ensureAdmin(admin: { email: string; password: string } | undefined): Promise<AccountRecord | undefined> {
       if (!admin) return undefined;
       if (await accounts.findByEmail(admin.email)) return undefined;
-      return create({ email: admin.email, password: admin.password, superuser: true, emailVerified: true, name: 'Administrator' });
+      // ADMIN_PASSWORD is the operator's own deliberate choice: the 8-character floor, no strength check.
+      return create({ email: admin.email, password: admin.password, superuser: true, emailVerified: true, name: 'Administrator', allowWeakPassword: true });
     },
 
     /**
@@ -213,8 +259,14 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
      * with argon2, bcrypt ($2a$/$2b$/$2y$) or Django PBKDF2-SHA256 hashes, kept as they are until
      * each user's next login rewrites them as argon2id.
      */
-    async importLines(text: string, knownRoles: ReadonlySet<string> = new Set()): Promise<ImportReport> {
+    async importLines(text: string): Promise<ImportReport> {
       const report: ImportReport = { imported: 0, skipped: 0, errors: [] };
+      // Global roles by name, looked up once per import (a line names roles, an account holds global ones).
+      const roleByName = new Map<string, RoleRecord | undefined>();
+      const roleNamed = async (name: string) => {
+        if (!roleByName.has(name)) roleByName.set(name, await deps.roles.find('global', name));
+        return roleByName.get(name);
+      };
       const lines = text.split(/\r?\n/);
       for (let i = 0; i < lines.length; i++) {
         const raw = lines[i]!.trim();
@@ -253,8 +305,9 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
           skip('roles must be an array of role names');
           continue;
         }
+        let account: AccountRecord;
         try {
-          await accounts.insert({ id: randomUUID(), email: email.trim(), passwordHash: hash, displayName: (name as string | undefined)?.trim() || null, emailVerified: verified === true, active: true, superuser: superuser === true });
+          account = await accounts.insert({ id: randomUUID(), email: email.trim(), passwordHash: hash, displayName: (name as string | undefined)?.trim() || null, emailVerified: verified === true, active: true, superuser: superuser === true });
           report.imported++;
         } catch (err) {
           if (err instanceof DuplicateEmailError) {
@@ -263,9 +316,14 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
           }
           throw err;
         }
-        for (const role of (roles as string[] | undefined) ?? []) {
-          if (!knownRoles.has(role)) report.errors.push({ line, reason: `unknown role "${role}" (imported without it)` });
+        // The account is imported either way; roles that do not exist are named once for the line.
+        const unknown: string[] = [];
+        for (const roleName of new Set(roles as string[] | undefined)) {
+          const role = await roleNamed(roleName);
+          if (role) await deps.roles.assign(role, { kind: 'account', id: account.id });
+          else unknown.push(`"${roleName}"`);
         }
+        if (unknown.length) report.errors.push({ line, reason: `unknown role${unknown.length === 1 ? '' : 's'} ${unknown.join(', ')} (imported without ${unknown.length === 1 ? 'it' : 'them'})` });
       }
       return report;
     },

@@ -7,6 +7,7 @@ import type { ResourcesRepository } from '../repositories/resources.js';
 import type { ChangeFeed } from './change-feed.js';
 import { ValidationError } from './errors.js';
 import { randomSecret, type Secrets } from './secrets.js';
+import type { PageRequest } from '../repositories/keyset.js';
 
 /** The account page's own OIDC client (routes/account-session.ts), created at start. */
 export const ACCOUNT_CLIENT_ID = 'latch-account';
@@ -226,6 +227,7 @@ export function createClientService(deps: { clients: ClientsRepository; resource
     },
 
     list: () => clients.list(),
+    page: (request: PageRequest) => clients.page(request),
     findById: (id: string) => clients.findById(id),
 
     /** oidc-provider's client lookup: served from memory after the first read. */

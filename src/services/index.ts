@@ -67,7 +67,7 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
     feed,
     state,
     passwords,
-    accounts: createAccountService({ accounts: createAccountsRepository(db), passwords, state, audit, requireVerifiedEmail: config.requireVerifiedEmail, feed }),
+    accounts: createAccountService({ accounts: createAccountsRepository(db), passwords, roles, state, audit, requireVerifiedEmail: config.requireVerifiedEmail, feed }),
     clients,
     resources,
     keys,

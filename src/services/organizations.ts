@@ -10,6 +10,7 @@ import type { ChangeFeed } from './change-feed.js';
 import { ConflictError, NotFoundError, ValidationError } from './errors.js';
 import type { Mailer } from './mail.js';
 import type { RoleService } from './roles.js';
+import type { PageRequest } from '../repositories/keyset.js';
 
 const SLUG = /^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -103,6 +104,7 @@ export function createOrganizationService(deps: { orgs: OrganizationsRepository;
     orgRole,
     findById: (id: string) => (isUuid(id) ? orgs.findById(id.toLowerCase()) : Promise.resolve(undefined)),
     list: () => orgs.list(),
+    page: (request: PageRequest & { filters?: { name?: string | undefined; slug?: string | undefined } }) => orgs.page(request),
 
     /** The actor's standing in an organization, for authorization.ts. */
     async actor(organizationId: string, who: { subject: Subject; superuser: boolean }): Promise<OrgActor> {
@@ -162,6 +164,7 @@ export function createOrganizationService(deps: { orgs: OrganizationsRepository;
     },
 
     members: (organizationId: string) => orgs.members(organizationId),
+    membersPage: (organizationId: string, request: PageRequest) => orgs.membersPage(organizationId, request),
     membership: (organizationId: string, subject: Subject) => orgs.membership(organizationId, subject),
     membershipsOf: (subject: Subject): Promise<HeldMembership[]> => orgs.membershipsOf(subject),
 
@@ -228,6 +231,7 @@ export function createOrganizationService(deps: { orgs: OrganizationsRepository;
     },
 
     invitations: (organizationId: string) => orgs.invitationsOf(organizationId),
+    invitationsPage: (organizationId: string, request: PageRequest) => orgs.invitationsPage(organizationId, request),
     invitationById: (id: string) => orgs.invitationById(id),
     pendingInvitationsFor: (email: string) => orgs.pendingFor(email, new Date().toISOString()),
 

@@ -6,6 +6,12 @@ import { MAX_PASSWORD_LENGTH } from './passwords.js';
 /** Shortest password accepted for a new account or a reset (NIST SP 800-63B §5.1.1.2 asks for 8; we ask 10). */
 export const MIN_PASSWORD_LENGTH = 10;
 
+/**
+ * The floor that even a deliberate exception (`--allow-weak-password`, `allow_weak_password`)
+ * cannot go below: NIST SP 800-63B §5.1.1.2 requires at least 8 characters for a memorized secret.
+ */
+export const MIN_WEAK_PASSWORD_LENGTH = 8;
+
 /** zxcvbn score (0-4) a new password must reach: 3 = "safely unguessable: moderate protection from offline slow-hash attacks". */
 export const MIN_PASSWORD_SCORE = 3;
 
@@ -75,17 +81,27 @@ function explain(result: ZxcvbnResult): string {
   return `${warning ? `${warning} ` : ''}Choose a password that is harder to guess: a few unrelated words make a good one.`;
 }
 
+export interface PolicyOptions {
+  /**
+   * A deliberate exception chosen by an administrator (tests, a migration): the strength check
+   * and the policy's minimum length are skipped, MIN_WEAK_PASSWORD_LENGTH still applies.
+   */
+  allowWeak?: boolean | undefined;
+}
+
 /**
- * The password policy for new passwords (registration, reset, change): at least 10 characters,
- * at most 1024 (hashing cost is bounded per request), and not common or guessable, judged by
- * zxcvbn with the account's own email and name as known words. Returns a message for the
- * password field, or undefined when the password is acceptable.
+ * The password policy for every new password, wherever it is chosen (registration, reset, change,
+ * the CLI, the admin API): at least 10 characters, at most 1024 (hashing cost is bounded per
+ * request), and not common or guessable, judged by zxcvbn with the account's own email and name
+ * as known words. Returns a message for the password field, or undefined when it is acceptable.
  */
-export function checkPasswordPolicy(password: string, context: PasswordContext = {}): string | undefined {
+export function checkPasswordPolicy(password: string, context: PasswordContext = {}, options: PolicyOptions = {}): string | undefined {
   if (typeof password !== 'string' || password.length === 0) return 'Enter a password.';
   if (password.length > MAX_PASSWORD_LENGTH) return `Use at most ${MAX_PASSWORD_LENGTH} characters.`;
   // Length in code points, so that an emoji counts as one character, as a person counts it.
-  if ([...password].length < MIN_PASSWORD_LENGTH) return `Use at least ${MIN_PASSWORD_LENGTH} characters.`;
+  const length = [...password].length;
+  if (options.allowWeak) return length < MIN_WEAK_PASSWORD_LENGTH ? `Use at least ${MIN_WEAK_PASSWORD_LENGTH} characters, even with a weak password allowed.` : undefined;
+  if (length < MIN_PASSWORD_LENGTH) return `Use at least ${MIN_PASSWORD_LENGTH} characters.`;
   const result = estimator().check(password, userInputs(context));
   if (result.score < MIN_PASSWORD_SCORE) return explain(result);
   return undefined;

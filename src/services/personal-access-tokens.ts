@@ -10,6 +10,7 @@ import { ACCOUNT_CLIENT_ID } from './clients.js';
 import { ValidationError } from './errors.js';
 import type { ResourceService } from './resources.js';
 import { permissionCandidates } from './roles.js';
+import type { PageOf, PageRequest } from '../repositories/keyset.js';
 
 /** Every personal access token starts with this, so scanners and people can recognise one. */
 export const PAT_PREFIX = 'lat_';
@@ -247,6 +248,12 @@ export function createPersonalAccessTokenService(deps: {
       });
       await deps.audit?.record({ type: 'pat.create', actorId: account.id, subjectId: account.id, origin: input.origin, details: { id: record.id, name, scopes, audience, organization_id: organizationId, expires_at: record.expiresAt } });
       return { token, record };
+    },
+
+    /** One page of the account's tokens not revoked, newest first, with last uses not yet flushed. */
+    async page(accountId: string, request: PageRequest): Promise<PageOf<PersonalAccessTokenRecord>> {
+      const page = await tokens.pageByAccount(accountId, request);
+      return { items: page.items.map(withRecentUse), next: page.next };
     },
 
     /** Every token of the account, newest first, with last uses not yet flushed. */

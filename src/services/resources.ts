@@ -5,6 +5,7 @@ import type { ClientFit, ResourcePatch, ResourceRecord, ResourcesRepository, Sig
 import type { ChangeFeed } from './change-feed.js';
 import { OIDC_SCOPE_SET } from './clients.js';
 import { ConflictError, ValidationError } from './errors.js';
+import type { PageRequest } from '../repositories/keyset.js';
 
 export const RESOURCE_ALGS: SigningAlg[] = ['RS256', 'ES256', 'EdDSA'];
 
@@ -150,6 +151,7 @@ export function createResourceService(deps: { resources: ResourcesRepository; fe
     },
 
     list: () => resources.list(),
+    page: (request: PageRequest & { filters?: { identifier?: string | undefined } }) => resources.page(request),
     findByIdentifier: (identifier: string) => resources.findByIdentifier(identifier),
     findById,
     /** Cached lookup by identifier. */

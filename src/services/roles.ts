@@ -4,6 +4,7 @@ import type { ResourceRecord } from '../repositories/resources.js';
 import type { Permission, RoleKind, RoleRecord, RolesRepository, Subject } from '../repositories/roles.js';
 import type { ChangeFeed } from './change-feed.js';
 import { ConflictError, NotFoundError, ValidationError } from './errors.js';
+import type { PageRequest } from '../repositories/keyset.js';
 
 const ROLE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/;
 
@@ -92,6 +93,7 @@ export function createRoleService(deps: { roles: RolesRepository; resources: { f
     find: (kind: RoleKind, name: string) => roles.find(kind, name),
     findById: (id: string) => roles.findById(id),
     list: (kind?: RoleKind) => roles.list(kind),
+    page: (request: PageRequest & { filters?: { kind?: RoleKind | undefined; name?: string | undefined } }) => roles.page(request),
 
     async create(input: { name: string; kind: RoleKind; description?: string | null | undefined; permissions?: (string | Permission)[] | undefined }): Promise<RoleRecord> {
       const name = checkRoleName(input.name);
@@ -185,6 +187,7 @@ export function createRoleService(deps: { roles: RolesRepository; resources: { f
 
     rolesOf: (subject: Subject) => roles.rolesOf(subject),
     holders: (role: RoleRecord) => roles.holders(role.id),
+    holdersPage: (role: RoleRecord, request: PageRequest) => roles.holdersPage(role.id, request),
   };
 }
 

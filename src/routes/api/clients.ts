@@ -2,7 +2,7 @@ import Router from '@koa/router';
 
 import { requireAdmin } from '../../middleware/api-auth.js';
 import { Input } from '../../middleware/api-input.js';
-import { checkIfMatch, paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
+import { checkIfMatch, cursorOf, pageParams, sendResource } from '../../middleware/api-paging.js';
 import { notFound, ProblemError, readJson } from '../../middleware/api-problem.js';
 import type { ClientRecord } from '../../repositories/clients.js';
 import { describeClient } from '../../services/clients.js';
@@ -49,8 +49,8 @@ export function clientRoutes(deps: ApiDeps): Router {
 
   router.get('/clients', read, async (ctx) => {
     const page = pageParams(ctx);
-    const { items, next_cursor } = paginate(await services.clients.list(), (c) => ({ at: c.createdAt, id: c.id }), page);
-    ctx.body = { data: items.map(describeApiClient), next_cursor };
+    const { items, next } = await services.clients.page(page);
+    ctx.body = { data: items.map(describeApiClient), next_cursor: next ? cursorOf(next) : null };
   });
 
   router.post('/clients', write, async (ctx) => {

@@ -4,7 +4,7 @@ import type Koa from 'koa';
 import { originOf } from '../../lib/request-origin.js';
 import { principalOf, requireAccount } from '../../middleware/api-auth.js';
 import { Input } from '../../middleware/api-input.js';
-import { checkIfMatch, paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
+import { checkIfMatch, cursorOf, pageParams, sendResource } from '../../middleware/api-paging.js';
 import { invalid, notFound, ProblemError, readJson } from '../../middleware/api-problem.js';
 import type { AccountRecord } from '../../repositories/accounts.js';
 import { ValidationError } from '../../services/errors.js';
@@ -103,9 +103,8 @@ export function meRoutes(deps: ApiDeps): Router {
 
   router.get('/me/tokens', own, async (ctx) => {
     const page = pageParams(ctx);
-    const tokens = (await services.personalTokens.list(accountOf(ctx).id)).filter((t) => !t.revokedAt);
-    const { items, next_cursor } = paginate(tokens, (t) => ({ at: t.createdAt, id: t.id }), page);
-    ctx.body = { data: items.map(describePersonalAccessToken), next_cursor };
+    const { items, next } = await services.personalTokens.page(accountOf(ctx).id, page);
+    ctx.body = { data: items.map(describePersonalAccessToken), next_cursor: next ? cursorOf(next) : null };
   });
 
   router.post('/me/tokens', own, async (ctx) => {

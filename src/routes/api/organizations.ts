@@ -4,7 +4,7 @@ import type Koa from 'koa';
 import { originOf } from '../../lib/request-origin.js';
 import { actorOf, insufficientScope, principalOf, requireAdmin } from '../../middleware/api-auth.js';
 import { Input, queryParam } from '../../middleware/api-input.js';
-import { checkIfMatch, paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
+import { checkIfMatch, cursorOf, pageParams, sendResource } from '../../middleware/api-paging.js';
 import { invalid, notFound, ProblemError, readJson, type FieldError } from '../../middleware/api-problem.js';
 import type { InvitationRecord, MembershipRecord, OrganizationRecord } from '../../repositories/organizations.js';
 import type { Subject } from '../../repositories/roles.js';
@@ -124,11 +124,8 @@ export function organizationRoutes(deps: ApiDeps): Router {
     const name = queryParam(q, 'name', errors);
     const slug = queryParam(q, 'slug', errors);
     const page = pageParams(ctx, errors);
-    let orgs = await organizations.list();
-    if (name) orgs = orgs.filter((o) => o.name.toLowerCase().includes(name.toLowerCase()));
-    if (slug !== undefined) orgs = orgs.filter((o) => o.slug === slug);
-    const { items, next_cursor } = paginate(orgs, (o) => ({ at: o.createdAt, id: o.id }), page);
-    ctx.body = { data: items.map(describeOrganization), next_cursor };
+    const { items, next } = await organizations.page({ ...page, filters: { name: name || undefined, slug } });
+    ctx.body = { data: items.map(describeOrganization), next_cursor: next ? cursorOf(next) : null };
   });
 
   router.post('/organizations', requireAdmin('write'), async (ctx) => {
@@ -171,8 +168,8 @@ export function organizationRoutes(deps: ApiDeps): Router {
   router.get('/organizations/:id/members', read, async (ctx) => {
     await authorize(ctx, 'members.read');
     const page = pageParams(ctx);
-    const { items, next_cursor } = paginate(await organizations.members(orgOf(ctx).org.id), (m) => ({ at: m.createdAt, id: `${m.member.kind}:${m.member.id}` }), page);
-    ctx.body = { data: items.map(describeMember), next_cursor };
+    const { items, next } = await organizations.membersPage(orgOf(ctx).org.id, page);
+    ctx.body = { data: items.map(describeMember), next_cursor: next ? cursorOf(next) : null };
   });
 
   router.post('/organizations/:id/members', write, async (ctx) => {
@@ -221,8 +218,8 @@ export function organizationRoutes(deps: ApiDeps): Router {
   router.get('/organizations/:id/invitations', read, async (ctx) => {
     await authorize(ctx, 'invitations.read');
     const page = pageParams(ctx);
-    const { items, next_cursor } = paginate(await organizations.invitations(orgOf(ctx).org.id), (i) => ({ at: i.createdAt, id: i.id }), page);
-    ctx.body = { data: items.map((i) => describeInvitation(i)), next_cursor };
+    const { items, next } = await organizations.invitationsPage(orgOf(ctx).org.id, page);
+    ctx.body = { data: items.map((i) => describeInvitation(i)), next_cursor: next ? cursorOf(next) : null };
   });
 
   router.post('/organizations/:id/invitations', write, async (ctx) => {

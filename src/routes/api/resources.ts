@@ -2,7 +2,7 @@ import Router from '@koa/router';
 
 import { requireAdmin } from '../../middleware/api-auth.js';
 import { Input, queryParam } from '../../middleware/api-input.js';
-import { checkIfMatch, paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
+import { checkIfMatch, cursorOf, pageParams, sendResource } from '../../middleware/api-paging.js';
 import { notFound, ProblemError, readJson, type FieldError } from '../../middleware/api-problem.js';
 import { describeResource, MAX_RESOURCE_TTL } from '../../services/resources.js';
 import { API_RESOURCE_SCOPES, apiAudience } from './api-resource.js';
@@ -41,10 +41,8 @@ export function resourceRoutes(deps: ApiDeps): Router {
     const errors: FieldError[] = [];
     const identifier = queryParam(ctx.query as Record<string, string | string[] | undefined>, 'identifier', errors);
     const page = pageParams(ctx, errors);
-    let all = await services.resources.list();
-    if (identifier !== undefined) all = all.filter((r) => r.identifier === identifier);
-    const { items, next_cursor } = paginate(all, (r) => ({ at: r.createdAt, id: r.id }), page);
-    ctx.body = { data: items.map(describeResource), next_cursor };
+    const { items, next } = await services.resources.page({ ...page, filters: { identifier } });
+    ctx.body = { data: items.map(describeResource), next_cursor: next ? cursorOf(next) : null };
   });
 
   router.post('/resources', write, async (ctx) => {

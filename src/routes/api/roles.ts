@@ -3,7 +3,7 @@ import type Koa from 'koa';
 
 import { requireAdmin } from '../../middleware/api-auth.js';
 import { Input, queryParam } from '../../middleware/api-input.js';
-import { checkIfMatch, paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
+import { checkIfMatch, cursorOf, pageParams, sendResource } from '../../middleware/api-paging.js';
 import { notFound, readJson, type FieldError } from '../../middleware/api-problem.js';
 import type { RoleKind, RoleRecord, Subject } from '../../repositories/roles.js';
 import { isUuid } from '../../services/organizations.js';
@@ -62,10 +62,8 @@ export function roleRoutes(deps: ApiDeps): Router {
     const name = queryParam(q, 'name', errors);
     if (kind !== undefined && !KINDS.includes(kind as RoleKind)) errors.push({ field: 'kind', message: 'must be global or organization' });
     const page = pageParams(ctx, errors);
-    let roles = await services.roles.list(kind as RoleKind | undefined);
-    if (name !== undefined) roles = roles.filter((r) => r.name === name);
-    const { items, next_cursor } = paginate(roles, (r) => ({ at: r.createdAt, id: r.id }), page);
-    ctx.body = { data: items.map(describeApiRole), next_cursor };
+    const { items, next } = await services.roles.page({ ...page, filters: { kind: kind as RoleKind | undefined, name } });
+    ctx.body = { data: items.map(describeApiRole), next_cursor: next ? cursorOf(next) : null };
   });
 
   router.post('/roles', write, async (ctx) => {
@@ -128,9 +126,8 @@ export function roleRoutes(deps: ApiDeps): Router {
   router.get('/roles/:id/holders', read, async (ctx) => {
     const role = await roleOr404(ctx.params.id!);
     const page = pageParams(ctx);
-    const holders = (await services.roles.holders(role)).map((h) => ({ kind: apiKindOf(h), id: h.id, assigned_at: h.assignedAt }));
-    const { items, next_cursor } = paginate(holders, (h) => ({ at: h.assigned_at, id: `${h.kind}:${h.id}` }), page);
-    ctx.body = { data: items, next_cursor };
+    const { items, next } = await services.roles.holdersPage(role, page);
+    ctx.body = { data: items.map((h) => ({ kind: apiKindOf(h), id: h.id, assigned_at: h.assignedAt })), next_cursor: next ? cursorOf(next) : null };
   });
 
   return router;

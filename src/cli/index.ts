@@ -102,7 +102,7 @@ const COMMANDS: Record<string, Command> = {
   'clients create': {
     usage:
       'clients create --name N [--grant G]... [--redirect-uri U]... [--post-logout-redirect-uri U]... [--scope S]... [--resource URI]... [--public] [--first-party] [--web-origin O]... [--auth-method client_secret_basic|client_secret_post|private_key_jwt|none] [--jwks-uri U]',
-    async run({ args, services }) {
+    async run({ args, services, note }) {
       const u = this.usage;
       const { values } = parse(
         args,
@@ -134,6 +134,11 @@ const COMMANDS: Record<string, Command> = {
         authMethod: values['auth-method'],
         jwksUri: values['jwks-uri'],
       });
+      // A browser app served from another origin calls the token endpoint cross-origin: without
+      // its origin registered, CORS refuses it (the browser never hands it the response).
+      if (created.client.isPublic && created.client.webOrigins.length === 0) {
+        note('no --web-origin: a browser app on another origin cannot reach the token endpoint (CORS) until its origin is registered with --web-origin');
+      }
       return { ...describeCliClient(created.client), ...(created.client_secret ? { client_secret: created.client_secret } : {}) };
     },
   },
@@ -225,7 +230,7 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
     const services = createServices({ db, config, logger: createLogger('error') });
     // The API's resource server exists from the first command on, server started or not.
     if (!command.raw) await ensureApiResource(services.resources, config.issuer);
-    const result = await command.run.call(command, { args, services, db, config });
+    const result = await command.run.call(command, { args, services, db, config, note: (line) => out.stderr(`latch: note: ${line}\n`) });
     out.stdout(`${JSON.stringify(result, null, 2)}\n`);
     return 0;
   } catch (err) {

@@ -19,8 +19,10 @@ import type { Metrics } from '../services/metrics.js';
 import type { PersonalAccessTokenService } from '../services/personal-access-tokens.js';
 import type { Secrets } from '../services/secrets.js';
 import { createAdapterClass } from './adapter.js';
+import { withoutAdminScopesUnlessSuperuser } from './admin-scopes.js';
 import { findAccountFor } from './account.js';
-import { allowedResourcesOf, allowedScopesOf, defaultResource, isFirstParty, mayIntrospect, type ClientLike } from './client-policy.js';
+import { allowedResourcesOf, allowedScopesOf, defaultResource, isFirstParty, isSignInOnly, mayIntrospect, type ClientLike } from './client-policy.js';
+import { restoreOfflineAccess } from './offline-access.js';
 import { personalAccessTokenIntrospection } from './personal-access-tokens.js';
 import { createRbacIntegration, type GrantWithOrganization, type RbacIntegration } from './rbac.js';
 import { createStructuredTokenHandler, GRANT_CLAIM } from './structured-tokens.js';
@@ -51,6 +53,7 @@ export interface OidcDeps {
 
 /** The OIDC scopes Latch knows; resource scopes come from resource servers. */
 export const OIDC_SCOPES = ['openid', 'offline_access', 'profile', 'email', 'roles', 'organizations'];
+const OIDC_SCOPE_SET: ReadonlySet<string> = new Set(OIDC_SCOPES);
 
 
 /**
@@ -87,6 +90,9 @@ const grantTtl = (config: Config) => Math.max(config.ttl.refreshToken, config.tt
 
 function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration, adapter: Configuration['adapter']): Configuration {
   const { config, render, logger } = deps;
+  const isSuperuser = async (accountId: string) => (await deps.accounts.findForTokens(accountId))?.superuser === true;
+  // Latch's own API resource (apiAudience in routes/api/api-resource.ts; oidc/ never imports routes).
+  const adminApi = `${config.issuer}/api`;
 
   const renderPage = async (ctx: Koa.Context, view: string, locals: Record<string, unknown> & { title: string }) => {
     ctx.type = 'html';
@@ -116,14 +122,17 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
     // OIDC Core §3.1.2.1 allows extension parameters: `organization` names the tenant the
     // grant and its tokens are for. A malformed or unknown id is invalid_request (RFC 6749 §4.1.2.1).
     extraParams: {
-      async organization(_ctx, value) {
+      // oidc-provider runs these validators on every authorization (and pushed) request once it has
+      // filtered the scope and before it loads the grant: the place to restore offline_access.
+      async organization(ctx, value) {
+        restoreOfflineAccess(ctx);
         if (value === undefined || value === '') return;
         if (typeof value !== 'string') throw new errors.InvalidRequest('organization must be given once');
         await rbac.checkExists(value);
       },
     },
     // Roles, organizations and the organization of the token (JWT payload, opaque-token introspection).
-    extraTokenClaims: (ctx, token) => rbac.tokenClaims(ctx, token as never, async (id) => (await deps.accounts.findForTokens(id))?.superuser === true),
+    extraTokenClaims: (ctx, token) => rbac.tokenClaims(ctx, token as never, isSuperuser),
     // Only the authorization code flow (OAuth 2.0 Security BCP, RFC 9700 §2.1.2: no implicit).
     responseTypes: ['code'],
     // OIDC Core §3.1.2.1: redirect_uri is required; never guessed from the registration.
@@ -216,7 +225,10 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
       userinfo: { enabled: true },
       resourceIndicators: {
         enabled: true,
-        defaultResource: (_ctx, client, oneOf) => defaultResource(client as unknown as ClientLike, oneOf)!,
+        // RFC 8707 §2: with no `resource` named, a client registered for one resource gets it, unless
+        // the request is a sign-in asking only OpenID Connect scopes (its token is for userinfo).
+        // What an authorization granted stays its resource at the token endpoint (useGrantedResource).
+        defaultResource: (ctx, client, oneOf) => (oneOf || !isSignInOnly(ctx.oidc.params?.scope, OIDC_SCOPE_SET) ? defaultResource(client as unknown as ClientLike, oneOf)! : undefined!),
         useGrantedResource: () => true,
         async getResourceServerInfo(ctx, indicator, client) {
           const c = client as unknown as ClientLike;
@@ -233,6 +245,7 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
             const permitted = await rbac.permittedScopes(ctx, rs.identifier);
             if (permitted) scopes = scopes.filter((s) => permitted.has(s));
           }
+          if (rs.identifier === adminApi) scopes = await withoutAdminScopesUnlessSuperuser(ctx, scopes, { rbac, isSuperuser });
           return {
             scope: scopes.join(' '),
             audience: rs.identifier,

@@ -1,7 +1,7 @@
 
 import type { JWTPayload } from 'jose';
 import type Koa from 'koa';
-import Provider, { errors, interactionPolicy, type Client, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 
 import type { Config } from '../config/index.js';
 import type { Logger } from '../lib/logger.js';
@@ -23,6 +23,7 @@ import { withoutAdminScopesUnlessSuperuser } from './admin-scopes.js';
 import { findAccountFor } from './account.js';
 import { allowedResourcesOf, allowedScopesOf, defaultResource, isFirstParty, isSignInOnly, mayIntrospect, type ClientLike } from './client-policy.js';
 import { restoreOfflineAccess } from './offline-access.js';
+import { compareClientSecretsWith, keepInGrantPayload, memoiseClientFind, providerHandler } from './provider-internals.js';
 import { personalAccessTokenIntrospection } from './personal-access-tokens.js';
 import { createRbacIntegration, type GrantWithOrganization, type RbacIntegration } from './rbac.js';
 import { createStructuredTokenHandler, GRANT_CLAIM } from './structured-tokens.js';
@@ -331,30 +332,16 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
   const build = (): { provider: Provider; handler: (ctx: Koa.Context) => Promise<unknown> } => {
     const provider = new Provider(deps.config.issuer, buildConfiguration(deps, ring, rbac, storage.Adapter));
     provider.proxy = deps.config.trustProxy;
-    // A grant's organization is kept in its own payload (see rbac.ts): oidc-provider stores only
-    // the properties a model lists, so the Grant model lists this one too. Set before any Grant
-    // is built (oidc-provider reads the list once per model).
-    Object.defineProperty(provider.Grant, 'IN_PAYLOAD', { value: [...(provider.Grant as unknown as { IN_PAYLOAD: string[] }).IN_PAYLOAD, 'organizationId'] });
+    // A grant's organization is kept in its own payload (see rbac.ts), before any Grant is built.
+    keepInGrantPayload(provider, 'organizationId');
     // As the outer app (app.ts): behind the one trusted proxy, the client is the LAST X-Forwarded-For entry.
     (provider as Koa).maxIpsCount = 1;
     // Client secrets are stored as HMAC-SHA-256 (see services/secrets.ts): compare the HMAC of
     // the presented secret, in constant time.
-    provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {
-      return deps.clients.verifySecret(actual, this.clientSecret ?? '');
-    };
-    // oidc-provider hashes a client's metadata (JSON + SHA-256) on every lookup to find the
-    // Client it built from it. The client service hands out the same cached metadata object until
-    // a change clears its cache (change feed), so that object identifies the Client it gave.
-    const builtFrom = new WeakMap<object, Client>();
-    const findClient = provider.Client.find.bind(provider.Client);
-    provider.Client.find = async (id: string) => {
-      const metadata = typeof id === 'string' && id ? await deps.clients.findMetadata(id) : undefined;
-      const known = metadata && builtFrom.get(metadata);
-      if (known) return known;
-      const client = await findClient(id);
-      if (metadata && client) builtFrom.set(metadata, client);
-      return client;
-    };
+    compareClientSecretsWith(provider, (presented, stored) => deps.clients.verifySecret(presented, stored));
+    // The client service hands out the same cached metadata object until a change clears its
+    // cache (change feed): no hash of the metadata per lookup.
+    memoiseClientFind(provider, (id) => deps.clients.findMetadata(id));
     // RP-initiated logout (OIDC RP-Initiated Logout §2) ends the session: on the audit trail.
     provider.on('end_session.success', (ctx: KoaContextWithOIDC) => {
       const accountId = ctx.oidc.session?.accountId;
@@ -444,12 +431,7 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
     });
     // oidc-provider's middleware runs on Latch's own Koa context (same cookie keys, proxy
     // settings and Koa): no second context per request, and Latch's Koa writes the response.
-    const stack = provider.middleware as unknown as Koa.Middleware[];
-    const handler = (ctx: Koa.Context) => {
-      const dispatch = (i: number): Promise<unknown> => (i < stack.length ? Promise.resolve(stack[i]!(ctx, () => dispatch(i + 1))) : Promise.resolve());
-      return dispatch(0);
-    };
-    return { provider, handler };
+    return { provider, handler: providerHandler(provider) };
   };
 
   let current = build();

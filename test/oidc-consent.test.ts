@@ -135,6 +135,17 @@ describe('what an authorization issues: admin scopes, refresh tokens after conse
       expect(second.tokens.refresh_token).to.be.a('string');
     });
 
+    it('prompt=none without an earlier consent: offline_access is ignored (OIDC Core §11), not an error', async () => {
+      const spa = await created('clients', 'create', '--name', 'SPA silent', '--public', '--redirect-uri', REDIRECT, '--web-origin', SPA_ORIGIN);
+      const config = await discover(spa.client_id);
+      const signedIn = await codeFlow(config, 'openid', USER);
+      expect(signedIn.pages).to.deep.equal(['login', 'consent']);
+      const silent = await codeFlow(config, 'openid offline_access', USER, { prompt: 'none' }, signedIn.agent);
+      expect(silent.pages).to.deep.equal([]);
+      expect(silent.callback.searchParams.get('error')).to.equal(null);
+      expect(silent.tokens.refresh_token).to.equal(undefined);
+    });
+
     it('consent to other scopes does not stand for offline_access: the page asks again for it', async () => {
       const spa = await created('clients', 'create', '--name', 'SPA 2', '--public', '--redirect-uri', REDIRECT, '--web-origin', SPA_ORIGIN);
       const config = await discover(spa.client_id);

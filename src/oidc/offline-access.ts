@@ -14,13 +14,15 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
  *
  * Only for a client registered for `offline_access` and the `refresh_token` grant, and only when
  * the client itself sent the scope (query or form body of the request at hand; a pushed request
- * was restored when it was pushed).
+ * was restored when it was pushed). Never with `prompt=none`: no consent can be asked then, and
+ * §11 has the scope ignored rather than the request refused.
  */
 export function restoreOfflineAccess(ctx: KoaContextWithOIDC): void {
   const { oidc } = ctx;
   const client = oidc.client;
-  const params = oidc.params as { scope?: unknown } | undefined;
+  const params = oidc.params as { scope?: unknown; prompt?: unknown } | undefined;
   if (!client || !params || oidc.entities.PushedAuthorizationRequest) return;
+  if (typeof params.prompt === 'string' && params.prompt.split(' ').includes('none')) return;
   const granted = typeof params.scope === 'string' ? params.scope.split(' ') : [];
   if (granted.includes('offline_access')) return;
   const sent = (ctx.method === 'POST' ? (oidc.body as { scope?: unknown } | undefined) : (ctx.query as { scope?: unknown }))?.scope;

@@ -16,6 +16,7 @@ describe('admin API (/api/v1)', function () {
   let superToken: string;
   let plainUserToken: string;
   let accountOnly: string;
+  let neverSuperToken: string;
   let plainUser: { id: string };
   const cli = (...args: string[]) => h.cli(...args);
   const call = (...args: Parameters<ApiHarness['call']>) => h.call(...args);
@@ -30,9 +31,15 @@ describe('admin API (/api/v1)', function () {
     const other = await cli('clients', 'create', '--name', 'other', '--grant', 'client_credentials', '--resource', 'https://other.example.test', '--scope', 'things:read');
     otherAudience = await cc(other, 'things:read', 'https://other.example.test');
     const plain = { email: 'plain@example.test', password: 'a plain user passphrase' };
-    plainUser = await cli('users', 'create', '--email', plain.email, '--password', plain.password);
+    // Admin scopes are issued to superusers only: this user holds a token with them from while
+    // it was one, and is demoted since, so the API's own per-request superuser check is what refuses it.
+    plainUser = await cli('users', 'create', '--email', plain.email, '--password', plain.password, '--superuser');
     plainUserToken = await h.userToken(plain, 'admin:read admin:write');
+    expect((await cli('users', 'update', '--email', plain.email, '--superuser', 'false')).superuser).to.equal(false);
     accountOnly = await h.userToken(plain, 'account');
+    neverSuperToken = await h.userToken(plain, 'admin:read admin:write');
+    // The server learns of the demotion through the change feed.
+    await new Promise((r) => setTimeout(r, 500));
   });
 
   after(async () => {
@@ -145,6 +152,10 @@ describe('admin API (/api/v1)', function () {
         const plain = await call(method, path, { token: plainUserToken });
         expect(plain.status, `${method} ${path}`).to.equal(403);
         expect(plain.json.type).to.equal('https://latch.dev/problems/forbidden');
+        // Asked by a user who is not a superuser, the token carries no admin scope at all.
+        const never = await call(method, path, { token: neverSuperToken });
+        expect(never.status, `${method} ${path}`).to.equal(403);
+        expect(never.headers.get('www-authenticate'), `${method} ${path}`).to.match(/error="insufficient_scope"/);
       }
       expect((await call('GET', '/api/v1/users', { token: superToken })).status).to.equal(200);
     });

@@ -499,10 +499,20 @@ describe('admin API: roles and organizations (/api/v1/roles, /api/v1/organizatio
     });
 
     it('a non-superuser\'s admin-scoped token and a reader\'s token: 403 as for every admin endpoint', async () => {
+      // Admin scopes are issued to superusers only: a token with them from while ann was one,
+      // used after her demotion, is refused by the API's own per-request superuser check.
+      expect((await h.cli('users', 'update', '--email', people.ann!.email, '--superuser', 'true')).superuser).to.equal(true);
       const plain = await h.userToken({ email: people.ann!.email, password: 'ann has a long passphrase' }, 'admin:read admin:write');
+      expect((await h.cli('users', 'update', '--email', people.ann!.email, '--superuser', 'false')).superuser).to.equal(false);
+      await sleep(500);
       const r = await call('GET', asAcme(), { token: plain });
       expectForbidden(r, 'admin scopes without superuser', /admin:read/);
       expect(r.json.type).to.equal('https://latch.dev/problems/forbidden');
+      // Asked now, while she is not a superuser, the token carries no admin scope.
+      const never = await h.userToken({ email: people.ann!.email, password: 'ann has a long passphrase' }, 'admin:read admin:write');
+      const n = await call('GET', asAcme(), { token: never });
+      expectForbidden(n, 'admin scopes never issued', /admin:read/);
+      expect(n.json.type).to.equal('https://latch.dev/problems/insufficient-scope');
       const w = await call('PATCH', asAcme(), { token: reader, body: { name: 'x' } });
       expect(w.headers.get('www-authenticate')).to.equal('Bearer realm="latch", error="insufficient_scope", scope="admin:write"');
       expect(w.json.type).to.equal('https://latch.dev/problems/insufficient-scope');

@@ -8,7 +8,8 @@ import type { Services } from '../services/index.js';
 export class UsageError extends Error {}
 
 type Options = NonNullable<ParseArgsConfig['options']>;
-export type Handler = (ctx: { args: string[]; services: Services; db: Db; config: Config; env: Record<string, string | undefined> }) => Promise<unknown>;
+/** `note` writes one line to stderr: advice that must not mix into the JSON on stdout. */
+export type Handler = (ctx: { args: string[]; services: Services; db: Db; config: Config; env: Record<string, string | undefined>; note: (line: string) => void }) => Promise<unknown>;
 
 export interface Command {
   usage: string;

@@ -103,7 +103,7 @@ const COMMANDS: Record<string, Command> = {
   'clients create': {
     usage:
       'clients create --name N [--grant G]... [--redirect-uri U]... [--post-logout-redirect-uri U]... [--scope S]... [--resource URI]... [--public] [--first-party] [--web-origin O]... [--auth-method client_secret_basic|client_secret_post|private_key_jwt|none] [--jwks-uri U]',
-    async run({ args, services }) {
+    async run({ args, services, note }) {
       const u = this.usage;
       const { values } = parse(
         args,
@@ -135,6 +135,11 @@ const COMMANDS: Record<string, Command> = {
         authMethod: values['auth-method'],
         jwksUri: values['jwks-uri'],
       });
+      // A browser app served from another origin calls the token endpoint cross-origin: without
+      // its origin registered, CORS refuses it (the browser never hands it the response).
+      if (created.client.isPublic && created.client.webOrigins.length === 0) {
+        note('no --web-origin: a browser app on another origin cannot reach the token endpoint (CORS) until its origin is registered with --web-origin');
+      }
       return { ...describeCliClient(created.client), ...(created.client_secret ? { client_secret: created.client_secret } : {}) };
     },
   },
@@ -268,7 +273,7 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
       // The API's resource server exists from the first command on, server started or not.
       if (!command.ownIssuer) await services.bootstrap.seed(config.issuer);
     }
-    const result = await command.run.call(command, { args, services, db, config, env });
+    const result = await command.run.call(command, { args, services, db, config, env, note: (line) => out.stderr(`latch: note: ${line}\n`) });
     // `ISSUER=… latch migrate` records (or must match) the issuer too, once the table exists.
     if (command.raw && env.ISSUER?.trim()) await services.bootstrap.settleIssuer(config.issuer, config.issuer);
     out.stdout(`${JSON.stringify(result, null, 2)}\n`);

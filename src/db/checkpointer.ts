@@ -1,7 +1,6 @@
-import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 
-import type { SqliteConnection } from './knex.js';
+import { sqliteDriverPath, type SqliteConnection } from './driver.js';
 
 /**
  * SQLite WAL checkpoints off the event loop.
@@ -57,7 +56,7 @@ export interface Checkpointer {
 const DEFAULT_AUTOCHECKPOINT = 1000;
 
 export function startWalCheckpointer(filename: string, options: { intervalMs?: number; onWarning?: (message: string) => void; connection?: SqliteConnection } = {}): Checkpointer {
-  const driver = createRequire(import.meta.url).resolve('better-sqlite3');
+  const driver = sqliteDriverPath();
   const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { filename, driver, intervalMs: options.intervalMs ?? 100 } });
   const { connection } = options;
   const autocheckpoint = (pages: number) => {

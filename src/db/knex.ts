@@ -5,6 +5,9 @@ import knexFactory, { type Knex } from 'knex';
 import pg from 'pg';
 
 import type { DatabaseConfig } from '../config/schema.js';
+import { rememberSqliteConnection, type SqliteConnection, type SqliteStatement } from './driver.js';
+
+export { isPostgres, sqliteConnectionOf, type SqliteConnection, type SqliteStatement } from './driver.js';
 
 // PostgreSQL returns BIGINT (int8) as strings by default; every int8 column of ours holds epoch
 // seconds or counters far below 2^53, so numbers are exact and simpler for every caller.
@@ -25,8 +28,7 @@ export function openDatabase(config: DatabaseConfig): Db {
     });
   }
   if (config.filename !== ':memory:') mkdirSync(dirname(config.filename), { recursive: true });
-  const holder: { connection?: SqliteConnection } = {};
-  const db = knexFactory({
+  const db: Db = knexFactory({
     client: 'better-sqlite3',
     connection: { filename: config.filename },
     useNullAsDefault: true,
@@ -55,7 +57,7 @@ export function openDatabase(config: DatabaseConfig): Db {
           conn.pragma('busy_timeout = 5000');
           conn.pragma('synchronous = NORMAL');
           conn.pragma('foreign_keys = ON');
-          holder.connection = conn;
+          rememberSqliteConnection(db, conn);
           done(null, conn);
         } catch (err) {
           done(err as Error, conn);
@@ -63,35 +65,7 @@ export function openDatabase(config: DatabaseConfig): Db {
       },
     },
   });
-  sqliteConnections.set(db, holder);
   return db;
-}
-
-/** The parts of a better-sqlite3 statement and connection Latch uses directly (db/statements.ts). */
-export interface SqliteStatement {
-  all(bindings: readonly unknown[]): unknown[];
-  run(bindings: readonly unknown[]): { changes: number };
-}
-export interface SqliteConnection {
-  readonly open: boolean;
-  readonly inTransaction: boolean;
-  pragma(s: string): unknown;
-  prepare(sql: string): SqliteStatement;
-  transaction<T>(body: () => T): { immediate(): T };
-}
-
-const sqliteConnections = new WeakMap<Db, { connection?: SqliteConnection }>();
-
-/**
- * The one better-sqlite3 connection of a SQLite Knex instance (its pool holds exactly one), once
- * the pool has opened it; undefined on PostgreSQL.
- */
-export function sqliteConnectionOf(db: Db): SqliteConnection | undefined {
-  return sqliteConnections.get(db)?.connection;
-}
-
-export function isPostgres(db: Db): boolean {
-  return db.client.config.client === 'pg';
 }
 
 /** Current time as an ISO string: portable to SQLite (which cannot bind Date) and PostgreSQL. */

@@ -1,5 +1,5 @@
-import type { Db, SqliteConnection } from './knex.js';
-import { isPostgres, sqliteConnectionOf } from './knex.js';
+import { isPostgres, sqliteConnectionOf, withRawConnection, type PgConnection, type SqliteConnection } from './driver.js';
+import type { Db } from './knex.js';
 
 /**
  * Fixed SQL straight to the driver, for the few statements every token request runs (the
@@ -29,15 +29,6 @@ export interface Statements {
   sqliteTransaction<T>(body: (run: (sql: string, bindings: readonly unknown[]) => number) => T): Promise<T>;
 }
 
-interface PgConnection {
-  query(config: { text: string; values: readonly unknown[]; name?: string }): Promise<{ rows: unknown[]; rowCount: number | null }>;
-}
-
-interface PoolClient {
-  acquireConnection(): Promise<unknown>;
-  releaseConnection(connection: unknown): Promise<unknown>;
-}
-
 /**
  * PostgreSQL form of a `?` statement: `$n` placeholders and a name. One name per SQL text in the
  * whole process (a pg connection refuses a name it knows with another text).
@@ -54,15 +45,7 @@ function pgStatement(sql: string): { name: string; text: string } {
 }
 
 export function createStatements(db: Db): Statements {
-  const pool = db.client as unknown as PoolClient;
-  const withConnection = async <T>(use: (connection: unknown) => Promise<T> | T): Promise<T> => {
-    const connection = await pool.acquireConnection();
-    try {
-      return await use(connection);
-    } finally {
-      await pool.releaseConnection(connection);
-    }
-  };
+  const withConnection = <T>(use: (connection: unknown) => Promise<T> | T): Promise<T> => withRawConnection(db, use);
 
   if (isPostgres(db)) {
     // Named: each connection parses and plans a statement once, later runs only bind and

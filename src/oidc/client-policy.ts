@@ -21,6 +21,18 @@ export function defaultResource<T>(client: ClientLike, oneOf?: T): T | string | 
 }
 
 /**
+ * True for a sign-in that asks for nothing but OpenID Connect scopes (`openid profile email …`,
+ * no resource scope): its access token is for userinfo, so no resource is chosen for it by
+ * default. OIDC Core §5.3.1 requires userinfo to accept the access token of such a request, and
+ * an access token for a resource server (an audience) cannot be used there.
+ */
+export function isSignInOnly(scope: unknown, oidcScopes: ReadonlySet<string>): boolean {
+  if (typeof scope !== 'string') return false;
+  const scopes = scope.split(' ').filter(Boolean);
+  return scopes.includes('openid') && scopes.every((s) => oidcScopes.has(s));
+}
+
+/**
  * Introspection rights: a confidential client may introspect tokens issued to it and tokens
  * whose audience is a resource it is registered for. Public clients never (RFC 7662 §2.1
  * requires the caller to be authorised).

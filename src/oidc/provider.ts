@@ -1,7 +1,7 @@
 
 import type { JWTPayload } from 'jose';
 import type Koa from 'koa';
-import Provider, { errors, interactionPolicy, type Client, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 
 import type { Config } from '../config/index.js';
 import type { Logger } from '../lib/logger.js';
@@ -19,8 +19,11 @@ import type { Metrics } from '../services/metrics.js';
 import type { PersonalAccessTokenService } from '../services/personal-access-tokens.js';
 import type { Secrets } from '../services/secrets.js';
 import { createAdapterClass } from './adapter.js';
+import { withoutAdminScopesUnlessSuperuser } from './admin-scopes.js';
 import { findAccountFor } from './account.js';
-import { allowedResourcesOf, allowedScopesOf, defaultResource, isFirstParty, mayIntrospect, type ClientLike } from './client-policy.js';
+import { allowedResourcesOf, allowedScopesOf, defaultResource, isFirstParty, isSignInOnly, mayIntrospect, type ClientLike } from './client-policy.js';
+import { restoreOfflineAccess } from './offline-access.js';
+import { compareClientSecretsWith, keepInGrantPayload, memoiseClientFind, providerHandler } from './provider-internals.js';
 import { personalAccessTokenIntrospection } from './personal-access-tokens.js';
 import { createRbacIntegration, type GrantWithOrganization, type RbacIntegration } from './rbac.js';
 import { createStructuredTokenHandler, GRANT_CLAIM } from './structured-tokens.js';
@@ -51,6 +54,7 @@ export interface OidcDeps {
 
 /** The OIDC scopes Latch knows; resource scopes come from resource servers. */
 export const OIDC_SCOPES = ['openid', 'offline_access', 'profile', 'email', 'roles', 'organizations'];
+const OIDC_SCOPE_SET: ReadonlySet<string> = new Set(OIDC_SCOPES);
 
 
 /**
@@ -87,6 +91,9 @@ const grantTtl = (config: Config) => Math.max(config.ttl.refreshToken, config.tt
 
 function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration, adapter: Configuration['adapter']): Configuration {
   const { config, render, logger } = deps;
+  const isSuperuser = async (accountId: string) => (await deps.accounts.findForTokens(accountId))?.superuser === true;
+  // Latch's own API resource (apiAudience in routes/api/api-resource.ts; oidc/ never imports routes).
+  const adminApi = `${config.issuer}/api`;
 
   const renderPage = async (ctx: Koa.Context, view: string, locals: Record<string, unknown> & { title: string }) => {
     ctx.type = 'html';
@@ -116,14 +123,17 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
     // OIDC Core §3.1.2.1 allows extension parameters: `organization` names the tenant the
     // grant and its tokens are for. A malformed or unknown id is invalid_request (RFC 6749 §4.1.2.1).
     extraParams: {
-      async organization(_ctx, value) {
+      // oidc-provider runs these validators on every authorization (and pushed) request once it has
+      // filtered the scope and before it loads the grant: the place to restore offline_access.
+      async organization(ctx, value) {
+        restoreOfflineAccess(ctx);
         if (value === undefined || value === '') return;
         if (typeof value !== 'string') throw new errors.InvalidRequest('organization must be given once');
         await rbac.checkExists(value);
       },
     },
     // Roles, organizations and the organization of the token (JWT payload, opaque-token introspection).
-    extraTokenClaims: (ctx, token) => rbac.tokenClaims(ctx, token as never, async (id) => (await deps.accounts.findForTokens(id))?.superuser === true),
+    extraTokenClaims: (ctx, token) => rbac.tokenClaims(ctx, token as never, isSuperuser),
     // Only the authorization code flow (OAuth 2.0 Security BCP, RFC 9700 §2.1.2: no implicit).
     responseTypes: ['code'],
     // OIDC Core §3.1.2.1: redirect_uri is required; never guessed from the registration.
@@ -216,7 +226,10 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
       userinfo: { enabled: true },
       resourceIndicators: {
         enabled: true,
-        defaultResource: (_ctx, client, oneOf) => defaultResource(client as unknown as ClientLike, oneOf)!,
+        // RFC 8707 §2: with no `resource` named, a client registered for one resource gets it, unless
+        // the request is a sign-in asking only OpenID Connect scopes (its token is for userinfo).
+        // What an authorization granted stays its resource at the token endpoint (useGrantedResource).
+        defaultResource: (ctx, client, oneOf) => (oneOf || !isSignInOnly(ctx.oidc.params?.scope, OIDC_SCOPE_SET) ? defaultResource(client as unknown as ClientLike, oneOf)! : undefined!),
         useGrantedResource: () => true,
         async getResourceServerInfo(ctx, indicator, client) {
           const c = client as unknown as ClientLike;
@@ -233,6 +246,7 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
             const permitted = await rbac.permittedScopes(ctx, rs.identifier);
             if (permitted) scopes = scopes.filter((s) => permitted.has(s));
           }
+          if (rs.identifier === adminApi) scopes = await withoutAdminScopesUnlessSuperuser(ctx, scopes, { rbac, isSuperuser });
           return {
             scope: scopes.join(' '),
             audience: rs.identifier,
@@ -318,30 +332,16 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
   const build = (): { provider: Provider; handler: (ctx: Koa.Context) => Promise<unknown> } => {
     const provider = new Provider(deps.config.issuer, buildConfiguration(deps, ring, rbac, storage.Adapter));
     provider.proxy = deps.config.trustProxy;
-    // A grant's organization is kept in its own payload (see rbac.ts): oidc-provider stores only
-    // the properties a model lists, so the Grant model lists this one too. Set before any Grant
-    // is built (oidc-provider reads the list once per model).
-    Object.defineProperty(provider.Grant, 'IN_PAYLOAD', { value: [...(provider.Grant as unknown as { IN_PAYLOAD: string[] }).IN_PAYLOAD, 'organizationId'] });
+    // A grant's organization is kept in its own payload (see rbac.ts), before any Grant is built.
+    keepInGrantPayload(provider, 'organizationId');
     // As the outer app (app.ts): behind the one trusted proxy, the client is the LAST X-Forwarded-For entry.
     (provider as Koa).maxIpsCount = 1;
     // Client secrets are stored as HMAC-SHA-256 (see services/secrets.ts): compare the HMAC of
     // the presented secret, in constant time.
-    provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {
-      return deps.clients.verifySecret(actual, this.clientSecret ?? '');
-    };
-    // oidc-provider hashes a client's metadata (JSON + SHA-256) on every lookup to find the
-    // Client it built from it. The client service hands out the same cached metadata object until
-    // a change clears its cache (change feed), so that object identifies the Client it gave.
-    const builtFrom = new WeakMap<object, Client>();
-    const findClient = provider.Client.find.bind(provider.Client);
-    provider.Client.find = async (id: string) => {
-      const metadata = typeof id === 'string' && id ? await deps.clients.findMetadata(id) : undefined;
-      const known = metadata && builtFrom.get(metadata);
-      if (known) return known;
-      const client = await findClient(id);
-      if (metadata && client) builtFrom.set(metadata, client);
-      return client;
-    };
+    compareClientSecretsWith(provider, (presented, stored) => deps.clients.verifySecret(presented, stored));
+    // The client service hands out the same cached metadata object until a change clears its
+    // cache (change feed): no hash of the metadata per lookup.
+    memoiseClientFind(provider, (id) => deps.clients.findMetadata(id));
     // RP-initiated logout (OIDC RP-Initiated Logout §2) ends the session: on the audit trail.
     provider.on('end_session.success', (ctx: KoaContextWithOIDC) => {
       const accountId = ctx.oidc.session?.accountId;
@@ -431,12 +431,7 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
     });
     // oidc-provider's middleware runs on Latch's own Koa context (same cookie keys, proxy
     // settings and Koa): no second context per request, and Latch's Koa writes the response.
-    const stack = provider.middleware as unknown as Koa.Middleware[];
-    const handler = (ctx: Koa.Context) => {
-      const dispatch = (i: number): Promise<unknown> => (i < stack.length ? Promise.resolve(stack[i]!(ctx, () => dispatch(i + 1))) : Promise.resolve());
-      return dispatch(0);
-    };
-    return { provider, handler };
+    return { provider, handler: providerHandler(provider) };
   };
 
   let current = build();

@@ -108,7 +108,12 @@ export function createClientService(deps: { clients: ClientsRepository; resource
     overlaps.clear();
   });
 
-  async function validate(input: CreateClientInput) {
+  /**
+   * `defaultToResourceScopes`: a new client registered without scopes may be granted every scope
+   * its resources have now (as well as the OpenID Connect defaults of its grants), so that what
+   * it asks for later, a refresh included, is not refused as invalid_scope (RFC 6749 §3.3).
+   */
+  async function validate(input: CreateClientInput, defaultToResourceScopes = false) {
     const name = input.name?.trim();
     if (!name) throw new ValidationError('name', 'is required');
     if (name.length > 255) throw new ValidationError('name', 'must be at most 255 characters');
@@ -146,7 +151,10 @@ export function createClientService(deps: { clients: ClientsRepository; resource
       rs.scopes.forEach((s) => resourceScopes.add(s));
     }
 
-    const defaultScopes = grants.includes('authorization_code') ? [...OIDC_SCOPES, ...(grants.includes('refresh_token') ? ['offline_access'] : [])] : [];
+    const defaultScopes = [
+      ...(grants.includes('authorization_code') ? [...OIDC_SCOPES, ...(grants.includes('refresh_token') ? ['offline_access'] : [])] : []),
+      ...(defaultToResourceScopes ? resourceScopes : []),
+    ];
     const scopes = unique((input.scopes?.length ? input.scopes.flatMap((s) => s.split(/\s+/)).filter(Boolean) : defaultScopes).map((s) => scopeToken('scope', s)));
     for (const s of scopes) {
       if (!OIDC_SCOPE_SET.has(s) && !resourceScopes.has(s)) {
@@ -175,7 +183,7 @@ export function createClientService(deps: { clients: ClientsRepository; resource
 
   return {
     async create(input: CreateClientInput): Promise<CreatedClient> {
-      const v = await validate(input);
+      const v = await validate(input, true);
       const secret = v.isPublic || v.authMethod === 'private_key_jwt' ? undefined : randomSecret(32);
       const client = await clients.insert({
         id: randomBytes(16).toString('base64url'),

@@ -1,16 +1,10 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 
+import { poolFigures } from '../db/driver.js';
 import type { Db } from '../db/knex.js';
 import type { RequestObservation } from '../middleware/request.js';
 
 export type LoginResult = 'success' | 'invalid_credentials' | 'inactive' | 'unverified';
-
-/** The part of knex's tarn pool read at scrape time. */
-interface PoolLike {
-  numUsed(): number;
-  numFree(): number;
-  numPendingAcquires(): number;
-}
 
 /**
  * Prometheus metrics of one server, on its own Registry (never prom-client's global one, so
@@ -59,7 +53,7 @@ export function createMetrics(deps: { db: Db }) {
     registers,
   });
 
-  const pool = (): PoolLike | undefined => (deps.db.client as { pool?: PoolLike | null }).pool ?? undefined;
+  const pool = () => poolFigures(deps.db);
   new Gauge({
     name: 'latch_db_pool_used_connections',
     help: 'Database connections in use (knex pool).',

@@ -1,0 +1,61 @@
+import type Koa from 'koa';
+import type Provider from 'oidc-provider';
+import type { Client } from 'oidc-provider';
+
+/**
+ * Everything Latch does to oidc-provider beyond its documented configuration, in one place. Each
+ * relies on how the library is built today; test/provider-internals.test.ts asserts each of them
+ * against the installed version, so an upgrade that changes one fails there first.
+ */
+
+/**
+ * A handler that runs the provider's own middleware (its Koa app's `middleware` array) on the
+ * caller's Koa context: one context per request, Latch's cookie keys, proxy settings and error
+ * handling, instead of `provider.callback()` building a second context.
+ */
+export function providerHandler(provider: Provider): (ctx: Koa.Context) => Promise<unknown> {
+  const stack = (provider as unknown as { middleware: Koa.Middleware[] }).middleware;
+  const dispatch = (ctx: Koa.Context, i: number): Promise<unknown> => (i < stack.length ? Promise.resolve(stack[i]!(ctx, () => dispatch(ctx, i + 1))) : Promise.resolve());
+  return (ctx) => dispatch(ctx, 0);
+}
+
+/**
+ * oidc-provider stores only the properties a model lists in its static `IN_PAYLOAD`; `property`
+ * joins the Grant's list, so a Grant saved with it keeps it. Must run before any Grant is built
+ * (the library reads the list once per model).
+ */
+export function keepInGrantPayload(provider: Provider, property: string): void {
+  const listed = (provider.Grant as unknown as { IN_PAYLOAD: string[] }).IN_PAYLOAD;
+  if (listed.includes(property)) return;
+  Object.defineProperty(provider.Grant, 'IN_PAYLOAD', { value: [...listed, property] });
+}
+
+/**
+ * oidc-provider hashes a client's metadata (JSON + SHA-256) on every `Client.find` to reuse the
+ * Client it built from it. `metadataOf` hands out the same metadata object until the client
+ * changes, so that object identifies the Client built from it: the hash is skipped. The library
+ * looks clients up through the static `Client.find`, which is what is replaced.
+ */
+export function memoiseClientFind(provider: Provider, metadataOf: (id: string) => Promise<object | undefined>): void {
+  const builtFrom = new WeakMap<object, Client>();
+  const find = provider.Client.find.bind(provider.Client);
+  provider.Client.find = async (id: string) => {
+    const metadata = typeof id === 'string' && id ? await metadataOf(id) : undefined;
+    const known = metadata && builtFrom.get(metadata);
+    if (known) return known;
+    const client = await find(id);
+    if (metadata && client) builtFrom.set(metadata, client);
+    return client;
+  };
+}
+
+/**
+ * Client secrets are stored as HMACs (services/secrets.ts): oidc-provider's `client_secret_basic`
+ * and `client_secret_post` authentication compare through the Client's `compareClientSecret`,
+ * which `verify(presented, stored)` replaces (it must compare in constant time).
+ */
+export function compareClientSecretsWith(provider: Provider, verify: (presented: string, stored: string) => boolean): void {
+  provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {
+    return verify(actual, this.clientSecret ?? '');
+  };
+}

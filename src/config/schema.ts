@@ -4,15 +4,9 @@
  * by test/config.test.ts, so the two cannot drift apart.
  */
 
-export class ConfigError extends Error {
-  constructor(
-    readonly variable: string,
-    message: string,
-  ) {
-    super(`${variable} ${message}`);
-    this.name = 'ConfigError';
-  }
-}
+import { ConfigError } from '../errors/index.js';
+
+export { ConfigError };
 
 export interface VariableSpec {
   /** Environment variable name. */

@@ -1,5 +1,6 @@
 import type { Db } from '../db/knex.js';
 import { isStorableKey, nowIso, toIso } from '../db/knex.js';
+import { DuplicateEmailError } from '../errors/index.js';
 
 export interface AccountRecord {
   id: string;
@@ -43,12 +44,7 @@ function fromRow(r: Row): AccountRecord {
 }
 
 /** Thrown by insert when the email is taken (case-insensitively). */
-export class DuplicateEmailError extends Error {
-  constructor() {
-    super('an account with this email already exists');
-    this.name = 'DuplicateEmailError';
-  }
-}
+export { DuplicateEmailError };
 
 function isUniqueViolation(err: unknown): boolean {
   const e = err as { code?: string; message?: string };

@@ -86,6 +86,19 @@ export function createKeyService(deps: { keys: SigningKeysRepository; secrets: S
     /** Adds a new current key for every algorithm; returns the new kids. */
     rotate: addGeneration,
 
+    /**
+     * Adds a new current key of `kid`'s algorithm; returns its kid, undefined when `kid` is
+     * unknown. The earlier keys stay published until retired, so tokens they signed verify.
+     */
+    async rotateLike(kid: string): Promise<string | undefined> {
+      const like = (await keys.list()).find((k) => k.kid === kid);
+      if (!like) return undefined;
+      const made = await generate(like.alg as KeyAlg);
+      await keys.insertMany([{ kid: made.kid, alg: made.alg, publicJwk: made.publicJwk, privateJwkEncrypted: secrets.encrypt(JSON.stringify(made.privateJwk)) }]);
+      await deps.feed?.publish('keys');
+      return made.kid;
+    },
+
     /** Removes a non-current key from JWKS: tokens it signed stop verifying. */
     async retire(kid: string): Promise<void> {
       const info = (await list()).find((k) => k.kid === kid);

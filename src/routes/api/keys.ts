@@ -53,6 +53,15 @@ export function keyRoutes(deps: ApiDeps): Router {
     sendResource(ctx, await keyOr404(ctx.params.id!));
   });
 
+  // A new current key of the algorithm of {id}; {id} stays published until retired.
+  router.post('/keys/:id/rotate', write, async (ctx) => {
+    const like = KID.test(ctx.params.id!) ? await services.keys.rotateLike(ctx.params.id!) : undefined;
+    if (!like) throw notFound(`key ${ctx.params.id}`);
+    const key = await keyOr404(like);
+    await auditChange(deps, ctx, 'key.rotate', key.id, { alg: key.alg, rotated: [key.id], replaces: ctx.params.id });
+    sendResource(ctx, key);
+  });
+
   router.post('/keys/:id/retire', write, async (ctx) => {
     const key = await keyOr404(ctx.params.id!);
     if (key.status !== 'active') throw notFound(`active key ${key.id}`);

@@ -177,6 +177,14 @@ export function userRoutes(deps: ApiDeps): Router {
     ctx.status = 204;
   });
 
+  // Everything the user holds ends: sessions, grants, codes and refresh tokens (as deactivation).
+  router.post('/users/:id/revoke-sessions', write, async (ctx) => {
+    const account = await userOr404(deps, ctx.params.id!);
+    await services.accounts.endSessions(account.id);
+    await auditChange(deps, ctx, 'account.sessions_revoke', account.id);
+    ctx.status = 204;
+  });
+
   router.get('/users/:id/sessions', read, async (ctx) => {
     await listSessions(deps, ctx, (await userOr404(deps, ctx.params.id!)).id);
   });

@@ -2,8 +2,7 @@ import Router from '@koa/router';
 
 import { requireAdmin } from '../../middleware/api-auth.js';
 import { paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
-import { notFound, readJson } from '../../middleware/api-problem.js';
-import { Input } from '../../middleware/api-input.js';
+import { notFound } from '../../middleware/api-problem.js';
 import type { KeyInfo } from '../../services/keys.js';
 import { auditChange, type ApiDeps } from './common.js';
 
@@ -39,7 +38,7 @@ export function keyRoutes(deps: ApiDeps): Router {
   // A collection action: a new current key for every algorithm. Earlier keys stay published
   // until retired, so tokens they signed keep verifying.
   router.post('/keys/rotate', write, async (ctx) => {
-    new Input(await readJson(ctx), []).done();
+    await deps.bodies.read(ctx);
     const rotated = await services.keys.rotate();
     const all = (await services.keys.list()).map(describeKey);
     // Every key, in the order of GET /keys.

@@ -3,9 +3,9 @@ import type Koa from 'koa';
 
 import { originOf } from '../../lib/request-origin.js';
 import { actorOf, insufficientScope, principalOf, requireAdmin } from '../../middleware/api-auth.js';
-import { Input, queryParam } from '../../middleware/api-input.js';
+import { queryParam } from '../../middleware/api-input.js';
 import { checkIfMatch, paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
-import { invalid, notFound, ProblemError, readJson, type FieldError } from '../../middleware/api-problem.js';
+import { invalid, notFound, ProblemError, type FieldError } from '../../middleware/api-problem.js';
 import type { InvitationRecord, MembershipRecord, OrganizationRecord } from '../../repositories/organizations.js';
 import type { Subject } from '../../repositories/roles.js';
 import { canInOrganization, managesOrganization, refusal, type OrgAction, type OrgActionTarget } from '../../services/authorization.js';
@@ -119,13 +119,11 @@ export function organizationRoutes(deps: ApiDeps): Router {
   });
 
   router.post('/organizations', requireAdmin('write'), async (ctx) => {
-    const input = new Input(await readJson(ctx), ['name', 'slug', 'owner_id']);
-    const name = input.string('name', { required: true, max: 255 });
-    const slug = input.string('slug', { required: true, max: 64 });
-    const ownerId = input.string('owner_id', { max: 64 });
-    if (ownerId !== undefined && !(await services.accounts.findById(ownerId))) input.errors.push({ field: 'owner_id', message: 'is not a user' });
-    input.done();
-    const org = await organizations.create({ name: name!, slug: slug!, owner: ownerId === undefined ? undefined : { kind: 'account', id: ownerId }, createdBy: apiActor(ctx) });
+    const { body, errors } = await deps.bodies.check<{ name: string; slug: string; owner_id?: string }>(ctx);
+    const { name, slug, owner_id: ownerId } = body;
+    if (typeof ownerId === 'string' && !errors.some((e) => e.field === 'owner_id') && !(await services.accounts.findById(ownerId))) errors.push({ field: 'owner_id', message: 'is not a user' });
+    if (errors.length) throw invalid(errors);
+    const org = await organizations.create({ name, slug, owner: ownerId === undefined ? undefined : { kind: 'account', id: ownerId }, createdBy: apiActor(ctx) });
     ctx.set('Location', locationOf(deps, `organizations/${org.id}`));
     sendResource(ctx, describeOrganization(org), 201);
   });
@@ -137,10 +135,7 @@ export function organizationRoutes(deps: ApiDeps): Router {
 
   router.patch('/organizations/:id', write, async (ctx) => {
     const { org } = orgOf(ctx);
-    const input = new Input(await readJson(ctx), ['name', 'slug']);
-    const name = input.string('name', { max: 255 });
-    const slug = input.string('slug', { max: 64 });
-    input.done();
+    const { name, slug } = await deps.bodies.read<{ name?: string; slug?: string }>(ctx);
     await authorize(ctx, 'org.update');
     checkIfMatch(ctx, describeOrganization(org));
     // The service records the change (organization.update) with the API's actor.
@@ -164,13 +159,12 @@ export function organizationRoutes(deps: ApiDeps): Router {
 
   router.post('/organizations/:id/members', write, async (ctx) => {
     const { org } = orgOf(ctx);
-    const input = new Input(await readJson(ctx), ['user_id', 'client_id', 'role']);
-    const subject = await readSubject(deps, input);
-    const roleName = input.string('role', { max: 64 }) ?? 'member';
-    input.done();
-    const role = await orgRoleName('role', roleName);
+    const { body, errors } = await deps.bodies.check<{ user_id?: string; client_id?: string; role?: string }>(ctx);
+    const subject = await readSubject(deps, body, errors);
+    if (errors.length || !subject) throw invalid(errors);
+    const role = await orgRoleName('role', body.role ?? 'member');
     await authorize(ctx, 'members.add', { newRole: role });
-    const m = await organizations.addMember(org, subject!, role, apiActor(ctx));
+    const m = await organizations.addMember(org, subject, role, apiActor(ctx));
     ctx.set('Location', locationOf(deps, `organizations/${org.id}/members/${encodeURIComponent(m.member.id)}`));
     sendResource(ctx, describeMember(m), 201);
   });
@@ -182,14 +176,12 @@ export function organizationRoutes(deps: ApiDeps): Router {
 
   router.patch('/organizations/:id/members/:member_id', write, async (ctx) => {
     const { org, who } = orgOf(ctx);
-    const input = new Input(await readJson(ctx), ['role']);
-    const roleName = input.string('role', { required: true, max: 64 });
-    input.done();
+    const { role: roleName } = await deps.bodies.read<{ role: string }>(ctx);
     // The right to change roles at all comes first: whom the organization has is told only then.
     await authorize(ctx, 'members.update');
     const m = await memberOr404(ctx);
     checkIfMatch(ctx, describeMember(m));
-    const role = await orgRoleName('role', roleName!);
+    const role = await orgRoleName('role', roleName);
     await authorize(ctx, 'members.update', { currentRole: m.role, newRole: role, self: sameSubject(m.member, who.subject) });
     const updated = m.role === role ? m : await organizations.updateMember(org, m.member, role, apiActor(ctx));
     sendResource(ctx, describeMember(updated));
@@ -214,14 +206,11 @@ export function organizationRoutes(deps: ApiDeps): Router {
 
   router.post('/organizations/:id/invitations', write, async (ctx) => {
     const { org } = orgOf(ctx);
-    const input = new Input(await readJson(ctx), ['email', 'role']);
-    const email = input.string('email', { required: true, max: 320 });
-    const roleName = input.string('role', { max: 64 }) ?? 'member';
-    input.done();
+    const { email, role: roleName = 'member' } = await deps.bodies.read<{ email: string; role?: string }>(ctx);
     const role = await orgRoleName('role', roleName);
     await authorize(ctx, 'invitations.create', { newRole: role });
     // The service mails the single-use link; the link's token is never answered.
-    const { invitation } = await organizations.invite(org, { email: email!, role, invitedBy: apiActor(ctx) });
+    const { invitation } = await organizations.invite(org, { email, role, invitedBy: apiActor(ctx) });
     ctx.set('Location', locationOf(deps, `organizations/${org.id}/invitations/${invitation.id}`));
     sendResource(ctx, describeInvitation(invitation), 201);
   });

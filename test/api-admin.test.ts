@@ -227,6 +227,31 @@ describe('admin API (/api/v1)', function () {
       expect((await call('GET', '/api/v1/users/nope', { token: admin })).status).to.equal(404);
     });
 
+    it('revoke-sessions ends every session and grant of the user (its tokens stop working); 404 for an unknown user', async () => {
+      const login = { email: 'revoked@example.test', password: 'a passphrase to revoke' };
+      const user = await cli('users', 'create', '--email', login.email, '--password', login.password);
+      const first = await h.userToken(login, 'account');
+      const second = await h.userToken(login, 'account');
+      const other = await h.userToken({ email: 'plain@example.test', password: 'a plain user passphrase' }, 'account');
+      expect((await call('GET', `/api/v1/users/${user.id}/sessions`, { token: admin })).json.data).to.have.length(2);
+      expect((await call('GET', `/api/v1/users/${user.id}/grants`, { token: admin })).json.data.length).to.be.greaterThan(0);
+      expect((await call('GET', '/api/v1/me', { token: first })).status).to.equal(200);
+
+      expect((await call('POST', `/api/v1/users/${user.id}/revoke-sessions`, { token: reader })).status, 'admin:write').to.equal(403);
+      const revoked = await call('POST', `/api/v1/users/${user.id}/revoke-sessions`, { token: admin });
+      expect(revoked.status).to.equal(204);
+      expect((await call('GET', `/api/v1/users/${user.id}/sessions`, { token: admin })).json.data).to.deep.equal([]);
+      expect((await call('GET', `/api/v1/users/${user.id}/grants`, { token: admin })).json.data).to.deep.equal([]);
+      // Access tokens die with their grant; another user's token is untouched.
+      for (const token of [first, second]) expect((await call('GET', '/api/v1/me', { token })).status).to.equal(401);
+      expect((await call('GET', '/api/v1/me', { token: other })).status).to.equal(200);
+      expect((await call('GET', `/api/v1/users/${user.id}`, { token: admin })).json.active, 'the account itself stays').to.equal(true);
+      const events = await srv.running.services.audit.list({ subjectId: user.id });
+      expect(events.map((e) => e.type)).to.include('account.sessions_revoke');
+
+      for (const id of ['nope', '00000000-0000-0000-0000-000000000000', 'x'.repeat(300)]) expect((await call('POST', `/api/v1/users/${id}/revoke-sessions`, { token: admin })).status, id).to.equal(404);
+    });
+
     it('deletes GDPR-style: 404 afterwards, audit rows pseudonymised, email free again', async () => {
       const u = (await call('POST', '/api/v1/users', { token: admin, body: { email: 'gone@example.test', password: 'long enough password' } })).json;
       expect((await call('DELETE', `/api/v1/users/${u.id}`, { token: admin })).status).to.equal(204);

@@ -85,7 +85,7 @@ describe('account API (/api/v1/me) and the audit trail (/api/v1/audit-events)', 
       const cleared = await call('PATCH', '/api/v1/me', { token: bobToken, body: { name: null } });
       expect(cleared.json.name).to.equal(null);
       const events = await srv.running.services.audit.list({ subjectId: alice.id, type: 'account.update' });
-      expect(events[0]).to.deep.include({ actorId: alice.id, details: { displayName: { before: 'Alice', after: 'Alice Liddell' } } });
+      expect(events[0]).to.deep.include({ actorId: alice.id, details: { display_name: { before: 'Alice', after: 'Alice Liddell' } } });
     });
 
     it('lists and ends only the caller\'s own sessions and grants', async () => {
@@ -308,7 +308,7 @@ describe('account API (/api/v1/me) and the audit trail (/api/v1/audit-events)', 
       expect(byDave.filter((e) => e.type === 'account.update')).to.have.length(3);
       expect(byDave.every((e) => e.actor_id === daveId)).to.equal(true);
       const updates = await all(`actor=${daveId}&type=account.update`, 1);
-      expect(updates.map((e) => (e.details as { displayName: { after: string } }).displayName.after)).to.deep.equal(['D3', 'D2', 'D1']);
+      expect(updates.map((e) => (e.details as { display_name: { after: string } }).display_name.after)).to.deep.equal(['D3', 'D2', 'D1']);
       expect(new Set(updates.map((e) => e.id)).size).to.equal(3);
       const aboutDave = await all(`subject=${daveId}`, 2);
       expect(aboutDave.every((e) => e.subject_id === daveId)).to.equal(true);

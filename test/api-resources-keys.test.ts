@@ -330,6 +330,36 @@ describe('admin API: resources and keys (/api/v1/resources, /api/v1/keys)', func
       expect(events.map((e) => e.type)).to.deep.equal(['key.retire']);
       expect(events[0]!.details).to.deep.include({ alg: 'ES256', via: 'api' });
     });
+    it('rotates one algorithm by kid: a new current key of that algorithm only, the old one stays published', async () => {
+      const before = (await call('GET', '/api/v1/keys', { token: admin })).json.data as { id: string; alg: string; current: boolean }[];
+      const es = before.find((k) => k.alg === 'ES256' && k.current)!;
+      expect((await call('POST', `/api/v1/keys/${es.id}/rotate`, { token: reader })).status, 'admin:write').to.equal(403);
+      const rotated = await call('POST', `/api/v1/keys/${es.id}/rotate`, { token: admin });
+      expect(rotated.status).to.equal(200);
+      expect(rotated.headers.get('etag')).to.be.a('string');
+      expect(rotated.json).to.deep.include({ alg: 'ES256', status: 'active', current: true, retired_at: null });
+      expect(rotated.json.id).to.not.equal(es.id);
+      expect(rotated.json.public_jwk).to.deep.include({ kid: rotated.json.id, alg: 'ES256', use: 'sig' });
+      expect(rotated.json.public_jwk).to.not.have.any.keys('d');
+      expect((await call('GET', `/api/v1/keys/${rotated.json.id}`, { token: admin })).json).to.deep.equal(rotated.json);
+
+      const after = (await call('GET', '/api/v1/keys', { token: admin })).json.data as { id: string; alg: string; current: boolean; status: string }[];
+      expect(after).to.have.length(before.length + 1);
+      expect(after.find((k) => k.id === es.id)).to.deep.include({ status: 'active', current: false });
+      // The other algorithms keep their current key.
+      const currentOf = (keys: typeof before) => Object.fromEntries(keys.filter((k) => k.current).map((k) => [k.alg, k.id]));
+      expect(currentOf(after)).to.deep.equal({ ...currentOf(before), ES256: rotated.json.id });
+
+      await tick();
+      expect((await jwksOf()).keys.map((k) => k.kid)).to.include.members([es.id, rotated.json.id]);
+      const resource = (await call('POST', '/api/v1/resources', { token: admin, body: { identifier: 'https://es-one.example.test', scopes: ['one'], alg: 'ES256' } })).json;
+      const token = await h.cc(await machine(resource.identifier, 'one'), 'one', resource.identifier);
+      expect(decodeProtectedHeader(token).kid, 'new tokens are signed with the new key').to.equal(rotated.json.id);
+      await verify(token);
+      expect(await auditTypes(rotated.json.id)).to.deep.equal(['key.rotate']);
+
+      for (const id of ['nope', 'x'.repeat(300), 'a%2Fb', randomUUID()]) expect((await call('POST', `/api/v1/keys/${id}/rotate`, { token: admin })).status, id).to.equal(404);
+    });
   });
 
   describe('contract', () => {

@@ -46,6 +46,9 @@ describe('container files (no Docker engine here: parsed and their start command
       const sources = i.args.split(/\s+/).slice(0, -1);
       for (const src of sources) expect(existsSync(join(ROOT, src)), `COPY ${src}`).to.equal(true);
     }
+    // What the compiled server reads at run time besides dist/: the views, and openapi.yaml (served,
+    // and the source of the admin API's request-body schemas).
+    for (const file of ['views', 'openapi.yaml']) expect(runtime.some((i) => i.op === 'COPY' && !i.args.startsWith('--from') && i.args.split(/\s+/).slice(0, -1).includes(file)), `runtime COPY ${file}`).to.equal(true);
     // The start command is the one npm start runs after building.
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
     expect(pkg.scripts.start).to.equal('node dist/src/index.js');

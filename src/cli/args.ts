@@ -2,10 +2,11 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 import type { Config } from '../config/index.js';
 import type { Db } from '../db/knex.js';
+import { UsageError } from '../errors/index.js';
 import type { Services } from '../services/index.js';
 
 /** Bad usage: printed as one line, exit code 2. */
-export class UsageError extends Error {}
+export { UsageError };
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 /** `note` writes one line to stderr: advice that must not mix into the JSON on stdout. */

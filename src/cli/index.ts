@@ -5,16 +5,14 @@ import { connectDatabase } from '../db/connect.js';
 import { openDatabase } from '../db/knex.js';
 import { migrateLatest } from '../db/migrate.js';
 import { createLogger } from '../lib/logger.js';
-import { DuplicateEmailError } from '../repositories/accounts.js';
 import type { ClientRecord } from '../repositories/clients.js';
 import { createAccountMail } from '../services/account-mail.js';
 import { checkEmail, describeAccount } from '../services/accounts.js';
 import { apiAudience } from '../services/bootstrap.js';
 import { describeClient } from '../services/clients.js';
-import { ConflictError, NotFoundError, ValidationError } from '../services/errors.js';
+import { AppError, ConflictError, NotFoundError, ValidationError } from '../errors/index.js';
 import { createServices } from '../services/index.js';
 import { describeResource } from '../services/resources.js';
-import { ForbiddenError } from '../services/authorization.js';
 import { bool, integer, list, parse, required, UsageError, type Command, type Handler } from './args.js';
 import { ORG_COMMANDS, ROLE_COMMANDS } from './rbac.js';
 
@@ -287,7 +285,7 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
       out.stderr(`latch: --${err.field} ${err.detail}\n`);
       return 1;
     }
-    if (err instanceof NotFoundError || err instanceof ConflictError || err instanceof DuplicateEmailError || err instanceof ForbiddenError) {
+    if (err instanceof AppError && err.expose) {
       out.stderr(`latch: ${err.message}\n`);
       return 1;
     }

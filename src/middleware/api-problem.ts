@@ -2,10 +2,8 @@ import type Koa from 'koa';
 
 import type { Logger } from '../lib/logger.js';
 import { loggablePath } from '../lib/route-label.js';
-import { DuplicateEmailError } from '../repositories/accounts.js';
-import { ForbiddenError } from '../services/authorization.js';
-import { ConflictError, NotFoundError, ValidationError } from '../services/errors.js';
-import { BodyError, readBodyText } from './body.js';
+import { AppError, BodyError, type FieldError } from '../errors/index.js';
+import { readBodyText } from './body.js';
 
 /** Every problem `type` of the admin API is this base plus a slug (listed in openapi.yaml). */
 export const PROBLEM_BASE = 'https://latch.dev/problems/';
@@ -29,21 +27,12 @@ export const PROBLEM_TYPES = {
 
 export type ProblemType = keyof typeof PROBLEM_TYPES;
 
-export interface FieldError {
-  field: string;
-  message: string;
-}
+export type { FieldError };
 
-/** An RFC 9457 problem: thrown anywhere under /api and rendered as application/problem+json. */
-export class ProblemError extends Error {
-  constructor(
-    readonly status: number,
-    readonly type: ProblemType,
-    readonly detail: string,
-    readonly extra: { errors?: FieldError[]; headers?: Record<string, string> } = {},
-  ) {
-    super(detail);
-    this.name = 'ProblemError';
+/** An error only the admin API throws, named by its problem type (every AppError renders as a problem). */
+export class ProblemError extends AppError {
+  constructor(status: number, type: ProblemType, detail: string, extra: { errors?: FieldError[]; headers?: Record<string, string> } = {}) {
+    super(status, type, detail, extra);
   }
 }
 
@@ -51,28 +40,37 @@ export class ProblemError extends Error {
 export const invalid = (errors: FieldError[]) => new ProblemError(422, 'validation', errors.map((e) => `${e.field} ${e.message}`).join('; '), { errors });
 export const notFound = (what: string) => new ProblemError(404, 'not-found', `${what} not found`);
 
-/** Sends a problem document (RFC 9457 §3). */
-export function sendProblem(ctx: Koa.Context, p: ProblemError): void {
-  ctx.status = p.status;
-  for (const [k, v] of Object.entries(p.extra.headers ?? {})) ctx.set(k, v);
-  ctx.set('Cache-Control', 'no-store');
-  ctx.type = 'application/problem+json';
-  ctx.body = { type: `${PROBLEM_BASE}${p.type}`, title: PROBLEM_TYPES[p.type], status: p.status, detail: p.detail, ...(p.extra.errors ? { errors: p.extra.errors } : {}) };
+/** The slug of a status whose error carries a code that is not a problem type of ours. */
+const BY_STATUS: Record<number, ProblemType> = { 400: 'malformed-request', 401: 'unauthorized', 403: 'forbidden', 404: 'not-found', 405: 'method-not-allowed', 409: 'conflict', 412: 'precondition-failed', 413: 'payload-too-large', 415: 'unsupported-media-type', 422: 'validation', 429: 'too-many-requests' };
+
+const isProblemType = (code: string): code is ProblemType => Object.hasOwn(PROBLEM_TYPES, code);
+
+/** The problem document of an exposed AppError (RFC 9457 §3): its code is the type's slug. */
+export interface Problem {
+  status: number;
+  type: ProblemType;
+  detail: string;
+  errors: FieldError[] | undefined;
+  headers: Record<string, string> | undefined;
 }
 
-/** Maps the services' errors (and body errors) to problems; anything else is a 500 without details. */
-export function toProblem(err: unknown): ProblemError | undefined {
-  if (err instanceof ProblemError) return err;
-  if (err instanceof ValidationError) return invalid([{ field: err.field, message: err.detail }]);
-  if (err instanceof NotFoundError) return new ProblemError(404, 'not-found', err.message);
-  if (err instanceof ConflictError) return new ProblemError(409, 'conflict', err.message);
-  if (err instanceof DuplicateEmailError) return new ProblemError(409, 'conflict', err.message);
-  if (err instanceof ForbiddenError) return new ProblemError(403, 'forbidden', err.message);
-  if (err instanceof BodyError) {
-    const type: ProblemType = err.status === 413 ? 'payload-too-large' : err.status === 415 ? 'unsupported-media-type' : 'malformed-request';
-    return new ProblemError(err.status, type, err.message);
-  }
-  return undefined;
+/** Sends a problem document (RFC 9457 §3). */
+export function sendProblem(ctx: Koa.Context, p: Problem): void {
+  ctx.status = p.status;
+  for (const [k, v] of Object.entries(p.headers ?? {})) ctx.set(k, v);
+  ctx.set('Cache-Control', 'no-store');
+  ctx.type = 'application/problem+json';
+  ctx.body = { type: `${PROBLEM_BASE}${p.type}`, title: PROBLEM_TYPES[p.type], status: p.status, detail: p.detail, ...(p.errors ? { errors: p.errors } : {}) };
+}
+
+/**
+ * Any exposed AppError as a problem; undefined for everything else (a bug or a server error:
+ * a 500 without details).
+ */
+export function toProblem(err: unknown): Problem | undefined {
+  if (!(err instanceof AppError) || !err.expose) return undefined;
+  const type = isProblemType(err.code) ? err.code : (BY_STATUS[err.status] ?? 'malformed-request');
+  return { status: err.status, type, detail: err.message, errors: err.errors, headers: err.headers };
 }
 
 /**
@@ -87,7 +85,7 @@ export function problems(deps: { logger: Logger }): Koa.Middleware {
       const p = toProblem(err);
       if (p) return sendProblem(ctx, p);
       deps.logger.error('request failed', { method: ctx.method, path: loggablePath(ctx), requestId: ctx.state.requestId as unknown, err: String((err as Error)?.stack ?? err) });
-      sendProblem(ctx, new ProblemError(500, 'server-error', 'The server could not complete this request.'));
+      sendProblem(ctx, { status: 500, type: 'server-error', detail: 'The server could not complete this request.', errors: undefined, headers: undefined });
     }
   };
 }

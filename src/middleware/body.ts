@@ -2,17 +2,12 @@ import type { IncomingMessage } from 'node:http';
 
 import type Koa from 'koa';
 
+import { BodyError } from '../errors/index.js';
+
 /** Largest form body accepted: login and consent forms are tiny. */
 const LIMIT = 64 * 1024;
 
-export class BodyError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export { BodyError };
 
 /**
  * Reads the request body as UTF-8 text, at most `limit` bytes: 413 `tooLarge` beyond, 400

@@ -3,7 +3,7 @@ import type Koa from 'koa';
 import type { Logger } from '../lib/logger.js';
 import { loggablePath } from '../lib/route-label.js';
 import type { Render } from '../lib/views.js';
-import { BodyError } from './body.js';
+import { AppError } from '../errors/index.js';
 
 /**
  * Last line of defence for Latch's own routes: nothing escapes as a stack trace. Pages get the
@@ -15,15 +15,18 @@ export function errorHandler(deps: { logger: Logger; render: Render }): Koa.Midd
     try {
       await next();
     } catch (err) {
-      const status = err instanceof BodyError ? err.status : 500;
-      if (status >= 500) deps.logger.error('request failed', { method: ctx.method, path: loggablePath(ctx), requestId: ctx.state.requestId as unknown, err: String((err as Error)?.stack ?? err) });
-      const message = err instanceof BodyError ? err.message : 'The server could not complete this request.';
+      // Only an AppError below 500 tells the caller what went wrong; anything else is ours to fix.
+      const exposed = err instanceof AppError && err.expose ? err : undefined;
+      const status = exposed?.status ?? 500;
+      if (!exposed) deps.logger.error('request failed', { method: ctx.method, path: loggablePath(ctx), requestId: ctx.state.requestId as unknown, err: String((err as Error)?.stack ?? err) });
+      const message = exposed?.message ?? 'The server could not complete this request.';
       ctx.status = status;
+      for (const [k, v] of Object.entries(exposed?.headers ?? {})) ctx.set(k, v);
       if (ctx.accepts('html', 'json') === 'html') {
         ctx.type = 'html';
-        ctx.body = await deps.render('error', { title: 'Something went wrong', error: status >= 500 ? 'server_error' : 'invalid_request', description: message });
+        ctx.body = await deps.render('error', { title: 'Something went wrong', error: exposed ? 'invalid_request' : 'server_error', description: message });
       } else {
-        ctx.body = { error: status >= 500 ? 'server_error' : 'invalid_request', error_description: message };
+        ctx.body = { error: exposed ? 'invalid_request' : 'server_error', error_description: message };
       }
     }
   };

@@ -1,5 +1,6 @@
 import type { Db } from '../db/knex.js';
 import { isStorableKey, nowIso, toIso } from '../db/knex.js';
+import { DuplicateEmailError } from '../errors/index.js';
 import { keysetPage, type PageOf, type PageRequest } from './keyset.js';
 
 /** What a list of accounts may be narrowed to; every filter is applied in SQL. */
@@ -58,12 +59,7 @@ function fromRow(r: Row): AccountRecord {
 }
 
 /** Thrown by insert when the email is taken (case-insensitively). */
-export class DuplicateEmailError extends Error {
-  constructor() {
-    super('an account with this email already exists');
-    this.name = 'DuplicateEmailError';
-  }
-}
+export { DuplicateEmailError };
 
 function isUniqueViolation(err: unknown): boolean {
   const e = err as { code?: string; message?: string };

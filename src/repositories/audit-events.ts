@@ -1,5 +1,6 @@
 import type { Db } from '../db/knex.js';
 import { nowIso, toIso } from '../db/knex.js';
+import { snakeCaseKeys } from '../lib/snake-case.js';
 
 export interface AuditEvent {
   id: number;
@@ -38,7 +39,8 @@ const fromRow = (r: Row): AuditEvent => ({
   ip: r.ip,
   userAgent: r.user_agent,
   clientId: r.client_id,
-  details: r.details ? (JSON.parse(r.details) as Record<string, unknown>) : null,
+  // Rows written before details were stored in snake_case read as if they had been.
+  details: r.details ? snakeCaseKeys(JSON.parse(r.details) as Record<string, unknown>) : null,
 });
 
 export function createAuditEventsRepository(db: Db) {

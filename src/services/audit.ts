@@ -1,4 +1,5 @@
 import type { Logger } from '../lib/logger.js';
+import { snakeCaseKeys } from '../lib/snake-case.js';
 import type { AuditEventsRepository, NewAuditEvent } from '../repositories/audit-events.js';
 
 /** Where a request came from, for audit rows. */
@@ -25,7 +26,8 @@ export function createAuditService(deps: { events: AuditEventsRepository; logger
           ip: rest.ip ?? origin?.ip ?? null,
           userAgent: rest.userAgent ?? origin?.userAgent ?? null,
           clientId: rest.clientId ?? null,
-          details: rest.details ?? null,
+          // Keys in snake_case, as every API body shows them (details are built from code field names).
+          details: rest.details ? snakeCaseKeys(rest.details) : null,
         });
       } catch (err) {
         deps.logger.error('audit write failed', { type: input.type, err: String(err) });

@@ -10,6 +10,8 @@
  * managed by them).
  */
 
+import { ForbiddenError } from '../errors/index.js';
+
 export const ORG_ACTIONS = [
   'org.read',
   'org.update',
@@ -89,14 +91,13 @@ export function allowedOrgActions(actor: OrgActor): Set<OrgAction> {
   return new Set(ORG_ACTIONS.filter((a) => canInOrganization(actor, a)));
 }
 
+
 /** Thrown when the one acting may not do what they asked. */
-export class ForbiddenError extends Error {
-  constructor(message = 'you may not do this') {
-    super(message);
-    this.name = 'ForbiddenError';
-  }
-}
+export { ForbiddenError };
+
+/** Why an action was refused (the 403's detail, the page's message). */
+export const refusal = (action: OrgAction) => `your role in this organization does not allow ${action}`;
 
 export function assertCanInOrganization(actor: OrgActor, action: OrgAction, target: OrgActionTarget = {}): void {
-  if (!canInOrganization(actor, action, target)) throw new ForbiddenError(`your role in this organization does not allow ${action}`);
+  if (!canInOrganization(actor, action, target)) throw new ForbiddenError(refusal(action));
 }

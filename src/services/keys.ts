@@ -3,7 +3,7 @@ import { calculateJwkThumbprint, exportJWK, generateKeyPair, type JWK } from 'jo
 import type { SigningKeysRepository } from '../repositories/signing-keys.js';
 import type { ChangeFeed } from './change-feed.js';
 import type { Secrets } from './secrets.js';
-import { NotFoundError, ValidationError } from './errors.js';
+import { ConflictError, NotFoundError } from './errors.js';
 
 /** Algorithms Latch keeps a current key for. RS256 signs ID tokens by default (OIDC Core §15.1). */
 export const KEY_ALGS = ['RS256', 'ES256', 'EdDSA'] as const;
@@ -111,11 +111,24 @@ export function createKeyService(deps: { keys: SigningKeysRepository; secrets: S
     /** Adds a new current key for every algorithm; returns the new kids. */
     rotate: addGeneration,
 
+    /**
+     * Adds a new current key of `kid`'s algorithm; returns its kid, undefined when `kid` is
+     * unknown. The earlier keys stay published until retired, so tokens they signed verify.
+     */
+    async rotateLike(kid: string): Promise<string | undefined> {
+      const like = (await keys.list()).find((k) => k.kid === kid);
+      if (!like) return undefined;
+      const made = await generate(like.alg as KeyAlg);
+      await keys.insertMany([{ kid: made.kid, alg: made.alg, publicJwk: made.publicJwk, privateJwkEncrypted: secrets.encrypt(JSON.stringify(made.privateJwk)) }]);
+      await deps.feed?.publish('keys');
+      return made.kid;
+    },
+
     /** Removes a non-current key from JWKS: tokens it signed stop verifying. */
     async retire(kid: string): Promise<void> {
       const info = (await list()).find((k) => k.kid === kid);
       if (!info || info.status !== 'active') throw new NotFoundError(`active key ${kid}`);
-      if (info.current) throw new ValidationError('kid', 'is the current key of its algorithm; rotate first');
+      if (info.current) throw new ConflictError(`key ${kid} is the current ${info.alg} key (it signs new tokens): rotate first, then retire it`);
       await keys.retire(kid);
       await deps.feed?.publish('keys');
     },

@@ -75,11 +75,18 @@ export function createOrganizationService(deps: { orgs: OrganizationsRepository;
     return audit.record({ type, actorId, clientId, origin, subjectId, details: { ...details, ...(via ? { via } : {}) } });
   };
 
-  async function orgRole(name: string): Promise<RoleRecord> {
+  /** An organization role by name; undefined when there is none (a global role's name: ValidationError). */
+  async function findOrgRole(name: string): Promise<RoleRecord | undefined> {
     const role = await roles.find('organization', name);
     if (role) return role;
     if (await roles.find('global', name)) throw new ValidationError('role', `${name} is a global role: a membership holds an organization role (owner, admin, member, viewer or one created with --org)`);
-    throw new NotFoundError(`organization role ${name}`);
+    return undefined;
+  }
+
+  async function orgRole(name: string): Promise<RoleRecord> {
+    const role = await findOrgRole(name);
+    if (!role) throw new NotFoundError(`organization role ${name}`);
+    return role;
   }
 
   async function ownerRoleId(): Promise<string> {
@@ -92,15 +99,22 @@ export function createOrganizationService(deps: { orgs: OrganizationsRepository;
     if ((await repo.countWithRole(organizationId, membership.roleId)) <= 1) throw new ConflictError('the last owner of an organization cannot leave or be demoted');
   }
 
-  async function resolve(slugOrId: string): Promise<OrganizationRecord> {
+  /** An organization by id or slug; undefined when there is none. */
+  async function find(slugOrId: string): Promise<OrganizationRecord | undefined> {
     const key = slugOrId?.trim() ?? '';
-    const org = isUuid(key) ? await orgs.findById(key.toLowerCase()) : SLUG.test(key) ? await orgs.findBySlug(key) : undefined;
-    if (!org) throw new NotFoundError(`organization ${key}`);
+    return isUuid(key) ? await orgs.findById(key.toLowerCase()) : SLUG.test(key) ? await orgs.findBySlug(key) : undefined;
+  }
+
+  async function resolve(slugOrId: string): Promise<OrganizationRecord> {
+    const org = await find(slugOrId);
+    if (!org) throw new NotFoundError(`organization ${slugOrId?.trim() ?? ''}`);
     return org;
   }
 
   return {
+    find,
     resolve,
+    findOrgRole,
     orgRole,
     findById: (id: string) => (isUuid(id) ? orgs.findById(id.toLowerCase()) : Promise.resolve(undefined)),
     list: () => orgs.list(),

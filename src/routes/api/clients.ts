@@ -1,16 +1,12 @@
 import Router from '@koa/router';
 
 import { requireAdmin } from '../../middleware/api-auth.js';
-import { Input } from '../../middleware/api-input.js';
 import { checkIfMatch, cursorOf, pageParams, sendResource } from '../../middleware/api-paging.js';
-import { notFound, ProblemError, readJson } from '../../middleware/api-problem.js';
+import { notFound, ProblemError } from '../../middleware/api-problem.js';
 import type { ClientRecord } from '../../repositories/clients.js';
 import { describeClient } from '../../services/clients.js';
 import { ACCOUNT_CLIENT_ID } from '../account-session.js';
 import { auditChange, diff, locationOf, type ApiDeps, withApiFields } from './common.js';
-
-/** Longest a rotated secret may keep working: 7 days. */
-export const MAX_OVERLAP_SECONDS = 7 * 24 * 3600;
 
 /** The API shape of a client: its `id` is the client_id; never the secret or its HMAC. */
 export const describeApiClient = (c: ClientRecord) => ({ id: c.id, ...describeClient(c) });
@@ -18,21 +14,30 @@ export const describeApiClient = (c: ClientRecord) => ({ id: c.id, ...describeCl
 /** The client service names fields as the CLI flags; the API as RFC 7591 metadata. */
 const FIELD = { 'redirect-uri': 'redirect_uris', 'post-logout-redirect-uri': 'post_logout_redirect_uris', grant: 'grant_types', 'auth-method': 'token_endpoint_auth_method', 'jwks-uri': 'jwks_uri', 'web-origin': 'web_origins', resource: 'resources', scope: 'scope', name: 'name' } as Record<string, string>;
 
-const REGISTRATION = ['name', 'grant_types', 'redirect_uris', 'post_logout_redirect_uris', 'scope', 'resources', 'web_origins', 'jwks_uri', 'first_party'] as const;
-
-function readRegistration(input: Input, creating: boolean) {
-  return {
-    name: input.string('name', { required: creating, max: 255 }),
-    grants: input.strings('grant_types', { maxItems: 3, max: 64 }),
-    redirectUris: input.strings('redirect_uris', { maxItems: 50 }),
-    postLogoutRedirectUris: input.strings('post_logout_redirect_uris', { maxItems: 50 }),
-    scopes: input.has('scope') ? (input.string('scope', { max: 2048 })?.split(' ').filter(Boolean) ?? undefined) : undefined,
-    resources: input.strings('resources', { maxItems: 50 }),
-    webOrigins: input.strings('web_origins', { maxItems: 50 }),
-    jwksUri: input.string('jwks_uri', { max: 2048, nullable: true }),
-    firstParty: input.boolean('first_party'),
-  };
+/** A registration body (ClientCreate / ClientUpdate of openapi.yaml) as the client service takes it. */
+interface Registration {
+  name?: string;
+  grant_types?: string[];
+  redirect_uris?: string[];
+  post_logout_redirect_uris?: string[];
+  scope?: string;
+  resources?: string[];
+  web_origins?: string[];
+  jwks_uri?: string | null;
+  first_party?: boolean;
 }
+
+const registrationOf = (b: Registration) => ({
+  name: b.name,
+  grants: b.grant_types,
+  redirectUris: b.redirect_uris,
+  postLogoutRedirectUris: b.post_logout_redirect_uris,
+  scopes: b.scope?.split(' ').filter(Boolean),
+  resources: b.resources,
+  webOrigins: b.web_origins,
+  jwksUri: b.jwks_uri,
+  firstParty: b.first_party,
+});
 
 /** /api/v1/clients: registration, secret rotation, enable/disable. */
 export function clientRoutes(deps: ApiDeps): Router {
@@ -54,12 +59,9 @@ export function clientRoutes(deps: ApiDeps): Router {
   });
 
   router.post('/clients', write, async (ctx) => {
-    const input = new Input(await readJson(ctx), [...REGISTRATION, 'public', 'token_endpoint_auth_method']);
-    const reg = readRegistration(input, true);
-    const isPublic = input.boolean('public');
-    const authMethod = input.string('token_endpoint_auth_method', { max: 64 });
-    input.done();
-    const created = await withApiFields(FIELD, () => services.clients.create({ ...reg, name: reg.name!, jwksUri: reg.jwksUri ?? undefined, isPublic, authMethod }));
+    const body = await deps.bodies.read<Registration & { name: string; public?: boolean; token_endpoint_auth_method?: string }>(ctx);
+    const reg = registrationOf(body);
+    const created = await withApiFields(FIELD, () => services.clients.create({ ...reg, name: body.name, jwksUri: reg.jwksUri ?? undefined, isPublic: body.public, authMethod: body.token_endpoint_auth_method }));
     const view = describeApiClient(created.client);
     await auditChange(deps, ctx, 'client.create', created.client_id, { after: view });
     ctx.set('Location', locationOf(deps, `clients/${encodeURIComponent(created.client_id)}`));
@@ -73,9 +75,7 @@ export function clientRoutes(deps: ApiDeps): Router {
 
   router.patch('/clients/:id', write, async (ctx) => {
     const client = await clientOr404(ctx.params.id!);
-    const input = new Input(await readJson(ctx), REGISTRATION);
-    const reg = readRegistration(input, false);
-    input.done();
+    const reg = registrationOf(await deps.bodies.read<Registration>(ctx));
     const before = describeApiClient(client);
     checkIfMatch(ctx, before);
     const updated = await withApiFields(FIELD, () => services.clients.update(client.id, reg));
@@ -96,9 +96,7 @@ export function clientRoutes(deps: ApiDeps): Router {
 
   router.post('/clients/:id/rotate-secret', write, async (ctx) => {
     const client = await clientOr404(ctx.params.id!);
-    const input = new Input(await readJson(ctx), ['overlap_seconds']);
-    const overlap = input.integer('overlap_seconds', { min: 0, max: MAX_OVERLAP_SECONDS }) ?? 0;
-    input.done();
+    const overlap = (await deps.bodies.read<{ overlap_seconds?: number }>(ctx)).overlap_seconds ?? 0;
     const rotated = await withApiFields(FIELD, () => services.clients.rotateSecret(client.id, overlap));
     if (!rotated) throw notFound(`client ${client.id}`);
     const view = describeApiClient(rotated.client);

@@ -5,6 +5,7 @@ import type { Db } from '../../db/knex.js';
 import type { Logger } from '../../lib/logger.js';
 import { originOf } from '../../lib/request-origin.js';
 import { actorOf, principalOf } from '../../middleware/api-auth.js';
+import type { BodyValidators } from '../../middleware/api-body.js';
 import { invalid } from '../../middleware/api-problem.js';
 import type { Oidc } from '../../oidc/provider.js';
 import type { AuditEventsRepository } from '../../repositories/audit-events.js';
@@ -22,6 +23,8 @@ export interface ApiDeps {
   mail: AccountMail;
   /** Audit queries with filters and the GDPR pseudonymisation (beyond AuditService's list). */
   auditEvents: AuditEventsRepository;
+  /** The request-body schemas of openapi.yaml, compiled once. */
+  bodies: BodyValidators;
 }
 
 

@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import Router from '@koa/router';
 import type Koa from 'koa';
@@ -10,6 +9,7 @@ import type { Config } from '../../config/index.js';
 import type { Db } from '../../db/knex.js';
 import type { Logger } from '../../lib/logger.js';
 import { bearerAuth } from '../../middleware/api-auth.js';
+import { createBodyValidators, loadOpenApi } from '../../middleware/api-body.js';
 import { problems, ProblemError } from '../../middleware/api-problem.js';
 import type { Oidc } from '../../oidc/provider.js';
 import { createAuditEventsRepository } from '../../repositories/audit-events.js';
@@ -27,19 +27,6 @@ import { roleRoutes } from './roles.js';
 import { userRoutes } from './users.js';
 
 export { apiAudience } from './api-resource.js';
-
-/** openapi.yaml at the repository root (from src/routes/api in development, dist/src/routes/api when built). */
-function findOpenApi(): Buffer {
-  const here = dirname(fileURLToPath(import.meta.url));
-  for (const up of ['../../..', '../../../..']) {
-    try {
-      return readFileSync(join(here, up, 'openapi.yaml'));
-    } catch {
-      // try the next candidate
-    }
-  }
-  throw new Error('openapi.yaml not found');
-}
 
 const swaggerDir = dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'));
 
@@ -78,19 +65,20 @@ const ASSETS: Record<string, { file: string; type: string }> = {
  */
 export function apiRoutes(deps: { config: Config; db: Db; logger: Logger; services: Services; oidc: Oidc }): Router {
   const { config, services, oidc } = deps;
+  const spec = loadOpenApi();
   const api: ApiDeps = {
     ...deps,
     mail: createAccountMail({ issuer: config.issuer, mailer: services.mailer, tokens: services.accountTokens, limits: services.limits }),
     auditEvents: createAuditEventsRepository(deps.db),
+    bodies: createBodyValidators(spec.doc),
   };
-  const spec = findOpenApi();
   const assets = new Map(Object.entries(ASSETS).map(([name, a]) => [name, { body: readFileSync(join(swaggerDir, a.file)), type: a.type }]));
 
   const docs = new Router({ prefix: '/api' });
   docs.get('/openapi.yaml', (ctx) => {
     ctx.type = 'application/yaml';
     ctx.set('Cache-Control', 'no-cache');
-    ctx.body = spec;
+    ctx.body = spec.bytes;
   });
   docs.get('/docs', (ctx) => {
     ctx.set('Content-Security-Policy', DOCS_CSP);

@@ -2,9 +2,7 @@ import Router from '@koa/router';
 
 import { requireAdmin } from '../../middleware/api-auth.js';
 import { paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
-import { notFound, ProblemError, readJson } from '../../middleware/api-problem.js';
-import { Input } from '../../middleware/api-input.js';
-import { ValidationError } from '../../services/errors.js';
+import { notFound } from '../../middleware/api-problem.js';
 import type { KeyInfo } from '../../services/keys.js';
 import { auditChange, type ApiDeps } from './common.js';
 
@@ -40,7 +38,7 @@ export function keyRoutes(deps: ApiDeps): Router {
   // A collection action: a new current key for every algorithm. Earlier keys stay published
   // until retired, so tokens they signed keep verifying.
   router.post('/keys/rotate', write, async (ctx) => {
-    new Input(await readJson(ctx), []).done();
+    await deps.bodies.read(ctx);
     const rotated = await services.keys.rotate();
     const all = (await services.keys.list()).map(describeKey);
     // Every key, in the order of GET /keys.
@@ -54,23 +52,23 @@ export function keyRoutes(deps: ApiDeps): Router {
     sendResource(ctx, await keyOr404(ctx.params.id!));
   });
 
+  // A new current key of the algorithm of {id}; {id} stays published until retired.
+  router.post('/keys/:id/rotate', write, async (ctx) => {
+    const like = KID.test(ctx.params.id!) ? await services.keys.rotateLike(ctx.params.id!) : undefined;
+    if (!like) throw notFound(`key ${ctx.params.id}`);
+    const key = await keyOr404(like);
+    await auditChange(deps, ctx, 'key.rotate', key.id, { alg: key.alg, rotated: [key.id], replaces: ctx.params.id });
+    sendResource(ctx, key);
+  });
+
   router.post('/keys/:id/retire', write, async (ctx) => {
     const key = await keyOr404(ctx.params.id!);
     if (key.status !== 'active') throw notFound(`active key ${key.id}`);
-    if (key.current) throw currentKey(key.id, key.alg);
-    try {
-      await services.keys.retire(key.id);
-    } catch (err) {
-      // The service checks the same rule (a key retired meanwhile is its NotFoundError: 404).
-      if (err instanceof ValidationError) throw currentKey(key.id, key.alg);
-      throw err;
-    }
+    // The service refuses the current key of its algorithm (409) and one retired meanwhile (404).
+    await services.keys.retire(key.id);
     await auditChange(deps, ctx, 'key.retire', key.id, { alg: key.alg });
     sendResource(ctx, await keyOr404(key.id));
   });
 
   return router;
 }
-
-const currentKey = (kid: string, alg: string) =>
-  new ProblemError(409, 'conflict', `key ${kid} is the current ${alg} key (it signs new tokens): rotate first, then retire it`);

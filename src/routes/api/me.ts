@@ -3,13 +3,11 @@ import type Koa from 'koa';
 
 import { originOf } from '../../lib/request-origin.js';
 import { principalOf, requireAccount } from '../../middleware/api-auth.js';
-import { Input } from '../../middleware/api-input.js';
 import { checkIfMatch, cursorOf, pageParams, sendResource } from '../../middleware/api-paging.js';
-import { invalid, notFound, ProblemError, readJson } from '../../middleware/api-problem.js';
+import { invalid, notFound, ProblemError } from '../../middleware/api-problem.js';
 import type { AccountRecord } from '../../repositories/accounts.js';
 import { ValidationError } from '../../services/errors.js';
 import { checkPasswordPolicy } from '../../services/password-policy.js';
-import { MAX_PASSWORD_LENGTH } from '../../services/passwords.js';
 import { describePersonalAccessToken } from '../../services/personal-access-tokens.js';
 import { reauthenticate } from '../../services/reauthentication.js';
 import { auditChange, locationOf, type ApiDeps } from './common.js';
@@ -42,10 +40,10 @@ export function meRoutes(deps: ApiDeps): Router {
 
   router.patch('/me', own, async (ctx) => {
     const account = accountOf(ctx);
-    const input = new Input(await readJson(ctx), ['name']);
-    const name = input.string('name', { max: 255, nullable: true });
-    if (name && CONTROL.test(name)) input.errors.push({ field: 'name', message: 'must not contain control characters' });
-    input.done();
+    const { body, errors } = await deps.bodies.check<{ name?: string | null }>(ctx);
+    const { name } = body;
+    if (typeof name === 'string' && CONTROL.test(name) && !errors.length) errors.push({ field: 'name', message: 'must not contain control characters' });
+    if (errors.length) throw invalid(errors);
     checkIfMatch(ctx, await describeMe(deps, account));
     // The service audits the change (account.update) when something changed.
     const updated = name === undefined ? account : await services.accounts.update(account.id, { name }, { actorId: account.id, origin: originOf(ctx) });
@@ -54,21 +52,18 @@ export function meRoutes(deps: ApiDeps): Router {
 
   router.post('/me/change-password', own, async (ctx) => {
     const account = accountOf(ctx);
-    const input = new Input(await readJson(ctx), ['current_password', 'new_password']);
-    const current = input.string('current_password', { required: true, max: MAX_PASSWORD_LENGTH });
-    const next = input.string('new_password', { required: true, max: MAX_PASSWORD_LENGTH });
-    input.done();
+    const { current_password: current, new_password: next } = await deps.bodies.read<{ current_password: string; new_password: string }>(ctx);
     // The account page's policy, checked before the current password (no attempt is spent on it).
-    const policy = checkPasswordPolicy(next!, { email: account.email, name: account.displayName });
+    const policy = checkPasswordPolicy(next, { email: account.email, name: account.displayName });
     if (policy) throw invalid([{ field: 'new_password', message: policy }]);
-    const check = await reauthenticate({ passwords: services.passwords, mfa: services.mfa, audit: services.audit, loginGuard: services.loginGuard }, account, { password: current! }, { ip: ctx.ip, origin: originOf(ctx), clientId: principalOf(ctx).clientId, context: 'api' });
+    const check = await reauthenticate({ passwords: services.passwords, mfa: services.mfa, audit: services.audit, loginGuard: services.loginGuard }, account, { password: current }, { ip: ctx.ip, origin: originOf(ctx), clientId: principalOf(ctx).clientId, context: 'api' });
     if (!check.ok && check.reason === 'locked') {
       throw new ProblemError(429, 'too-many-requests', 'too many failed attempts; try again later', { headers: { 'Retry-After': String(check.retryAfterSeconds) } });
     }
     if (!check.ok) throw invalid([{ field: 'current_password', message: 'is not your current password' }]);
     // Ends every session, grant and refresh token of the account (so the access token of this
     // call too, unless it is a personal access token): whoever knew the old password is out.
-    await services.accounts.setPassword(account.id, next!);
+    await services.accounts.setPassword(account.id, next);
     await auditChange(deps, ctx, 'password.change', account.id);
     ctx.status = 204;
   });
@@ -109,16 +104,13 @@ export function meRoutes(deps: ApiDeps): Router {
 
   router.post('/me/tokens', own, async (ctx) => {
     const account = accountOf(ctx);
-    const input = new Input(await readJson(ctx), ['name', 'scopes', 'organization_id', 'expires_in_days']);
-    const name = input.string('name', { required: true, max: 255 });
-    const scopes = input.strings('scopes', { required: true, maxItems: 100 });
-    const organizationId = input.string('organization_id', { max: 64, nullable: true });
-    if (organizationId && CONTROL.test(organizationId)) input.errors.push({ field: 'organization_id', message: 'is not an organization you belong to' });
-    const days = input.integer('expires_in_days', { min: 1, max: services.personalTokens.settings.maxTtlDays });
-    input.done();
+    const { body, errors } = await deps.bodies.check<{ name: string; scopes: string[]; organization_id?: string | null; expires_in_days?: number }>(ctx);
+    const { name, scopes, organization_id: organizationId, expires_in_days: days } = body;
+    if (typeof organizationId === 'string' && CONTROL.test(organizationId) && !errors.some((e) => e.field === 'organization_id')) errors.push({ field: 'organization_id', message: 'is not an organization you belong to' });
+    if (errors.length) throw invalid(errors);
     let created;
     try {
-      created = await services.personalTokens.create(account, { name: name!, scopes: scopes!, organizationId, expiresInDays: days ?? undefined, origin: originOf(ctx) });
+      created = await services.personalTokens.create(account, { name, scopes, organizationId, expiresInDays: days, origin: originOf(ctx) });
     } catch (err) {
       // The live-token limit is a conflict with existing tokens, not a wrong field.
       if (err instanceof ValidationError && err.field === 'tokens') throw new ProblemError(409, 'conflict', err.detail);

@@ -3,13 +3,12 @@ import type Koa from 'koa';
 
 import { originOf } from '../../lib/request-origin.js';
 import { actorOf, insufficientScope, principalOf, requireAdmin } from '../../middleware/api-auth.js';
-import { Input, queryParam } from '../../middleware/api-input.js';
+import { queryParam } from '../../middleware/api-input.js';
 import { checkIfMatch, cursorOf, pageParams, sendResource } from '../../middleware/api-paging.js';
-import { invalid, notFound, ProblemError, readJson, type FieldError } from '../../middleware/api-problem.js';
+import { invalid, notFound, ProblemError, type FieldError } from '../../middleware/api-problem.js';
 import type { InvitationRecord, MembershipRecord, OrganizationRecord } from '../../repositories/organizations.js';
 import type { Subject } from '../../repositories/roles.js';
-import { ForbiddenError, managesOrganization, type OrgAction, type OrgActionTarget } from '../../services/authorization.js';
-import { NotFoundError } from '../../services/errors.js';
+import { canInOrganization, managesOrganization, refusal, type OrgAction, type OrgActionTarget } from '../../services/authorization.js';
 import { describeInvitation, describeOrganization, isUuid, type ActorId } from '../../services/organizations.js';
 import { locationOf, type ApiDeps } from './common.js';
 import { apiKindOf, readSubject } from './roles.js';
@@ -23,6 +22,8 @@ export function describeMember(m: MembershipRecord) {
 interface OrgContext {
   org: OrganizationRecord;
   who: { subject: Subject; superuser: boolean };
+  /** The admin scope that would allow the request (named by its 403s). */
+  scope: string;
 }
 
 const orgOf = (ctx: Koa.Context) => ctx.state.org as OrgContext;
@@ -31,7 +32,7 @@ const orgOf = (ctx: Koa.Context) => ctx.state.org as OrgContext;
 const apiActor = (ctx: Koa.Context): ActorId => ({ ...actorOf(principalOf(ctx)), origin: originOf(ctx), via: 'api' });
 
 /** 403 naming the admin scope that would allow the request (RFC 6750 §3.1). */
-const forbidden = (scope: string, detail: string) => new ProblemError(403, 'forbidden', detail, { headers: insufficientScope(scope).extra.headers ?? {} });
+const forbidden = (scope: string, detail: string) => new ProblemError(403, 'forbidden', detail, { headers: insufficientScope(scope).headers ?? {} });
 
 /**
  * Access to one organization: an admin token (`admin:read` for GET, `admin:write` otherwise;
@@ -39,38 +40,27 @@ const forbidden = (scope: string, detail: string) => new ProblemError(403, 'forb
  * `account` whose user is an owner or admin of that organization, acting with that role (a
  * superuser's `account` token has no more rights than their role). Whether the organization
  * exists is told only to callers allowed into it. Every action is then checked by
- * authorization.ts (`authorize`); its refusals are 403s here.
+ * authorization.ts (`authorize` below); its refusals are 403s naming `scope`.
  */
 function orgAccess(deps: ApiDeps, need: 'read' | 'write'): Koa.Middleware {
   const scope = `admin:${need}`;
   const admin = requireAdmin(need);
   const { organizations } = deps.services;
-  const guarded = async (next: Koa.Next) => {
-    try {
-      await next();
-    } catch (err) {
-      if (err instanceof ForbiddenError) throw forbidden(scope, err.message);
-      throw err;
-    }
-  };
   return async (ctx, next) => {
     const p = principalOf(ctx);
     const id = ctx.params.id!;
     const operator = p.superuser && (p.scopes.has('admin:write') || (need === 'read' && p.scopes.has('admin:read')));
     if (p.kind === 'account' && p.scopes.has('account') && !operator) {
       const who = { subject: { kind: 'account' as const, id: p.id }, superuser: false };
-      const org = await organizations.resolve(id).catch((err: unknown) => {
-        if (err instanceof NotFoundError) return undefined;
-        throw err;
-      });
+      const org = await organizations.find(id);
       if (!org || !managesOrganization(await organizations.actor(org.id, who))) throw forbidden(scope, `this token acts only on organizations its user is an owner or admin of, or needs ${scope}`);
-      ctx.state.org = { org, who } satisfies OrgContext;
-      return guarded(next);
+      ctx.state.org = { org, who, scope } satisfies OrgContext;
+      return next();
     }
     // requireAdmin answers 403 (insufficient scope, or an admin scope on a non-superuser's token).
     return admin(ctx, async () => {
-      ctx.state.org = { org: await organizations.resolve(id), who: { subject: { kind: p.kind, id: p.id }, superuser: true } } satisfies OrgContext;
-      await guarded(next);
+      ctx.state.org = { org: await organizations.resolve(id), who: { subject: { kind: p.kind, id: p.id }, superuser: true }, scope } satisfies OrgContext;
+      await next();
     });
   };
 }
@@ -85,20 +75,17 @@ export function organizationRoutes(deps: ApiDeps): Router {
   const read = orgAccess(deps, 'read');
   const write = orgAccess(deps, 'write');
 
-  /** authorization.ts decides (ForbiddenError → 403 in orgAccess). */
-  const authorize = (ctx: Koa.Context, action: OrgAction, target: OrgActionTarget = {}) => {
-    const { org, who } = orgOf(ctx);
-    return organizations.authorize(org.id, who, action, target);
+  /** authorization.ts decides; a refusal is a 403 naming the admin scope that would allow it. */
+  const authorize = async (ctx: Koa.Context, action: OrgAction, target: OrgActionTarget = {}) => {
+    const { org, who, scope } = orgOf(ctx);
+    if (!canInOrganization(await organizations.actor(org.id, who), action, target)) throw forbidden(scope, refusal(action));
   };
 
   /** An organization role by name, else 422 (a global role cannot be held through a membership). */
   const orgRoleName = async (field: string, name: string): Promise<string> => {
-    try {
-      return (await organizations.orgRole(name)).name;
-    } catch (err) {
-      if (err instanceof NotFoundError) throw invalid([{ field, message: `"${name}" is not an organization role` }]);
-      throw err;
-    }
+    const role = await organizations.findOrgRole(name);
+    if (!role) throw invalid([{ field, message: `"${name}" is not an organization role` }]);
+    return role.name;
   };
 
   const memberOr404 = async (ctx: Koa.Context): Promise<MembershipRecord> => {
@@ -129,13 +116,11 @@ export function organizationRoutes(deps: ApiDeps): Router {
   });
 
   router.post('/organizations', requireAdmin('write'), async (ctx) => {
-    const input = new Input(await readJson(ctx), ['name', 'slug', 'owner_id']);
-    const name = input.string('name', { required: true, max: 255 });
-    const slug = input.string('slug', { required: true, max: 64 });
-    const ownerId = input.string('owner_id', { max: 64 });
-    if (ownerId !== undefined && !(await services.accounts.findById(ownerId))) input.errors.push({ field: 'owner_id', message: 'is not a user' });
-    input.done();
-    const org = await organizations.create({ name: name!, slug: slug!, owner: ownerId === undefined ? undefined : { kind: 'account', id: ownerId }, createdBy: apiActor(ctx) });
+    const { body, errors } = await deps.bodies.check<{ name: string; slug: string; owner_id?: string }>(ctx);
+    const { name, slug, owner_id: ownerId } = body;
+    if (typeof ownerId === 'string' && !errors.some((e) => e.field === 'owner_id') && !(await services.accounts.findById(ownerId))) errors.push({ field: 'owner_id', message: 'is not a user' });
+    if (errors.length) throw invalid(errors);
+    const org = await organizations.create({ name, slug, owner: ownerId === undefined ? undefined : { kind: 'account', id: ownerId }, createdBy: apiActor(ctx) });
     ctx.set('Location', locationOf(deps, `organizations/${org.id}`));
     sendResource(ctx, describeOrganization(org), 201);
   });
@@ -147,10 +132,7 @@ export function organizationRoutes(deps: ApiDeps): Router {
 
   router.patch('/organizations/:id', write, async (ctx) => {
     const { org } = orgOf(ctx);
-    const input = new Input(await readJson(ctx), ['name', 'slug']);
-    const name = input.string('name', { max: 255 });
-    const slug = input.string('slug', { max: 64 });
-    input.done();
+    const { name, slug } = await deps.bodies.read<{ name?: string; slug?: string }>(ctx);
     await authorize(ctx, 'org.update');
     checkIfMatch(ctx, describeOrganization(org));
     // The service records the change (organization.update) with the API's actor.
@@ -174,13 +156,12 @@ export function organizationRoutes(deps: ApiDeps): Router {
 
   router.post('/organizations/:id/members', write, async (ctx) => {
     const { org } = orgOf(ctx);
-    const input = new Input(await readJson(ctx), ['user_id', 'client_id', 'role']);
-    const subject = await readSubject(deps, input);
-    const roleName = input.string('role', { max: 64 }) ?? 'member';
-    input.done();
-    const role = await orgRoleName('role', roleName);
+    const { body, errors } = await deps.bodies.check<{ user_id?: string; client_id?: string; role?: string }>(ctx);
+    const subject = await readSubject(deps, body, errors);
+    if (errors.length || !subject) throw invalid(errors);
+    const role = await orgRoleName('role', body.role ?? 'member');
     await authorize(ctx, 'members.add', { newRole: role });
-    const m = await organizations.addMember(org, subject!, role, apiActor(ctx));
+    const m = await organizations.addMember(org, subject, role, apiActor(ctx));
     ctx.set('Location', locationOf(deps, `organizations/${org.id}/members/${encodeURIComponent(m.member.id)}`));
     sendResource(ctx, describeMember(m), 201);
   });
@@ -192,14 +173,12 @@ export function organizationRoutes(deps: ApiDeps): Router {
 
   router.patch('/organizations/:id/members/:member_id', write, async (ctx) => {
     const { org, who } = orgOf(ctx);
-    const input = new Input(await readJson(ctx), ['role']);
-    const roleName = input.string('role', { required: true, max: 64 });
-    input.done();
+    const { role: roleName } = await deps.bodies.read<{ role: string }>(ctx);
     // The right to change roles at all comes first: whom the organization has is told only then.
     await authorize(ctx, 'members.update');
     const m = await memberOr404(ctx);
     checkIfMatch(ctx, describeMember(m));
-    const role = await orgRoleName('role', roleName!);
+    const role = await orgRoleName('role', roleName);
     await authorize(ctx, 'members.update', { currentRole: m.role, newRole: role, self: sameSubject(m.member, who.subject) });
     const updated = m.role === role ? m : await organizations.updateMember(org, m.member, role, apiActor(ctx));
     sendResource(ctx, describeMember(updated));
@@ -224,14 +203,11 @@ export function organizationRoutes(deps: ApiDeps): Router {
 
   router.post('/organizations/:id/invitations', write, async (ctx) => {
     const { org } = orgOf(ctx);
-    const input = new Input(await readJson(ctx), ['email', 'role']);
-    const email = input.string('email', { required: true, max: 320 });
-    const roleName = input.string('role', { max: 64 }) ?? 'member';
-    input.done();
+    const { email, role: roleName = 'member' } = await deps.bodies.read<{ email: string; role?: string }>(ctx);
     const role = await orgRoleName('role', roleName);
     await authorize(ctx, 'invitations.create', { newRole: role });
     // The service mails the single-use link; the link's token is never answered.
-    const { invitation } = await organizations.invite(org, { email: email!, role, invitedBy: apiActor(ctx) });
+    const { invitation } = await organizations.invite(org, { email, role, invitedBy: apiActor(ctx) });
     ctx.set('Location', locationOf(deps, `organizations/${org.id}/invitations/${invitation.id}`));
     sendResource(ctx, describeInvitation(invitation), 201);
   });

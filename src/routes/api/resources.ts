@@ -1,27 +1,26 @@
 import Router from '@koa/router';
 
 import { requireAdmin } from '../../middleware/api-auth.js';
-import { Input, queryParam } from '../../middleware/api-input.js';
+import { queryParam } from '../../middleware/api-input.js';
 import { checkIfMatch, cursorOf, pageParams, sendResource } from '../../middleware/api-paging.js';
-import { notFound, ProblemError, readJson, type FieldError } from '../../middleware/api-problem.js';
-import { describeResource, MAX_RESOURCE_TTL } from '../../services/resources.js';
+import { invalid, notFound, ProblemError, type FieldError } from '../../middleware/api-problem.js';
+import { describeResource } from '../../services/resources.js';
 import { API_RESOURCE_SCOPES, apiAudience } from './api-resource.js';
 import { auditChange, diff, locationOf, type ApiDeps, withApiFields } from './common.js';
 
 /** The resource service names fields as the CLI flags; the API as its representation. */
 const FIELD: Record<string, string> = { ttl: 'access_token_ttl', scope: 'scopes' };
 
-const SETTINGS = ['name', 'scopes', 'access_token_ttl', 'alg', 'rbac'] as const;
-
-function readSettings(input: Input) {
-  return {
-    name: input.string('name', { max: 255, nullable: true }),
-    scopes: input.strings('scopes', { maxItems: 100, max: 255 }),
-    ttl: input.integer('access_token_ttl', { min: 1, max: MAX_RESOURCE_TTL, nullable: true }),
-    alg: input.string('alg', { max: 16 }),
-    rbac: input.boolean('rbac'),
-  };
+/** The settings of a resource body (ResourceCreate / ResourceUpdate of openapi.yaml). */
+interface Settings {
+  name?: string | null;
+  scopes?: string[];
+  access_token_ttl?: number | null;
+  alg?: string;
+  rbac?: boolean;
 }
+
+const settingsOf = (b: Settings) => ({ name: b.name, scopes: b.scopes, ttl: b.access_token_ttl, alg: b.alg, rbac: b.rbac });
 
 /** /api/v1/resources: resource servers (RFC 8707 resource indicators = access-token audiences). */
 export function resourceRoutes(deps: ApiDeps): Router {
@@ -46,11 +45,9 @@ export function resourceRoutes(deps: ApiDeps): Router {
   });
 
   router.post('/resources', write, async (ctx) => {
-    const input = new Input(await readJson(ctx), ['identifier', ...SETTINGS]);
-    const identifier = input.string('identifier', { required: true, max: 2048 });
-    const s = readSettings(input);
-    input.done();
-    const created = await withApiFields(FIELD, () => services.resources.create({ identifier: identifier!, name: s.name ?? undefined, scopes: s.scopes, ttl: s.ttl ?? undefined, alg: s.alg, rbac: s.rbac }));
+    const body = await deps.bodies.read<Settings & { identifier: string }>(ctx);
+    const s = settingsOf(body);
+    const created = await withApiFields(FIELD, () => services.resources.create({ identifier: body.identifier, name: s.name ?? undefined, scopes: s.scopes, ttl: s.ttl ?? undefined, alg: s.alg, rbac: s.rbac }));
     const view = describeResource(created);
     await auditChange(deps, ctx, 'resource.create', created.id, { after: view });
     ctx.set('Location', locationOf(deps, `resources/${created.id}`));
@@ -63,18 +60,18 @@ export function resourceRoutes(deps: ApiDeps): Router {
 
   router.patch('/resources/:id', write, async (ctx) => {
     const resource = await resourceOr404(ctx.params.id!);
-    const input = new Input(await readJson(ctx), ['identifier', ...SETTINGS]);
-    // The identifier is the audience of every token issued for it (RFC 8707 §2): fixed.
-    if (input.has('identifier')) input.errors.push({ field: 'identifier', message: 'cannot be changed (create a new resource instead)' });
-    const s = readSettings(input);
-    if (resource.identifier === builtIn) {
+    // ResourceUpdate has no identifier: it is the audience of every token issued for the
+    // resource (RFC 8707 §2), fixed once created.
+    const { body, errors } = await deps.bodies.check<Settings>(ctx);
+    const s = settingsOf(body);
+    if (resource.identifier === builtIn && !errors.length) {
       // The API's own scopes are what its authorization checks rely on.
       const kept = s.scopes?.flatMap((scope) => scope.split(/\s+/));
       const missing = kept && API_RESOURCE_SCOPES.filter((scope) => !kept.includes(scope));
-      if (missing?.length) input.errors.push({ field: 'scopes', message: `must keep ${missing.join(', ')}: the admin API relies on them` });
-      if (s.rbac !== undefined && s.rbac !== resource.rbac) input.errors.push({ field: 'rbac', message: 'cannot be changed on the admin API resource' });
+      if (missing?.length) errors.push({ field: 'scopes', message: `must keep ${missing.join(', ')}: the admin API relies on them` });
+      if (s.rbac !== undefined && s.rbac !== resource.rbac) errors.push({ field: 'rbac', message: 'cannot be changed on the admin API resource' });
     }
-    input.done();
+    if (errors.length) throw invalid(errors);
     const before = describeResource(resource);
     checkIfMatch(ctx, before);
     const updated = await withApiFields(FIELD, () => services.resources.update(resource.id, s));

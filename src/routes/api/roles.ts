@@ -2,9 +2,9 @@ import Router from '@koa/router';
 import type Koa from 'koa';
 
 import { requireAdmin } from '../../middleware/api-auth.js';
-import { Input, queryParam } from '../../middleware/api-input.js';
+import { queryParam } from '../../middleware/api-input.js';
 import { checkIfMatch, cursorOf, pageParams, sendResource } from '../../middleware/api-paging.js';
-import { notFound, readJson, type FieldError } from '../../middleware/api-problem.js';
+import { invalid, notFound, type FieldError } from '../../middleware/api-problem.js';
 import type { RoleKind, RoleRecord, Subject } from '../../repositories/roles.js';
 import { isUuid } from '../../services/organizations.js';
 import { describeRole } from '../../services/roles.js';
@@ -19,22 +19,17 @@ export function describeApiRole(r: RoleRecord) {
 export const apiKindOf = (s: Subject) => (s.kind === 'account' ? 'user' : 'client');
 
 /**
- * `user_id` or `client_id` of a body, exactly one, naming an existing user or client (else 422):
- * who holds a role or a membership.
+ * The user or client a body names (`user_id` or `client_id`: the schema lets exactly one
+ * through), when it exists; else an error on that field: who holds a role or a membership.
  */
-export async function readSubject(deps: ApiDeps, input: Input): Promise<Subject | undefined> {
-  const userId = input.string('user_id', { max: 64 });
-  const clientId = input.string('client_id', { max: 128 });
-  if (input.has('user_id') === input.has('client_id')) {
-    input.errors.push({ field: 'user_id', message: 'give exactly one of user_id or client_id' });
-    return undefined;
-  }
-  if (userId !== undefined) {
-    if (await deps.services.accounts.findById(userId)) return { kind: 'account', id: userId };
-    input.errors.push({ field: 'user_id', message: 'is not a user' });
-  } else if (clientId !== undefined) {
-    if (await deps.services.clients.findById(clientId)) return { kind: 'client', id: clientId };
-    input.errors.push({ field: 'client_id', message: 'is not a client' });
+export async function readSubject(deps: ApiDeps, body: { user_id?: unknown; client_id?: unknown }, errors: FieldError[]): Promise<Subject | undefined> {
+  if (errors.some((e) => e.field === 'user_id' || e.field === 'client_id')) return undefined;
+  if (typeof body.user_id === 'string') {
+    if (await deps.services.accounts.findById(body.user_id)) return { kind: 'account', id: body.user_id };
+    errors.push({ field: 'user_id', message: 'is not a user' });
+  } else if (typeof body.client_id === 'string') {
+    if (await deps.services.clients.findById(body.client_id)) return { kind: 'client', id: body.client_id };
+    errors.push({ field: 'client_id', message: 'is not a client' });
   }
   return undefined;
 }
@@ -67,14 +62,8 @@ export function roleRoutes(deps: ApiDeps): Router {
   });
 
   router.post('/roles', write, async (ctx) => {
-    const input = new Input(await readJson(ctx), ['name', 'kind', 'description', 'permissions']);
-    const name = input.string('name', { required: true, max: 64 });
-    const kind = input.string('kind', { max: 16 });
-    if (kind !== undefined && !KINDS.includes(kind as RoleKind)) input.errors.push({ field: 'kind', message: 'must be global or organization' });
-    const description = input.string('description', { max: 255, nullable: true });
-    const permissions = input.strings('permissions', { maxItems: 200 });
-    input.done();
-    const role = await withApiFields({ permission: 'permissions' }, () => services.roles.create({ name: name!, kind: (kind ?? 'global') as RoleKind, description, permissions }));
+    const { name, kind = 'global', description, permissions } = await deps.bodies.read<{ name: string; kind?: RoleKind; description?: string | null; permissions?: string[] }>(ctx);
+    const role = await withApiFields({ permission: 'permissions' }, () => services.roles.create({ name, kind, description, permissions }));
     const view = describeApiRole(role);
     await auditChange(deps, ctx, 'role.create', role.id, { after: view });
     ctx.set('Location', locationOf(deps, `roles/${role.id}`));
@@ -87,11 +76,7 @@ export function roleRoutes(deps: ApiDeps): Router {
 
   router.patch('/roles/:id', write, async (ctx) => {
     const role = await roleOr404(ctx.params.id!);
-    const input = new Input(await readJson(ctx), ['name', 'description', 'permissions']);
-    const name = input.string('name', { max: 64 });
-    const description = input.string('description', { max: 255, nullable: true });
-    const permissions = input.strings('permissions', { maxItems: 200 });
-    input.done();
+    const { name, description, permissions } = await deps.bodies.read<{ name?: string; description?: string | null; permissions?: string[] }>(ctx);
     const before = describeApiRole(role);
     checkIfMatch(ctx, before);
     // Built-in roles keep their name (409); their description and permissions may change.
@@ -112,12 +97,12 @@ export function roleRoutes(deps: ApiDeps): Router {
   /** Assigns or unassigns a global role (organization roles are held through memberships: 422). */
   const assignment = (how: 'assign' | 'unassign') => async (ctx: Koa.Context) => {
     const role = await roleOr404(ctx.params.id!);
-    const input = new Input(await readJson(ctx), ['user_id', 'client_id']);
-    const subject = await readSubject(deps, input);
-    input.done();
-    const changed = how === 'assign' ? await services.roles.assign(role, subject!) : await services.roles.unassign(role, subject!);
+    const { body, errors } = await deps.bodies.check<{ user_id?: string; client_id?: string }>(ctx);
+    const subject = await readSubject(deps, body, errors);
+    if (errors.length || !subject) throw invalid(errors);
+    const changed = how === 'assign' ? await services.roles.assign(role, subject) : await services.roles.unassign(role, subject);
     // The holder is the audit subject, so it shows in their trail (and is pseudonymised with them).
-    if (changed) await auditChange(deps, ctx, `role.${how}`, subject!.id, { role: role.id, role_name: role.name, holder_kind: apiKindOf(subject!) });
+    if (changed) await auditChange(deps, ctx, `role.${how}`, subject.id, { role: role.id, role_name: role.name, holder_kind: apiKindOf(subject) });
     ctx.status = 204;
   };
   router.post('/roles/:id/assign', write, assignment('assign'));

@@ -5,13 +5,12 @@ import type Koa from 'koa';
 
 import { originOf } from '../../lib/request-origin.js';
 import { principalOf, requireAdmin } from '../../middleware/api-auth.js';
-import { Input, queryParam } from '../../middleware/api-input.js';
+import { queryParam } from '../../middleware/api-input.js';
 import { checkIfMatch, cursorOf, paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
-import { invalid, notFound, readJson, type FieldError } from '../../middleware/api-problem.js';
+import { invalid, notFound, type FieldError } from '../../middleware/api-problem.js';
 import type { AccountRecord } from '../../repositories/accounts.js';
 import { grantScopes } from '../../repositories/provider-state.js';
 import { describeAccount } from '../../services/accounts.js';
-import { MAX_PASSWORD_LENGTH } from '../../services/passwords.js';
 import { auditChange, diff, isoOf, locationOf, type ApiDeps } from './common.js';
 
 /** The API shape of a user: the account (never its hash) and its global roles. */
@@ -97,21 +96,15 @@ export function userRoutes(deps: ApiDeps): Router {
   });
 
   router.post('/users', write, async (ctx) => {
-    const body = await readJson(ctx);
-    const input = new Input(body, ['email', 'password', 'name', 'superuser', 'email_verified', 'roles', 'send_invitation', 'allow_weak_password']);
-    const email = input.string('email', { required: true, max: 320 });
-    const password = input.string('password', { max: MAX_PASSWORD_LENGTH });
-    const name = input.string('name', { max: 255, nullable: true });
-    const superuser = input.boolean('superuser');
-    const emailVerified = input.boolean('email_verified');
-    const roleNames = input.strings('roles', { max: 64 });
-    const invite = input.boolean('send_invitation');
-    const allowWeakPassword = input.boolean('allow_weak_password');
-    if (password === undefined && !invite && !input.errors.some((e) => e.field === 'password')) input.errors.push({ field: 'password', message: 'is required unless send_invitation is true' });
-    input.done();
+    const { body, errors } = await deps.bodies.check<{ email: string; password?: string; name?: string | null; superuser?: boolean; email_verified?: boolean; roles?: string[]; send_invitation?: boolean; allow_weak_password?: boolean }>(ctx);
+    const { email, password, name, superuser, email_verified: emailVerified, roles: roleNames, send_invitation: invite, allow_weak_password: allowWeakPassword } = body;
+    if (password === undefined && invite !== true && !errors.some((e) => e.field === 'password')) errors.push({ field: 'password', message: 'is required unless send_invitation is true' });
+    if (errors.length) throw invalid(errors);
     const roles = await globalRoles(deps, roleNames ?? []);
-    // Invited without a password: an unusable random one, replaced through the mailed link.
-    const account = await services.accounts.create({ email: email!, password: password ?? randomBytes(32).toString('base64url'), name: name ?? undefined, superuser: superuser ?? false, emailVerified: emailVerified ?? false, allowWeakPassword });
+    // Invited without a password: an unusable random one, replaced through the mailed link. The
+    // accounts service applies the password policy (allow_weak_password: strength and length
+    // exceptions, never below 8 characters).
+    const account = await services.accounts.create({ email, password: password ?? randomBytes(32).toString('base64url'), name: name ?? undefined, superuser: superuser ?? false, emailVerified: emailVerified ?? false, allowWeakPassword });
     for (const r of roles) await services.roles.assign(r, { kind: 'account', id: account.id });
     if (invite) await deps.mail.sendPasswordReset(account);
     const view = await describeUser(deps, account);
@@ -126,14 +119,7 @@ export function userRoutes(deps: ApiDeps): Router {
 
   router.patch('/users/:id', write, async (ctx) => {
     const account = await userOr404(deps, ctx.params.id!);
-    const body = await readJson(ctx);
-    const input = new Input(body, ['name', 'active', 'superuser', 'email_verified', 'roles']);
-    const name = input.string('name', { max: 255, nullable: true });
-    const active = input.boolean('active');
-    const superuser = input.boolean('superuser');
-    const emailVerified = input.boolean('email_verified');
-    const roleNames = input.strings('roles', { max: 64 });
-    input.done();
+    const { name, active, superuser, email_verified: emailVerified, roles: roleNames } = await deps.bodies.read<{ name?: string | null; active?: boolean; superuser?: boolean; email_verified?: boolean; roles?: string[] }>(ctx);
     const before = await describeUser(deps, account);
     checkIfMatch(ctx, before);
     // Unknown role names are a 422 before anything changes.
@@ -165,6 +151,14 @@ export function userRoutes(deps: ApiDeps): Router {
     const account = await userOr404(deps, ctx.params.id!);
     await deps.mail.sendPasswordReset(account);
     await auditChange(deps, ctx, 'account.password_reset_sent', account.id);
+    ctx.status = 204;
+  });
+
+  // Everything the user holds ends: sessions, grants, codes and refresh tokens (as deactivation).
+  router.post('/users/:id/revoke-sessions', write, async (ctx) => {
+    const account = await userOr404(deps, ctx.params.id!);
+    await services.accounts.endSessions(account.id);
+    await auditChange(deps, ctx, 'account.sessions_revoke', account.id);
     ctx.status = 204;
   });
 

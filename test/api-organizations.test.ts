@@ -502,6 +502,8 @@ describe('admin API: roles and organizations (/api/v1/roles, /api/v1/organizatio
       // Admin scopes are issued to superusers only: a token with them from while ann was one,
       // used after her demotion, is refused by the API's own per-request superuser check.
       expect((await h.cli('users', 'update', '--email', people.ann!.email, '--superuser', 'true')).superuser).to.equal(true);
+      // The server learns of the CLI's change through the change feed.
+      await sleep(500);
       const plain = await h.userToken({ email: people.ann!.email, password: 'ann has a long passphrase' }, 'admin:read admin:write');
       expect((await h.cli('users', 'update', '--email', people.ann!.email, '--superuser', 'false')).superuser).to.equal(false);
       await sleep(500);

@@ -97,6 +97,17 @@ export function describeClient(c: ClientRecord) {
  * oidc-provider uses on every request. A change anywhere clears every process's cache through
  * the change feed.
  */
+/**
+ * 128 random bits, base64url. Never led by `-`: an id is a command-line argument (`latch clients
+ * disable ID`), and one that looks like a flag would be refused there.
+ */
+function newClientId(): string {
+  for (;;) {
+    const id = randomBytes(16).toString('base64url');
+    if (!id.startsWith('-')) return id;
+  }
+}
+
 export function createClientService(deps: { clients: ClientsRepository; resources: ResourcesRepository; secrets: Secrets; feed?: ChangeFeed }) {
   const { clients, resources, secrets } = deps;
   const cache = new BoundedCache<string, ProviderClientMetadata | null>(10_000);
@@ -186,7 +197,7 @@ export function createClientService(deps: { clients: ClientsRepository; resource
       const v = await validate(input, true);
       const secret = v.isPublic || v.authMethod === 'private_key_jwt' ? undefined : randomSecret(32);
       const client = await clients.insert({
-        id: randomBytes(16).toString('base64url'),
+        id: newClientId(),
         secretHash: secret ? secrets.hashClientSecret(secret) : null,
         enabled: true,
         ...registration(v, input),

@@ -91,11 +91,6 @@ export function isPostgres(db: Db): boolean {
   return db.client.config.client === 'pg';
 }
 
-/** Current time as an ISO string: portable to SQLite (which cannot bind Date) and PostgreSQL. */
-export function nowIso(): string {
-  return new Date().toISOString();
-}
-
 /** Normalises a timestamp read from either engine to an ISO string. */
 export function toIso(v: unknown): string | null {
   if (v === null || v === undefined) return null;
@@ -113,8 +108,4 @@ export function toIso(v: unknown): string | null {
  */
 export function isStorableKey(value: string): boolean {
   return !value.includes('\u0000');
-}
-
-export function epochSeconds(): number {
-  return Math.floor(Date.now() / 1000);
 }

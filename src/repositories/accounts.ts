@@ -1,5 +1,6 @@
 import type { Db } from '../db/knex.js';
-import { isStorableKey, nowIso, toIso } from '../db/knex.js';
+import { isStorableKey, toIso } from '../db/knex.js';
+import { nowIso } from '../lib/time.js';
 
 export interface AccountRecord {
   id: string;

@@ -1,5 +1,6 @@
 import type { Db } from '../db/knex.js';
-import { epochSeconds, isStorableKey } from '../db/knex.js';
+import { isStorableKey } from '../db/knex.js';
+import { epochSeconds } from '../lib/time.js';
 import { createStatements } from '../db/statements.js';
 
 export type Payload = Record<string, unknown>;

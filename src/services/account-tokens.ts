@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 
-import { epochSeconds } from '../db/knex.js';
+import { epochSeconds } from '../lib/time.js';
 import type { AccountTokenRecord, AccountTokensRepository, TokenPurpose } from '../repositories/account-tokens.js';
 
 /** Lifetimes of mailed links. */

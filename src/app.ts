@@ -11,7 +11,7 @@ import { escapedErrorListener, type Oidc } from './oidc/provider.js';
 import { accountRoutes, type Loopback } from './routes/account.js';
 import { accountOrganizationPages } from './routes/account-organizations.js';
 import { accountRecoveryRoutes } from './routes/account-recovery.js';
-import { accountTokenPages } from './routes/account-tokens.js';
+import { accountAccessTokenPages } from './routes/account-access-tokens.js';
 import { apiRoutes } from './routes/api/index.js';
 import { healthRoutes } from './routes/health.js';
 import { createMfaStep } from './routes/interaction-mfa.js';
@@ -21,7 +21,6 @@ import { metricsRoutes } from './routes/metrics.js';
 import { registrationRoutes } from './routes/registration.js';
 import { createPages } from './routes/self-service.js';
 import { staticRoutes } from './routes/static.js';
-import { createAccountMail } from './services/account-mail.js';
 import type { Services } from './services/index.js';
 import { createMetrics, type Metrics } from './services/metrics.js';
 
@@ -44,7 +43,7 @@ export function createApp(deps: { config: Config; db: Db; logger: Logger; render
   const metrics = deps.metrics ?? createMetrics({ db: deps.db });
   // Self-service pages: registration, email verification, password reset.
   const pages = createPages({ csrf, render });
-  const mail = createAccountMail({ issuer: config.issuer, mailer: services.mailer, tokens: services.accountTokens, limits: services.limits });
+  const mail = services.accountMail;
   // The second sign-in step (TOTP / recovery code) and the account page (an OIDC client of
   // Latch whose codes are redeemed over loopback: the port is filled in once listening).
   const mfaStep = createMfaStep({ oidc, accounts: services.accounts, mfa: services.mfa, csrf, render, logger, audit: services.audit, loginGuard: services.loginGuard });
@@ -56,9 +55,9 @@ export function createApp(deps: { config: Config; db: Db; logger: Logger; render
     staticRoutes(),
     interactionRoutes({ oidc, accounts: services.accounts, csrf, render, logger, metrics, audit: services.audit, registration: config.registration, loginGuard: services.loginGuard, mfaStep }),
     mfaStep.router,
-    accountRoutes({ config, oidc, secrets: services.secrets, accounts: services.accounts, passwords: services.passwords, mfa: services.mfa, state: services.state, clients: services.clients, audit: services.audit, csrf, render, logger, loopback, loginGuard: services.loginGuard, organizations: services.organizations, extensions: [accountTokenPages({ tokens: services.personalTokens }), accountOrganizationPages({ organizations: services.organizations, roles: services.roles, accounts: services.accounts, lookup: invitationLookup })] }),
-    registrationRoutes({ mode: config.registration, accounts: services.accounts, passwords: services.passwords, tokens: services.accountTokens, mail, limits: services.limits, audit: services.audit, pages, logger }),
-    accountRecoveryRoutes({ accounts: services.accounts, tokens: services.accountTokens, mail, audit: services.audit, pages, logger }),
+    accountRoutes({ config, oidc, secrets: services.secrets, accounts: services.accounts, passwords: services.passwords, mfa: services.mfa, state: services.state, clients: services.clients, audit: services.audit, csrf, render, logger, loopback, loginGuard: services.loginGuard, organizations: services.organizations, extensions: [accountAccessTokenPages({ tokens: services.personalTokens }), accountOrganizationPages({ organizations: services.organizations, roles: services.roles, accounts: services.accounts, lookup: invitationLookup })] }),
+    registrationRoutes({ mode: config.registration, accounts: services.accounts, passwords: services.passwords, tokens: services.mailLinks, mail, limits: services.limits, audit: services.audit, pages, logger }),
+    accountRecoveryRoutes({ accounts: services.accounts, tokens: services.mailLinks, mail, audit: services.audit, pages, logger }),
     invitationRoutes({ mode: config.registration, organizations: services.organizations, accounts: services.accounts, audit: services.audit, pages, lookup: invitationLookup, logger }),
     metricsRoutes({ metrics, token: config.metricsToken }),
     // The admin/account REST API, its OpenAPI contract and docs (/api).

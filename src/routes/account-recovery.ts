@@ -7,7 +7,7 @@ import { readForm } from '../middleware/body.js';
 import type { AccountRecord } from '../repositories/accounts.js';
 import type { AccountTokenRecord } from '../repositories/account-tokens.js';
 import type { AccountMail } from '../services/account-mail.js';
-import type { AccountTokenService } from '../services/account-tokens.js';
+import type { MailLinkService } from '../services/mail-links.js';
 import type { AccountService } from '../services/accounts.js';
 import type { AuditService } from '../services/audit.js';
 import { checkPasswordPolicy } from '../services/password-policy.js';
@@ -26,7 +26,7 @@ const returnToOf = (token: AccountTokenRecord) => safeReturnTo(token.data?.retur
  * any address, and the mail itself is sent after the answer, so neither the page nor its timing
  * tells whether an account exists. At most MAILS_PER_ADDRESS_PER_HOUR links go to one address.
  */
-export function accountRecoveryRoutes(deps: { accounts: AccountService; tokens: AccountTokenService; mail: AccountMail; audit: AuditService; pages: Pages; logger: Logger }): Router {
+export function accountRecoveryRoutes(deps: { accounts: AccountService; tokens: MailLinkService; mail: AccountMail; audit: AuditService; pages: Pages; logger: Logger }): Router {
   const { accounts, tokens, mail, audit, pages, logger } = deps;
   const router = new Router();
 

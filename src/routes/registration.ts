@@ -7,7 +7,7 @@ import { originOf } from '../lib/request-origin.js';
 import { readForm } from '../middleware/body.js';
 import { DuplicateEmailError, type AccountRecord } from '../repositories/accounts.js';
 import type { AccountMail } from '../services/account-mail.js';
-import type { AccountTokenService } from '../services/account-tokens.js';
+import type { MailLinkService } from '../services/mail-links.js';
 import type { AccountService } from '../services/accounts.js';
 import type { AuditService } from '../services/audit.js';
 import { checkPasswordPolicy } from '../services/password-policy.js';
@@ -31,7 +31,7 @@ export function registrationRoutes(deps: {
   mode: RegistrationMode;
   accounts: AccountService;
   passwords: PasswordHasher;
-  tokens: AccountTokenService;
+  tokens: MailLinkService;
   mail: AccountMail;
   limits: Limits;
   audit: AuditService;

@@ -17,7 +17,8 @@ import { createResourcesRepository } from '../repositories/resources.js';
 import { createRolesRepository } from '../repositories/roles.js';
 import { createSigningKeysRepository } from '../repositories/signing-keys.js';
 import { createAccessService } from './access.js';
-import { createAccountTokenService } from './account-tokens.js';
+import { createAccountMail } from './account-mail.js';
+import { createMailLinkService } from './mail-links.js';
 import { createAccountService } from './accounts.js';
 import { createAuditService } from './audit.js';
 import { createChangeFeed } from './change-feed.js';
@@ -52,14 +53,18 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
   // Built once: the personal access tokens use the same caches (invalidated by the feed).
   const resources = createResourceService({ resources: resourcesRepo, feed });
   const access = createAccessService({ roles: rolesRepo, orgs: orgsRepo, feed });
+  const limits = rateLimits.limits;
+  const mailLinks = createMailLinkService({ tokens: createAccountTokensRepository(db) });
   return {
     secrets,
     audit,
     rateLimits,
-    limits: rateLimits.limits,
+    limits,
     loginGuard: createLoginGuard({ counter: rateLimits.counter, settings: guardSettings(config.limits), onRejection: rateLimits.rejected }),
-    accountTokens: createAccountTokenService({ tokens: createAccountTokensRepository(db) }),
+    mailLinks,
     mailer,
+    // The self-service mails (verification, reset, invitation): one object for server and CLI.
+    accountMail: createAccountMail({ issuer: config.issuer, mailer, tokens: mailLinks, limits }),
     feed,
     state,
     passwords,

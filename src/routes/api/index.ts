@@ -13,7 +13,6 @@ import { bearerAuth } from '../../middleware/api-auth.js';
 import { problems, ProblemError } from '../../middleware/api-problem.js';
 import type { Oidc } from '../../oidc/provider.js';
 import { createAuditEventsRepository } from '../../repositories/audit-events.js';
-import { createAccountMail } from '../../services/account-mail.js';
 import type { Services } from '../../services/index.js';
 import { apiAudience } from './api-resource.js';
 import { auditEventRoutes } from './audit-events.js';
@@ -80,7 +79,7 @@ export function apiRoutes(deps: { config: Config; db: Db; logger: Logger; servic
   const { config, services, oidc } = deps;
   const api: ApiDeps = {
     ...deps,
-    mail: createAccountMail({ issuer: config.issuer, mailer: services.mailer, tokens: services.accountTokens, limits: services.limits }),
+    mail: services.accountMail,
     auditEvents: createAuditEventsRepository(deps.db),
   };
   const spec = findOpenApi();

@@ -55,7 +55,7 @@ const daysOf = (text: string | undefined): number | undefined => (text === undef
  * small GET form above it: no script needed), POST /account/tokens makes one and shows it once,
  * POST /account/tokens/revoke revokes one.
  */
-export function accountTokenPages(deps: { tokens: PersonalAccessTokenService }): AccountExtension {
+export function accountAccessTokenPages(deps: { tokens: PersonalAccessTokenService }): AccountExtension {
   const { tokens } = deps;
 
   return (kit: AccountKit) => {

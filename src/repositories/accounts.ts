@@ -1,6 +1,7 @@
 import type { Db } from '../db/knex.js';
 import { isStorableKey, toIso } from '../db/knex.js';
 import { nowIso } from '../lib/time.js';
+import type { Transaction } from './transaction.js';
 
 export interface AccountRecord {
   id: string;
@@ -116,8 +117,8 @@ export function createAccountsRepository(db: Db) {
       return (await q).map(fromRow);
     },
     /** Deletes the account row (its MFA, tokens, roles and memberships go with it: foreign keys). */
-    async delete(id: string): Promise<boolean> {
-      return (await db('accounts').where({ id }).delete()) > 0;
+    async delete(id: string, trx?: Transaction): Promise<boolean> {
+      return (await (trx ?? db)('accounts').where({ id }).delete()) > 0;
     },
     async count(): Promise<number> {
       const row = await db('accounts').count({ n: '*' }).first<{ n: number | string }>();

@@ -12,7 +12,6 @@ import { readForm } from '../middleware/body.js';
 import type { Csrf } from '../middleware/csrf.js';
 import type { Oidc } from '../oidc/provider.js';
 import type { AccountRecord } from '../repositories/accounts.js';
-import { grantScopes, type Payload, type ProviderStateRepository } from '../repositories/provider-state.js';
 import type { AccountService } from '../services/accounts.js';
 import type { AuditService } from '../services/audit.js';
 import type { ClientService } from '../services/clients.js';
@@ -24,6 +23,7 @@ import { checkPasswordPolicy } from '../services/password-policy.js';
 import type { PasswordHasher } from '../services/passwords.js';
 import { reauthenticate as reauthenticateAccount } from '../services/reauthentication.js';
 import type { Secrets } from '../services/secrets.js';
+import { authorizationsOf, type Payload, type SessionService } from '../services/sessions.js';
 import { ACCOUNT_CLIENT_ID, createAccountCookies, type AccountSession } from './account-session.js';
 
 /**
@@ -64,9 +64,6 @@ export interface SignedIn {
   /** The Latch session this account-page session came from. */
   current: Payload;
 }
-
-type Authorizations = Record<string, { sid?: string; grantId?: string; persistsLogout?: boolean }>;
-const authorizationsOf = (session: Payload): Authorizations => (session.authorizations && typeof session.authorizations === 'object' ? (session.authorizations as Authorizations) : {});
 
 const isoOf = (epochSeconds: unknown) => (typeof epochSeconds === 'number' ? new Date(epochSeconds * 1000).toISOString() : null);
 const queryString = (ctx: Koa.Context, name: string): string | undefined => {
@@ -120,7 +117,7 @@ export function accountRoutes(deps: {
   accounts: AccountService;
   passwords: PasswordHasher;
   mfa: MfaService;
-  state: ProviderStateRepository;
+  sessions: SessionService;
   clients: ClientService;
   audit: AuditService;
   csrf: Csrf;
@@ -133,7 +130,7 @@ export function accountRoutes(deps: {
   /** More pages under /account, registered with the shared kit. */
   extensions?: AccountExtension[];
 }): Router {
-  const { config, oidc, accounts, mfa, state, csrf, render, logger } = deps;
+  const { config, oidc, accounts, mfa, sessions: sessionService, csrf, render, logger } = deps;
   const router = new Router();
   const cookies = createAccountCookies(deps.secrets);
   const issuer = config.issuer;
@@ -178,7 +175,7 @@ export function accountRoutes(deps: {
     if (!cookie) return undefined;
     const account = await accounts.findById(cookie.sub);
     if (!account?.active) return undefined;
-    const sessions = await state.listByAccount('Session', account.id);
+    const sessions = await sessionService.sessionsOf(account.id);
     const current = sessions.find((s) => s.uid === cookie.sid);
     return current ? { account, cookie, sessions, current } : undefined;
   }
@@ -349,19 +346,9 @@ export function accountRoutes(deps: {
     }
     sessionViews.sort((a, b) => Number(b.current) - Number(a.current));
 
-    const grants = await state.listByAccount('Grant', account.id);
-    const byClient = new Map<string, { scopes: Set<string>; since: number }>();
-    for (const g of grants) {
-      const clientId = typeof g.clientId === 'string' ? g.clientId : undefined;
-      if (!clientId || clientId === ACCOUNT_CLIENT_ID) continue;
-      const entry = byClient.get(clientId) ?? { scopes: new Set<string>(), since: s2n(g.iat) };
-      for (const s of grantScopes(g)) entry.scopes.add(s);
-      entry.since = Math.min(entry.since, s2n(g.iat));
-      byClient.set(clientId, entry);
-    }
     const applications = [];
-    for (const [clientId, entry] of byClient) {
-      applications.push({ clientId, name: await clientName(clientId), scopes: [...entry.scopes].map((s) => ({ name: s, description: SCOPE_NAMES[s] ?? null })), since: isoOf(entry.since) });
+    for (const app of await sessionService.applicationsOf(account.id, ACCOUNT_CLIENT_ID)) {
+      applications.push({ clientId: app.clientId, name: await clientName(app.clientId), scopes: app.scopes.map((s) => ({ name: s, description: SCOPE_NAMES[s] ?? null })), since: isoOf(app.since) });
     }
     applications.sort((a, b) => a.name.localeCompare(b.name));
 
@@ -485,9 +472,7 @@ export function accountRoutes(deps: {
         signOut(ctx);
         return;
       }
-      if (await state.endSession(signed.account.id, uid)) {
-        await deps.audit.record({ type: 'session.end', actorId: signed.account.id, subjectId: signed.account.id, clientId: ACCOUNT_CLIENT_ID, origin: originOf(ctx), details: { session: uid } });
-      }
+      await sessionService.end(signed.account.id, uid, { type: 'session.end', actorId: signed.account.id, clientId: ACCOUNT_CLIENT_ID, origin: originOf(ctx) });
       done(ctx, '/account', 'session');
     }),
   );
@@ -496,11 +481,7 @@ export function accountRoutes(deps: {
     '/account/applications/revoke',
     form(async (ctx, signed, fields) => {
       const clientId = fields.client_id ?? '';
-      if (clientId && clientId !== ACCOUNT_CLIENT_ID) {
-        const grants = (await state.listByAccount('Grant', signed.account.id)).filter((g) => g.clientId === clientId && typeof g.jti === 'string');
-        for (const g of grants) await state.revokeByGrantId(g.jti as string);
-        if (grants.length) await deps.audit.record({ type: 'grant.revoke', actorId: signed.account.id, subjectId: signed.account.id, clientId, origin: originOf(ctx), details: { grants: grants.length } });
-      }
+      if (clientId && clientId !== ACCOUNT_CLIENT_ID) await sessionService.revokeApplication(signed.account.id, clientId, { actorId: signed.account.id, origin: originOf(ctx) });
       done(ctx, '/account', 'application');
     }),
   );

@@ -3,7 +3,8 @@ import { randomUUID } from 'node:crypto';
 import { BoundedCache } from '../lib/lru.js';
 import { type AccountRecord, type AccountsRepository, DuplicateEmailError } from '../repositories/accounts.js';
 import type { ProviderStateRepository } from '../repositories/provider-state.js';
-import type { AuditService, RequestOrigin } from './audit.js';
+import type { Transact } from '../repositories/transaction.js';
+import type { AuditActor, AuditService, RequestOrigin } from './audit.js';
 import type { ChangeFeed } from './change-feed.js';
 import { ValidationError, NotFoundError } from './errors.js';
 import { hashFormat, MAX_PASSWORD_LENGTH, type PasswordHasher } from './passwords.js';
@@ -59,7 +60,7 @@ export function checkEmail(raw: string): string {
 /** How long an account read for tokens is reused at most, should a change-feed poll fail. */
 const TOKEN_VIEW_TTL_MS = 30_000;
 
-export function createAccountService(deps: { accounts: AccountsRepository; passwords: PasswordHasher; state?: ProviderStateRepository; audit?: AuditService; requireVerifiedEmail?: boolean; feed?: Pick<ChangeFeed, 'on' | 'publish'> }) {
+export function createAccountService(deps: { accounts: AccountsRepository; passwords: PasswordHasher; state: ProviderStateRepository; audit: AuditService; transact: Transact; requireVerifiedEmail?: boolean; feed?: Pick<ChangeFeed, 'on' | 'publish'> }) {
   const { passwords } = deps;
 
   // Accounts as token issuance sees them (claims, active, superuser), cached per process: the
@@ -116,7 +117,7 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
 
   /** Ends every session and refresh token of the account, at once and everywhere. */
   async function endSessions(accountId: string, options: { exceptSessionUid?: string | undefined } = {}): Promise<void> {
-    await deps.state?.revokeByAccountId(accountId, options);
+    await deps.state.revokeByAccountId(accountId, options);
   }
 
   return {
@@ -181,24 +182,30 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
       if (before.active && !after.active) await endSessions(id);
       const changed = (['displayName', 'active', 'superuser', 'emailVerified'] as const).filter((k) => before[k] !== after[k]);
       if (changed.length) {
-        await deps.audit?.record({ type: after.active === before.active ? 'account.update' : after.active ? 'account.activate' : 'account.deactivate', actorId: by.actorId, subjectId: id, origin: by.origin, details: Object.fromEntries(changed.map((k) => [k, { before: before[k], after: after[k] }])) });
+        await deps.audit.record({ type: after.active === before.active ? 'account.update' : after.active ? 'account.activate' : 'account.deactivate', actorId: by.actorId, subjectId: id, origin: by.origin, details: Object.fromEntries(changed.map((k) => [k, { before: before[k], after: after[k] }])) });
       }
       return after;
     },
 
     /**
      * Erases an account (GDPR art. 17): its sessions and grants end, the row and everything
-     * hanging from it are deleted, so the email may register again. Audit rows are kept under a
-     * pseudonym by the caller (`pseudonymise`), which receives the erased record.
+     * hanging from it are deleted, so the email may register again, and the audit rows by or
+     * about it are kept under a pseudonym without the email. One transaction: an erase cut
+     * short must not leave a deleted account whose email still sits in the audit trail, nor
+     * sessions of an account that is gone. `account.erase` is recorded under the pseudonym.
      */
-    async erase(id: string, pseudonymise: (account: AccountRecord) => Promise<void>): Promise<AccountRecord> {
+    async erase(id: string, by: AuditActor): Promise<{ account: AccountRecord; pseudonym: string }> {
       const account = await accounts.findById(id);
       if (!account) throw new NotFoundError(`account ${id}`);
-      await endSessions(id);
-      await accounts.delete(id);
-      await deps.state?.revokeByAccountId(id);
-      await pseudonymise(account);
-      return account;
+      const pseudonym = `erased:${randomUUID()}`;
+      await deps.transact(async (trx) => {
+        await deps.state.revokeByAccountId(id, {}, trx);
+        await deps.accounts.delete(id, trx);
+        await deps.audit.pseudonymise(id, pseudonym, [account.email], trx);
+      });
+      await changed();
+      await deps.audit.recordBy('account.erase', pseudonym, by);
+      return { account, pseudonym };
     },
 
     /** Creates ADMIN_EMAIL as a superuser when no account has that email yet. */

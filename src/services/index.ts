@@ -16,6 +16,7 @@ import { createRecoveryCodesRepository } from '../repositories/recovery-codes.js
 import { createResourcesRepository } from '../repositories/resources.js';
 import { createRolesRepository } from '../repositories/roles.js';
 import { createSigningKeysRepository } from '../repositories/signing-keys.js';
+import { createTransact } from '../repositories/transaction.js';
 import { createAccessService } from './access.js';
 import { createAccountMail } from './account-mail.js';
 import { createMailLinkService } from './mail-links.js';
@@ -34,6 +35,7 @@ import { createPersonalAccessTokenService } from './personal-access-tokens.js';
 import { createResourceService } from './resources.js';
 import { createRoleService } from './roles.js';
 import { createSecrets } from './secrets.js';
+import { createSessionService } from './sessions.js';
 
 /** Every service over one database: what the server and the CLI share. */
 export function createServices(deps: { db: Db; config: Config; logger: Logger; changePollMs?: number }) {
@@ -41,6 +43,7 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
   const secrets = createSecrets(config.secret);
   const feed = createChangeFeed({ changes: createChangesRepository(db), logger, ...(deps.changePollMs ? { intervalMs: deps.changePollMs } : {}) });
   const state = createProviderStateRepository(db);
+  const transact = createTransact(db);
   const resourcesRepo = createResourcesRepository(db);
   const passwords = createPasswordHasher(config.argon2);
   const audit = createAuditService({ events: createAuditEventsRepository(db), logger });
@@ -68,7 +71,8 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
     feed,
     state,
     passwords,
-    accounts: createAccountService({ accounts: createAccountsRepository(db), passwords, state, audit, requireVerifiedEmail: config.requireVerifiedEmail, feed }),
+    accounts: createAccountService({ accounts: createAccountsRepository(db), passwords, state, audit, transact, requireVerifiedEmail: config.requireVerifiedEmail, feed }),
+    sessions: createSessionService({ state, audit, transact }),
     clients: createClientService({ clients: createClientsRepository(db), resources: resourcesRepo, secrets, feed }),
     resources,
     keys: createKeyService({ keys: createSigningKeysRepository(db), secrets, feed }),

@@ -12,7 +12,6 @@ import type { Logger } from '../../lib/logger.js';
 import { bearerAuth } from '../../middleware/api-auth.js';
 import { problems, ProblemError } from '../../middleware/api-problem.js';
 import type { Oidc } from '../../oidc/provider.js';
-import { createAuditEventsRepository } from '../../repositories/audit-events.js';
 import type { Services } from '../../services/index.js';
 import { apiAudience } from './api-resource.js';
 import { auditEventRoutes } from './audit-events.js';
@@ -80,7 +79,7 @@ export function apiRoutes(deps: { config: Config; db: Db; logger: Logger; servic
   const api: ApiDeps = {
     ...deps,
     mail: services.accountMail,
-    auditEvents: createAuditEventsRepository(deps.db),
+    auditEvents: services.audit,
   };
   const spec = findOpenApi();
   const assets = new Map(Object.entries(ASSETS).map(([name, a]) => [name, { body: readFileSync(join(swaggerDir, a.file)), type: a.type }]));

@@ -22,6 +22,7 @@ import { registrationRoutes } from './routes/registration.js';
 import { createPages } from './routes/self-service.js';
 import { staticRoutes } from './routes/static.js';
 import type { Services } from './services/index.js';
+import { createLoginService } from './services/login.js';
 import { createMetrics, type Metrics } from './services/metrics.js';
 
 /**
@@ -46,14 +47,15 @@ export function createApp(deps: { config: Config; db: Db; logger: Logger; render
   const mail = services.accountMail;
   // The second sign-in step (TOTP / recovery code) and the account page (an OIDC client of
   // Latch whose codes are redeemed over loopback: the port is filled in once listening).
-  const mfaStep = createMfaStep({ oidc, accounts: services.accounts, mfa: services.mfa, csrf, render, logger, audit: services.audit, loginGuard: services.loginGuard });
+  const login = createLoginService({ accounts: services.accounts, mfa: services.mfa, loginGuard: services.loginGuard, audit: services.audit, metrics });
+  const mfaStep = createMfaStep({ oidc, accounts: services.accounts, mfa: services.mfa, login, csrf, render, logger });
   const loopback = deps.loopback ?? { host: '127.0.0.1', port: config.port || undefined };
   // Organization invitation links: GET/POST /invitation, and their signed-in view under /account.
   const invitationLookup = createInvitationLookup({ organizations: services.organizations });
   const routers = [
     healthRoutes({ db: deps.db, lifecycle }),
     staticRoutes(),
-    interactionRoutes({ oidc, accounts: services.accounts, csrf, render, logger, metrics, audit: services.audit, registration: config.registration, loginGuard: services.loginGuard, mfaStep }),
+    interactionRoutes({ oidc, login, mfaStep, csrf, render, logger, registration: config.registration }),
     mfaStep.router,
     accountRoutes({ config, oidc, secrets: services.secrets, accounts: services.accounts, passwords: services.passwords, mfa: services.mfa, sessions: services.sessions, clients: services.clients, audit: services.audit, csrf, render, logger, loopback, loginGuard: services.loginGuard, organizations: services.organizations, extensions: [accountAccessTokenPages({ tokens: services.personalTokens }), accountOrganizationPages({ organizations: services.organizations, roles: services.roles, accounts: services.accounts, lookup: invitationLookup })] }),
     registrationRoutes({ mode: config.registration, accounts: services.accounts, passwords: services.passwords, tokens: services.mailLinks, mail, limits: services.limits, audit: services.audit, pages, logger }),

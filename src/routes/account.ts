@@ -124,7 +124,7 @@ export function accountRoutes(deps: {
   render: Render;
   logger: Logger;
   loopback: Loopback;
-  loginGuard?: LoginGuard;
+  loginGuard: LoginGuard;
   /** Organizations: the overview lists the account's memberships and pending invitations. */
   organizations?: OrganizationService;
   /** More pages under /account, registered with the shared kit. */

@@ -9,6 +9,9 @@ import type { ChangeFeed } from './change-feed.js';
 import { ValidationError, NotFoundError } from './errors.js';
 import { hashFormat, MAX_PASSWORD_LENGTH, type PasswordHasher } from './passwords.js';
 
+/** Thrown when the email already has an account: callers of the service catch it from here. */
+export { DuplicateEmailError };
+
 const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 
 export interface CreateAccountInput {

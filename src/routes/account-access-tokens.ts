@@ -4,7 +4,7 @@ import { originOf } from '../lib/request-origin.js';
 
 import { ValidationError } from '../services/errors.js';
 import { describePersonalAccessToken, PAT_NAME_MAX, type PersonalAccessTokenService } from '../services/personal-access-tokens.js';
-import type { AccountExtension, AccountKit, SignedIn } from './account.js';
+import type { AccountExtension, AccountKit, SignedIn } from './account-kit.js';
 
 const PATH = '/account/tokens';
 

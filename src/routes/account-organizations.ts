@@ -7,7 +7,7 @@ import { allowedOrgActions, canInOrganization, ForbiddenError, type OrgActor } f
 import { ConflictError, NotFoundError, ValidationError } from '../services/errors.js';
 import { describeInvitation, isUuid, type OrganizationService } from '../services/organizations.js';
 import type { RoleService } from '../services/roles.js';
-import type { AccountExtension, AccountKit, SignedIn } from './account.js';
+import type { AccountExtension, AccountKit, SignedIn } from './account-kit.js';
 import { invitationGone, type InvitationLookupFn } from './invitations.js';
 
 /** Notices after an organization form (Post/Redirect/Get): the query names one, never its text. */

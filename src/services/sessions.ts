@@ -49,6 +49,21 @@ export function createSessionService(deps: { state: ProviderStateRepository; aud
     /** Every live session of the account. */
     sessionsOf: (accountId: string): Promise<Payload[]> => state.listByAccount('Session', accountId),
 
+    /**
+     * The device of each session: its `session.start` audit event (oidc/provider.ts) tells IP
+     * and browser. Keyed by session uid.
+     */
+    async devicesOf(accountId: string): Promise<Map<string, { ip: string | null; userAgent: string | null }>> {
+      const events = await audit.list({ subjectId: accountId, type: 'session.start', limit: 500 });
+      const bySession = new Map<string, { ip: string | null; userAgent: string | null }>();
+      for (const e of events) {
+        // Newest first: a session signed in again shows its latest device.
+        const uid = e.details?.session;
+        if (typeof uid === 'string' && !bySession.has(uid)) bySession.set(uid, { ip: e.ip, userAgent: e.userAgent });
+      }
+      return bySession;
+    },
+
     /** Every live grant of the account. */
     grantsOf: (accountId: string): Promise<Payload[]> => state.listByAccount('Grant', accountId),
 

@@ -9,6 +9,7 @@ import { errorHandler } from './middleware/errors.js';
 import { everyRequest } from './middleware/request.js';
 import { escapedErrorListener, type Oidc } from './oidc/provider.js';
 import { accountRoutes, type Loopback } from './routes/account.js';
+import { accountInvitationPages } from './routes/account-invitations.js';
 import { accountOrganizationPages } from './routes/account-organizations.js';
 import { accountRecoveryRoutes } from './routes/account-recovery.js';
 import { accountAccessTokenPages } from './routes/account-access-tokens.js';
@@ -57,7 +58,7 @@ export function createApp(deps: { config: Config; db: Db; logger: Logger; render
     staticRoutes(),
     interactionRoutes({ oidc, login, mfaStep, csrf, render, logger, registration: config.registration }),
     mfaStep.router,
-    accountRoutes({ config, oidc, secrets: services.secrets, accounts: services.accounts, passwords: services.passwords, mfa: services.mfa, sessions: services.sessions, clients: services.clients, audit: services.audit, csrf, render, logger, loopback, loginGuard: services.loginGuard, organizations: services.organizations, extensions: [accountAccessTokenPages({ tokens: services.personalTokens }), accountOrganizationPages({ organizations: services.organizations, roles: services.roles, accounts: services.accounts, lookup: invitationLookup })] }),
+    accountRoutes({ config, oidc, secrets: services.secrets, accounts: services.accounts, passwords: services.passwords, mfa: services.mfa, sessions: services.sessions, clients: services.clients, audit: services.audit, csrf, render, logger, loopback, loginGuard: services.loginGuard, organizations: services.organizations, extensions: [accountAccessTokenPages({ tokens: services.personalTokens }), accountInvitationPages({ organizations: services.organizations, lookup: invitationLookup }), accountOrganizationPages({ organizations: services.organizations, roles: services.roles, accounts: services.accounts })] }),
     registrationRoutes({ mode: config.registration, accounts: services.accounts, passwords: services.passwords, tokens: services.mailLinks, mail, limits: services.limits, audit: services.audit, pages, logger }),
     accountRecoveryRoutes({ accounts: services.accounts, tokens: services.mailLinks, mail, audit: services.audit, pages, logger }),
     invitationRoutes({ mode: config.registration, organizations: services.organizations, accounts: services.accounts, audit: services.audit, pages, lookup: invitationLookup, logger }),

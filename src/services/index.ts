@@ -19,6 +19,7 @@ import { createSigningKeysRepository } from '../repositories/signing-keys.js';
 import { createTransact } from '../repositories/transaction.js';
 import { createAccessService } from './access.js';
 import { createAccountMail } from './account-mail.js';
+import { createAccountRecovery } from './account-recovery.js';
 import { createMailLinkService } from './mail-links.js';
 import { createAccountService } from './accounts.js';
 import { createAuditService } from './audit.js';
@@ -58,6 +59,7 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
   const access = createAccessService({ roles: rolesRepo, orgs: orgsRepo, feed });
   const limits = rateLimits.limits;
   const mailLinks = createMailLinkService({ tokens: createAccountTokensRepository(db) });
+  const accounts = createAccountService({ accounts: createAccountsRepository(db), passwords, state, audit, transact, requireVerifiedEmail: config.requireVerifiedEmail, feed });
   return {
     secrets,
     audit,
@@ -71,7 +73,8 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
     feed,
     state,
     passwords,
-    accounts: createAccountService({ accounts: createAccountsRepository(db), passwords, state, audit, transact, requireVerifiedEmail: config.requireVerifiedEmail, feed }),
+    accounts,
+    accountRecovery: createAccountRecovery({ accounts, links: mailLinks, audit }),
     sessions: createSessionService({ state, audit, transact }),
     clients: createClientService({ clients: createClientsRepository(db), resources: resourcesRepo, secrets, feed }),
     resources,

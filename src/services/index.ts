@@ -29,6 +29,7 @@ import { createKeyService } from './keys.js';
 import { createMailer } from './mail.js';
 import { createMfaService } from './mfa.js';
 import { createPasswordHasher } from './passwords.js';
+import { createRegistration } from './registration.js';
 import { createLoginGuard, guardSettings } from './login-guard.js';
 import { createRateLimiting } from './rate-limits.js';
 import { createOrganizationService } from './organizations.js';
@@ -59,6 +60,7 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
   const access = createAccessService({ roles: rolesRepo, orgs: orgsRepo, feed });
   const limits = rateLimits.limits;
   const mailLinks = createMailLinkService({ tokens: createAccountTokensRepository(db) });
+  const accountMail = createAccountMail({ issuer: config.issuer, mailer, tokens: mailLinks, limits });
   const accounts = createAccountService({ accounts: createAccountsRepository(db), passwords, state, audit, transact, requireVerifiedEmail: config.requireVerifiedEmail, feed });
   return {
     secrets,
@@ -69,12 +71,13 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
     mailLinks,
     mailer,
     // The self-service mails (verification, reset, invitation): one object for server and CLI.
-    accountMail: createAccountMail({ issuer: config.issuer, mailer, tokens: mailLinks, limits }),
+    accountMail,
     feed,
     state,
     passwords,
     accounts,
     accountRecovery: createAccountRecovery({ accounts, links: mailLinks, audit }),
+    registration: createRegistration({ accounts, passwords, links: mailLinks, mail: accountMail, audit }),
     sessions: createSessionService({ state, audit, transact }),
     clients: createClientService({ clients: createClientsRepository(db), resources: resourcesRepo, secrets, feed }),
     resources,

@@ -61,7 +61,7 @@ export function createApp(deps: { config: Config; db: Db; logger: Logger; render
     accountRoutes({ config, oidc, secrets: services.secrets, accounts: services.accounts, passwords: services.passwords, mfa: services.mfa, sessions: services.sessions, clients: services.clients, audit: services.audit, csrf, render, logger, loopback, loginGuard: services.loginGuard, organizations: services.organizations, extensions: [accountAccessTokenPages({ tokens: services.personalTokens }), accountInvitationPages({ organizations: services.organizations, lookup: invitationLookup }), accountOrganizationPages({ organizations: services.organizations, roles: services.roles, accounts: services.accounts })] }),
     registrationRoutes({ mode: config.registration, registration: services.registration, mail, limits: services.limits, pages, logger }),
     accountRecoveryRoutes({ accounts: services.accounts, recovery: services.accountRecovery, mail, pages, logger }),
-    invitationRoutes({ mode: config.registration, organizations: services.organizations, accounts: services.accounts, audit: services.audit, pages, lookup: invitationLookup, logger }),
+    invitationRoutes({ mode: config.registration, accounts: services.accounts, registration: services.registration, pages, lookup: invitationLookup, logger }),
     metricsRoutes({ metrics, token: config.metricsToken }),
     // The admin/account REST API, its OpenAPI contract and docs (/api).
     apiRoutes({ config, db: deps.db, logger, services, oidc }),

@@ -60,6 +60,7 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
   const access = createAccessService({ roles: rolesRepo, orgs: orgsRepo, feed });
   const limits = rateLimits.limits;
   const mailLinks = createMailLinkService({ tokens: createAccountTokensRepository(db) });
+  const organizations = createOrganizationService({ orgs: orgsRepo, roles, issuer: config.issuer, mailer, audit, feed });
   const accountMail = createAccountMail({ issuer: config.issuer, mailer, tokens: mailLinks, limits });
   const accounts = createAccountService({ accounts: createAccountsRepository(db), passwords, state, audit, transact, requireVerifiedEmail: config.requireVerifiedEmail, feed });
   return {
@@ -77,7 +78,7 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
     passwords,
     accounts,
     accountRecovery: createAccountRecovery({ accounts, links: mailLinks, audit }),
-    registration: createRegistration({ accounts, passwords, links: mailLinks, mail: accountMail, audit }),
+    registration: createRegistration({ accounts, passwords, links: mailLinks, mail: accountMail, audit, organizations }),
     sessions: createSessionService({ state, audit, transact }),
     clients: createClientService({ clients: createClientsRepository(db), resources: resourcesRepo, secrets, feed }),
     resources,
@@ -85,7 +86,7 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
     mfa: createMfaService({ mfa: createMfaRepository(db), recoveryCodes: createRecoveryCodesRepository(db), secrets, audit, issuer: config.issuer }),
     changes: createChangesRepository(db),
     roles,
-    organizations: createOrganizationService({ orgs: orgsRepo, roles, issuer: config.issuer, mailer, audit, feed }),
+    organizations,
     access,
     // Its last-use times are flushed by the server's close().
     personalTokens: createPersonalAccessTokenService({ tokens: createPersonalAccessTokensRepository(db), orgs: orgsRepo, access, resources, issuer: config.issuer, maxTtlDays: config.patMaxTtlDays, audit, logger }),

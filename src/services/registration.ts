@@ -1,9 +1,12 @@
 import type { AccountRecord } from '../repositories/accounts.js';
 import type { AccountTokenRecord } from '../repositories/account-tokens.js';
+import type { InvitationRecord } from '../repositories/organizations.js';
 import type { AccountMail } from './account-mail.js';
 import { DuplicateEmailError, type AccountService } from './accounts.js';
 import type { AuditService, RequestOrigin } from './audit.js';
+import { ConflictError } from './errors.js';
 import type { MailLinkService } from './mail-links.js';
+import type { OrganizationService } from './organizations.js';
 import type { PasswordHasher } from './passwords.js';
 
 /** A registration form that passed its checks (address, name, password policy). */
@@ -21,7 +24,7 @@ export type OpenRegistration = { created: AccountRecord; mailAllowed: boolean } 
  * (an unverified account, or a note to the owner of an address that already has one). Creates
  * the account and records `account.register` / `account.register_existing`.
  */
-export function createRegistration(deps: { accounts: AccountService; passwords: PasswordHasher; links: MailLinkService; mail: Pick<AccountMail, 'allow'>; audit: AuditService }) {
+export function createRegistration(deps: { accounts: AccountService; passwords: PasswordHasher; links: MailLinkService; mail: Pick<AccountMail, 'allow'>; audit: AuditService; organizations: Pick<OrganizationService, 'acceptInvitation'> }) {
   const { accounts, links, audit } = deps;
 
   return {
@@ -43,6 +46,29 @@ export function createRegistration(deps: { accounts: AccountService; passwords: 
         throw err;
       }
       await audit.record({ type: 'account.register', actorId: account.id, subjectId: account.id, origin, details: { via: 'invitation', invitedBy: invitation.data?.invitedBy ?? null } });
+      return { account };
+    },
+
+    /**
+     * Registers the address an organization invitation was sent to (verified: the link reached
+     * it) and joins the organization: `exists` when the address already has an account, `used`
+     * when the invitation was used meanwhile (the account then exists without the membership).
+     */
+    async withOrganizationInvitation(invitation: InvitationRecord, form: Omit<Registration, 'email'>, origin: RequestOrigin): Promise<{ account: AccountRecord } | 'exists' | 'used'> {
+      let account: AccountRecord;
+      try {
+        account = await accounts.create({ email: invitation.email, password: form.password, name: form.name, emailVerified: true });
+      } catch (err) {
+        if (!(err instanceof DuplicateEmailError)) throw err;
+        return 'exists';
+      }
+      await audit.record({ type: 'account.register', actorId: account.id, subjectId: account.id, origin, details: { via: 'organization_invitation', organization: invitation.organizationId, invitation: invitation.id } });
+      try {
+        await deps.organizations.acceptInvitation(invitation, account);
+      } catch (err) {
+        if (!(err instanceof ConflictError)) throw err;
+        return 'used';
+      }
       return { account };
     },
 

@@ -2,7 +2,6 @@ import type Koa from 'koa';
 
 import { originOf } from '../lib/request-origin.js';
 import type { AccountService } from '../services/accounts.js';
-import type { AuditService } from '../services/audit.js';
 import type { ClientService } from '../services/clients.js';
 import { ValidationError } from '../services/errors.js';
 import type { MfaService } from '../services/mfa.js';
@@ -35,7 +34,7 @@ export function describeUserAgent(ua: string | null | undefined): string {
  * The account overview (GET /account): profile, password, sessions with their devices, linked
  * applications, organizations and invitations; and its forms.
  */
-export function accountOverviewPages(deps: { accounts: AccountService; sessions: SessionService; clients: ClientService; mfa: MfaService; audit: AuditService; organizations: OrganizationService; signIn: AccountSignIn }): AccountExtension {
+export function accountOverviewPages(deps: { accounts: AccountService; sessions: SessionService; clients: ClientService; mfa: MfaService; organizations: OrganizationService; signIn: AccountSignIn }): AccountExtension {
   const { accounts, sessions: sessionService, organizations } = deps;
 
   async function clientName(id: string): Promise<string> {
@@ -146,8 +145,7 @@ export function accountOverviewPages(deps: { accounts: AccountService; sessions:
         }
         // Ends every other session and revokes every refresh token of the account; this browser
         // stays signed in.
-        await accounts.setPassword(account.id, next, { exceptSessionUid: String(signed.current.uid) });
-        await deps.audit.record({ type: 'password.change', actorId: account.id, subjectId: account.id, clientId: ACCOUNT_CLIENT_ID, origin: originOf(ctx) });
+        await accounts.changePassword(account.id, next, { actorId: account.id, clientId: ACCOUNT_CLIENT_ID, origin: originOf(ctx) }, { exceptSessionUid: String(signed.current.uid) });
         done(ctx, '/account', 'password');
       }),
     );

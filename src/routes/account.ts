@@ -57,7 +57,7 @@ export function accountRoutes(deps: {
 
   router.get('/account/callback', (ctx) => signIn.callback(ctx));
   const groups: AccountExtension[] = [
-    accountOverviewPages({ accounts: deps.accounts, sessions: deps.sessions, clients: deps.clients, mfa: deps.mfa, audit: deps.audit, organizations: deps.organizations, signIn }),
+    accountOverviewPages({ accounts: deps.accounts, sessions: deps.sessions, clients: deps.clients, mfa: deps.mfa, organizations: deps.organizations, signIn }),
     accountMfaPages({ mfa: deps.mfa }),
     ...(deps.extensions ?? []),
   ];

@@ -154,6 +154,15 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
     },
 
     /**
+     * A password change by the account's owner (account page, /me), who re-authenticated: set as
+     * setPassword does, and recorded as `password.change`.
+     */
+    async changePassword(id: string, password: string, by: AuditActor, options: { exceptSessionUid?: string | undefined } = {}): Promise<void> {
+      await this.setPassword(id, password, options);
+      await deps.audit.recordBy('password.change', id, by);
+    },
+
+    /**
      * Password login. An unknown email and a wrong password take the same time and give the
      * same answer; only a correct password reveals that an account is inactive or unverified.
      * A hash in an older format or with older parameters is rewritten as argon2id now.

@@ -44,7 +44,8 @@ export function createAuditService(deps: { events: AuditEventsRepository; logger
     },
     /** Records `type` about `subjectId` by `by`: the event of a service that changed something. */
     async recordBy(type: string, subjectId: string, by: AuditActor, details: Record<string, unknown> = {}): Promise<void> {
-      await this.record({ type, subjectId, actorId: by.actorId, clientId: by.clientId ?? null, origin: by.origin, details: by.via ? { ...details, via: by.via } : details });
+      const all = by.via ? { ...details, via: by.via } : details;
+      await this.record({ type, subjectId, actorId: by.actorId, clientId: by.clientId ?? null, origin: by.origin, details: Object.keys(all).length ? all : null });
     },
     list: deps.events.list,
     get: deps.events.get,

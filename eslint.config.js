@@ -21,6 +21,25 @@ export default tseslint.config(
     },
   },
   {
+    // The layers of ARCHITECTURE.md: routes and middleware call services; only type imports of
+    // repositories (row types) and the database reach them.
+    files: ['src/routes/**/*.ts', 'src/middleware/**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['**/repositories/*', '**/db/*'],
+              allowTypeImports: true,
+              message: 'routes and middleware call services: import only types from repositories/ and db/.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
     files: ['test/**/*.ts'],
     rules: { '@typescript-eslint/no-explicit-any': 'off', '@typescript-eslint/no-unused-expressions': 'off' },
   },

@@ -9,9 +9,10 @@ import { errorHandler } from './middleware/errors.js';
 import { everyRequest } from './middleware/request.js';
 import { escapedErrorListener, type Oidc } from './oidc/provider.js';
 import { accountRoutes, type Loopback } from './routes/account.js';
+import { accountInvitationPages } from './routes/account-invitations.js';
 import { accountOrganizationPages } from './routes/account-organizations.js';
 import { accountRecoveryRoutes } from './routes/account-recovery.js';
-import { accountTokenPages } from './routes/account-tokens.js';
+import { accountAccessTokenPages } from './routes/account-access-tokens.js';
 import { apiRoutes } from './routes/api/index.js';
 import { healthRoutes } from './routes/health.js';
 import { createMfaStep } from './routes/interaction-mfa.js';
@@ -21,8 +22,8 @@ import { metricsRoutes } from './routes/metrics.js';
 import { registrationRoutes } from './routes/registration.js';
 import { createPages } from './routes/self-service.js';
 import { staticRoutes } from './routes/static.js';
-import { createAccountMail } from './services/account-mail.js';
 import type { Services } from './services/index.js';
+import { createLoginService } from './services/login.js';
 import { createMetrics, type Metrics } from './services/metrics.js';
 
 /**
@@ -44,22 +45,23 @@ export function createApp(deps: { config: Config; db: Db; logger: Logger; render
   const metrics = deps.metrics ?? createMetrics({ db: deps.db });
   // Self-service pages: registration, email verification, password reset.
   const pages = createPages({ csrf, render });
-  const mail = createAccountMail({ issuer: config.issuer, mailer: services.mailer, tokens: services.accountTokens, limits: services.limits });
+  const mail = services.accountMail;
   // The second sign-in step (TOTP / recovery code) and the account page (an OIDC client of
   // Latch whose codes are redeemed over loopback: the port is filled in once listening).
-  const mfaStep = createMfaStep({ oidc, accounts: services.accounts, mfa: services.mfa, csrf, render, logger, audit: services.audit, loginGuard: services.loginGuard });
+  const login = createLoginService({ accounts: services.accounts, mfa: services.mfa, loginGuard: services.loginGuard, audit: services.audit, metrics });
+  const mfaStep = createMfaStep({ oidc, accounts: services.accounts, mfa: services.mfa, login, csrf, render, logger });
   const loopback = deps.loopback ?? { host: '127.0.0.1', port: config.port || undefined };
   // Organization invitation links: GET/POST /invitation, and their signed-in view under /account.
   const invitationLookup = createInvitationLookup({ organizations: services.organizations });
   const routers = [
     healthRoutes({ db: deps.db, lifecycle }),
     staticRoutes(),
-    interactionRoutes({ oidc, accounts: services.accounts, csrf, render, logger, metrics, audit: services.audit, registration: config.registration, loginGuard: services.loginGuard, mfaStep }),
+    interactionRoutes({ oidc, login, mfaStep, csrf, render, logger, registration: config.registration }),
     mfaStep.router,
-    accountRoutes({ config, oidc, secrets: services.secrets, accounts: services.accounts, passwords: services.passwords, mfa: services.mfa, state: services.state, clients: services.clients, audit: services.audit, csrf, render, logger, loopback, loginGuard: services.loginGuard, organizations: services.organizations, extensions: [accountTokenPages({ tokens: services.personalTokens }), accountOrganizationPages({ organizations: services.organizations, roles: services.roles, accounts: services.accounts, lookup: invitationLookup })] }),
-    registrationRoutes({ mode: config.registration, accounts: services.accounts, passwords: services.passwords, tokens: services.accountTokens, mail, limits: services.limits, audit: services.audit, pages, logger }),
-    accountRecoveryRoutes({ accounts: services.accounts, tokens: services.accountTokens, mail, audit: services.audit, pages, logger }),
-    invitationRoutes({ mode: config.registration, organizations: services.organizations, accounts: services.accounts, audit: services.audit, pages, lookup: invitationLookup, logger }),
+    accountRoutes({ config, oidc, secrets: services.secrets, accounts: services.accounts, passwords: services.passwords, mfa: services.mfa, sessions: services.sessions, clients: services.clients, audit: services.audit, csrf, render, logger, loopback, loginGuard: services.loginGuard, organizations: services.organizations, extensions: [accountAccessTokenPages({ tokens: services.personalTokens }), accountInvitationPages({ organizations: services.organizations, lookup: invitationLookup }), accountOrganizationPages({ organizations: services.organizations, roles: services.roles, accounts: services.accounts })] }),
+    registrationRoutes({ mode: config.registration, registration: services.registration, mail, limits: services.limits, pages, logger }),
+    accountRecoveryRoutes({ accounts: services.accounts, recovery: services.accountRecovery, mail, pages, logger }),
+    invitationRoutes({ mode: config.registration, accounts: services.accounts, registration: services.registration, pages, lookup: invitationLookup, logger }),
     metricsRoutes({ metrics, token: config.metricsToken }),
     // The admin/account REST API, its OpenAPI contract and docs (/api).
     apiRoutes({ config, db: deps.db, logger, services, oidc }),

@@ -166,21 +166,18 @@ describe('roles and organizations in tokens', () => {
     expect(again).to.include({ org_id: acme.id, org_role: 'viewer', scope: 'orders:read' });
   });
 
-  it('keeps the organization in the grant, and honours grants bound the earlier way (a GrantOrganization row)', async () => {
+  it('keeps the organization in the grant: a grant without one issues tokens without org_id', async () => {
     const { tokens } = await signIn(ADA, { scope: 'openid offline_access orders:read', prompt: 'consent', resource: API, organization: acme.id });
     const { state } = srv.running.services;
     const id = (await state.find('RefreshToken', tokens.refresh_token!))!.grantId as string;
     const payload = (await state.find('Grant', id))!;
     expect(payload.organizationId, 'the grant carries its organization').to.equal(acme.id);
-    // Rewrite it as it was stored before: no organizationId in the payload, a separate row.
-    const { organizationId: _, ...legacy } = payload;
-    await state.upsert('Grant', id, legacy, 3600);
-    await state.upsert('GrantOrganization', id, { grantId: id, organizationId: acme.id, accountId: ids[ADA.email] }, 3600);
     const refreshed = await tokenRequest(web, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token!, resource: API });
     expect(refreshed.status, JSON.stringify(refreshed.body)).to.equal(200);
     expect(await verifyAt(refreshed.body.access_token as string)).to.include({ org_id: acme.id, org_role: 'viewer' });
-    // Without either, the grant has no organization.
-    await state.destroy('GrantOrganization', id);
+    // Without it in the payload, the grant has no organization.
+    const { organizationId: _, ...plainPayload } = (await state.find('Grant', id))!;
+    await state.upsert('Grant', id, plainPayload, 3600);
     const plain = await tokenRequest(web, { grant_type: 'refresh_token', refresh_token: refreshed.body.refresh_token as string, resource: API });
     expect(plain.status, JSON.stringify(plain.body)).to.equal(200);
     expect(await verifyAt(plain.body.access_token as string)).not.to.have.property('org_id');

@@ -6,7 +6,6 @@ import { openDatabase } from '../db/knex.js';
 import { migrateLatest } from '../db/migrate.js';
 import { createLogger } from '../lib/logger.js';
 import type { ClientRecord } from '../repositories/clients.js';
-import { createAccountMail } from '../services/account-mail.js';
 import { checkEmail, describeAccount } from '../services/accounts.js';
 import { apiAudience } from '../services/bootstrap.js';
 import { describeClient } from '../services/clients.js';
@@ -75,8 +74,7 @@ const COMMANDS: Record<string, Command> = {
       const email = checkEmail(required(values.email, 'email', u));
       if (config.registration === 'closed') throw new UsageError('REGISTRATION is closed: an invitation could not be used (set REGISTRATION=invite or open)');
       if (await services.accounts.findByEmail(email)) throw new ConflictError(`an account with email ${email} already exists`);
-      const mail = createAccountMail({ issuer: config.issuer, mailer: services.mailer, tokens: services.accountTokens, limits: services.limits });
-      const invitation = await mail.sendInvitation(email, { invitedBy: 'cli' });
+      const invitation = await services.accountMail.sendInvitation(email, { invitedBy: 'cli' });
       await services.audit.record({ type: 'account.invite', actorId: 'cli', details: { email } });
       return { email: invitation.email, invitation_url: invitation.url, expires_at: invitation.expiresAt };
     },

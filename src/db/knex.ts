@@ -68,11 +68,6 @@ export function openDatabase(config: DatabaseConfig): Db {
   return db;
 }
 
-/** Current time as an ISO string: portable to SQLite (which cannot bind Date) and PostgreSQL. */
-export function nowIso(): string {
-  return new Date().toISOString();
-}
-
 /** Normalises a timestamp read from either engine to an ISO string. */
 export function toIso(v: unknown): string | null {
   if (v === null || v === undefined) return null;
@@ -90,8 +85,4 @@ export function toIso(v: unknown): string | null {
  */
 export function isStorableKey(value: string): boolean {
   return !value.includes('\u0000');
-}
-
-export function epochSeconds(): number {
-  return Math.floor(Date.now() / 1000);
 }

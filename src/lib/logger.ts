@@ -56,5 +56,3 @@ export function createLogger(level: LogLevel, write?: (line: string) => void): L
   };
   return { error: log('error'), warn: log('warn'), info: log('info'), debug: log('debug') };
 }
-
-export const silentLogger: Logger = { error() {}, warn() {}, info() {}, debug() {} };

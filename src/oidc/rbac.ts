@@ -6,13 +6,6 @@ import type { AccessService, SubjectAccess } from '../services/access.js';
 import { isUuid } from '../services/organizations.js';
 
 /**
- * Before Grant payloads carried `organizationId`, a provider_state row of this model (id = grant
- * id) recorded a grant's organization. Such rows are still read for grants saved before then
- * (they expire with their grant); nothing writes them any more.
- */
-export const GRANT_ORGANIZATION_MODEL = 'GrantOrganization';
-
-/**
  * A grant belongs to at most one organization, kept in the Grant's own payload (oidc-provider
  * is told to keep the property, see provider.ts): a string is the organization's id, null none.
  * Reading it costs nothing at the token endpoint, where oidc-provider has loaded the grant.
@@ -74,10 +67,7 @@ export function createRbacIntegration(deps: { access: AccessService; state: Prov
     if (!grant) return undefined;
     const id = typeof grant === 'string' ? grant : grant.jti;
     const payload = typeof grant === 'string' ? await state.find('Grant', id) : grant;
-    if (payload?.organizationId !== undefined) return typeof payload.organizationId === 'string' ? payload.organizationId : undefined;
-    // A grant saved before organizations lived in its payload.
-    const row = await state.find(GRANT_ORGANIZATION_MODEL, id);
-    return typeof row?.organizationId === 'string' ? row.organizationId : undefined;
+    return typeof payload?.organizationId === 'string' ? payload.organizationId : undefined;
   }
 
   /** Who the token being issued is about: the account, or the client itself (client_credentials). */

@@ -1,5 +1,6 @@
 import type { Db } from '../db/knex.js';
-import { epochSeconds, isStorableKey, nowIso } from '../db/knex.js';
+import { isStorableKey } from '../db/knex.js';
+import { epochSeconds, nowIso } from '../lib/time.js';
 
 export type TokenPurpose = 'verify_email' | 'reset_password' | 'invitation';
 

@@ -1,7 +1,9 @@
 import type { Db } from '../db/knex.js';
-import { isStorableKey, nowIso, toIso } from '../db/knex.js';
+import { isStorableKey, toIso } from '../db/knex.js';
 import { DuplicateEmailError } from '../errors/index.js';
+import { nowIso } from '../lib/time.js';
 import { keysetPage, type PageOf, type PageRequest } from './keyset.js';
+import type { Transaction } from './transaction.js';
 
 /** What a list of accounts may be narrowed to; every filter is applied in SQL. */
 export interface AccountFilters {
@@ -138,8 +140,8 @@ function queries(db: Db) {
       return keysetPage(db, q, { at: 'created_at', id: 'id' }, request, fromRow, (a) => ({ at: a.createdAt, id: a.id }));
     },
     /** Deletes the account row (its MFA, tokens, roles and memberships go with it: foreign keys). */
-    async delete(id: string): Promise<boolean> {
-      return (await db('accounts').where({ id }).delete()) > 0;
+    async delete(id: string, trx?: Transaction): Promise<boolean> {
+      return (await (trx ?? db)('accounts').where({ id }).delete()) > 0;
     },
     async count(): Promise<number> {
       const row = await db('accounts').count({ n: '*' }).first<{ n: number | string }>();
@@ -170,6 +172,10 @@ export function createAccountsRepository(db: Db) {
     /** Runs `fn` in a transaction (changes that check the last-superuser rule). */
     transaction<T>(fn: (repo: AccountQueries) => Promise<T>): Promise<T> {
       return db.transaction((trx) => fn(queries(trx as unknown as Db)));
+    },
+    /** The statements inside a caller's transaction (a change that spans several tables). */
+    within(trx: Transaction): AccountQueries {
+      return queries(trx as unknown as Db);
     },
   };
 }

@@ -1,6 +1,8 @@
 import type { Db } from '../db/knex.js';
-import { nowIso, toIso } from '../db/knex.js';
+import { toIso } from '../db/knex.js';
+import { nowIso } from '../lib/time.js';
 import { snakeCaseKeys } from '../lib/snake-case.js';
+import type { Transaction } from './transaction.js';
 
 export interface AuditEvent {
   id: number;
@@ -82,8 +84,8 @@ export function createAuditEventsRepository(db: Db) {
      * GDPR erasure: rows about or by `accountId` keep their facts under `pseudonym`, lose the IP
      * and user agent, and every occurrence of the `scrub` strings (the email) in details is replaced.
      */
-    async pseudonymise(accountId: string, pseudonym: string, scrub: string[]): Promise<void> {
-      await db.transaction(async (trx) => {
+    async pseudonymise(accountId: string, pseudonym: string, scrub: string[], outer?: Transaction): Promise<void> {
+      const run = async (trx: Transaction) => {
         await trx('audit_events').where('actor_id', accountId).update({ actor_id: pseudonym, ip: null, user_agent: null });
         await trx('audit_events').where('subject_id', accountId).update({ subject_id: pseudonym, ip: null, user_agent: null });
         const words = [accountId, ...scrub].filter((w) => w.length >= 3);
@@ -95,7 +97,8 @@ export function createAuditEventsRepository(db: Db) {
             if (details !== r.details) await trx('audit_events').where('id', r.id).update({ details });
           }
         }
-      });
+      };
+      await (outer ? run(outer) : db.transaction(run));
     },
   };
 }

@@ -1,5 +1,5 @@
 import type { Db } from '../db/knex.js';
-import { nowIso } from '../db/knex.js';
+import { nowIso } from '../lib/time.js';
 
 export type ChangeTopic = 'clients' | 'resources' | 'keys' | 'accounts' | 'rbac';
 

@@ -1,5 +1,6 @@
 import type { Db } from '../db/knex.js';
-import { isStorableKey, nowIso, toIso } from '../db/knex.js';
+import { isStorableKey, toIso } from '../db/knex.js';
+import { nowIso } from '../lib/time.js';
 import { keysetPage, type PageOf, type PageRequest } from './keyset.js';
 
 export type TokenAuthMethod = 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'none';

@@ -1,5 +1,6 @@
 import type { Db } from '../db/knex.js';
-import { nowIso, toIso } from '../db/knex.js';
+import { toIso } from '../db/knex.js';
+import { nowIso } from '../lib/time.js';
 
 /** One account's TOTP factor: pending until the first code confirms it. */
 export interface MfaRecord {

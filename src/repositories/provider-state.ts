@@ -1,6 +1,8 @@
 import type { Db } from '../db/knex.js';
-import { epochSeconds, isStorableKey } from '../db/knex.js';
+import { isStorableKey } from '../db/knex.js';
 import { createStatements } from '../db/statements.js';
+import { epochSeconds } from '../lib/time.js';
+import type { Transaction } from './transaction.js';
 
 export type Payload = Record<string, unknown>;
 
@@ -212,9 +214,9 @@ export function createProviderStateRepository(db: Db) {
       await sql.run(DESTROY, [model, id]);
     },
 
-    /** Deletes every artifact of a grant, and the grant itself. */
-    async revokeByGrantId(grantId: string): Promise<number> {
-      return table()
+    /** Deletes every artifact of a grant, and the grant itself (in `trx` when given). */
+    async revokeByGrantId(grantId: string, trx?: Transaction): Promise<number> {
+      return (trx ?? db)('provider_state')
         .where('grant_id', grantId)
         .orWhere((w) => void w.where({ model: 'Grant', id: grantId }))
         .delete();
@@ -224,19 +226,20 @@ export function createProviderStateRepository(db: Db) {
      * Ends everything an account holds: sessions, grants, codes, opaque tokens and refresh
      * tokens (JWT access tokens die with their grant at introspection, and offline at expiry).
      */
-    async revokeByAccountId(accountId: string, options: { exceptSessionUid?: string | undefined } = {}): Promise<number> {
+    async revokeByAccountId(accountId: string, options: { exceptSessionUid?: string | undefined } = {}, trx?: Transaction): Promise<number> {
       // Two deletes, each served by an index (an OR of the two conditions is a sequential scan
       // on PostgreSQL): what hangs from the account's grants first, then the account's own rows
       // (its grants included). A password change keeps the session it was made from (and only
       // that one); sessions carry no grant id.
       const keep = options.exceptSessionUid;
-      return db.transaction(async (trx) => {
-        const grants = trx('provider_state').select('id').where({ model: 'Grant', account_id: accountId });
-        const fromGrants = await trx('provider_state').whereIn('grant_id', grants).delete();
-        const own = trx('provider_state').where('account_id', accountId);
+      const run = async (t: Transaction) => {
+        const grants = t('provider_state').select('id').where({ model: 'Grant', account_id: accountId });
+        const fromGrants = await t('provider_state').whereIn('grant_id', grants).delete();
+        const own = t('provider_state').where('account_id', accountId);
         if (keep && isStorableKey(keep)) void own.whereNot((w) => void w.where({ model: 'Session', uid: keep }));
         return fromGrants + (await own.delete());
-      });
+      };
+      return trx ? run(trx) : db.transaction(run);
     },
 
     /** The live rows of one model that belong to an account (its sessions, its grants). */
@@ -245,24 +248,21 @@ export function createProviderStateRepository(db: Db) {
       return rows.map((r: { payload: string; consumed_at: number | null }) => decode(r)!);
     },
 
-    /** Deletes the session with this uid if it belongs to the account; true when one was. */
-    async destroySessionByUid(accountId: string, uid: string): Promise<boolean> {
-      if (!isStorableKey(uid)) return false;
-      return (await table().where({ model: 'Session', uid, account_id: accountId }).delete()) > 0;
-    },
-
     /**
      * Ends one of the account's sessions as logout does: the session goes, and so do the grants
      * of the applications signed in through it, except those that outlive logout
-     * (offline_access). True when the account had that session.
+     * (offline_access). All in `trx`: a session gone with its grants left behind would leave
+     * applications signed in that the user just signed out. True when the account had that
+     * session.
      */
-    async endSession(accountId: string, uid: string): Promise<boolean> {
+    async endSession(accountId: string, uid: string, trx: Transaction): Promise<boolean> {
       if (!isStorableKey(uid)) return false;
-      const row = await table().select('payload').where({ model: 'Session', uid, account_id: accountId }).first<{ payload: string } | undefined>();
-      if (!row || !(await this.destroySessionByUid(accountId, uid))) return false;
+      const session = () => trx('provider_state').where({ model: 'Session', uid, account_id: accountId });
+      const row = await session().select('payload').first<{ payload: string } | undefined>();
+      if (!row || !(await session().delete())) return false;
       const authorizations = (JSON.parse(row.payload) as Payload).authorizations;
       for (const auth of Object.values(authorizations && typeof authorizations === 'object' ? (authorizations as Record<string, { grantId?: string; persistsLogout?: boolean }>) : {})) {
-        if (auth.grantId && !auth.persistsLogout) await this.revokeByGrantId(auth.grantId);
+        if (auth.grantId && !auth.persistsLogout) await this.revokeByGrantId(auth.grantId, trx);
       }
       return true;
     },

@@ -1,5 +1,6 @@
 import type { Db } from '../db/knex.js';
-import { isStorableKey, nowIso } from '../db/knex.js';
+import { isStorableKey } from '../db/knex.js';
+import { nowIso } from '../lib/time.js';
 
 /** The recovery_codes table: HMACs of one-time codes, each consumed by one conditional UPDATE. */
 export function createRecoveryCodesRepository(db: Db) {

@@ -1,7 +1,8 @@
 import type { Knex } from 'knex';
 
 import type { Db } from '../db/knex.js';
-import { nowIso, toIso } from '../db/knex.js';
+import { toIso } from '../db/knex.js';
+import { nowIso } from '../lib/time.js';
 import { keysetPage, type PageOf, type PageRequest } from './keyset.js';
 
 export type SigningAlg = 'RS256' | 'ES256' | 'EdDSA';

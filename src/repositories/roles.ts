@@ -1,5 +1,6 @@
 import type { Db } from '../db/knex.js';
-import { nowIso, toIso } from '../db/knex.js';
+import { toIso } from '../db/knex.js';
+import { nowIso } from '../lib/time.js';
 import { keysetPage, type PageOf, type PageRequest } from './keyset.js';
 
 export type RoleKind = 'global' | 'organization';

@@ -1,5 +1,5 @@
 import type { Db } from '../db/knex.js';
-import { nowIso } from '../db/knex.js';
+import { nowIso } from '../lib/time.js';
 
 /** Names of the deployment-wide settings kept in the `settings` table. */
 export type SettingKey = 'issuer';

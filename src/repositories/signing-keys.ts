@@ -1,5 +1,6 @@
 import type { Db } from '../db/knex.js';
-import { nowIso, toIso } from '../db/knex.js';
+import { toIso } from '../db/knex.js';
+import { nowIso } from '../lib/time.js';
 
 export interface SigningKeyRecord {
   kid: string;

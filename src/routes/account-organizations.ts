@@ -7,8 +7,7 @@ import { allowedOrgActions, canInOrganization, ForbiddenError, type OrgActor } f
 import { ConflictError, NotFoundError, ValidationError } from '../services/errors.js';
 import { describeInvitation, isUuid, type OrganizationService } from '../services/organizations.js';
 import type { RoleService } from '../services/roles.js';
-import type { AccountExtension, AccountKit, SignedIn } from './account.js';
-import { invitationGone, type InvitationLookupFn } from './invitations.js';
+import type { AccountExtension, AccountKit, SignedIn } from './account-kit.js';
 
 /** Notices after an organization form (Post/Redirect/Get): the query names one, never its text. */
 const NOTICES: Record<string, string> = {
@@ -37,12 +36,9 @@ type FormErrors = { form?: string; invite?: string };
 
 /**
  * The account area's organization pages (an AccountExtension, so every page has the account
- * page's sign-in guard and every form its CSRF check):
+ * page's sign-in guard and every form its CSRF check); invitations seen signed in are
+ * account-invitations.ts:
  *
- * - GET /account/invitation/:token — the invitation link seen signed in (the "Sign in to accept"
- *   link of /invitation): Accept / Decline when the account's email is the invited address.
- * - POST /account/invitations/accept, /account/invitations/decline (field `id`): an invitation
- *   addressed to the signed-in account's email.
  * - GET /account/organizations/:id — name, slug, members and roles to every member; invitations
  *   and the management forms to those authorization.ts allows (owners, admins, superusers).
  * - POST /account/organizations/:id/invitations (email, role), …/invitations/revoke (invitation),
@@ -51,8 +47,8 @@ type FormErrors = { form?: string; invite?: string };
  * Every POST asks authorization.ts again through `organizations.authorize`; a non-member gets 404
  * (the organization's existence is not revealed), a member the rules refuse 403.
  */
-export function accountOrganizationPages(deps: { organizations: OrganizationService; roles: RoleService; accounts: AccountService; lookup: InvitationLookupFn }): AccountExtension {
-  const { organizations, roles, accounts, lookup } = deps;
+export function accountOrganizationPages(deps: { organizations: OrganizationService; roles: RoleService; accounts: AccountService }): AccountExtension {
+  const { organizations, roles, accounts } = deps;
 
   return (kit: AccountKit) => {
     const { router, guarded, form, page, done } = kit;
@@ -63,77 +59,6 @@ export function accountOrganizationPages(deps: { organizations: OrganizationServ
     const notFound = (ctx: Koa.Context) => message(ctx, 'Organization not found', 'There is no such organization, or you are not a member of it.', 404);
     const forbidden = (ctx: Koa.Context, org: OrganizationRecord) =>
       message(ctx, 'Not allowed', `Your role in ${org.name} does not allow this.`, 403, { href: `/account/organizations/${org.id}`, label: `Back to ${org.name}` });
-
-    // ---- The invitation link, signed in ------------------------------------------------------
-
-    router.get(
-      '/account/invitation/:token',
-      guarded(async (ctx, signed) => {
-        const found = await lookup(ctx.params.token);
-        if (found.state !== 'valid') return invitationGone(page, ctx, found.state, found.state === 'unknown' ? undefined : found.organization.name);
-        const { invitation, organization } = found;
-        const mine = invitation.email.toLowerCase() === signed.account.email.toLowerCase();
-        await page(
-          ctx,
-          'invitation',
-          { title: `Join ${organization.name}`, view: mine ? 'accept' : 'mismatch', organization: organization.name, role: invitation.role, email: invitation.email, expiresAt: invitation.expiresAt, invitationId: invitation.id, signedInAs: signed.account.email, alert: null },
-          mine ? 200 : 403,
-        );
-      }),
-    );
-
-    /** The invitation `id` names, if it is addressed to the signed-in account; otherwise a page answered. */
-    async function myInvitation(ctx: Koa.Context, signed: SignedIn, id: string | undefined) {
-      const inv = id && isUuid(id) ? await organizations.invitationById(id.toLowerCase()) : undefined;
-      const org = inv ? await organizations.findById(inv.organizationId) : undefined;
-      if (!inv || !org || inv.email.toLowerCase() !== signed.account.email.toLowerCase()) {
-        await message(ctx, 'Invitation not found', 'There is no such invitation for your email address.', 404);
-        return undefined;
-      }
-      const status = describeInvitation(inv).status;
-      if (status !== 'pending') {
-        await invitationGone(page, ctx, status === 'expired' ? 'expired' : status === 'revoked' ? 'revoked' : 'used', org.name);
-        return undefined;
-      }
-      return { inv, org };
-    }
-
-    router.get(['/account/invitations/accept', '/account/invitations/decline'], (ctx) => {
-      ctx.redirect('/account');
-    });
-
-    router.post(
-      '/account/invitations/accept',
-      form(async (ctx, signed, fields) => {
-        const mine = await myInvitation(ctx, signed, fields.id);
-        if (!mine) return;
-        try {
-          await organizations.acceptInvitation(mine.inv, signed.account);
-        } catch (err) {
-          if (!(err instanceof ConflictError)) throw err;
-          // Used a moment ago (another tab), or expired since the page was shown.
-          await invitationGone(page, ctx, Date.parse(mine.inv.expiresAt) <= Date.now() ? 'expired' : 'used', mine.org.name);
-          return;
-        }
-        done(ctx, `/account/organizations/${mine.org.id}`, 'joined');
-      }),
-    );
-
-    router.post(
-      '/account/invitations/decline',
-      form(async (ctx, signed, fields) => {
-        const mine = await myInvitation(ctx, signed, fields.id);
-        if (!mine) return;
-        try {
-          await organizations.declineInvitation(mine.inv, signed.account);
-        } catch (err) {
-          if (!(err instanceof ConflictError)) throw err;
-          await invitationGone(page, ctx, 'used', mine.org.name);
-          return;
-        }
-        done(ctx, '/account', 'invitation-declined');
-      }),
-    );
 
     // ---- Organization page -------------------------------------------------------------------
 

@@ -4,16 +4,12 @@ import type Koa from 'koa';
 import type { Logger } from '../lib/logger.js';
 import { originOf } from '../lib/request-origin.js';
 import { readForm } from '../middleware/body.js';
-import type { AccountRecord } from '../repositories/accounts.js';
 import type { AccountTokenRecord } from '../repositories/account-tokens.js';
 import type { AccountMail } from '../services/account-mail.js';
-import type { AccountTokenService } from '../services/account-tokens.js';
+import type { AccountRecovery } from '../services/account-recovery.js';
 import type { AccountService } from '../services/accounts.js';
-import type { AuditService } from '../services/audit.js';
 import { checkPasswordPolicy } from '../services/password-policy.js';
 import { afterResponse, type Pages, queryValue, safeReturnTo, SIGN_IN_FALLBACK, validEmail } from './self-service.js';
-
-const sameAddress = (a: string | null, b: string) => a !== null && a.toLowerCase() === b.toLowerCase();
 
 /** The return path stored with a mailed token, checked again before it is used. */
 const returnToOf = (token: AccountTokenRecord) => safeReturnTo(token.data?.returnTo);
@@ -26,16 +22,9 @@ const returnToOf = (token: AccountTokenRecord) => safeReturnTo(token.data?.retur
  * any address, and the mail itself is sent after the answer, so neither the page nor its timing
  * tells whether an account exists. At most MAILS_PER_ADDRESS_PER_HOUR links go to one address.
  */
-export function accountRecoveryRoutes(deps: { accounts: AccountService; tokens: AccountTokenService; mail: AccountMail; audit: AuditService; pages: Pages; logger: Logger }): Router {
-  const { accounts, tokens, mail, audit, pages, logger } = deps;
+export function accountRecoveryRoutes(deps: { accounts: AccountService; recovery: AccountRecovery; mail: AccountMail; pages: Pages; logger: Logger }): Router {
+  const { accounts, recovery, mail, pages, logger } = deps;
   const router = new Router();
-
-  /** The account a live token belongs to, when it still exists, is active and has that address. */
-  async function accountOf(token: AccountTokenRecord | undefined): Promise<AccountRecord | undefined> {
-    if (!token?.accountId) return undefined;
-    const account = await accounts.findById(token.accountId);
-    return account?.active && sameAddress(token.email, account.email) ? account : undefined;
-  }
 
   const verificationExpired = (ctx: Koa.Context, returnTo?: string) =>
     pages.message(ctx, { title: 'Link expired', lead: 'This verification link has expired or was already used. Enter your email address to get a new one.', tone: 'alert', resend: { email: '', returnTo } }, 400);
@@ -47,22 +36,18 @@ export function accountRecoveryRoutes(deps: { accounts: AccountService; tokens: 
 
   router.get('/verify-email', async (ctx) => {
     const token = queryValue(ctx, 'token');
-    const record = token ? await tokens.peek('verify_email', token) : undefined;
-    const account = await accountOf(record);
-    if (!record || !account) return verificationExpired(ctx);
-    await pages.page(ctx, 'verify-email', { title: 'Confirm your email address', email: account.email, token });
+    const found = token ? await recovery.peek('verify_email', token) : undefined;
+    if (!found) return verificationExpired(ctx);
+    await pages.page(ctx, 'verify-email', { title: 'Confirm your email address', email: found.account.email, token });
   });
 
   router.post('/verify-email', async (ctx) => {
     const form = await readForm(ctx);
     if (!(await pages.checkCsrf(ctx, form))) return;
-    const record = form.token ? await tokens.consume('verify_email', form.token) : undefined;
-    const account = await accountOf(record);
-    if (!record || !account) return verificationExpired(ctx);
-    const origin = originOf(ctx);
-    if (!account.emailVerified) await accounts.update(account.id, { emailVerified: true }, { actorId: account.id, origin });
-    await audit.record({ type: 'email.verify', actorId: account.id, subjectId: account.id, origin, details: { email: account.email } });
-    const returnTo = returnToOf(record);
+    const found = await recovery.verifyEmail(form.token ?? '', originOf(ctx));
+    if (!found) return verificationExpired(ctx);
+    const { account } = found;
+    const returnTo = returnToOf(found.link);
     await pages.message(ctx, { title: 'Email address confirmed', lead: `Thank you: ${account.email} is confirmed.`, link: { href: returnTo ?? SIGN_IN_FALLBACK, label: returnTo ? 'Continue to sign in' : 'Sign in' } });
   });
 
@@ -111,7 +96,7 @@ export function accountRecoveryRoutes(deps: { accounts: AccountService; tokens: 
     if (account?.active) {
       const origin = originOf(ctx);
       afterResponse(logger, 'password reset mail', async () => {
-        await audit.record({ type: 'password.reset_request', actorId: account.id, subjectId: account.id, origin, details: { mailed: allowed } });
+        await recovery.resetRequested(account, allowed, origin);
         if (allowed) await mail.sendPasswordReset(account, { returnTo });
       });
     }
@@ -126,9 +111,9 @@ export function accountRecoveryRoutes(deps: { accounts: AccountService; tokens: 
   router.get('/reset-password', async (ctx) => {
     // Shows the form only: the token is used by the POST (a prefetched link stays valid).
     const token = queryValue(ctx, 'token');
-    const account = await accountOf(token ? await tokens.peek('reset_password', token) : undefined);
-    if (!token || !account) return resetExpired(ctx);
-    await pages.page(ctx, 'reset-password', { title: 'Choose a new password', email: account.email, token, errors: {} });
+    const found = token ? await recovery.peek('reset_password', token) : undefined;
+    if (!token || !found) return resetExpired(ctx);
+    await pages.page(ctx, 'reset-password', { title: 'Choose a new password', email: found.account.email, token, errors: {} });
   });
 
   router.post('/reset-password', async (ctx) => {
@@ -136,22 +121,14 @@ export function accountRecoveryRoutes(deps: { accounts: AccountService; tokens: 
     if (!(await pages.checkCsrf(ctx, form))) return;
     const token = form.token ?? '';
     const password = form.password ?? '';
-    const before = await accountOf(token ? await tokens.peek('reset_password', token) : undefined);
+    const before = (await recovery.peek('reset_password', token))?.account;
     if (!before) return resetExpired(ctx);
     const weak = checkPasswordPolicy(password, { email: before.email, name: before.displayName });
     // A refused password leaves the link usable, so the user can try another.
     if (weak) return pages.page(ctx, 'reset-password', { title: 'Choose a new password', email: before.email, token, errors: { password: weak } }, 400);
-    // One conditional UPDATE: of two concurrent submissions, exactly one gets here.
-    const record = await tokens.consume('reset_password', token);
-    const account = await accountOf(record);
-    if (!record || !account) return resetExpired(ctx);
-    const origin = originOf(ctx);
-    await accounts.setPassword(account.id, password);
-    await tokens.revokeFor(account.id, 'reset_password');
-    // The link reached this address: that proves it as much as a verification link does.
-    if (!account.emailVerified) await accounts.update(account.id, { emailVerified: true }, { actorId: account.id, origin });
-    await audit.record({ type: 'password.reset', actorId: account.id, subjectId: account.id, origin });
-    const returnTo = returnToOf(record);
+    const reset = await recovery.resetPassword(token, password, originOf(ctx));
+    if (!reset) return resetExpired(ctx);
+    const returnTo = returnToOf(reset.link);
     await pages.message(ctx, {
       title: 'Password changed',
       lead: 'Your password has been changed and you were signed out everywhere. Sign in with your new password.',

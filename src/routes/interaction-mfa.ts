@@ -9,15 +9,14 @@ import type { Csrf } from '../middleware/csrf.js';
 import type { Oidc } from '../oidc/provider.js';
 import type { AccountRecord } from '../repositories/accounts.js';
 import type { AccountService } from '../services/accounts.js';
-import type { AuditService } from '../services/audit.js';
-import { tooManyAttemptsMessage, type LoginGuard } from '../services/login-guard.js';
-import { ACR_MFA, ACR_PASSWORD, AMR_PASSWORD_OTP, type MfaService } from '../services/mfa.js';
+import type { CompletedLogin, LoginContext, LoginService, SecondStep } from '../services/login.js';
+import { tooManyAttemptsMessage } from '../services/login-guard.js';
+import type { MfaService } from '../services/mfa.js';
 import { completeInteraction, createPages, interactionLoader } from './self-service.js';
 
 type Details = Awaited<ReturnType<Oidc['provider']['interactionDetails']>>;
 
-/** What the second step needs: a code from an enrolled factor, or an enrolment first. */
-export type SecondStep = 'code' | 'enrol';
+export type { SecondStep };
 
 /**
  * The second sign-in step, kept server-side on the oidc-provider Interaction (never in a form
@@ -42,26 +41,13 @@ const MAX_FAILURES = 5;
 
 const epoch = () => Math.floor(Date.now() / 1000);
 
-/** The acr_values a client asked for (OIDC Core §3.1.2.1), in order of preference. */
-export const requestedAcrValues = (params: Record<string, unknown>): string[] => (typeof params.acr_values === 'string' ? params.acr_values.split(' ').filter(Boolean) : []);
-
-/**
- * True when the client insists on the MFA level: it asked for urn:latch:loa:2 and did not
- * offer the password-only level as an alternative.
- */
-export const insistsOnMfa = (params: Record<string, unknown>): boolean => {
-  const acr = requestedAcrValues(params);
-  return acr.includes(ACR_MFA) && !acr.includes(ACR_PASSWORD);
-};
-
-
 /**
  * After a correct password: an account with MFA enters a TOTP or recovery code
  * (POST /interaction/:uid/mfa, field `code`); a client insisting on urn:latch:loa:2 makes an
  * account without MFA enrol first. The login then finishes with amr ["pwd","otp","mfa"] and
  * acr urn:latch:loa:2 (RFC 8176).
  */
-export function createMfaStep(deps: { oidc: Oidc; accounts: AccountService; mfa: MfaService; csrf: Csrf; render: Render; logger: Logger; audit?: AuditService; loginGuard?: LoginGuard }) {
+export function createMfaStep(deps: { oidc: Oidc; accounts: AccountService; mfa: MfaService; login: LoginService; csrf: Csrf; render: Render; logger: Logger }) {
   const { oidc, mfa, csrf, render } = deps;
   const router = new Router();
 
@@ -113,10 +99,11 @@ export function createMfaStep(deps: { oidc: Oidc; accounts: AccountService; mfa:
     return true;
   }
 
+  const loginContext = (ctx: Koa.Context, details: Details): LoginContext => ({ ip: ctx.ip, clientId: details.params.client_id as string, origin: originOf(ctx), params: details.params });
+
   /** Finishes the sign-in at the MFA level. */
-  async function finish(ctx: Koa.Context, details: Details, account: AccountRecord, method: string) {
-    await deps.audit?.record({ type: 'login.success', actorId: account.id, subjectId: account.id, clientId: details.params.client_id as string, origin: originOf(ctx), details: { amr: AMR_PASSWORD_OTP, acr: ACR_MFA, method } });
-    const url = await completeInteraction(details, { login: { accountId: account.id, amr: AMR_PASSWORD_OTP, acr: ACR_MFA } });
+  async function finish(ctx: Koa.Context, details: Details, login: CompletedLogin) {
+    const url = await completeInteraction(details, { login });
     ctx.status = 303;
     ctx.redirect(url);
   }
@@ -175,31 +162,16 @@ export function createMfaStep(deps: { oidc: Oidc; accounts: AccountService; mfa:
       return;
     }
 
-    // A wrong code counts as a failed login for the lockout (services/login-guard.ts), exactly
-    // like a wrong password: one reservation per attempt, so parallel guesses get no more tries.
-    const attempt = await deps.loginGuard?.begin(pending.email, ctx.ip);
-    if (attempt && !attempt.allowed) {
-      ctx.set('Retry-After', String(attempt.retryAfterSeconds));
-      await codePage(ctx, details, { error: tooManyAttemptsMessage(attempt.retryAfterSeconds) }, 429);
+    const checked = await deps.login.code(account, pending.email, code, loginContext(ctx, details));
+    if (checked.kind === 'locked') {
+      ctx.set('Retry-After', String(checked.retryAfterSeconds));
+      await codePage(ctx, details, { error: tooManyAttemptsMessage(checked.retryAfterSeconds) }, 429);
       return;
     }
-    let method: Awaited<ReturnType<MfaService['verify']>>;
-    try {
-      method = await mfa.verify(account.id, code);
-    } catch (err) {
-      await attempt?.release();
-      throw err;
-    }
-    if (method) {
-      await attempt?.succeed();
-      await finish(ctx, details, account, method);
+    if (checked.kind === 'signed_in') {
+      await finish(ctx, details, checked.login);
       return;
     }
-    const origin = originOf(ctx);
-    for (const lock of (await attempt?.fail()) ?? []) {
-      await deps.audit?.record({ type: 'login.lockout', subjectId: account.id, clientId: details.params.client_id as string, origin, details: { ...lock } });
-    }
-    await deps.audit?.record({ type: 'login.failure', actorId: account.id, subjectId: account.id, clientId: details.params.client_id as string, origin, details: { reason: 'invalid_mfa_code' } });
     const failures = (pending.failures ?? 0) + 1;
     if (failures >= MAX_FAILURES) {
       // Enough guesses on this password: start over from the password.
@@ -220,18 +192,11 @@ export function createMfaStep(deps: { oidc: Oidc; accounts: AccountService; mfa:
       ctx.redirect(`/interaction/${encodeURIComponent(details.uid)}/mfa`);
       return;
     }
-    await deps.loginGuard?.recordSuccess(step.pending.email, ctx.ip);
-    await finish(ctx, details, step.account, 'totp_enrolment');
+    await finish(ctx, details, await deps.login.enrolled(step.account, step.pending.email, loginContext(ctx, details)));
   });
 
   return {
     router,
-
-    /** Whether this sign-in needs the second step after a correct password, and which. */
-    async needed(details: Details, accountId: string): Promise<SecondStep | undefined> {
-      if (await mfa.isEnabled(accountId)) return 'code';
-      return insistsOnMfa(details.params) ? 'enrol' : undefined;
-    },
 
     /**
      * Keeps the step server-side on the interaction and sends the browser to its page. `email`

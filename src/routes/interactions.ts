@@ -10,11 +10,8 @@ import { readForm } from '../middleware/body.js';
 import type { Csrf } from '../middleware/csrf.js';
 import type { Oidc } from '../oidc/provider.js';
 import { isFirstParty } from '../oidc/provider.js';
-import type { AccountService } from '../services/accounts.js';
-import type { AuditService } from '../services/audit.js';
-import { tooManyAttemptsMessage, type LoginGuard } from '../services/login-guard.js';
-import type { Metrics } from '../services/metrics.js';
-import { ACR_PASSWORD, AMR_PASSWORD } from '../services/mfa.js';
+import type { LoginService } from '../services/login.js';
+import { tooManyAttemptsMessage } from '../services/login-guard.js';
 import type { MfaStep } from './interaction-mfa.js';
 import { completeInteraction, createPages, interactionLoader } from './self-service.js';
 
@@ -33,8 +30,8 @@ type ClientLike = { clientId: string; clientName?: string; clientAuthMethod: str
  * oidc-provider sends the browser here with an interaction uid; we answer with the result.
  */
 
-export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; csrf: Csrf; render: Render; logger: Logger; metrics?: Pick<Metrics, 'recordLogin'>; audit?: AuditService; registration?: RegistrationMode; loginGuard?: LoginGuard; mfaStep?: MfaStep }): Router {
-  const { oidc, accounts, csrf, render } = deps;
+export function interactionRoutes(deps: { oidc: Oidc; login: LoginService; mfaStep: MfaStep; csrf: Csrf; render: Render; logger: Logger; registration: RegistrationMode }): Router {
+  const { oidc, login, csrf, render, registration } = deps;
   const router = new Router();
 
   const pages = createPages({ csrf, render });
@@ -75,7 +72,7 @@ export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; 
     const client = await clientOf(details);
     const clientName = client?.clientName ?? client?.clientId ?? 'an application';
     if (details.prompt.name === 'login') {
-      await page(ctx, 'login', { title: 'Sign in', uid: details.uid, clientName, email: typeof details.params.login_hint === 'string' ? details.params.login_hint : '', error: null, registration: deps.registration ?? 'closed' });
+      await page(ctx, 'login', { title: 'Sign in', uid: details.uid, clientName, email: typeof details.params.login_hint === 'string' ? details.params.login_hint : '', error: null, registration });
       return;
     }
     if (details.prompt.name === 'consent') {
@@ -108,56 +105,29 @@ export function interactionRoutes(deps: { oidc: Oidc; accounts: AccountService; 
       return;
     }
     const email = (form.email ?? '').trim();
-    // Brute-force protection (services/login-guard.ts): a locked account+IP pair or IP is refused
-    // before the password is looked at, so even the right one is refused until the lock ends.
-    const attempt = await deps.loginGuard?.begin(email, ctx.ip);
-    if (attempt && !attempt.allowed) {
-      const client = await clientOf(details);
-      ctx.set('Retry-After', String(attempt.retryAfterSeconds));
-      await page(ctx, 'login', { title: 'Sign in', uid: details.uid, clientName: client?.clientName ?? client?.clientId ?? 'an application', email, error: tooManyAttemptsMessage(attempt.retryAfterSeconds), registration: deps.registration ?? 'closed', unverified: false }, 429);
+    const step = await login.password(email, form.password ?? '', { ip: ctx.ip, clientId: details.params.client_id as string, origin: originOf(ctx), params: details.params });
+    if (step.kind === 'second_step') {
+      await deps.mfaStep.start(ctx, details, step.account, step.step, email);
       return;
     }
-    let result: Awaited<ReturnType<AccountService['authenticate']>>;
-    try {
-      result = await accounts.authenticate(email, form.password ?? '');
-    } catch (err) {
-      await attempt?.release();
-      throw err;
-    }
-    // Only a wrong password (or an unknown address) is a failure: inactive and unverified
-    // accounts gave the right one.
-    // MFA (routes/interaction-mfa.ts): with a second step to come, the right password is not yet
-    // a successful login, so the pair's failure count is kept (released, not cleared) and wrong
-    // codes keep adding to it.
-    const secondStep = result.ok ? await deps.mfaStep?.needed(details, result.account.id) : undefined;
-    if (secondStep) {
-      await attempt?.release();
-    } else if (result.ok || result.reason !== 'invalid_credentials') {
-      await attempt?.succeed();
-    } else {
-      for (const lock of (await attempt?.fail()) ?? []) {
-        await deps.audit?.record({ type: 'login.lockout', subjectId: result.account?.id ?? null, clientId: details.params.client_id as string, origin: originOf(ctx), details: { ...lock } });
-      }
-    }
-    deps.metrics?.recordLogin(result.ok ? 'success' : result.reason);
-    if (!result.ok) {
-      const client = await clientOf(details);
-      // The same message for an unknown email and a wrong password: no user enumeration.
-      const error = {
-        invalid_credentials: 'Invalid email or password.',
-        inactive: 'This account is disabled. Contact your administrator.',
-        unverified: 'Verify your email address first: follow the link in the mail we sent you.',
-      }[result.reason];
-      await deps.audit?.record({ type: 'login.failure', actorId: result.account?.id ?? null, subjectId: result.account?.id ?? null, clientId: details.params.client_id as string, origin: originOf(ctx), details: { reason: result.reason } });
-      await page(ctx, 'login', { title: 'Sign in', uid: details.uid, clientName: client?.clientName ?? client?.clientId ?? 'an application', email, error, registration: deps.registration ?? 'closed', unverified: result.reason === 'unverified' }, 401);
+    if (step.kind === 'signed_in') {
+      await finish(ctx, details, { login: step.login });
       return;
     }
-    if (secondStep) {
-      await deps.mfaStep!.start(ctx, details, result.account, secondStep, email);
+    const client = await clientOf(details);
+    const clientName = client?.clientName ?? client?.clientId ?? 'an application';
+    if (step.kind === 'locked') {
+      ctx.set('Retry-After', String(step.retryAfterSeconds));
+      await page(ctx, 'login', { title: 'Sign in', uid: details.uid, clientName, email, error: tooManyAttemptsMessage(step.retryAfterSeconds), registration, unverified: false }, 429);
       return;
     }
-    await deps.audit?.record({ type: 'login.success', actorId: result.account.id, subjectId: result.account.id, clientId: details.params.client_id as string, origin: originOf(ctx), details: { amr: AMR_PASSWORD, acr: ACR_PASSWORD } });
-    await finish(ctx, details, { login: { accountId: result.account.id, amr: AMR_PASSWORD, acr: ACR_PASSWORD } });
+    // The same message for an unknown email and a wrong password: no user enumeration.
+    const error = {
+      invalid_credentials: 'Invalid email or password.',
+      inactive: 'This account is disabled. Contact your administrator.',
+      unverified: 'Verify your email address first: follow the link in the mail we sent you.',
+    }[step.reason];
+    await page(ctx, 'login', { title: 'Sign in', uid: details.uid, clientName, email, error, registration, unverified: step.reason === 'unverified' }, 401);
   });
 
   router.post('/interaction/:uid/confirm', async (ctx) => {

@@ -5,13 +5,12 @@ import type { RegistrationMode } from '../config/schema.js';
 import type { Logger } from '../lib/logger.js';
 import { originOf } from '../lib/request-origin.js';
 import { readForm } from '../middleware/body.js';
-import { DuplicateEmailError, type AccountRecord } from '../repositories/accounts.js';
+import type { AccountRecord } from '../repositories/accounts.js';
 import type { InvitationRecord, OrganizationRecord } from '../repositories/organizations.js';
 import type { AccountService } from '../services/accounts.js';
-import type { AuditService } from '../services/audit.js';
-import { ConflictError } from '../services/errors.js';
 import { describeInvitation, type OrganizationService } from '../services/organizations.js';
 import { checkPasswordPolicy } from '../services/password-policy.js';
+import type { RegistrationService } from '../services/registration.js';
 import { type Pages, queryValue } from './self-service.js';
 
 /** An invitation token as organizations.ts makes them (32 random bytes, base64url); anything else is unknown. */
@@ -75,8 +74,8 @@ type FieldErrors = Partial<Record<'name' | 'password', string>>;
  *   account for the invited address, already verified (the link proves it), and accepts.
  * - no account, REGISTRATION closed: the page says an administrator must create the account.
  */
-export function invitationRoutes(deps: { mode: RegistrationMode; organizations: OrganizationService; accounts: AccountService; audit: AuditService; pages: Pages; lookup: InvitationLookupFn; logger: Logger }): Router {
-  const { mode, organizations, accounts, audit, pages, lookup } = deps;
+export function invitationRoutes(deps: { mode: RegistrationMode; accounts: AccountService; registration: RegistrationService; pages: Pages; lookup: InvitationLookupFn; logger: Logger }): Router {
+  const { mode, accounts, registration, pages, lookup } = deps;
   const router = new Router();
 
   const show = (ctx: Koa.Context, found: { invitation: InvitationRecord; organization: OrganizationRecord }, token: string, extra: { account?: AccountRecord | undefined; name?: string; errors?: FieldErrors; alert?: string | null }, status = 200) => {
@@ -131,20 +130,12 @@ export function invitationRoutes(deps: { mode: RegistrationMode; organizations: 
     if (weak) errors.password = weak;
     if (Object.keys(errors).length) return show(ctx, found, token, { name: name.slice(0, 255).replace(/\p{Cc}/gu, ''), errors }, 400);
 
-    let account: AccountRecord;
-    try {
-      // The link reached this address: it counts as verified.
-      account = await accounts.create({ email: invitation.email, password, name, emailVerified: true });
-    } catch (err) {
-      if (!(err instanceof DuplicateEmailError)) throw err;
+    const result = await registration.withOrganizationInvitation(invitation, { password, name }, originOf(ctx));
+    if (result === 'exists') {
       // Created a moment ago by a concurrent request.
       return show(ctx, found, token, { account: await accounts.findByEmail(invitation.email), alert: `An account for ${invitation.email} already exists: sign in to accept.` }, 409);
     }
-    await audit.record({ type: 'account.register', actorId: account.id, subjectId: account.id, origin: originOf(ctx), details: { via: 'organization_invitation', organization: organization.id, invitation: invitation.id } });
-    try {
-      await organizations.acceptInvitation(invitation, account);
-    } catch (err) {
-      if (!(err instanceof ConflictError)) throw err;
+    if (result === 'used') {
       deps.logger.info('invitation used concurrently with account creation', { invitation: invitation.id });
       return invitationGone(pages.page, ctx, 'used', organization.name);
     }

@@ -5,14 +5,10 @@ import type { RegistrationMode } from '../config/schema.js';
 import type { Logger } from '../lib/logger.js';
 import { originOf } from '../lib/request-origin.js';
 import { readForm } from '../middleware/body.js';
-import { DuplicateEmailError, type AccountRecord } from '../repositories/accounts.js';
 import type { AccountMail } from '../services/account-mail.js';
-import type { AccountTokenService } from '../services/account-tokens.js';
-import type { AccountService } from '../services/accounts.js';
-import type { AuditService } from '../services/audit.js';
 import { checkPasswordPolicy } from '../services/password-policy.js';
-import type { PasswordHasher } from '../services/passwords.js';
 import type { Limits } from '../services/rate-limits.js';
+import type { RegistrationService } from '../services/registration.js';
 import { afterResponse, type Pages, queryValue, safeReturnTo, SIGN_IN_FALLBACK, validEmail } from './self-service.js';
 
 type FieldErrors = Partial<Record<'email' | 'password' | 'name', string>>;
@@ -29,16 +25,13 @@ const minutes = (seconds: number) => Math.max(1, Math.ceil(seconds / 60));
  */
 export function registrationRoutes(deps: {
   mode: RegistrationMode;
-  accounts: AccountService;
-  passwords: PasswordHasher;
-  tokens: AccountTokenService;
+  registration: RegistrationService;
   mail: AccountMail;
   limits: Limits;
-  audit: AuditService;
   pages: Pages;
   logger: Logger;
 }): Router {
-  const { mode, accounts, tokens, mail, limits, audit, pages, logger } = deps;
+  const { mode, registration, mail, limits, pages, logger } = deps;
   const router = new Router();
 
   const closed = (ctx: Koa.Context) =>
@@ -58,8 +51,7 @@ export function registrationRoutes(deps: {
   const form = (ctx: Koa.Context, locals: { email: string; name: string; invitation: string | undefined; returnTo: string | undefined; errors: FieldErrors }, status = 200) =>
     pages.page(ctx, 'register', { title: locals.invitation ? 'Accept your invitation' : 'Create your account', ...locals }, status);
 
-  /** The live invitation named by `token`, if any. */
-  const invitationOf = async (token: string | undefined) => (token ? tokens.peek('invitation', token) : undefined);
+  const invitationOf = registration.invitation;
 
   router.get('/register', async (ctx) => {
     if (mode === 'closed') return closed(ctx);
@@ -107,45 +99,23 @@ export function registrationRoutes(deps: {
 
     if (invitation) {
       // The holder of an invitation proved they read mail at this address: no enumeration here.
-      const exists = async () =>
-        pages.message(ctx, { title: 'You already have an account', lead: `An account for ${email} already exists. Sign in with it, or reset its password if you forgot it.`, link: { href: `/forgot-password${returnTo ? `?return_to=${encodeURIComponent(returnTo)}` : ''}`, label: 'Reset my password' } });
-      if (await accounts.findByEmail(email)) return exists();
-      if (!(await tokens.consume('invitation', token!))) return badInvitation(ctx);
-      let account: AccountRecord;
-      try {
-        account = await accounts.create({ email, password, name, emailVerified: true });
-      } catch (err) {
-        if (err instanceof DuplicateEmailError) return exists();
-        throw err;
+      const result = await registration.withInvitation(token!, invitation, { email, password, name }, origin);
+      if (result === 'invalid') return badInvitation(ctx);
+      if (result === 'exists') {
+        return pages.message(ctx, { title: 'You already have an account', lead: `An account for ${email} already exists. Sign in with it, or reset its password if you forgot it.`, link: { href: `/forgot-password${returnTo ? `?return_to=${encodeURIComponent(returnTo)}` : ''}`, label: 'Reset my password' } });
       }
-      await audit.record({ type: 'account.register', actorId: account.id, subjectId: account.id, origin, details: { via: 'invitation', invitedBy: invitation.data?.invitedBy ?? null } });
       return pages.message(ctx, { title: 'Your account is ready', lead: `Your account for ${email} has been created. You can sign in now.`, link: { href: returnTo ?? SIGN_IN_FALLBACK, label: 'Sign in' } });
     }
 
-    // Open registration. Both branches hash the password (the same time is spent), count a mail
-    // against the address and answer with the same page.
-    let existing = await accounts.findByEmail(email);
-    let created: AccountRecord | undefined;
-    if (!existing) {
-      try {
-        created = await accounts.create({ email, password, name, emailVerified: false });
-      } catch (err) {
-        if (!(err instanceof DuplicateEmailError)) throw err;
-        // Registered a moment ago by a concurrent request: the same as "already exists".
-        existing = await accounts.findByEmail(email);
-      }
-    } else {
-      await deps.passwords.hash(password);
-    }
-    const mailAllowed = await mail.allow(email);
-    if (created) {
-      await audit.record({ type: 'account.register', actorId: created.id, subjectId: created.id, origin, details: { via: 'open', verificationMailed: mailAllowed } });
-      const account = created;
-      if (mailAllowed) afterResponse(logger, 'verification mail', () => mail.sendVerification(account, { returnTo }));
-    } else if (existing) {
-      const owner = existing;
-      await audit.record({ type: 'account.register_existing', subjectId: owner.id, origin, details: { ownerMailed: mailAllowed } });
-      if (mailAllowed) afterResponse(logger, 'already-registered mail', () => mail.sendAlreadyRegistered(owner, { returnTo }));
+    // Open registration: the same page whether or not the address had an account; the mail is
+    // sent after the answer, so its timing does not tell either.
+    const result = await registration.open({ email, password, name }, origin);
+    if ('created' in result && result.mailAllowed) {
+      const account = result.created;
+      afterResponse(logger, 'verification mail', () => mail.sendVerification(account, { returnTo }));
+    } else if ('existing' in result && result.mailAllowed) {
+      const owner = result.existing;
+      afterResponse(logger, 'already-registered mail', () => mail.sendAlreadyRegistered(owner, { returnTo }));
     }
     await pages.message(ctx, {
       title: 'Check your mail',

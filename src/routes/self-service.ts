@@ -1,7 +1,7 @@
 import type Koa from 'koa';
 import { errors, type InteractionResults } from 'oidc-provider';
 
-import { epochSeconds } from '../db/knex.js';
+import { epochSeconds } from '../lib/time.js';
 import type { Logger } from '../lib/logger.js';
 import type { Render } from '../lib/views.js';
 import type { Csrf } from '../middleware/csrf.js';

@@ -1,6 +1,5 @@
 import type { AccountRecord } from '../repositories/accounts.js';
-import type { AccountTokenService } from './account-tokens.js';
-import { TOKEN_TTL } from './account-tokens.js';
+import { TOKEN_TTL, type MailLinkService } from './mail-links.js';
 import type { Mailer } from './mail.js';
 import type { Limits } from './rate-limits.js';
 
@@ -25,7 +24,7 @@ export const mailKey = (email: string) => email.trim().toLowerCase();
  * the note to an address owner that someone tried to register it. Each mails a single-use link
  * under ISSUER (the token exists only in the mail; its hash in the database).
  */
-export function createAccountMail(deps: { issuer: string; mailer: Mailer; tokens: AccountTokenService; limits: Limits; productName?: string }) {
+export function createAccountMail(deps: { issuer: string; mailer: Mailer; tokens: MailLinkService; limits: Limits; productName?: string }) {
   const { issuer, mailer, tokens } = deps;
   const product = deps.productName ?? 'Latch';
 

@@ -5,11 +5,15 @@ import { type AccountFilters, type AccountRecord, type AccountsRepository, Dupli
 import type { PageRequest } from '../repositories/keyset.js';
 import type { ProviderStateRepository } from '../repositories/provider-state.js';
 import type { RoleKind, RoleRecord, Subject } from '../repositories/roles.js';
-import type { AuditService, RequestOrigin } from './audit.js';
+import type { Transact } from '../repositories/transaction.js';
+import type { AuditActor, AuditService, RequestOrigin } from './audit.js';
 import type { ChangeFeed } from './change-feed.js';
 import { ConflictError, ValidationError, NotFoundError } from './errors.js';
 import { checkPasswordPolicy } from './password-policy.js';
 import { hashFormat, MAX_PASSWORD_LENGTH, type PasswordHasher } from './passwords.js';
+
+/** Thrown when the email already has an account: callers of the service catch it from here. */
+export { DuplicateEmailError };
 
 const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 
@@ -81,7 +85,7 @@ export interface ImportRoles {
   assign(role: RoleRecord, subject: Subject): Promise<boolean>;
 }
 
-export function createAccountService(deps: { accounts: AccountsRepository; passwords: PasswordHasher; roles: ImportRoles; state?: ProviderStateRepository; audit?: AuditService; requireVerifiedEmail?: boolean; feed?: Pick<ChangeFeed, 'on' | 'publish'> }) {
+export function createAccountService(deps: { accounts: AccountsRepository; passwords: PasswordHasher; roles: ImportRoles; state: ProviderStateRepository; audit: AuditService; transact: Transact; requireVerifiedEmail?: boolean; feed?: Pick<ChangeFeed, 'on' | 'publish'> }) {
   const { passwords } = deps;
 
   // Accounts as token issuance sees them (claims, active, superuser), cached per process: the
@@ -139,7 +143,7 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
 
   /** Ends every session and refresh token of the account, at once and everywhere. */
   async function endSessions(accountId: string, options: { exceptSessionUid?: string | undefined } = {}): Promise<void> {
-    await deps.state?.revokeByAccountId(accountId, options);
+    await deps.state.revokeByAccountId(accountId, options);
   }
 
   return {
@@ -172,6 +176,15 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
       if (password.length > MAX_PASSWORD_LENGTH) throw new ValidationError('password', `must be at most ${MAX_PASSWORD_LENGTH} characters`);
       await accounts.updatePasswordHash(id, await passwords.hash(password));
       await endSessions(id, options);
+    },
+
+    /**
+     * A password change by the account's owner (account page, /me), who re-authenticated: set as
+     * setPassword does, and recorded as `password.change`.
+     */
+    async changePassword(id: string, password: string, by: AuditActor, options: { exceptSessionUid?: string | undefined } = {}): Promise<void> {
+      await this.setPassword(id, password, options);
+      await deps.audit.recordBy('password.change', id, by);
     },
 
     /**
@@ -216,34 +229,40 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
       if (before.active && !after.active) await endSessions(id);
       const fields = (['displayName', 'active', 'superuser', 'emailVerified'] as const).filter((k) => before[k] !== after[k]);
       if (fields.length) {
-        await deps.audit?.record({ type: after.active === before.active ? 'account.update' : after.active ? 'account.activate' : 'account.deactivate', actorId: by.actorId, subjectId: id, origin: by.origin, details: Object.fromEntries(fields.map((k) => [k, { before: before[k], after: after[k] }])) });
+        await deps.audit.record({ type: after.active === before.active ? 'account.update' : after.active ? 'account.activate' : 'account.deactivate', actorId: by.actorId, subjectId: id, origin: by.origin, details: Object.fromEntries(fields.map((k) => [k, { before: before[k], after: after[k] }])) });
       }
       return after;
     },
 
     /**
      * Erases an account (GDPR art. 17): its sessions and grants end, the row and everything
-     * hanging from it are deleted, so the email may register again. Audit rows are kept under a
-     * pseudonym by the caller (`pseudonymise`), which receives the erased record. The last active
-     * superuser cannot be erased.
+     * hanging from it are deleted, so the email may register again, and the audit rows by or
+     * about it are kept under a pseudonym without the email. One transaction: an erase cut
+     * short must not leave a deleted account whose email still sits in the audit trail, nor
+     * sessions of an account that is gone. The last active superuser cannot be erased.
+     * `account.erase` is recorded under the pseudonym.
      */
-    async erase(id: string, pseudonymise: (account: AccountRecord) => Promise<void>): Promise<AccountRecord> {
-      const account = await deps.accounts.transaction(async (repo) => {
+    async erase(id: string, by: AuditActor): Promise<{ account: AccountRecord; pseudonym: string }> {
+      const pseudonym = `erased:${randomUUID()}`;
+      const account = await deps.transact(async (trx) => {
+        const repo = deps.accounts.within(trx);
         const found = await repo.findById(id);
         if (!found) throw new NotFoundError(`account ${id}`);
         // Most accounts are no superuser: deleted at once, unless one became it meanwhile.
-        if (!(found.superuser && found.active) && (await repo.deleteUnlessActiveSuperuser(id))) return found;
-        const superusers = await repo.lockActiveSuperusers();
-        const current = await repo.findById(id);
-        if (!current) throw new NotFoundError(`account ${id}`);
-        assertNotLastSuperuser(current, superusers, 'deleted');
-        await repo.delete(id);
-        return current;
+        if (found.superuser && found.active || !(await repo.deleteUnlessActiveSuperuser(id))) {
+          const superusers = await repo.lockActiveSuperusers();
+          const current = await repo.findById(id);
+          if (!current) throw new NotFoundError(`account ${id}`);
+          assertNotLastSuperuser(current, superusers, 'deleted');
+          await repo.delete(id);
+        }
+        await deps.state.revokeByAccountId(id, {}, trx);
+        await deps.audit.pseudonymise(id, pseudonym, [found.email], trx);
+        return found;
       });
       await changed();
-      await endSessions(id);
-      await pseudonymise(account);
-      return account;
+      await deps.audit.recordBy('account.erase', pseudonym, by);
+      return { account, pseudonym };
     },
 
     /** Creates ADMIN_EMAIL as a superuser when no account has that email yet. */

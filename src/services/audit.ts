@@ -11,6 +11,17 @@ export interface RequestOrigin {
 export type AuditInput = Partial<Omit<NewAuditEvent, 'type'>> & { type: string; origin?: RequestOrigin };
 
 /**
+ * Who makes a change, as the service that makes it records it: the actor, the client it came
+ * through, the request's origin, and `via` (`api`) added to the details when the admin API did.
+ */
+export interface AuditActor {
+  actorId: string;
+  clientId?: string | null | undefined;
+  origin?: RequestOrigin | undefined;
+  via?: string | undefined;
+}
+
+/**
  * The audit trail: who did what, when, from where. Writing it must never break the action it
  * records, so a failed write is logged, not thrown. Details hold non-secret facts only.
  */
@@ -33,7 +44,14 @@ export function createAuditService(deps: { events: AuditEventsRepository; logger
         deps.logger.error('audit write failed', { type: input.type, err: String(err) });
       }
     },
+    /** Records `type` about `subjectId` by `by`: the event of a service that changed something. */
+    async recordBy(type: string, subjectId: string, by: AuditActor, details: Record<string, unknown> = {}): Promise<void> {
+      const all = by.via ? { ...details, via: by.via } : details;
+      await this.record({ type, subjectId, actorId: by.actorId, clientId: by.clientId ?? null, origin: by.origin, details: Object.keys(all).length ? all : null });
+    },
     list: deps.events.list,
+    get: deps.events.get,
+    pseudonymise: deps.events.pseudonymise,
   };
 }
 

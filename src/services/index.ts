@@ -17,8 +17,11 @@ import { createResourcesRepository } from '../repositories/resources.js';
 import { createRolesRepository } from '../repositories/roles.js';
 import { createSettingsRepository } from '../repositories/settings.js';
 import { createSigningKeysRepository } from '../repositories/signing-keys.js';
+import { createTransact } from '../repositories/transaction.js';
 import { createAccessService } from './access.js';
-import { createAccountTokenService } from './account-tokens.js';
+import { createAccountMail } from './account-mail.js';
+import { createAccountRecovery } from './account-recovery.js';
+import { createMailLinkService } from './mail-links.js';
 import { createAccountService } from './accounts.js';
 import { createAuditService } from './audit.js';
 import { createBootstrap } from './bootstrap.js';
@@ -28,6 +31,7 @@ import { createKeyService } from './keys.js';
 import { createMailer } from './mail.js';
 import { createMfaService } from './mfa.js';
 import { createPasswordHasher } from './passwords.js';
+import { createRegistration } from './registration.js';
 import { createLoginGuard, guardSettings } from './login-guard.js';
 import { createRateLimiting } from './rate-limits.js';
 import { createOrganizationService } from './organizations.js';
@@ -35,6 +39,7 @@ import { createPersonalAccessTokenService } from './personal-access-tokens.js';
 import { createResourceService } from './resources.js';
 import { createRoleService } from './roles.js';
 import { createSecrets } from './secrets.js';
+import { createSessionService } from './sessions.js';
 
 /** Every service over one database: what the server and the CLI share. */
 export function createServices(deps: { db: Db; config: Config; logger: Logger; changePollMs?: number }) {
@@ -42,6 +47,7 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
   const secrets = createSecrets(config.secret);
   const feed = createChangeFeed({ changes: createChangesRepository(db), logger, ...(deps.changePollMs ? { intervalMs: deps.changePollMs } : {}) });
   const state = createProviderStateRepository(db);
+  const transact = createTransact(db);
   const resourcesRepo = createResourcesRepository(db);
   const passwords = createPasswordHasher(config.argon2);
   const audit = createAuditService({ events: createAuditEventsRepository(db), logger });
@@ -56,18 +62,28 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
   const access = createAccessService({ roles: rolesRepo, orgs: orgsRepo, feed });
   const clients = createClientService({ clients: createClientsRepository(db), resources: resourcesRepo, secrets, feed });
   const keys = createKeyService({ keys: createSigningKeysRepository(db), secrets, feed });
+  const limits = rateLimits.limits;
+  const mailLinks = createMailLinkService({ tokens: createAccountTokensRepository(db) });
+  const organizations = createOrganizationService({ orgs: orgsRepo, roles, issuer: config.issuer, mailer, audit, feed });
+  const accountMail = createAccountMail({ issuer: config.issuer, mailer, tokens: mailLinks, limits });
+  const accounts = createAccountService({ accounts: createAccountsRepository(db), passwords, roles, state, audit, transact, requireVerifiedEmail: config.requireVerifiedEmail, feed });
   return {
     secrets,
     audit,
     rateLimits,
-    limits: rateLimits.limits,
+    limits,
     loginGuard: createLoginGuard({ counter: rateLimits.counter, settings: guardSettings(config.limits), onRejection: rateLimits.rejected }),
-    accountTokens: createAccountTokenService({ tokens: createAccountTokensRepository(db) }),
+    mailLinks,
     mailer,
+    // The self-service mails (verification, reset, invitation): one object for server and CLI.
+    accountMail,
     feed,
     state,
     passwords,
-    accounts: createAccountService({ accounts: createAccountsRepository(db), passwords, roles, state, audit, requireVerifiedEmail: config.requireVerifiedEmail, feed }),
+    accounts,
+    accountRecovery: createAccountRecovery({ accounts, links: mailLinks, audit }),
+    registration: createRegistration({ accounts, passwords, links: mailLinks, mail: accountMail, audit, organizations }),
+    sessions: createSessionService({ state, audit, transact }),
     clients,
     resources,
     keys,
@@ -76,7 +92,7 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
     mfa: createMfaService({ mfa: createMfaRepository(db), recoveryCodes: createRecoveryCodesRepository(db), secrets, audit, issuer: config.issuer }),
     changes: createChangesRepository(db),
     roles,
-    organizations: createOrganizationService({ orgs: orgsRepo, roles, issuer: config.issuer, mailer, audit, feed }),
+    organizations,
     access,
     // Its last-use times are flushed by the server's close().
     personalTokens: createPersonalAccessTokenService({ tokens: createPersonalAccessTokensRepository(db), orgs: orgsRepo, access, resources, issuer: config.issuer, maxTtlDays: config.patMaxTtlDays, audit, logger }),

@@ -65,7 +65,7 @@ function canonicalRecoveryCode(input: string): string | undefined {
  * recovery codes as HMACs; each TOTP step and each recovery code is accepted once, enforced by
  * conditional UPDATEs so that two concurrent uses of one code cannot both succeed.
  */
-export function createMfaService(deps: { mfa: MfaRepository; recoveryCodes: RecoveryCodesRepository; secrets: Secrets; audit?: AuditService; issuer: string; now?: () => number }) {
+export function createMfaService(deps: { mfa: MfaRepository; recoveryCodes: RecoveryCodesRepository; secrets: Secrets; audit: AuditService; issuer: string; now?: () => number }) {
   const { mfa, recoveryCodes, secrets } = deps;
   const issuerLabel = `Latch (${new URL(deps.issuer).host})`;
   const now = () => deps.now?.() ?? Date.now();
@@ -136,8 +136,8 @@ export function createMfaService(deps: { mfa: MfaRepository; recoveryCodes: Reco
       if (step === undefined) return undefined;
       if (!(await mfa.enable(accountId, step))) return undefined;
       const codes = await issueRecoveryCodes(accountId);
-      await deps.audit?.record({ type: 'mfa.enable', actorId: by.actorId, subjectId: accountId, origin: by.origin, details: { method: 'totp' } });
-      await deps.audit?.record({ type: 'mfa.recovery_codes', actorId: by.actorId, subjectId: accountId, origin: by.origin, details: { count: codes.length, reason: 'enrolment' } });
+      await deps.audit.record({ type: 'mfa.enable', actorId: by.actorId, subjectId: accountId, origin: by.origin, details: { method: 'totp' } });
+      await deps.audit.record({ type: 'mfa.recovery_codes', actorId: by.actorId, subjectId: accountId, origin: by.origin, details: { count: codes.length, reason: 'enrolment' } });
       return codes;
     },
 
@@ -164,7 +164,7 @@ export function createMfaService(deps: { mfa: MfaRepository; recoveryCodes: Reco
       const had = await isEnabled(accountId);
       await mfa.delete(accountId);
       await recoveryCodes.deleteAll(accountId);
-      if (had) await deps.audit?.record({ type: 'mfa.disable', actorId: by.actorId, subjectId: accountId, origin: by.origin });
+      if (had) await deps.audit.record({ type: 'mfa.disable', actorId: by.actorId, subjectId: accountId, origin: by.origin });
       return had;
     },
 
@@ -172,7 +172,7 @@ export function createMfaService(deps: { mfa: MfaRepository; recoveryCodes: Reco
     async regenerateRecoveryCodes(accountId: string, by: Actor): Promise<string[] | undefined> {
       if (!(await isEnabled(accountId))) return undefined;
       const codes = await issueRecoveryCodes(accountId);
-      await deps.audit?.record({ type: 'mfa.recovery_codes', actorId: by.actorId, subjectId: accountId, origin: by.origin, details: { count: codes.length, reason: 'regenerated' } });
+      await deps.audit.record({ type: 'mfa.recovery_codes', actorId: by.actorId, subjectId: accountId, origin: by.origin, details: { count: codes.length, reason: 'regenerated' } });
       return codes;
     },
   };

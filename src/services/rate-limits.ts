@@ -274,15 +274,3 @@ export function createRateLimiting(deps: { config: Pick<Config, 'limits' | 'rate
     },
   };
 }
-
-/** In-process limits (RATE_LIMIT_STORE=memory): exact for one process only. */
-export function createMemoryLimits(limits: Config['limits']): Limits {
-  const settings = limiterSettings(limits);
-  const counters = new Map<CounterName, Counter>();
-  const counter = (name: CounterName) => {
-    let c = counters.get(name);
-    if (!c) counters.set(name, (c = makeCounter(name, settings[name], new RateLimiterMemory({ keyPrefix: name, ...settings[name] }), undefined, () => undefined, async () => undefined)));
-    return c;
-  };
-  return limitsOver(counter);
-}

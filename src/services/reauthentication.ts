@@ -22,7 +22,7 @@ export interface ReauthenticationContext {
  * failure is audited like a failed sign-in.
  */
 export async function reauthenticate(
-  deps: { passwords: Pick<PasswordHasher, 'verify'>; mfa: Pick<MfaService, 'verify'>; audit: AuditService; loginGuard?: LoginGuard | undefined },
+  deps: { passwords: Pick<PasswordHasher, 'verify'>; mfa: Pick<MfaService, 'verify'>; audit: AuditService; loginGuard: LoginGuard },
   account: AccountRecord,
   credential: { password?: string | undefined; code?: string | undefined },
   at: ReauthenticationContext,
@@ -30,20 +30,20 @@ export async function reauthenticate(
   const password = credential.password ?? '';
   const code = (credential.code ?? '').trim();
   if (!password && !code) return { ok: false, reason: 'missing' };
-  const attempt = await deps.loginGuard?.begin(account.email, at.ip);
-  if (attempt && !attempt.allowed) return { ok: false, reason: 'locked', retryAfterSeconds: attempt.retryAfterSeconds };
+  const attempt = await deps.loginGuard.begin(account.email, at.ip);
+  if (!attempt.allowed) return { ok: false, reason: 'locked', retryAfterSeconds: attempt.retryAfterSeconds };
   let ok: boolean;
   try {
     ok = password ? Boolean(account.passwordHash) && (await deps.passwords.verify(account.passwordHash!, password)) : Boolean(await deps.mfa.verify(account.id, code));
   } catch (err) {
-    await attempt?.release();
+    await attempt.release();
     throw err;
   }
   if (ok) {
-    await attempt?.succeed();
+    await attempt.succeed();
     return { ok: true };
   }
-  for (const lock of (await attempt?.fail()) ?? []) {
+  for (const lock of await attempt.fail()) {
     await deps.audit.record({ type: 'login.lockout', subjectId: account.id, clientId: at.clientId, origin: at.origin, details: { ...lock } });
   }
   await deps.audit.record({ type: 'login.failure', actorId: account.id, subjectId: account.id, clientId: at.clientId, origin: at.origin, details: { reason: password ? 'invalid_credentials' : 'invalid_mfa_code', context: at.context } });

@@ -8,8 +8,8 @@ import { actorOf, principalOf } from '../../middleware/api-auth.js';
 import type { BodyValidators } from '../../middleware/api-body.js';
 import { invalid } from '../../middleware/api-problem.js';
 import type { Oidc } from '../../oidc/provider.js';
-import type { AuditEventsRepository } from '../../repositories/audit-events.js';
 import type { AccountMail } from '../../services/account-mail.js';
+import type { AuditService } from '../../services/audit.js';
 import { ValidationError } from '../../services/errors.js';
 import type { Services } from '../../services/index.js';
 
@@ -22,7 +22,7 @@ export interface ApiDeps {
   oidc: Oidc;
   mail: AccountMail;
   /** Audit queries with filters and the GDPR pseudonymisation (beyond AuditService's list). */
-  auditEvents: AuditEventsRepository;
+  auditEvents: Pick<AuditService, 'list' | 'get'>;
   /** The request-body schemas of openapi.yaml, compiled once. */
   bodies: BodyValidators;
 }
@@ -32,6 +32,9 @@ export interface ApiDeps {
 export async function auditChange(deps: ApiDeps, ctx: Koa.Context, type: string, subjectId: string, details: Record<string, unknown> = {}): Promise<void> {
   await deps.services.audit.record({ type, subjectId, ...actorOf(principalOf(ctx)), origin: originOf(ctx), details: { ...details, via: 'api' } });
 }
+
+/** The caller of an admin API request as the audit actor of the change a service makes for it. */
+export const byPrincipal = (ctx: Koa.Context) => ({ ...actorOf(principalOf(ctx)), origin: originOf(ctx), via: 'api' });
 
 /** Answers 201 with Location and the created resource (with its ETag). */
 export const locationOf = (deps: ApiDeps, path: string) => `${deps.config.issuer}/api/v1/${path}`;

@@ -12,8 +12,6 @@ import { bearerAuth } from '../../middleware/api-auth.js';
 import { createBodyValidators, loadOpenApi } from '../../middleware/api-body.js';
 import { problems, ProblemError } from '../../middleware/api-problem.js';
 import type { Oidc } from '../../oidc/provider.js';
-import { createAuditEventsRepository } from '../../repositories/audit-events.js';
-import { createAccountMail } from '../../services/account-mail.js';
 import type { Services } from '../../services/index.js';
 import { apiAudience } from './api-resource.js';
 import { auditEventRoutes } from './audit-events.js';
@@ -68,8 +66,8 @@ export function apiRoutes(deps: { config: Config; db: Db; logger: Logger; servic
   const spec = loadOpenApi();
   const api: ApiDeps = {
     ...deps,
-    mail: createAccountMail({ issuer: config.issuer, mailer: services.mailer, tokens: services.accountTokens, limits: services.limits }),
-    auditEvents: createAuditEventsRepository(deps.db),
+    mail: services.accountMail,
+    auditEvents: services.audit,
     bodies: createBodyValidators(spec.doc),
   };
   const assets = new Map(Object.entries(ASSETS).map(([name, a]) => [name, { body: readFileSync(join(swaggerDir, a.file)), type: a.type }]));

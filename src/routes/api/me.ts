@@ -10,7 +10,7 @@ import { ValidationError } from '../../services/errors.js';
 import { checkPasswordPolicy } from '../../services/password-policy.js';
 import { describePersonalAccessToken } from '../../services/personal-access-tokens.js';
 import { reauthenticate } from '../../services/reauthentication.js';
-import { auditChange, locationOf, type ApiDeps } from './common.js';
+import { byPrincipal, locationOf, type ApiDeps } from './common.js';
 import { describeUser, listGrants, listSessions, revokeGrant, revokeSession } from './users.js';
 
 /** The caller's account as the API shows it: the user view plus the organizations it belongs to. */
@@ -63,8 +63,7 @@ export function meRoutes(deps: ApiDeps): Router {
     if (!check.ok) throw invalid([{ field: 'current_password', message: 'is not your current password' }]);
     // Ends every session, grant and refresh token of the account (so the access token of this
     // call too, unless it is a personal access token): whoever knew the old password is out.
-    await services.accounts.setPassword(account.id, next);
-    await auditChange(deps, ctx, 'password.change', account.id);
+    await services.accounts.changePassword(account.id, next, byPrincipal(ctx));
     ctx.status = 204;
   });
 

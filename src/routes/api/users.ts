@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 
 import Router from '@koa/router';
 import type Koa from 'koa';
@@ -9,30 +9,14 @@ import { queryParam } from '../../middleware/api-input.js';
 import { checkIfMatch, cursorOf, paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
 import { invalid, notFound, type FieldError } from '../../middleware/api-problem.js';
 import type { AccountRecord } from '../../repositories/accounts.js';
-import { grantScopes } from '../../repositories/provider-state.js';
 import { describeAccount } from '../../services/accounts.js';
-import { auditChange, diff, isoOf, locationOf, type ApiDeps } from './common.js';
+import { describeGrant, describeSession } from '../../services/sessions.js';
+import { auditChange, byPrincipal, diff, locationOf, type ApiDeps } from './common.js';
 
 /** The API shape of a user: the account (never its hash) and its global roles. */
 export async function describeUser(deps: ApiDeps, a: AccountRecord) {
   const roles = (await deps.services.roles.rolesOf({ kind: 'account', id: a.id })).map((r) => r.name).sort();
   return { ...describeAccount(a), roles };
-}
-
-type Payload = Record<string, unknown>;
-
-export function describeSession(s: Payload) {
-  return {
-    id: String(s.uid),
-    created_at: isoOf(s.loginTs ?? s.iat),
-    expires_at: isoOf(s.exp),
-    client_ids: Object.keys((s.authorizations as Record<string, unknown> | undefined) ?? {}).sort(),
-  };
-}
-
-export function describeGrant(g: Payload) {
-  const resources = Object.keys((g.resources as Record<string, string> | undefined) ?? {}).sort();
-  return { id: String(g.jti), client_id: String(g.clientId), scopes: grantScopes(g), resources, created_at: isoOf(g.iat), expires_at: isoOf(g.exp) };
 }
 
 async function userOr404(deps: ApiDeps, id: string): Promise<AccountRecord> {
@@ -134,9 +118,7 @@ export function userRoutes(deps: ApiDeps): Router {
 
   router.delete('/users/:id', write, async (ctx) => {
     const account = await userOr404(deps, ctx.params.id!);
-    const pseudonym = `erased:${randomUUID()}`;
-    await services.accounts.erase(account.id, (a) => deps.auditEvents.pseudonymise(a.id, pseudonym, [a.email]));
-    await auditChange(deps, ctx, 'account.erase', pseudonym);
+    await services.accounts.erase(account.id, byPrincipal(ctx));
     ctx.status = 204;
   });
 
@@ -187,7 +169,7 @@ export function userRoutes(deps: ApiDeps): Router {
 /** One page of the account's sessions (the admin's /users/{id}/sessions and the user's /me/sessions). */
 export async function listSessions(deps: ApiDeps, ctx: Koa.Context, accountId: string): Promise<void> {
   const page = pageParams(ctx);
-  const sessions = (await deps.services.state.listByAccount('Session', accountId)).map(describeSession);
+  const sessions = (await deps.services.sessions.sessionsOf(accountId)).map(describeSession);
   const { items, next_cursor } = paginate(sessions, (s) => ({ at: s.created_at ?? '', id: s.id }), page);
   ctx.body = { data: items, next_cursor };
 }
@@ -195,22 +177,17 @@ export async function listSessions(deps: ApiDeps, ctx: Koa.Context, accountId: s
 /** One page of the account's grants. */
 export async function listGrants(deps: ApiDeps, ctx: Koa.Context, accountId: string): Promise<void> {
   const page = pageParams(ctx);
-  const grants = (await deps.services.state.listByAccount('Grant', accountId)).map(describeGrant);
+  const grants = (await deps.services.sessions.grantsOf(accountId)).map(describeGrant);
   const { items, next_cursor } = paginate(grants, (g) => ({ at: g.created_at ?? '', id: g.id }), page);
   ctx.body = { data: items, next_cursor };
 }
 
 /** Ends one of the account's sessions as logout does (404 for any other id). */
 export async function revokeSession(deps: ApiDeps, ctx: Koa.Context, accountId: string, sid: string): Promise<void> {
-  if (sid.length > 128 || !(await deps.services.state.endSession(accountId, sid))) throw notFound(`session ${sid}`);
-  await auditChange(deps, ctx, 'session.revoke', accountId, { session: sid });
+  if (!(await deps.services.sessions.end(accountId, sid, { ...byPrincipal(ctx), type: 'session.revoke' }))) throw notFound(`session ${sid}`);
 }
 
 /** Revokes one of the account's grants with every token issued under it. */
 export async function revokeGrant(deps: ApiDeps, ctx: Koa.Context, accountId: string, grantId: string): Promise<void> {
-  const grant = grantId.length <= 128 ? await deps.services.state.find('Grant', grantId) : undefined;
-  if (!grant || grant.accountId !== accountId) throw notFound(`grant ${grantId}`);
-  // The grant row and everything issued under it (JWT access tokens then fail verification).
-  await deps.services.state.revokeByGrantId(grantId);
-  await auditChange(deps, ctx, 'grant.revoke', accountId, { grant: grantId, client_id: grant.clientId });
+  if (!(await deps.services.sessions.revokeGrant(accountId, grantId, byPrincipal(ctx)))) throw notFound(`grant ${grantId}`);
 }

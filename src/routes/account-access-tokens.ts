@@ -4,7 +4,7 @@ import { originOf } from '../lib/request-origin.js';
 
 import { ValidationError } from '../services/errors.js';
 import { describePersonalAccessToken, PAT_NAME_MAX, type PersonalAccessTokenService } from '../services/personal-access-tokens.js';
-import type { AccountExtension, AccountKit, SignedIn } from './account.js';
+import type { AccountExtension, AccountKit, SignedIn } from './account-kit.js';
 
 const PATH = '/account/tokens';
 
@@ -55,7 +55,7 @@ const daysOf = (text: string | undefined): number | undefined => (text === undef
  * small GET form above it: no script needed), POST /account/tokens makes one and shows it once,
  * POST /account/tokens/revoke revokes one.
  */
-export function accountTokenPages(deps: { tokens: PersonalAccessTokenService }): AccountExtension {
+export function accountAccessTokenPages(deps: { tokens: PersonalAccessTokenService }): AccountExtension {
   const { tokens } = deps;
 
   return (kit: AccountKit) => {

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 
-import { epochSeconds } from '../db/knex.js';
+import { epochSeconds } from '../lib/time.js';
 import type { AccountTokenRecord, AccountTokensRepository, TokenPurpose } from '../repositories/account-tokens.js';
 
 /** Lifetimes of mailed links. */
@@ -16,7 +16,7 @@ const hash = (token: string) => createHash('sha256').update(token).digest('hex')
  * Single-use tokens for mailed links: 256 random bits, only their SHA-256 stored (they are
  * high-entropy, so a fast hash is enough and lookups stay indexed).
  */
-export function createAccountTokenService(deps: { tokens: AccountTokensRepository }) {
+export function createMailLinkService(deps: { tokens: AccountTokensRepository }) {
   const { tokens } = deps;
   return {
     async issue(purpose: TokenPurpose, target: { accountId: string | null; email: string | null; data?: Record<string, unknown> }): Promise<string> {
@@ -32,4 +32,4 @@ export function createAccountTokenService(deps: { tokens: AccountTokensRepositor
   };
 }
 
-export type AccountTokenService = ReturnType<typeof createAccountTokenService>;
+export type MailLinkService = ReturnType<typeof createMailLinkService>;

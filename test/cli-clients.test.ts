@@ -72,4 +72,15 @@ describe('latch clients create: what a client may be granted, and the notes it p
     expect(res.status, JSON.stringify(body)).to.equal(201);
     expect(body.scope.split(' ')).to.have.members(['orders:read', 'orders:write']);
   });
+
+  it('never gives a client an id that begins with "-" (an id is a CLI argument: `latch clients disable ID`)', async () => {
+    // One random base64url id in 64 begins with "-"; 300 clients find such an id with 99 % odds.
+    const ids: string[] = [];
+    for (let i = 0; i < 300; i++) ids.push((await srv.running.services.clients.create({ name: `Id ${i}`, grants: ['client_credentials'] })).client_id);
+    expect(ids.filter((id) => id.startsWith('-'))).to.deep.equal([]);
+    expect(new Set(ids).size).to.equal(300);
+    const last = ids[ids.length - 1]!;
+    const disabled = await srv.cli('clients', 'disable', last);
+    expect(disabled.code, disabled.stderr).to.equal(0);
+  });
 });

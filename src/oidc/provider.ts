@@ -10,6 +10,7 @@ import type { ProviderStateRepository } from '../repositories/provider-state.js'
 import type { AccessService } from '../services/access.js';
 import type { AccountService } from '../services/accounts.js';
 import type { AuditService } from '../services/audit.js';
+import { apiAudience } from '../services/bootstrap.js';
 import type { ChangeFeed } from '../services/change-feed.js';
 import type { ClientService } from '../services/clients.js';
 import type { KeyRing, KeyService } from '../services/keys.js';
@@ -92,8 +93,7 @@ const grantTtl = (config: Config) => Math.max(config.ttl.refreshToken, config.tt
 function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration, adapter: Configuration['adapter']): Configuration {
   const { config, render, logger } = deps;
   const isSuperuser = async (accountId: string) => (await deps.accounts.findForTokens(accountId))?.superuser === true;
-  // Latch's own API resource (apiAudience in routes/api/api-resource.ts; oidc/ never imports routes).
-  const adminApi = `${config.issuer}/api`;
+  const adminApi = apiAudience(config.issuer);
 
   const renderPage = async (ctx: Koa.Context, view: string, locals: Record<string, unknown> & { title: string }) => {
     ctx.type = 'html';

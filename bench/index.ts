@@ -11,7 +11,11 @@
  * on error or Ctrl-C.
  *
  *   npm run bench -- [--duration S] [--connections N] [--scenario NAME]... [--seed-rows]
- *                    [--workers N] [--scaling] [--json]
+ *                    [--workers N] [--scaling] [--json] [--short]
+ *
+ * `--short` is the form CI runs: a few seconds per scenario, no waiting for a quiet machine, one
+ * start-up timing; it exits 1 when any request failed or a scenario completed nothing, never
+ * because of a ratio (ratios on a shared CI machine are noise).
  *
  * PURGE_INTERVAL in the environment is passed on to Latch (to measure a purge under load).
  */
@@ -38,12 +42,16 @@ interface Options {
   workers: number;
   scaling: boolean;
   json: boolean;
+  short: boolean;
 }
 
 /** BENCH_NODE_ARGS (e.g. `--cpu-prof --cpu-prof-dir=prof`) is passed to both measured servers. */
 const PROFILE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
 
-const USAGE = 'usage: npm run bench -- [--duration SECONDS] [--connections N] [--scenario NAME]... [--seed-rows] [--workers N] [--scaling] [--json]';
+const USAGE = 'usage: npm run bench -- [--duration SECONDS] [--connections N] [--scenario NAME]... [--seed-rows] [--workers N] [--scaling] [--json] [--short]';
+
+/** `--short`: seconds per scenario unless --duration says otherwise. */
+const SHORT_DURATION = 2;
 
 class UsageError extends Error {}
 
@@ -62,6 +70,7 @@ function parseOptions(argv: string[]): Options {
         workers: { type: 'string' },
         scaling: { type: 'boolean' },
         json: { type: 'boolean' },
+        short: { type: 'boolean' },
       },
     }));
   } catch (err) {
@@ -77,13 +86,14 @@ function parseOptions(argv: string[]): Options {
     if (!(SCENARIOS as readonly string[]).includes(s)) throw new UsageError(`unknown --scenario "${s}" (one of ${SCENARIOS.join(', ')})`);
   }
   return {
-    duration: int(values.duration, 'duration', 10, 1, 3600),
+    duration: int(values.duration, 'duration', values.short ? SHORT_DURATION : 10, 1, 3600),
     connections: int(values.connections, 'connections', 10, 1, 1000),
     scenarios: SCENARIOS.filter((s) => scenarios.includes(s)),
     seedRows: values['seed-rows'] ?? false,
     workers: int(values.workers, 'workers', 1, 1, 64),
     scaling: values.scaling ?? false,
     json: values.json ?? false,
+    short: values.short ?? false,
   };
 }
 
@@ -96,13 +106,14 @@ const log = (s: string) => process.stderr.write(`${s}\n`);
  * --trace-opt on Latch, 238, 116, 37, 5, 1 compilations in successive 2 s windows. A shorter
  * warm-up charges that one-off cost to the first scenario measured, of the larger code base most.
  */
-const warmupSeconds = (duration: number) => Math.min(10, duration);
+const warmupSeconds = (opts: Pick<Options, 'duration' | 'short'>) => (opts.short ? 1 : Math.min(10, opts.duration));
 
 /**
  * This 2-core machine may be shared: before a measurement, waits (up to 30 s) until other
  * programs use less than 10% of its CPU for a whole second.
  */
-async function waitForQuietMachine(serverCpu: () => number): Promise<void> {
+async function waitForQuietMachine(serverCpu: () => number, opts: Pick<Options, 'short'>): Promise<void> {
+  if (opts.short) return;
   for (let second = 0; second < 30; second++) {
     const [busy0, server0, own0] = [machineBusyMs(), serverCpu(), process.cpuUsage()];
     await sleep(1000);
@@ -152,8 +163,8 @@ function combine(parts: { m: Measurement; cpu: number; own: number }[]): Measure
 /** Warm-up, then the measured run, on one server. */
 async function measure(run: Runner, opts: Options, pid: number, withPostgres: boolean): Promise<Measurement> {
   const serverCpu = serverCpuOf(pid, withPostgres);
-  await waitForQuietMachine(serverCpu);
-  await run(warmupSeconds(opts.duration));
+  await waitForQuietMachine(serverCpu, opts);
+  await run(warmupSeconds(opts));
   return combine([await segment(run, opts.duration, serverCpu)]);
 }
 
@@ -166,9 +177,9 @@ async function measure(run: Runner, opts: Options, pid: number, withPostgres: bo
 async function measurePair(latch: { run: Runner; pid: number }, bare: { run: Runner; pid: number }, opts: Options, withPostgres: boolean): Promise<[Measurement, Measurement]> {
   const latchCpu = serverCpuOf(latch.pid, withPostgres);
   const bareCpu = serverCpuOf(bare.pid, false);
-  await waitForQuietMachine(() => latchCpu() + bareCpu());
-  await latch.run(warmupSeconds(opts.duration));
-  await bare.run(warmupSeconds(opts.duration));
+  await waitForQuietMachine(() => latchCpu() + bareCpu(), opts);
+  await latch.run(warmupSeconds(opts));
+  await bare.run(warmupSeconds(opts));
   const turns = Math.max(2, Math.round(opts.duration));
   const seconds = opts.duration / turns;
   const l: Awaited<ReturnType<typeof segment>>[] = [];
@@ -219,7 +230,7 @@ async function passwordVerify(opts: Options): Promise<Measurement> {
   const op = async () => {
     if (!(await argon2.verify(hash, USER_PASSWORD))) throw new Error('argon2 verify failed');
   };
-  await loop(opts.connections, warmupSeconds(opts.duration), op);
+  await loop(opts.connections, warmupSeconds(opts), op);
   const cpu0 = process.cpuUsage();
   const m = await loop(opts.connections, opts.duration, op);
   const cpu = process.cpuUsage(cpu0);
@@ -311,10 +322,10 @@ async function main(): Promise<number> {
 
   try {
     const m = machine();
-    log(`bench: ${m.cpu}, ${m.cores} cores, ${m.memory_gb} GB, node ${m.node}; ${opts.duration} s per scenario (+${warmupSeconds(opts.duration)} s warm-up), ${opts.connections} connections`);
+    log(`bench: ${m.cpu}, ${m.cores} cores, ${m.memory_gb} GB, node ${m.node}; ${opts.duration} s per scenario (+${warmupSeconds(opts)} s warm-up), ${opts.connections} connections`);
 
     log('bench: Latch startup on an existing SQLite database');
-    const startup = await measureStartup(tmp);
+    const startup = await measureStartup(tmp, opts.short ? 1 : 3);
     log(`  startup_ms ${startup.median} (runs: ${startup.all.join(', ')})`);
 
     const httpNames = opts.scenarios.filter((s): s is ScenarioName => (HTTP_SCENARIOS as readonly string[]).includes(s));
@@ -423,7 +434,7 @@ async function main(): Promise<number> {
     } else {
       const out = [
         `machine: ${m.cpu}, ${m.cores} cores, ${m.memory_gb} GB RAM, node ${m.node} (${m.platform}); load average ${m.loadavg_1m_at_start} at start`,
-        `load: ${opts.duration} s per scenario after a ${warmupSeconds(opts.duration)} s warm-up, ${opts.connections} connections, loopback; Latch${opts.workers > 1 ? ` WEB_CONCURRENCY=${opts.workers}` : ''} on ${dbLabel}; p50/p99 are Latch's; CPU ms/op = server CPU time (all threads${dbLabel === 'postgres' ? '; Latch\'s includes PostgreSQL\'s' : ''}) per completed operation (password_verify: this process); CPU ratio = bare CPU ÷ Latch CPU per operation`,
+        `load: ${opts.duration} s per scenario after a ${warmupSeconds(opts)} s warm-up, ${opts.connections} connections, loopback; Latch${opts.workers > 1 ? ` WEB_CONCURRENCY=${opts.workers}` : ''} on ${dbLabel}; p50/p99 are Latch's; CPU ms/op = server CPU time (all threads${dbLabel === 'postgres' ? '; Latch\'s includes PostgreSQL\'s' : ''}) per completed operation (password_verify: this process); CPU ratio = bare CPU ÷ Latch CPU per operation`,
         '',
         table(rows, bareErrors),
         '',
@@ -443,6 +454,14 @@ async function main(): Promise<number> {
         out.push(`code_flow vs password_verify: ${(1000 / cf.rps).toFixed(2)} vs ${(1000 / password.rps).toFixed(2)} ms of wall time per operation at saturation (${(1000 / cf.rps - 1000 / password.rps).toFixed(2)} ms more)${more}; p50 ${cf.p50} vs ${password.p50} ms`);
       }
       process.stdout.write(`${out.join('\n')}\n`);
+    }
+    if (opts.short) {
+      // CI's check: every measured request of both servers answered as expected.
+      const failed = [...rows.map((r) => ({ who: `Latch ${r.name} (${r.db})`, errors: r.errors, ok: r.latch_rps > 0 })), ...[...bareResults].map(([name, b]) => ({ who: `bare ${name}`, errors: b.errors, ok: b.ok > 0 }))].filter((f) => f.errors > 0 || !f.ok);
+      if (failed.length) {
+        log(`bench: failed: ${failed.map((f) => `${f.who}: ${f.errors} errors${f.ok ? '' : ', nothing completed'}`).join('; ')}`);
+        return 1;
+      }
     }
     return 0;
   } finally {

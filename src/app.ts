@@ -8,6 +8,7 @@ import { createCsrf } from './middleware/csrf.js';
 import { errorHandler } from './middleware/errors.js';
 import { everyRequest } from './middleware/request.js';
 import { escapedErrorListener, type Oidc } from './oidc/provider.js';
+import { publishedDocuments } from './oidc/published-documents.js';
 import { accountRoutes, type Loopback } from './routes/account.js';
 import { accountInvitationPages } from './routes/account-invitations.js';
 import { accountOrganizationPages } from './routes/account-organizations.js';
@@ -70,9 +71,11 @@ export function createApp(deps: { config: Config; db: Db; logger: Logger; render
   // First: request id, security headers, the log line and HTTP metrics, draining (request.ts).
   app.use(everyRequest({ logger, lifecycle, observe: (o) => metrics.observeRequest(o) }));
   // Everything outside Latch's own first path segments is oidc-provider's: hand it over at
-  // once, so the token, JWKS and discovery hot paths do not try every router first.
+  // once, so the token endpoint's hot path does not try every router first. The JWKS and
+  // discovery are answered from bytes kept per Provider (oidc/published-documents.ts).
   const ownSegments = new Set(routers.flatMap((r) => r.stack.map((layer) => `/${String(layer.path).split('/')[1] ?? ''}`)));
-  app.use((ctx, next) => (ownSegments.has(`/${ctx.path.split('/')[1] ?? ''}`) ? next() : oidc.middleware(ctx, next)));
+  const providerRoutes = publishedDocuments(oidc);
+  app.use((ctx, next) => (ownSegments.has(`/${ctx.path.split('/')[1] ?? ''}`) ? next() : providerRoutes(ctx, next)));
   app.use(errorHandler({ logger, render }));
   for (const router of routers) {
     app.use(router.routes());

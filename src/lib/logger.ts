@@ -10,6 +10,11 @@ export interface Logger {
   warn(msg: string, fields?: Record<string, unknown>): void;
   info(msg: string, fields?: Record<string, unknown>): void;
   debug(msg: string, fields?: Record<string, unknown>): void;
+  /**
+   * The per-request line (middleware/request.ts) at info level, message "request". Loggers
+   * without it get `info('request', fields)`.
+   */
+  request?(fields: Record<string, unknown>): void;
 }
 
 /**
@@ -54,5 +59,9 @@ export function createLogger(level: LogLevel, write?: (line: string) => void): L
     if (fields) p[lvl](fields, msg);
     else p[lvl](msg);
   };
-  return { error: log('error'), warn: log('warn'), info: log('info'), debug: log('debug') };
+  // The request line's fields are fixed and never secret (method, route, path without its
+  // query, status, duration, ids): written on every request, it skips the redaction pass.
+  const requests = pino({ ...options, redact: undefined }, destination);
+  const request = requests.isLevelEnabled('info') ? (fields: Record<string, unknown>) => requests.info(fields, 'request') : () => undefined;
+  return { error: log('error'), warn: log('warn'), info: log('info'), debug: log('debug'), request };
 }

@@ -13,9 +13,16 @@ const matchedPattern = (ctx: Koa.Context): string | undefined => {
 
 const providerRoute = (ctx: Koa.Context): string | undefined => (ctx as Koa.Context & { oidc?: { route?: string } }).oidc?.route;
 
+/**
+ * `ctx.state[ROUTE_NAME]`: the name of an oidc-provider route answered without oidc-provider
+ * (oidc/published-documents.ts serves the JWKS and discovery from kept bytes), the same name
+ * oidc-provider gives it.
+ */
+export const ROUTE_NAME = Symbol('route name');
+
 /** oidc-provider's route name ("token"), else @koa/router's matched pattern ("/interaction/:uid"), else "other". */
 export function routeLabel(ctx: Koa.Context): string {
-  return providerRoute(ctx) ?? matchedPattern(ctx) ?? 'other';
+  return (ctx.state as Record<symbol, string | undefined>)[ROUTE_NAME] ?? providerRoute(ctx) ?? matchedPattern(ctx) ?? 'other';
 }
 
 /**

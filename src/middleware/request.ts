@@ -37,6 +37,7 @@ export interface RequestObservation {
  */
 export function everyRequest(deps: { logger: Logger; observe?: (o: RequestObservation) => void; lifecycle: { draining: boolean } }): Koa.Middleware {
   const { logger, observe, lifecycle } = deps;
+  const logLine = logger.request?.bind(logger) ?? ((fields: Record<string, unknown>) => logger.info('request', fields));
   return (ctx, next) => {
     const start = process.hrtime.bigint();
     const { req, res } = ctx;
@@ -57,16 +58,9 @@ export function everyRequest(deps: { logger: Logger; observe?: (o: RequestObserv
       const route = routeLabel(ctx);
       const status = res.statusCode;
       observe?.({ method, route, status, seconds });
-      logger.info('request', {
-        method,
-        route,
-        path: loggablePath(ctx),
-        status,
-        durationMs: Math.round(seconds * 1e6) / 1e3,
-        requestId,
-        remoteAddress,
-        ...(res.writableFinished ? {} : { aborted: true }),
-      });
+      const line: Record<string, unknown> = { method, route, path: loggablePath(ctx), status, durationMs: Math.round(seconds * 1e6) / 1e3, requestId, remoteAddress };
+      if (!res.writableFinished) line.aborted = true;
+      logLine(line);
     });
     return next();
   };

@@ -81,7 +81,7 @@ function assertNotLastSuperuser(account: AccountRecord, superusers: readonly str
 const TOKEN_VIEW_TTL_MS = 30_000;
 
 /** What accounts need of the role service: global roles by name, held, given and taken (each change audited). */
-export interface ImportRoles {
+export interface AccountRoles {
   find(kind: RoleKind, name: string): Promise<RoleRecord | undefined>;
   rolesOf(subject: Subject): Promise<RoleRecord[]>;
   assign(role: RoleRecord, subject: Subject, by: AuditActor): Promise<boolean>;
@@ -95,7 +95,7 @@ export interface ProvisionAccountInput extends CreateAccountInput {
   sendInvitation?: boolean | undefined;
 }
 
-export function createAccountService(deps: { accounts: AccountsRepository; passwords: PasswordHasher; roles: ImportRoles; mail: Pick<AccountMail, 'sendPasswordReset'>; state: ProviderStateRepository; audit: AuditService; transact: Transact; requireVerifiedEmail?: boolean; feed?: Pick<ChangeFeed, 'on' | 'publish'> }) {
+export function createAccountService(deps: { accounts: AccountsRepository; passwords: PasswordHasher; roles: AccountRoles; mail: Pick<AccountMail, 'sendPasswordReset'>; state: ProviderStateRepository; audit: AuditService; transact: Transact; requireVerifiedEmail?: boolean; feed?: Pick<ChangeFeed, 'on' | 'publish'> }) {
   const { passwords } = deps;
 
   /** An account as administrators see it (admin API, audit details): never the hash; its global role names. */

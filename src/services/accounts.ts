@@ -234,7 +234,6 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
     list: () => accounts.list(),
     /** One page of accounts, newest first, filtered in the database. */
     page: (request: PageRequest & { filters?: AccountFilters }) => accounts.page(request),
-    endSessions,
 
     /**
      * Sets a new password (argon2id) and ends every session and refresh token of the account:

@@ -1,3 +1,8 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import bcrypt from 'bcrypt';
 import { expect } from 'chai';
 
 import type { AuditEvent } from '../src/repositories/audit-events.js';
@@ -124,5 +129,28 @@ describe('admin changes are audited by the services, whoever calls them (admin A
     expect(update.after).to.deep.include({ name: 'Cli Audit' });
     // The account's own change event is still there, as before.
     expect((await only(user.id, 'account.update')).actorId).to.equal('cli');
+  });
+
+  it('latch users import / invite: account.import (counts) with role.assign for each imported holder, account.invite, via cli', async () => {
+    await h.cli('roles', 'create', '--name', 'imported-role');
+    const dir = mkdtempSync(join(tmpdir(), 'latch-audit-'));
+    try {
+      const file = join(dir, 'users.jsonl');
+      const hash = await bcrypt.hash('an imported passphrase', 10);
+      writeFileSync(file, [JSON.stringify({ email: 'imported@example.test', password_hash: hash, roles: ['imported-role'] }), 'not json'].join('\n'));
+      expect(await h.cli('users', 'import', file)).to.deep.include({ imported: 1, skipped: 1 });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const imports = await h.srv.running.services.audit.list({ type: 'account.import' });
+    expect(imports).to.have.length(1);
+    expect(byCli(imports[0]!)).to.deep.equal({ imported: 1, skipped: 1, via: 'cli' });
+    const imported = (await h.srv.running.services.accounts.findByEmail('imported@example.test'))!;
+    expect(byCli(await only(imported.id, 'role.assign'))).to.deep.include({ role_name: 'imported-role', holder_kind: 'user' });
+
+    await h.cli('users', 'invite', '--email', 'invited@example.test');
+    const invites = await h.srv.running.services.audit.list({ type: 'account.invite' });
+    expect(invites).to.have.length(1);
+    expect(byCli(invites[0]!)).to.deep.equal({ email: 'invited@example.test', via: 'cli' });
   });
 });

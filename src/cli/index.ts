@@ -62,7 +62,6 @@ const COMMANDS: Record<string, Command> = {
         throw new UsageError(`cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
       }
       const report = await services.accounts.importLines(text, CLI_ACTOR);
-      await services.audit.record({ type: 'account.import', actorId: 'cli', details: { imported: report.imported, skipped: report.skipped } });
       return report;
     },
   },
@@ -74,8 +73,7 @@ const COMMANDS: Record<string, Command> = {
       const email = checkEmail(required(values.email, 'email', u));
       if (config.registration === 'closed') throw new UsageError('REGISTRATION is closed: an invitation could not be used (set REGISTRATION=invite or open)');
       if (await services.accounts.findByEmail(email)) throw new ConflictError(`an account with email ${email} already exists`);
-      const invitation = await services.accountMail.sendInvitation(email, { invitedBy: 'cli' });
-      await services.audit.record({ type: 'account.invite', actorId: 'cli', details: { email } });
+      const invitation = await services.accountMail.sendInvitation(email, CLI_ACTOR);
       return { email: invitation.email, invitation_url: invitation.url, expires_at: invitation.expiresAt };
     },
   },

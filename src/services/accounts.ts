@@ -344,7 +344,8 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
     /**
      * Imports users from JSON Lines (`{"email","password_hash","name","email_verified","superuser","roles"}`)
      * with argon2, bcrypt ($2a$/$2b$/$2y$) or Django PBKDF2-SHA256 hashes, kept as they are until
-     * each user's next login rewrites them as argon2id.
+     * each user's next login rewrites them as argon2id. Recorded as `account.import` (the counts;
+     * the roles given as `role.assign`).
      */
     async importLines(text: string, by: AuditActor): Promise<ImportReport> {
       const report: ImportReport = { imported: 0, skipped: 0, errors: [] };
@@ -412,6 +413,7 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
         }
         if (unknown.length) report.errors.push({ line, reason: `unknown role${unknown.length === 1 ? '' : 's'} ${unknown.join(', ')} (imported without ${unknown.length === 1 ? 'it' : 'them'})` });
       }
+      await deps.audit.recordBy('account.import', null, by, { imported: report.imported, skipped: report.skipped });
       return report;
     },
   };

@@ -63,8 +63,8 @@ export function createAuditService(deps: { events: AuditEventsRepository; logger
         deps.logger.error('audit write failed', { type: input.type, err: String(err) });
       }
     },
-    /** Records `type` about `subjectId` by `by`: the event of a service that changed something. */
-    async recordBy(type: string, subjectId: string, by: AuditActor, details: Record<string, unknown> = {}): Promise<void> {
+    /** Records `type` about `subjectId` (null when it concerns no single record) by `by`: the event of a service that changed something. */
+    async recordBy(type: string, subjectId: string | null, by: AuditActor, details: Record<string, unknown> = {}): Promise<void> {
       const all = by.via ? { ...details, via: by.via } : details;
       await this.record({ type, subjectId, actorId: by.actorId, clientId: by.clientId ?? null, origin: by.origin, details: Object.keys(all).length ? all : null });
     },

@@ -65,7 +65,7 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
   const limits = rateLimits.limits;
   const mailLinks = createMailLinkService({ tokens: createAccountTokensRepository(db) });
   const organizations = createOrganizationService({ orgs: orgsRepo, roles, issuer: config.issuer, mailer, audit, feed });
-  const accountMail = createAccountMail({ issuer: config.issuer, mailer, tokens: mailLinks, limits });
+  const accountMail = createAccountMail({ issuer: config.issuer, mailer, tokens: mailLinks, limits, audit });
   const accounts = createAccountService({ accounts: createAccountsRepository(db), passwords, roles, mail: accountMail, state, audit, transact, requireVerifiedEmail: config.requireVerifiedEmail, feed });
   return {
     secrets,

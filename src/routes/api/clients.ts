@@ -7,8 +7,6 @@ import { describeApiClient } from '../../services/clients.js';
 import { ACCOUNT_CLIENT_ID } from '../account-session.js';
 import { byPrincipal, locationOf, type ApiDeps, withApiFields } from './common.js';
 
-export { describeApiClient };
-
 /** The client service names fields as the CLI flags; the API as RFC 7591 metadata. */
 const FIELD = { 'redirect-uri': 'redirect_uris', 'post-logout-redirect-uri': 'post_logout_redirect_uris', grant: 'grant_types', 'auth-method': 'token_endpoint_auth_method', 'jwks-uri': 'jwks_uri', 'web-origin': 'web_origins', resource: 'resources', scope: 'scope', name: 'name' } as Record<string, string>;
 

@@ -10,8 +10,6 @@ import { isUuid } from '../../services/organizations.js';
 import { apiKindOf, describeApiRole } from '../../services/roles.js';
 import { byPrincipal, locationOf, type ApiDeps, withApiFields } from './common.js';
 
-export { apiKindOf, describeApiRole };
-
 /**
  * The user or client a body names (`user_id` or `client_id`: the schema lets exactly one
  * through), when it exists; else an error on that field: who holds a role or a membership.

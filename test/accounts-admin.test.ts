@@ -2,7 +2,11 @@ import { randomUUID } from 'node:crypto';
 
 import { expect } from 'chai';
 
+import type { AuditActor } from '../src/services/audit.js';
 import { startApiHarness, type ApiHarness } from './helpers/api.js';
+
+/** The actor of changes a test makes through the services directly. */
+const BY: AuditActor = { actorId: 'test' };
 
 /** Fails unless the CLI refused with exactly one `latch: …` line on stderr and nothing on stdout. */
 async function oneLineFailure(h: ApiHarness, ...args: string[]): Promise<string> {
@@ -128,7 +132,7 @@ describe('accounts administered through the CLI and the admin API', function () 
       }
       // The same race inside one process, through the service, where PostgreSQL's row lock decides.
       const other = await h.cli('users', 'create', '--email', 'race-service@example.test', '--password', 'a racing superuser passphrase', '--superuser');
-      const results = await Promise.allSettled([h.srv.running.services.accounts.update(h.root.id, { superuser: false }), h.srv.running.services.accounts.update(other.id, { superuser: false })]);
+      const results = await Promise.allSettled([h.srv.running.services.accounts.update(h.root.id, { superuser: false }, BY), h.srv.running.services.accounts.update(other.id, { superuser: false }, BY)]);
       expect(results.map((r) => r.status).sort()).to.deep.equal(['fulfilled', 'rejected']);
       expect(((results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason as Error).message).to.contain('last active superuser');
       expect(await h.srv.running.db('accounts').where({ superuser: true, active: true }).select('id')).to.have.length(1);
@@ -170,7 +174,7 @@ describe('accounts administered through the CLI and the admin API', function () 
       await h.srv.running.db('accounts').insert(rows);
       const role = await h.cli('roles', 'create', '--name', 'pager-role');
       const holders = rows.filter((_, i) => i % 2 === 0);
-      for (const r of holders) await h.srv.running.services.roles.assign((await h.srv.running.services.roles.find('global', 'pager-role'))!, { kind: 'account', id: r.id });
+      for (const r of holders) await h.srv.running.services.roles.assign((await h.srv.running.services.roles.find('global', 'pager-role'))!, { kind: 'account', id: r.id }, BY);
       expect(role.name).to.equal('pager-role');
 
       const expected = (keep: (r: (typeof rows)[number]) => boolean) => rows.filter(keep).sort(newestFirst).map((r) => r.id);
@@ -213,11 +217,11 @@ describe('accounts administered through the CLI and the admin API', function () 
       const { db, services } = h.srv.running;
       const org = await services.organizations.create({ name: 'Paging Guild', slug: 'paging-guild', createdBy: 'test' });
       const memberRole = (await services.roles.find('organization', 'member'))!;
-      const holderRole = await services.roles.create({ name: 'paging-holder', kind: 'global' });
+      const holderRole = await services.roles.create({ name: 'paging-holder', kind: 'global' }, BY);
       const accounts = Array.from({ length: 6 }, () => ({ id: randomUUID(), email: `${randomUUID()}@members.example.test` }));
       await db('accounts').insert(accounts.map((a) => ({ ...a, password_hash: null, display_name: null, email_verified: false, active: true, superuser: false, created_at: '2026-02-01T00:00:00.000Z', updated_at: '2026-02-01T00:00:00.000Z' })));
       const clients: string[] = [];
-      for (let i = 0; i < 3; i++) clients.push((await services.clients.create({ name: `pager ${i}`, grants: ['client_credentials'] })).client_id);
+      for (let i = 0; i < 3; i++) clients.push((await services.clients.create({ name: `pager ${i}`, grants: ['client_credentials'] }, BY)).client_id);
       // Three instants, three subjects each: accounts and clients mixed within an instant.
       const subjects = [...accounts.map((a) => ({ kind: 'account' as const, id: a.id })), ...clients.map((id) => ({ kind: 'client' as const, id }))];
       const at = (i: number) => new Date(Date.UTC(2026, 1, 1, 0, 0, i % 3)).toISOString();

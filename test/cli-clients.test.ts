@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import * as oidc from 'openid-client';
 
+import { CLI_ACTOR } from '../src/services/audit.js';
 import { Agent, authorize } from './helpers/agent.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
@@ -76,7 +77,7 @@ describe('latch clients create: what a client may be granted, and the notes it p
   it('never gives a client an id that begins with "-" (an id is a CLI argument: `latch clients disable ID`)', async () => {
     // One random base64url id in 64 begins with "-"; 300 clients find such an id with 99 % odds.
     const ids: string[] = [];
-    for (let i = 0; i < 300; i++) ids.push((await srv.running.services.clients.create({ name: `Id ${i}`, grants: ['client_credentials'] })).client_id);
+    for (let i = 0; i < 300; i++) ids.push((await srv.running.services.clients.create({ name: `Id ${i}`, grants: ['client_credentials'] }, CLI_ACTOR)).client_id);
     expect(ids.filter((id) => id.startsWith('-'))).to.deep.equal([]);
     expect(new Set(ids).size).to.equal(300);
     const last = ids[ids.length - 1]!;

@@ -12,6 +12,7 @@ import { migrateLatest } from '../src/db/migrate.js';
 import { createLogger } from '../src/lib/logger.js';
 import type { OrganizationRecord } from '../src/repositories/organizations.js';
 import type { Subject } from '../src/repositories/roles.js';
+import type { AuditActor } from '../src/services/audit.js';
 import { ConflictError, NotFoundError, ValidationError } from '../src/services/errors.js';
 import { createServices, type Services } from '../src/services/index.js';
 import { splitPermission } from '../src/services/roles.js';
@@ -38,6 +39,9 @@ const count = async (db: Db, table: string, where: Record<string, unknown>) => N
 
 const scopes = (set: Set<string> | undefined) => [...(set ?? [])].sort();
 
+/** The actor of changes a test makes through the services directly. */
+const BY: AuditActor = { actorId: 'test' };
+
 describe('roles, organizations and access (services on a real database)', () => {
   let database: TestDatabase;
   let dataDir: string;
@@ -51,7 +55,7 @@ describe('roles, organizations and access (services on a real database)', () => 
     return { id: a.id, email: a.email, subject: { kind: 'account', id: a.id } as Subject };
   };
   const client = async (label: string) => {
-    const c = await services.clients.create({ name: `${label} ${++n}`, grants: ['client_credentials'] });
+    const c = await services.clients.create({ name: `${label} ${++n}`, grants: ['client_credentials'] }, BY);
     return { id: c.client_id, subject: { kind: 'client', id: c.client_id } as Subject };
   };
   const org = (slug: string, owner?: Subject) => services.organizations.create({ name: `Org ${slug}`, slug, owner, createdBy: 'test' });
@@ -63,8 +67,8 @@ describe('roles, organizations and access (services on a real database)', () => 
     db = openDatabase(config.database);
     await migrateLatest(db);
     services = createServices({ db, config, logger: createLogger('error') });
-    await services.resources.create({ identifier: API, scopes: ['read', 'write', 'invoices', 'admin'], rbac: true });
-    await services.resources.create({ identifier: 'urn:other:api', scopes: ['x', 'y'], rbac: true });
+    await services.resources.create({ identifier: API, scopes: ['read', 'write', 'invoices', 'admin'], rbac: true }, BY);
+    await services.resources.create({ identifier: 'urn:other:api', scopes: ['x', 'y'], rbac: true }, BY);
   });
   after(async () => {
     await db.destroy();
@@ -82,25 +86,25 @@ describe('roles, organizations and access (services on a real database)', () => 
         expect(r.permissions, r.name).to.deep.equal([]);
       }
       expect(await services.roles.list('global')).to.deep.equal([]);
-      await rejection(services.roles.delete(orgRoles[0]!), ConflictError);
-      await rejection(services.roles.update(orgRoles.find((r) => r.name === 'owner')!, { name: 'boss' }), ConflictError);
+      await rejection(services.roles.delete(orgRoles[0]!, BY), ConflictError);
+      await rejection(services.roles.update(orgRoles.find((r) => r.name === 'owner')!, { name: 'boss' }, BY), ConflictError);
     });
 
     it('keeps names unique per kind: the same name may be a global and an organization role', async () => {
-      const g = await services.roles.create({ name: 'auditor', kind: 'global', description: '  Reads the logs  ' });
-      const o = await services.roles.create({ name: 'auditor', kind: 'organization' });
+      const g = await services.roles.create({ name: 'auditor', kind: 'global', description: '  Reads the logs  ' }, BY);
+      const o = await services.roles.create({ name: 'auditor', kind: 'organization' }, BY);
       expect(g.id).to.not.equal(o.id);
       expect(g).to.include({ kind: 'global', name: 'auditor', description: 'Reads the logs', builtin: false });
       expect(o).to.include({ kind: 'organization', name: 'auditor', description: null });
-      await rejection(services.roles.create({ name: 'auditor', kind: 'global' }), ConflictError);
-      await rejection(services.roles.create({ name: 'auditor', kind: 'organization' }), ConflictError);
-      await rejection(services.roles.create({ name: 'owner', kind: 'organization' }), ConflictError);
+      await rejection(services.roles.create({ name: 'auditor', kind: 'global' }, BY), ConflictError);
+      await rejection(services.roles.create({ name: 'auditor', kind: 'organization' }, BY), ConflictError);
+      await rejection(services.roles.create({ name: 'owner', kind: 'organization' }, BY), ConflictError);
       // 'owner' is taken only among organization roles.
-      const globalOwner = await services.roles.create({ name: 'owner', kind: 'global' });
+      const globalOwner = await services.roles.create({ name: 'owner', kind: 'global' }, BY);
       expect(globalOwner.kind).to.equal('global');
-      await rejection(services.roles.create({ name: 'bad name', kind: 'global' }), ValidationError);
-      await rejection(services.roles.create({ name: '', kind: 'global' }), ValidationError);
-      await services.roles.delete(globalOwner);
+      await rejection(services.roles.create({ name: 'bad name', kind: 'global' }, BY), ValidationError);
+      await rejection(services.roles.create({ name: '', kind: 'global' }, BY), ValidationError);
+      await services.roles.delete(globalOwner, BY);
       expect(await services.roles.find('global', 'owner')).to.equal(undefined);
     });
 
@@ -112,23 +116,23 @@ describe('roles, organizations and access (services on a real database)', () => 
     });
 
     it('resolves a permission on a resource whose identifier has colons (port, path)', async () => {
-      await services.resources.create({ identifier: PORTED, scopes: ['read', 'write'], rbac: true });
-      const r = await services.roles.create({ name: 'order-reader', kind: 'global', permissions: [`${PORTED}:read`] });
+      await services.resources.create({ identifier: PORTED, scopes: ['read', 'write'], rbac: true }, BY);
+      const r = await services.roles.create({ name: 'order-reader', kind: 'global', permissions: [`${PORTED}:read`] }, BY);
       expect(r.permissions).to.deep.equal([{ resource: PORTED, scope: 'read' }]);
       // Also registered: the identifier up to the previous colon, with a scope that would match
       // a cut there ("orders:read"). The last colon still decides.
-      await services.resources.create({ identifier: 'https://api.example.com:8443/v1', scopes: ['orders:read'], rbac: true });
-      const again = await services.roles.create({ name: 'order-reader-2', kind: 'global', permissions: [`${PORTED}:read`] });
+      await services.resources.create({ identifier: 'https://api.example.com:8443/v1', scopes: ['orders:read'], rbac: true }, BY);
+      const again = await services.roles.create({ name: 'order-reader-2', kind: 'global', permissions: [`${PORTED}:read`] }, BY);
       expect(again.permissions).to.deep.equal([{ resource: PORTED, scope: 'read' }]);
       // The same text cut at the first colon would name resource "https" and could not resolve.
-      const granted = await services.roles.grant(r, [`${PORTED}:write`, { resource: API, scope: 'read' }]);
+      const granted = await services.roles.grant(r, [`${PORTED}:write`, { resource: API, scope: 'read' }], BY);
       // Sorted by resource identifier, then scope ("...example.com..." before "...example.test").
       expect(granted.permissions).to.deep.equal([
         { resource: PORTED, scope: 'read' },
         { resource: PORTED, scope: 'write' },
         { resource: API, scope: 'read' },
       ]);
-      const revoked = await services.roles.revoke(granted, [`${PORTED}:read`]);
+      const revoked = await services.roles.revoke(granted, [`${PORTED}:read`], BY);
       expect(revoked.permissions).to.deep.equal([
         { resource: PORTED, scope: 'write' },
         { resource: API, scope: 'read' },
@@ -136,16 +140,16 @@ describe('roles, organizations and access (services on a real database)', () => 
     });
 
     it('refuses an unknown resource, an unregistered scope, a malformed permission and an empty grant', async () => {
-      const e1 = await rejection(services.roles.create({ name: 'ghost', kind: 'global', permissions: ['https://unknown.example.test:read'] }), ValidationError);
+      const e1 = await rejection(services.roles.create({ name: 'ghost', kind: 'global', permissions: ['https://unknown.example.test:read'] }, BY), ValidationError);
       expect(e1.field).to.equal('permission');
-      const e2 = await rejection(services.roles.create({ name: 'ghost', kind: 'global', permissions: [`${API}:delete`] }), ValidationError);
+      const e2 = await rejection(services.roles.create({ name: 'ghost', kind: 'global', permissions: [`${API}:delete`] }, BY), ValidationError);
       expect(e2.detail).to.contain('delete');
-      await rejection(services.roles.create({ name: 'ghost', kind: 'global', permissions: ['no-colon'] }), ValidationError);
+      await rejection(services.roles.create({ name: 'ghost', kind: 'global', permissions: ['no-colon'] }, BY), ValidationError);
       // Nothing was created by the refused calls.
       expect(await services.roles.find('global', 'ghost')).to.equal(undefined);
-      const role = await services.roles.create({ name: 'ghost', kind: 'global' });
-      await rejection(services.roles.grant(role, []), ValidationError);
-      await rejection(services.roles.grant(role, [`${API}:nope`]), ValidationError);
+      const role = await services.roles.create({ name: 'ghost', kind: 'global' }, BY);
+      await rejection(services.roles.grant(role, [], BY), ValidationError);
+      await rejection(services.roles.grant(role, [`${API}:nope`], BY), ValidationError);
       expect((await services.roles.get('global', 'ghost')).permissions).to.deep.equal([]);
       await rejection(services.roles.get('global', 'nobody'), NotFoundError);
     });
@@ -153,18 +157,18 @@ describe('roles, organizations and access (services on a real database)', () => 
     it('assigns global roles to accounts and clients, never an organization role', async () => {
       const a = await account('holder');
       const c = await client('Holder');
-      const role = await services.roles.create({ name: 'holder-role', kind: 'global' });
-      expect(await services.roles.assign(role, a.subject)).to.equal(true);
-      expect(await services.roles.assign(role, a.subject)).to.equal(false);
-      expect(await services.roles.assign(role, c.subject)).to.equal(true);
+      const role = await services.roles.create({ name: 'holder-role', kind: 'global' }, BY);
+      expect(await services.roles.assign(role, a.subject, BY)).to.equal(true);
+      expect(await services.roles.assign(role, a.subject, BY)).to.equal(false);
+      expect(await services.roles.assign(role, c.subject, BY)).to.equal(true);
       expect((await services.roles.holders(role)).map((s) => `${s.kind}:${s.id}`).sort()).to.deep.equal([`account:${a.id}`, `client:${c.id}`].sort());
       const member = (await services.roles.find('organization', 'member'))!;
-      const e = await rejection(services.roles.assign(member, a.subject), ValidationError);
+      const e = await rejection(services.roles.assign(member, a.subject, BY), ValidationError);
       expect(e.field).to.equal('role');
-      await rejection(services.roles.assign((await services.roles.find('organization', 'auditor'))!, c.subject), ValidationError);
+      await rejection(services.roles.assign((await services.roles.find('organization', 'auditor'))!, c.subject, BY), ValidationError);
       expect(await count(db, 'role_assignments', { role_id: member.id })).to.equal(0);
-      expect(await services.roles.unassign(role, a.subject)).to.equal(true);
-      expect(await services.roles.unassign(role, a.subject)).to.equal(false);
+      expect(await services.roles.unassign(role, a.subject, BY)).to.equal(true);
+      expect(await services.roles.unassign(role, a.subject, BY)).to.equal(false);
       expect((await services.roles.holders(role)).map((s) => s.id)).to.deep.equal([c.id]);
     });
   });
@@ -198,7 +202,7 @@ describe('roles, organizations and access (services on a real database)', () => 
       await rejection(services.organizations.updateMember(o, a.subject, 'holder-role', 'test'), ValidationError);
       expect((await services.organizations.membership(o.id, a.subject))!.role).to.equal('auditor');
       // An organization role still held through a membership cannot be deleted.
-      await rejection(services.roles.delete((await services.roles.find('organization', 'auditor'))!), ConflictError);
+      await rejection(services.roles.delete((await services.roles.find('organization', 'auditor'))!, BY), ConflictError);
       expect(await services.roles.find('organization', 'auditor')).to.not.equal(undefined);
     });
 
@@ -269,11 +273,11 @@ describe('roles, organizations and access (services on a real database)', () => 
   describe('access (what tokens carry)', () => {
     it('gives sorted global roles, the union of their permissions, and organization roles with their own permissions', async () => {
       const a = await account('user');
-      const zeta = await services.roles.create({ name: 'zeta', kind: 'global', permissions: [`${API}:write`, 'urn:other:api:x'] });
-      const alpha = await services.roles.create({ name: 'alpha', kind: 'global', permissions: [`${API}:read`, `${API}:write`] });
-      await services.roles.assign(zeta, a.subject);
-      await services.roles.assign(alpha, a.subject);
-      await services.roles.create({ name: 'billing', kind: 'organization', permissions: [`${API}:invoices`] });
+      const zeta = await services.roles.create({ name: 'zeta', kind: 'global', permissions: [`${API}:write`, 'urn:other:api:x'] }, BY);
+      const alpha = await services.roles.create({ name: 'alpha', kind: 'global', permissions: [`${API}:read`, `${API}:write`] }, BY);
+      await services.roles.assign(zeta, a.subject, BY);
+      await services.roles.assign(alpha, a.subject, BY);
+      await services.roles.create({ name: 'billing', kind: 'organization', permissions: [`${API}:invoices`] }, BY);
       const billingOrg = await org('billing-org');
       const viewerOrg = await org('viewer-org');
       const strangerOrg = await org('stranger-org');
@@ -302,8 +306,8 @@ describe('roles, organizations and access (services on a real database)', () => 
 
     it('gives a client its global roles and memberships', async () => {
       const c = await client('Worker');
-      const role = await services.roles.create({ name: 'worker', kind: 'global', permissions: ['urn:other:api:y'] });
-      await services.roles.assign(role, c.subject);
+      const role = await services.roles.create({ name: 'worker', kind: 'global', permissions: ['urn:other:api:y'] }, BY);
+      await services.roles.assign(role, c.subject, BY);
       const o = await org('worker-org');
       await services.organizations.addMember(o, c.subject, 'member', 'test');
       const access = await services.access.of(c.subject);
@@ -315,18 +319,18 @@ describe('roles, organizations and access (services on a real database)', () => 
 
     it('sees a change made in this process at once', async () => {
       const a = await account('same-process');
-      const role = await services.roles.create({ name: 'same-process', kind: 'global' });
-      await services.roles.assign(role, a.subject);
+      const role = await services.roles.create({ name: 'same-process', kind: 'global' }, BY);
+      await services.roles.assign(role, a.subject, BY);
       expect(scopes((await services.access.of(a.subject)).permissions.get(API))).to.deep.equal([]);
-      await services.roles.grant(role, [`${API}:admin`]);
+      await services.roles.grant(role, [`${API}:admin`], BY);
       expect(scopes((await services.access.of(a.subject)).permissions.get(API))).to.deep.equal(['admin']);
       const o = await org('same-process');
       await services.organizations.addMember(o, a.subject, 'member', 'test');
       expect((await services.access.of(a.subject)).organizations.get(o.id)?.role).to.equal('member');
       // An organization role's permissions are cached apart: a grant to it is seen too.
-      await services.roles.grant((await services.roles.get('organization', 'member'))!, [`${API}:read`]);
+      await services.roles.grant((await services.roles.get('organization', 'member'))!, [`${API}:read`], BY);
       expect(scopes((await services.access.of(a.subject)).organizations.get(o.id)?.permissions.get(API))).to.deep.equal(['read']);
-      await services.roles.revoke((await services.roles.get('organization', 'member'))!, [`${API}:read`]);
+      await services.roles.revoke((await services.roles.get('organization', 'member'))!, [`${API}:read`], BY);
       expect(scopes((await services.access.of(a.subject)).organizations.get(o.id)?.permissions.get(API))).to.deep.equal([]);
     });
 
@@ -335,14 +339,14 @@ describe('roles, organizations and access (services on a real database)', () => 
       const other = createServices({ db, config, logger: createLogger('error') });
       await other.feed.pollNow(); // everything recorded so far is now applied there
       const a = await account('remote');
-      const role = await services.roles.create({ name: 'remote', kind: 'global' });
-      await services.roles.assign(role, a.subject);
+      const role = await services.roles.create({ name: 'remote', kind: 'global' }, BY);
+      await services.roles.assign(role, a.subject, BY);
       await other.feed.pollNow();
       const before = await other.access.of(a.subject);
       expect(before.roles).to.deep.equal(['remote']);
       expect(scopes(before.permissions.get(API))).to.deep.equal([]);
 
-      await services.roles.grant(role, [`${API}:read`]);
+      await services.roles.grant(role, [`${API}:read`], BY);
       const o = await org('remote-org');
       await services.organizations.addMember(o, a.subject, 'admin', 'test');
       // Until its feed runs, the other process answers from its cache.
@@ -352,7 +356,7 @@ describe('roles, organizations and access (services on a real database)', () => 
       expect(scopes(after.permissions.get(API))).to.deep.equal(['read']);
       expect(after.organizations.get(o.id)?.role).to.equal('admin');
 
-      await services.roles.unassign(role, a.subject);
+      await services.roles.unassign(role, a.subject, BY);
       await other.feed.pollNow();
       expect((await other.access.of(a.subject)).roles).to.deep.equal([]);
     });
@@ -470,14 +474,14 @@ describe('roles, organizations and access (services on a real database)', () => 
     it('deleting a client removes its role assignments and memberships', async () => {
       const c = await client('Ephemeral');
       const keep = await client('Keeper');
-      const role = await services.roles.create({ name: 'ephemeral', kind: 'global' });
-      await services.roles.assign(role, c.subject);
-      await services.roles.assign(role, keep.subject);
+      const role = await services.roles.create({ name: 'ephemeral', kind: 'global' }, BY);
+      await services.roles.assign(role, c.subject, BY);
+      await services.roles.assign(role, keep.subject, BY);
       const o = await org('ephemeral-org');
       await services.organizations.addMember(o, c.subject, 'member', 'test');
       await services.organizations.addMember(o, keep.subject, 'member', 'test');
       expect((await services.access.of(c.subject)).roles).to.deep.equal(['ephemeral']);
-      expect(await services.clients.delete(c.id)).to.equal(true);
+      expect(await services.clients.delete(c.id, BY)).to.equal(true);
       expect(await count(db, 'role_assignments', { client_id: c.id })).to.equal(0);
       expect(await count(db, 'organization_members', { client_id: c.id })).to.equal(0);
       expect((await services.roles.holders(role)).map((s) => s.id)).to.deep.equal([keep.id]);
@@ -513,11 +517,11 @@ describe('migration 20261123030000_rbac', () => {
       for (const t of TABLES) expect(await db.schema.hasTable(t), t).to.equal(true);
       expect(await db.schema.hasColumn('resource_servers', 'rbac')).to.equal(true);
       const services = createServices({ db, config, logger: createLogger('error') });
-      await services.resources.create({ identifier: 'urn:kept:api', scopes: ['a', 'b'], rbac: true });
-      const c = await services.clients.create({ name: 'Kept', grants: ['client_credentials'], resources: ['urn:kept:api'] });
+      await services.resources.create({ identifier: 'urn:kept:api', scopes: ['a', 'b'], rbac: true }, BY);
+      const c = await services.clients.create({ name: 'Kept', grants: ['client_credentials'], resources: ['urn:kept:api'] }, BY);
       const a = await services.accounts.create({ email: 'kept@example.test', password: PASSWORD });
-      const role = await services.roles.create({ name: 'r', kind: 'global', permissions: ['urn:kept:api:a'] });
-      await services.roles.assign(role, { kind: 'client', id: c.client_id });
+      const role = await services.roles.create({ name: 'r', kind: 'global', permissions: ['urn:kept:api:a'] }, BY);
+      await services.roles.assign(role, { kind: 'client', id: c.client_id }, BY);
       await services.organizations.create({ name: 'Org', slug: 'org', owner: { kind: 'account', id: a.id }, createdBy: 'test' });
 
       // Roll back down to (and including) the rbac migration, whatever came after it.
@@ -543,7 +547,7 @@ describe('migration 20261123030000_rbac', () => {
       expect(await again.roles.list('global')).to.deep.equal([]);
       expect((await again.clients.findById(c.client_id))?.resources).to.deep.equal(['urn:kept:api']);
       // And it works: a role on the kept resource, an organization with its owner.
-      await again.roles.create({ name: 'r', kind: 'global', permissions: ['urn:kept:api:b'] });
+      await again.roles.create({ name: 'r', kind: 'global', permissions: ['urn:kept:api:b'] }, BY);
       const o = await again.organizations.create({ name: 'Org', slug: 'org', owner: { kind: 'account', id: a.id }, createdBy: 'test' });
       expect((await again.organizations.members(o.id)).map((m) => m.role)).to.deep.equal(['owner']);
     } finally {

@@ -7,6 +7,7 @@ import { migrateLatest } from '../db/migrate.js';
 import { createLogger } from '../lib/logger.js';
 import type { ClientRecord } from '../repositories/clients.js';
 import { checkEmail, describeAccount } from '../services/accounts.js';
+import { CLI_ACTOR } from '../services/audit.js';
 import { apiAudience } from '../services/bootstrap.js';
 import { describeClient } from '../services/clients.js';
 import { AppError, ConflictError, NotFoundError, ValidationError } from '../errors/index.js';
@@ -28,8 +29,7 @@ const COMMANDS: Record<string, Command> = {
     async run({ args, services }) {
       const u = this.usage;
       const { values } = parse(args, { email: { type: 'string' }, password: { type: 'string' }, name: { type: 'string' }, superuser: { type: 'boolean' }, 'email-verified': { type: 'boolean' }, 'allow-weak-password': { type: 'boolean' } }, u);
-      const account = await services.accounts.create({ email: required(values.email, 'email', u), password: required(values.password, 'password', u), name: values.name, superuser: values.superuser ?? false, emailVerified: values['email-verified'] ?? false, allowWeakPassword: values['allow-weak-password'] ?? false });
-      await services.audit.record({ type: 'account.create', actorId: 'cli', subjectId: account.id });
+      const account = await services.accounts.provision({ email: required(values.email, 'email', u), password: required(values.password, 'password', u), name: values.name, superuser: values.superuser ?? false, emailVerified: values['email-verified'] ?? false, allowWeakPassword: values['allow-weak-password'] ?? false }, CLI_ACTOR);
       return describeAccount(account);
     },
   },
@@ -47,7 +47,7 @@ const COMMANDS: Record<string, Command> = {
       const email = required(values.email, 'email', u);
       const account = await services.accounts.findByEmail(email);
       if (!account) throw new NotFoundError(`account ${email}`);
-      const updated = await services.accounts.update(account.id, { active: bool(values.active, 'active'), superuser: bool(values.superuser, 'superuser'), name: values.name, emailVerified: bool(values['email-verified'], 'email-verified') });
+      const updated = await services.accounts.adminUpdate(account.id, { active: bool(values.active, 'active'), superuser: bool(values.superuser, 'superuser'), name: values.name, emailVerified: bool(values['email-verified'], 'email-verified') }, CLI_ACTOR);
       return describeAccount(updated);
     },
   },
@@ -61,8 +61,7 @@ const COMMANDS: Record<string, Command> = {
       } catch (err) {
         throw new UsageError(`cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
       }
-      const report = await services.accounts.importLines(text);
-      await services.audit.record({ type: 'account.import', actorId: 'cli', details: { imported: report.imported, skipped: report.skipped } });
+      const report = await services.accounts.importLines(text, CLI_ACTOR);
       return report;
     },
   },
@@ -74,8 +73,7 @@ const COMMANDS: Record<string, Command> = {
       const email = checkEmail(required(values.email, 'email', u));
       if (config.registration === 'closed') throw new UsageError('REGISTRATION is closed: an invitation could not be used (set REGISTRATION=invite or open)');
       if (await services.accounts.findByEmail(email)) throw new ConflictError(`an account with email ${email} already exists`);
-      const invitation = await services.accountMail.sendInvitation(email, { invitedBy: 'cli' });
-      await services.audit.record({ type: 'account.invite', actorId: 'cli', details: { email } });
+      const invitation = await services.accountMail.sendInvitation(email, CLI_ACTOR);
       return { email: invitation.email, invitation_url: invitation.url, expires_at: invitation.expiresAt };
     },
   },
@@ -84,7 +82,7 @@ const COMMANDS: Record<string, Command> = {
     async run({ args, services }) {
       const u = this.usage;
       const { values } = parse(args, { identifier: { type: 'string' }, scope: { type: 'string', multiple: true }, ttl: { type: 'string' }, alg: { type: 'string' }, name: { type: 'string' }, rbac: { type: 'boolean' } }, u);
-      const r = await services.resources.create({ identifier: required(values.identifier, 'identifier', u), scopes: list(values.scope), ttl: integer(values.ttl, 'ttl'), alg: values.alg, name: values.name, rbac: values.rbac ?? false });
+      const r = await services.resources.create({ identifier: required(values.identifier, 'identifier', u), scopes: list(values.scope), ttl: integer(values.ttl, 'ttl'), alg: values.alg, name: values.name, rbac: values.rbac ?? false }, CLI_ACTOR);
       return describeResource(r);
     },
   },
@@ -130,7 +128,7 @@ const COMMANDS: Record<string, Command> = {
         webOrigins: list(values['web-origin']),
         authMethod: values['auth-method'],
         jwksUri: values['jwks-uri'],
-      });
+      }, CLI_ACTOR);
       // A browser app served from another origin calls the token endpoint cross-origin: without
       // its origin registered, CORS refuses it (the browser never hands it the response).
       if (created.client.isPublic && created.client.webOrigins.length === 0) {
@@ -151,7 +149,7 @@ const COMMANDS: Record<string, Command> = {
     usage: 'clients delete CLIENT_ID',
     async run({ args, services }) {
       const id = onePositional(args, this.usage);
-      if (!(await services.clients.delete(id))) throw new NotFoundError(`client ${id}`);
+      if (!(await services.clients.delete(id, CLI_ACTOR))) throw new NotFoundError(`client ${id}`);
       return { client_id: id, deleted: true };
     },
   },
@@ -186,7 +184,7 @@ const COMMANDS: Record<string, Command> = {
   'keys rotate': {
     usage: 'keys rotate',
     async run({ services }) {
-      const kids = await services.keys.rotate();
+      const kids = await services.keys.rotate(CLI_ACTOR);
       return { rotated: kids, keys: await services.keys.list() };
     },
   },
@@ -194,7 +192,7 @@ const COMMANDS: Record<string, Command> = {
     usage: 'keys retire KID',
     async run({ args, services }) {
       const kid = onePositional(args, this.usage);
-      await services.keys.retire(kid);
+      await services.keys.retire(kid, CLI_ACTOR);
       return { retired: kid };
     },
   },
@@ -208,7 +206,7 @@ function onePositional(args: string[], usage: string): string {
 
 async function setEnabled({ args, services }: Parameters<Handler>[0], enabled: boolean, usage: string) {
   const id = onePositional(args, usage);
-  if (!(await services.clients.setEnabled(id, enabled))) throw new NotFoundError(`client ${id}`);
+  if (!(await services.clients.setEnabled(id, enabled, CLI_ACTOR))) throw new NotFoundError(`client ${id}`);
   return { client_id: id, enabled };
 }
 

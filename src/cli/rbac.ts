@@ -1,4 +1,5 @@
 import type { Subject } from '../repositories/roles.js';
+import { CLI_ACTOR } from '../services/audit.js';
 import { NotFoundError } from '../services/errors.js';
 import type { Services } from '../services/index.js';
 import { describeInvitation, describeMembership, describeOrganization } from '../services/organizations.js';
@@ -6,7 +7,7 @@ import { describeRole } from '../services/roles.js';
 import { list, parse, required, UsageError, type Command } from './args.js';
 
 /** The CLI acts as the operator: a superuser in every organization, recorded as "cli". */
-const CLI = 'cli';
+const CLI = CLI_ACTOR.actorId;
 
 const roleKind = (org: boolean | undefined) => (org ? 'organization' : 'global') as 'organization' | 'global';
 
@@ -30,7 +31,7 @@ async function changePermissions(services: Services, args: string[], usage: stri
   const role = await services.roles.get(roleKind(values.org), required(values.role, 'role', usage));
   const perms = list(values.permission);
   if (perms.length === 0) throw new UsageError(`--permission is required (usage: latch ${usage})`);
-  return describeRole(how === 'grant' ? await services.roles.grant(role, perms) : await services.roles.revoke(role, perms));
+  return describeRole(await services.roles[how](role, perms, CLI_ACTOR));
 }
 
 async function changeAssignment(services: Services, args: string[], usage: string, how: 'assign' | 'unassign') {
@@ -39,7 +40,7 @@ async function changeAssignment(services: Services, args: string[], usage: strin
   const role = (await services.roles.find('global', name)) ?? (await services.roles.find('organization', name));
   if (!role) throw new NotFoundError(`role ${name}`);
   const subject = await subjectOf(services, values, usage);
-  const changed = how === 'assign' ? await services.roles.assign(role, subject) : await services.roles.unassign(role, subject);
+  const changed = await services.roles[how](role, subject, CLI_ACTOR);
   return { role: role.name, [subject.kind === 'account' ? 'account_id' : 'client_id']: subject.id, [how === 'assign' ? 'assigned' : 'unassigned']: changed };
 }
 
@@ -49,8 +50,7 @@ export const ROLE_COMMANDS: Record<string, Command> = {
     async run({ args, services }) {
       const u = this.usage;
       const { values } = parse(args, { name: { type: 'string' }, org: { type: 'boolean' }, description: { type: 'string' }, permission: { type: 'string', multiple: true } }, u);
-      const role = await services.roles.create({ name: required(values.name, 'name', u), kind: roleKind(values.org), description: values.description, permissions: list(values.permission) });
-      await services.audit.record({ type: 'role.create', actorId: CLI, subjectId: role.id, details: { after: describeRole(role) } });
+      const role = await services.roles.create({ name: required(values.name, 'name', u), kind: roleKind(values.org), description: values.description, permissions: list(values.permission) }, CLI_ACTOR);
       return describeRole(role);
     },
   },

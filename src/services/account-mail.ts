@@ -1,4 +1,5 @@
 import type { AccountRecord } from '../repositories/accounts.js';
+import type { AuditActor, AuditService } from './audit.js';
 import { TOKEN_TTL, type MailLinkService } from './mail-links.js';
 import type { Mailer } from './mail.js';
 import type { Limits } from './rate-limits.js';
@@ -24,7 +25,7 @@ export const mailKey = (email: string) => email.trim().toLowerCase();
  * the note to an address owner that someone tried to register it. Each mails a single-use link
  * under ISSUER (the token exists only in the mail; its hash in the database).
  */
-export function createAccountMail(deps: { issuer: string; mailer: Mailer; tokens: MailLinkService; limits: Limits; productName?: string }) {
+export function createAccountMail(deps: { issuer: string; mailer: Mailer; tokens: MailLinkService; limits: Limits; audit: AuditService; productName?: string }) {
   const { issuer, mailer, tokens } = deps;
   const product = deps.productName ?? 'Latch';
 
@@ -79,9 +80,9 @@ export function createAccountMail(deps: { issuer: string; mailer: Mailer; tokens
       await mailer.send({ to: account.email, subject: `Someone tried to register with your address on ${product}`, text, html });
     },
 
-    /** Creates an invitation to register `email` (valid 7 days) and mails it; returns the link. */
-    async sendInvitation(email: string, options: { invitedBy?: string } = {}): Promise<{ email: string; url: string; expiresAt: string }> {
-      const token = await tokens.issue('invitation', { accountId: null, email, data: { invitedBy: options.invitedBy ?? null } });
+    /** Creates an invitation to register `email` (valid 7 days) by `by`, mails it (`account.invite`); returns the link. */
+    async sendInvitation(email: string, by: AuditActor): Promise<{ email: string; url: string; expiresAt: string }> {
+      const token = await tokens.issue('invitation', { accountId: null, email, data: { invitedBy: by.actorId } });
       const expiresAt = new Date(Date.now() + TOKEN_TTL.invitation * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
       const url = link('/register', { invitation: token });
       const { text, html } = composeMail([
@@ -90,6 +91,7 @@ export function createAccountMail(deps: { issuer: string; mailer: Mailer; tokens
         `The invitation is valid until ${expiresAt} and can be used once. If you did not expect it, ignore this mail.`,
       ]);
       await mailer.send({ to: email, subject: `You are invited to ${product}`, text, html });
+      await deps.audit.recordBy('account.invite', null, by, { email });
       return { email, url, expiresAt };
     },
   };

@@ -6,7 +6,8 @@ import type { PageRequest } from '../repositories/keyset.js';
 import type { ProviderStateRepository } from '../repositories/provider-state.js';
 import type { RoleKind, RoleRecord, Subject } from '../repositories/roles.js';
 import type { Transact } from '../repositories/transaction.js';
-import type { AuditActor, AuditService, RequestOrigin } from './audit.js';
+import type { AccountMail } from './account-mail.js';
+import { diff, type AuditActor, type AuditService } from './audit.js';
 import type { ChangeFeed } from './change-feed.js';
 import { ConflictError, ValidationError, NotFoundError } from './errors.js';
 import { checkPasswordPolicy } from './password-policy.js';
@@ -79,14 +80,37 @@ function assertNotLastSuperuser(account: AccountRecord, superusers: readonly str
 /** How long an account read for tokens is reused at most, should a change-feed poll fail. */
 const TOKEN_VIEW_TTL_MS = 30_000;
 
-/** What importing needs of the role service: look a global role up by name and assign it. */
-export interface ImportRoles {
+/** What accounts need of the role service: global roles by name, held, given and taken (each change audited). */
+export interface AccountRoles {
   find(kind: RoleKind, name: string): Promise<RoleRecord | undefined>;
-  assign(role: RoleRecord, subject: Subject): Promise<boolean>;
+  rolesOf(subject: Subject): Promise<RoleRecord[]>;
+  assign(role: RoleRecord, subject: Subject, by: AuditActor): Promise<boolean>;
+  unassign(role: RoleRecord, subject: Subject, by: AuditActor): Promise<boolean>;
 }
 
-export function createAccountService(deps: { accounts: AccountsRepository; passwords: PasswordHasher; roles: ImportRoles; state: ProviderStateRepository; audit: AuditService; transact: Transact; requireVerifiedEmail?: boolean; feed?: Pick<ChangeFeed, 'on' | 'publish'> }) {
+/** An account an administrator creates (admin API, CLI): with its global roles, optionally invited by mail. */
+export interface ProvisionAccountInput extends CreateAccountInput {
+  roles?: RoleRecord[] | undefined;
+  /** Mails a password-reset link: how an account created without a known password is taken up. */
+  sendInvitation?: boolean | undefined;
+}
+
+export function createAccountService(deps: { accounts: AccountsRepository; passwords: PasswordHasher; roles: AccountRoles; mail: Pick<AccountMail, 'sendPasswordReset'>; state: ProviderStateRepository; audit: AuditService; transact: Transact; requireVerifiedEmail?: boolean; feed?: Pick<ChangeFeed, 'on' | 'publish'> }) {
   const { passwords } = deps;
+
+  /** An account as administrators see it (admin API, audit details): never the hash; its global role names. */
+  async function adminView(a: AccountRecord) {
+    const roles = (await deps.roles.rolesOf({ kind: 'account', id: a.id })).map((r) => r.name).sort();
+    return { ...describeAccount(a), roles };
+  }
+
+  /** Makes the account's global roles exactly `wanted` (each assignment and removal is audited). */
+  async function setRoles(accountId: string, wanted: RoleRecord[], by: AuditActor): Promise<void> {
+    const subject = { kind: 'account' as const, id: accountId };
+    const held = await deps.roles.rolesOf(subject);
+    for (const r of held) if (r.kind === 'global' && !wanted.some((w) => w.id === r.id)) await deps.roles.unassign(r, subject, by);
+    for (const r of wanted) if (!held.some((h) => h.id === r.id)) await deps.roles.assign(r, subject, by);
+  }
 
   // Accounts as token issuance sees them (claims, active, superuser), cached per process: the
   // token endpoint needs one on every code exchange and refresh. Every write that changes what a
@@ -147,7 +171,52 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
   }
 
   return {
+    /** Creates an account and nothing more (self-registration records its own `account.register`). */
     create,
+    adminView,
+
+    /**
+     * An account created by an administrator (admin API, CLI): created, given its global roles,
+     * invited when asked, and recorded as `account.create` with its view (without the email,
+     * which is personal data the trail must not keep beyond the account).
+     */
+    async provision(input: ProvisionAccountInput, by: AuditActor): Promise<AccountRecord> {
+      const { roles = [], sendInvitation = false, ...fields } = input;
+      const account = await create(fields);
+      for (const r of roles) await deps.roles.assign(r, { kind: 'account', id: account.id }, by);
+      if (sendInvitation) await deps.mail.sendPasswordReset(account);
+      await deps.audit.recordBy('account.create', account.id, by, { after: { ...(await adminView(account)), email: undefined }, invitation_sent: sendInvitation });
+      return account;
+    },
+
+    /**
+     * An administrator's change of an account (admin API, CLI): `update` (with its own event),
+     * the global roles made exactly `roles` when given, and `account.admin_update` with the
+     * fields of the administrator's view that changed.
+     */
+    async adminUpdate(id: string, patch: UpdateAccountInput & { roles?: RoleRecord[] | undefined }, by: AuditActor): Promise<AccountRecord> {
+      const { roles, ...fields } = patch;
+      const found = await accounts.findById(id);
+      if (!found) throw new NotFoundError(`account ${id}`);
+      const before = await adminView(found);
+      const updated = await this.update(id, fields, by);
+      if (roles) await setRoles(id, roles, by);
+      await deps.audit.recordChanges('account.admin_update', id, by, diff(before, await adminView(updated)));
+      return updated;
+    },
+
+    /** Mails the account a password-reset link on an administrator's request (`account.password_reset_sent`). */
+    async sendPasswordReset(account: AccountRecord, by: AuditActor): Promise<void> {
+      await deps.mail.sendPasswordReset(account);
+      await deps.audit.recordBy('account.password_reset_sent', account.id, by);
+    },
+
+    /** Ends everything the account holds on an administrator's request (`account.sessions_revoke`). */
+    async revokeSessions(accountId: string, by: AuditActor): Promise<void> {
+      await endSessions(accountId);
+      await deps.audit.recordBy('account.sessions_revoke', accountId, by);
+    },
+
     findById: (id: string) => accounts.findById(id),
     /** The account for issuing tokens: cached (see above), without its password hash. */
     async findForTokens(id: string): Promise<AccountRecord | undefined> {
@@ -165,7 +234,6 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
     list: () => accounts.list(),
     /** One page of accounts, newest first, filtered in the database. */
     page: (request: PageRequest & { filters?: AccountFilters }) => accounts.page(request),
-    endSessions,
 
     /**
      * Sets a new password (argon2id) and ends every session and refresh token of the account:
@@ -212,7 +280,7 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
      * Updates an account; deactivating it ends its sessions and refresh tokens at once. Neither
      * deactivating nor demoting may leave the installation without an active superuser.
      */
-    async update(id: string, patch: UpdateAccountInput, by: { actorId: string; origin?: RequestOrigin } = { actorId: 'cli' }): Promise<AccountRecord> {
+    async update(id: string, patch: UpdateAccountInput, by: AuditActor): Promise<AccountRecord> {
       const name = patch.name === undefined ? undefined : patch.name?.trim() || null;
       if (name && name.length > 255) throw new ValidationError('name', 'must be at most 255 characters');
       const removesSuperuser = patch.active === false || patch.superuser === false;
@@ -276,9 +344,10 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
     /**
      * Imports users from JSON Lines (`{"email","password_hash","name","email_verified","superuser","roles"}`)
      * with argon2, bcrypt ($2a$/$2b$/$2y$) or Django PBKDF2-SHA256 hashes, kept as they are until
-     * each user's next login rewrites them as argon2id.
+     * each user's next login rewrites them as argon2id. Recorded as `account.import` (the counts;
+     * the roles given as `role.assign`).
      */
-    async importLines(text: string): Promise<ImportReport> {
+    async importLines(text: string, by: AuditActor): Promise<ImportReport> {
       const report: ImportReport = { imported: 0, skipped: 0, errors: [] };
       // Global roles by name, looked up once per import (a line names roles, an account holds global ones).
       const roleByName = new Map<string, RoleRecord | undefined>();
@@ -339,11 +408,12 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
         const unknown: string[] = [];
         for (const roleName of new Set(roles as string[] | undefined)) {
           const role = await roleNamed(roleName);
-          if (role) await deps.roles.assign(role, { kind: 'account', id: account.id });
+          if (role) await deps.roles.assign(role, { kind: 'account', id: account.id }, by);
           else unknown.push(`"${roleName}"`);
         }
         if (unknown.length) report.errors.push({ line, reason: `unknown role${unknown.length === 1 ? '' : 's'} ${unknown.join(', ')} (imported without ${unknown.length === 1 ? 'it' : 'them'})` });
       }
+      await deps.audit.recordBy('account.import', null, by, { imported: report.imported, skipped: report.skipped });
       return report;
     },
   };

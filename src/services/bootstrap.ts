@@ -1,6 +1,7 @@
 import type { Db } from '../db/knex.js';
 import type { ResourcesRepository } from '../repositories/resources.js';
 import type { SettingsRepository } from '../repositories/settings.js';
+import { SYSTEM_ACTOR } from './audit.js';
 import type { ChangeFeed } from './change-feed.js';
 import { ACCOUNT_CLIENT_ID, type ClientService } from './clients.js';
 import { ConflictError } from './errors.js';
@@ -21,7 +22,7 @@ export async function ensureApiResource(resources: Pick<ResourceService, 'findBy
   const identifier = apiAudience(issuer);
   if (await resources.findByIdentifier(identifier)) return;
   try {
-    await resources.create({ identifier, name: 'Latch admin API', scopes: API_RESOURCE_SCOPES });
+    await resources.create({ identifier, name: 'Latch admin API', scopes: API_RESOURCE_SCOPES }, SYSTEM_ACTOR);
   } catch (err) {
     // Another process starting at the same moment created it first (ConflictError, or the
     // unique index when both checked before either inserted).

@@ -4,6 +4,7 @@ import { BoundedCache } from '../lib/lru.js';
 import { absoluteUri, httpUrl, scopeToken, unique, webOrigin } from '../lib/validate.js';
 import type { ClientRecord, ClientsRepository, TokenAuthMethod } from '../repositories/clients.js';
 import type { ResourcesRepository } from '../repositories/resources.js';
+import { diff, type AuditActor, type AuditService } from './audit.js';
 import type { ChangeFeed } from './change-feed.js';
 import { ValidationError } from './errors.js';
 import { randomSecret, type Secrets } from './secrets.js';
@@ -92,6 +93,9 @@ export function describeClient(c: ClientRecord) {
   };
 }
 
+/** A client as the admin API shows it (and its audit events record it): `id` is the client_id; never the secret or its HMAC. */
+export const describeApiClient = (c: ClientRecord) => ({ id: c.id, ...describeClient(c) });
+
 /**
  * Clients: registration (secrets generated, shown once, stored as HMAC) and the cached lookup
  * oidc-provider uses on every request. A change anywhere clears every process's cache through
@@ -108,7 +112,7 @@ function newClientId(): string {
   }
 }
 
-export function createClientService(deps: { clients: ClientsRepository; resources: ResourcesRepository; secrets: Secrets; feed?: ChangeFeed }) {
+export function createClientService(deps: { clients: ClientsRepository; resources: ResourcesRepository; secrets: Secrets; audit: AuditService; feed?: ChangeFeed }) {
   const { clients, resources, secrets } = deps;
   const cache = new BoundedCache<string, ProviderClientMetadata | null>(10_000);
   // Secret rotation with overlap: current HMAC → the previous HMAC and until when it is accepted.
@@ -193,7 +197,8 @@ export function createClientService(deps: { clients: ClientsRepository; resource
   });
 
   return {
-    async create(input: CreateClientInput): Promise<CreatedClient> {
+    /** Registers a client (recorded as `client.create`); its secret is returned once, here. */
+    async create(input: CreateClientInput, by: AuditActor): Promise<CreatedClient> {
       const v = await validate(input, true);
       const secret = v.isPublic || v.authMethod === 'private_key_jwt' ? undefined : randomSecret(32);
       const client = await clients.insert({
@@ -203,6 +208,7 @@ export function createClientService(deps: { clients: ClientsRepository; resource
         ...registration(v, input),
       });
       await deps.feed?.publish('clients');
+      await deps.audit.recordBy('client.create', client.id, by, { after: describeApiClient(client) });
       return { client_id: client.id, ...(secret ? { client_secret: secret } : {}), client };
     },
 
@@ -231,17 +237,24 @@ export function createClientService(deps: { clients: ClientsRepository; resource
       await deps.feed?.publish('clients');
     },
 
-    async setEnabled(id: string, enabled: boolean): Promise<boolean> {
+    /** Enables or disables a client; false when it does not exist. Only a change is an event. */
+    async setEnabled(id: string, enabled: boolean, by: AuditActor): Promise<boolean> {
+      const existing = await clients.findById(id);
+      if (!existing) return false;
       const ok = await clients.update(id, { enabled });
       if (ok) await deps.feed?.publish('clients');
+      if (ok && existing.enabled !== enabled) await deps.audit.recordBy(`client.${enabled ? 'enable' : 'disable'}`, id, by, { before: { enabled: existing.enabled }, after: { enabled } });
       return ok;
     },
 
-    async delete(id: string): Promise<boolean> {
+    async delete(id: string, by: AuditActor): Promise<boolean> {
+      const existing = await clients.findById(id);
+      if (!existing) return false;
       const ok = await clients.delete(id);
       if (ok) await deps.feed?.publish('clients');
       // Its roles and memberships went with it (foreign keys): what tokens carry changed.
       if (ok) await deps.feed?.publish('rbac');
+      if (ok) await deps.audit.recordBy('client.delete', id, by, { before: describeApiClient(existing) });
       return ok;
     },
 
@@ -273,7 +286,7 @@ export function createClientService(deps: { clients: ClientsRepository; resource
      * Changes a client's registration (fields not given keep their value; the secret, the
      * authentication method and public/confidential do not change here).
      */
-    async update(id: string, patch: Omit<Partial<CreateClientInput>, 'isPublic' | 'authMethod' | 'jwksUri'> & { jwksUri?: string | null | undefined }): Promise<ClientRecord | undefined> {
+    async update(id: string, patch: Omit<Partial<CreateClientInput>, 'isPublic' | 'authMethod' | 'jwksUri'> & { jwksUri?: string | null | undefined }, by: AuditActor): Promise<ClientRecord | undefined> {
       const existing = await clients.findById(id);
       if (!existing) return undefined;
       const input: CreateClientInput = {
@@ -295,14 +308,16 @@ export function createClientService(deps: { clients: ClientsRepository; resource
       if (patch.scopes && patch.scopes.length === 0) reg.scopes = [];
       await clients.update(id, reg);
       await deps.feed?.publish('clients');
-      return clients.findById(id);
+      const updated = await clients.findById(id);
+      if (updated) await deps.audit.recordChanges('client.update', id, by, diff(describeApiClient(existing), describeApiClient(updated), ['updated_at']));
+      return updated;
     },
 
     /**
      * A new secret (returned once). With `overlapSeconds` > 0 the previous one keeps working
      * that long (the previous HMAC is stored with its end), so deployments switch without downtime.
      */
-    async rotateSecret(id: string, overlapSeconds: number): Promise<{ client: ClientRecord; secret: string } | undefined> {
+    async rotateSecret(id: string, overlapSeconds: number, by: AuditActor): Promise<{ client: ClientRecord; secret: string } | undefined> {
       const existing = await clients.findById(id);
       if (!existing) return undefined;
       if (!existing.secretHash || (existing.tokenEndpointAuthMethod !== 'client_secret_basic' && existing.tokenEndpointAuthMethod !== 'client_secret_post')) {
@@ -316,6 +331,7 @@ export function createClientService(deps: { clients: ClientsRepository; resource
         previousSecretExpiresAt: keep ? new Date(Date.now() + overlapSeconds * 1000).toISOString() : null,
       });
       await deps.feed?.publish('clients');
+      await deps.audit.recordBy('client.rotate_secret', id, by, { overlap_seconds: overlapSeconds });
       return { client: (await clients.findById(id))!, secret };
     },
   };

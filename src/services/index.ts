@@ -56,17 +56,17 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
   const mailer = createMailer({ smtpUrl: config.mail.smtpUrl, from: config.mail.from, outboxDir: join(config.dataDir, 'outbox'), logger });
   const rolesRepo = createRolesRepository(db);
   const orgsRepo = createOrganizationsRepository(db);
-  const roles = createRoleService({ roles: rolesRepo, resources: resourcesRepo, feed });
+  const roles = createRoleService({ roles: rolesRepo, resources: resourcesRepo, audit, feed });
   // Built once: the personal access tokens use the same caches (invalidated by the feed).
-  const resources = createResourceService({ resources: resourcesRepo, feed });
+  const resources = createResourceService({ resources: resourcesRepo, audit, feed });
   const access = createAccessService({ roles: rolesRepo, orgs: orgsRepo, feed });
-  const clients = createClientService({ clients: createClientsRepository(db), resources: resourcesRepo, secrets, feed });
-  const keys = createKeyService({ keys: createSigningKeysRepository(db), secrets, feed });
+  const clients = createClientService({ clients: createClientsRepository(db), resources: resourcesRepo, secrets, audit, feed });
+  const keys = createKeyService({ keys: createSigningKeysRepository(db), secrets, audit, feed });
   const limits = rateLimits.limits;
   const mailLinks = createMailLinkService({ tokens: createAccountTokensRepository(db) });
   const organizations = createOrganizationService({ orgs: orgsRepo, roles, issuer: config.issuer, mailer, audit, feed });
-  const accountMail = createAccountMail({ issuer: config.issuer, mailer, tokens: mailLinks, limits });
-  const accounts = createAccountService({ accounts: createAccountsRepository(db), passwords, roles, state, audit, transact, requireVerifiedEmail: config.requireVerifiedEmail, feed });
+  const accountMail = createAccountMail({ issuer: config.issuer, mailer, tokens: mailLinks, limits, audit });
+  const accounts = createAccountService({ accounts: createAccountsRepository(db), passwords, roles, mail: accountMail, state, audit, transact, requireVerifiedEmail: config.requireVerifiedEmail, feed });
   return {
     secrets,
     audit,

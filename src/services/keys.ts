@@ -1,6 +1,7 @@
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, type JWK } from 'jose';
 
 import type { SigningKeysRepository } from '../repositories/signing-keys.js';
+import type { AuditActor, AuditService } from './audit.js';
 import type { ChangeFeed } from './change-feed.js';
 import type { Secrets } from './secrets.js';
 import { ConflictError, NotFoundError } from './errors.js';
@@ -53,7 +54,7 @@ async function generate(alg: KeyAlg) {
  * new current key per algorithm. Older keys stay published until retired, so tokens signed before
  * a rotation still verify.
  */
-export function createKeyService(deps: { keys: SigningKeysRepository; secrets: Secrets; feed?: ChangeFeed }) {
+export function createKeyService(deps: { keys: SigningKeysRepository; secrets: Secrets; audit: AuditService; feed?: ChangeFeed }) {
   const { keys, secrets } = deps;
 
   function decryptKey(ciphertext: string): JWK {
@@ -64,11 +65,11 @@ export function createKeyService(deps: { keys: SigningKeysRepository; secrets: S
     }
   }
 
-  async function addGeneration(): Promise<string[]> {
+  async function addGeneration(): Promise<{ kid: string; alg: string }[]> {
     const made = await Promise.all(KEY_ALGS.map(generate));
     await keys.insertMany(made.map((k) => ({ kid: k.kid, alg: k.alg, publicJwk: k.publicJwk, privateJwkEncrypted: secrets.encrypt(JSON.stringify(k.privateJwk)) })));
     await deps.feed?.publish('keys');
-    return made.map((k) => k.kid);
+    return made.map(({ kid, alg }) => ({ kid, alg }));
   }
 
   /** Every key, newest first, each with whether it is the current one of its algorithm. */
@@ -99,6 +100,7 @@ export function createKeyService(deps: { keys: SigningKeysRepository; secrets: S
     async ensureKeys(): Promise<void> {
       const active = (await keys.list()).filter((k) => k.status === 'active');
       if (KEY_ALGS.every((alg) => active.some((k) => k.alg === alg))) return;
+      // The first keys are part of setting up, not a rotation anyone asked for: not audited.
       await addGeneration();
     },
 
@@ -108,29 +110,36 @@ export function createKeyService(deps: { keys: SigningKeysRepository; secrets: S
       if (newest) decryptKey(newest.privateJwkEncrypted);
     },
 
-    /** Adds a new current key for every algorithm; returns the new kids. */
-    rotate: addGeneration,
+    /** Adds a new current key for every algorithm (a `key.rotate` event for each); returns the new kids. */
+    async rotate(by: AuditActor): Promise<string[]> {
+      const made = await addGeneration();
+      const rotated = made.map((k) => k.kid);
+      for (const k of made) await deps.audit.recordBy('key.rotate', k.kid, by, { alg: k.alg, rotated });
+      return rotated;
+    },
 
     /**
      * Adds a new current key of `kid`'s algorithm; returns its kid, undefined when `kid` is
      * unknown. The earlier keys stay published until retired, so tokens they signed verify.
      */
-    async rotateLike(kid: string): Promise<string | undefined> {
+    async rotateLike(kid: string, by: AuditActor): Promise<string | undefined> {
       const like = (await keys.list()).find((k) => k.kid === kid);
       if (!like) return undefined;
       const made = await generate(like.alg as KeyAlg);
       await keys.insertMany([{ kid: made.kid, alg: made.alg, publicJwk: made.publicJwk, privateJwkEncrypted: secrets.encrypt(JSON.stringify(made.privateJwk)) }]);
       await deps.feed?.publish('keys');
+      await deps.audit.recordBy('key.rotate', made.kid, by, { alg: made.alg, rotated: [made.kid], replaces: kid });
       return made.kid;
     },
 
     /** Removes a non-current key from JWKS: tokens it signed stop verifying. */
-    async retire(kid: string): Promise<void> {
+    async retire(kid: string, by: AuditActor): Promise<void> {
       const info = (await list()).find((k) => k.kid === kid);
       if (!info || info.status !== 'active') throw new NotFoundError(`active key ${kid}`);
       if (info.current) throw new ConflictError(`key ${kid} is the current ${info.alg} key (it signs new tokens): rotate first, then retire it`);
       await keys.retire(kid);
       await deps.feed?.publish('keys');
+      await deps.audit.recordBy('key.retire', kid, by, { alg: info.alg });
     },
 
     /** Decrypts the active keys into the shape oidc-provider and the JWKS need. */

@@ -5,7 +5,7 @@ import QRCode from 'qrcode';
 
 import type { MfaRepository } from '../repositories/mfa.js';
 import type { RecoveryCodesRepository } from '../repositories/recovery-codes.js';
-import type { AuditService, RequestOrigin } from './audit.js';
+import type { AuditActor, AuditService, RequestOrigin } from './audit.js';
 import type { Secrets } from './secrets.js';
 
 /** RFC 8176 authentication method references and Latch's levels of assurance. */
@@ -165,6 +165,13 @@ export function createMfaService(deps: { mfa: MfaRepository; recoveryCodes: Reco
       await mfa.delete(accountId);
       await recoveryCodes.deleteAll(accountId);
       if (had) await deps.audit.record({ type: 'mfa.disable', actorId: by.actorId, subjectId: accountId, origin: by.origin });
+      return had;
+    },
+
+    /** An administrator turns the account's MFA off (its owner lost the device): `account.mfa_reset`. */
+    async reset(accountId: string, by: AuditActor): Promise<boolean> {
+      const had = await this.disable(accountId, by);
+      await deps.audit.recordBy('account.mfa_reset', accountId, by, { had_mfa: had });
       return had;
     },
 

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 
 import { absoluteUri, scopeToken, unique } from '../lib/validate.js';
 import type { ClientFit, ResourcePatch, ResourceRecord, ResourcesRepository, SigningAlg } from '../repositories/resources.js';
+import { diff, type AuditActor, type AuditService } from './audit.js';
 import type { ChangeFeed } from './change-feed.js';
 import { OIDC_SCOPE_SET } from './clients.js';
 import { ConflictError, ValidationError } from './errors.js';
@@ -77,9 +78,12 @@ function fitAfter(identifier: string, gone: Set<string>): ClientFit {
   };
 }
 
-/** Resource servers (RFC 8707 audiences), cached in memory for the token hot path. */
-export function createResourceService(deps: { resources: ResourcesRepository; feed?: ChangeFeed }) {
-  const { resources } = deps;
+/**
+ * Resource servers (RFC 8707 audiences), cached in memory for the token hot path. Each change is
+ * recorded in the audit trail by `by`.
+ */
+export function createResourceService(deps: { resources: ResourcesRepository; audit: AuditService; feed?: ChangeFeed }) {
+  const { resources, audit } = deps;
   let cache: Promise<Map<string, ResourceRecord>> | undefined;
   deps.feed?.on('resources', () => {
     cache = undefined;
@@ -98,7 +102,7 @@ export function createResourceService(deps: { resources: ResourcesRepository; fe
   }
 
   return {
-    async create(input: CreateResourceInput): Promise<ResourceRecord> {
+    async create(input: CreateResourceInput, by: AuditActor): Promise<ResourceRecord> {
       const identifier = absoluteUri('identifier', input.identifier?.trim() ?? '');
       if (identifier.length > 2048) throw new ValidationError('identifier', 'must be at most 2048 characters');
       if (CONTROL.test(identifier)) throw new ValidationError('identifier', 'must not contain control characters');
@@ -112,6 +116,7 @@ export function createResourceService(deps: { resources: ResourcesRepository; fe
       const created = await resources.insert({ id: randomUUID(), identifier, name: name ?? null, scopes, accessTokenTtl: ttl ?? null, signingAlg: alg, rbac: input.rbac ?? false });
       if (!created) throw conflict();
       await changed();
+      await audit.recordBy('resource.create', created.id, by, { after: describeResource(created) });
       return created;
     },
 
@@ -120,7 +125,7 @@ export function createResourceService(deps: { resources: ResourcesRepository; fe
      * afterwards; role permissions on them are deleted and clients lose them unless another of
      * their resources defines them. Undefined when it does not exist.
      */
-    async update(id: string, input: UpdateResourceInput): Promise<ResourceRecord | undefined> {
+    async update(id: string, input: UpdateResourceInput, by: AuditActor): Promise<ResourceRecord | undefined> {
       const existing = await findById(id);
       if (!existing) return undefined;
       const patch: ResourcePatch = {};
@@ -135,6 +140,7 @@ export function createResourceService(deps: { resources: ResourcesRepository; fe
       if (!result) return undefined;
       // What tokens carry changed: role permissions and client registrations lost the scopes.
       await changed(...(removed.length ? (['rbac', 'clients'] as const) : []));
+      await audit.recordChanges('resource.update', id, by, diff(describeResource(existing), describeResource(result.record), ['updated_at']), { identifier: existing.identifier });
       return result.record;
     },
 
@@ -142,11 +148,12 @@ export function createResourceService(deps: { resources: ResourcesRepository; fe
      * Deletes a resource server. Its role permissions go with it; clients registered for it lose
      * it and the scopes only it defined (tokens already issued for it stay valid until they expire).
      */
-    async delete(id: string): Promise<boolean> {
+    async delete(id: string, by: AuditActor): Promise<boolean> {
       const existing = await findById(id);
       if (!existing) return false;
       if (!(await resources.delete(id, fitAfter(existing.identifier, new Set(existing.scopes))))) return false;
       await changed('rbac', 'clients');
+      await audit.recordBy('resource.delete', id, by, { before: describeResource(existing) });
       return true;
     },
 

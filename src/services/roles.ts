@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 
 import type { ResourceRecord } from '../repositories/resources.js';
 import type { Permission, RoleKind, RoleRecord, RolesRepository, Subject } from '../repositories/roles.js';
+import { diff, type AuditActor, type AuditService } from './audit.js';
 import type { ChangeFeed } from './change-feed.js';
 import { ConflictError, NotFoundError, ValidationError } from './errors.js';
 import type { PageRequest } from '../repositories/keyset.js';
@@ -51,14 +52,31 @@ export function describeRole(r: RoleRecord) {
   };
 }
 
+/** A role as the admin API shows it (and its audit events record it): permissions as `RESOURCE:SCOPE`. */
+export function describeApiRole(r: RoleRecord) {
+  return { ...describeRole(r), permissions: r.permissions.map((p) => `${p.resource}:${p.scope}`) };
+}
+
+/** The API calls accounts users: a subject's kind as the API (and the audit trail) shows it. */
+export const apiKindOf = (s: Subject) => (s.kind === 'account' ? 'user' : 'client');
+
 /**
  * Roles: global roles (held directly by accounts and machine clients) and organization roles
  * (held through a membership). Each carries permissions on RBAC resources. Every change is
- * published on the change feed's `rbac` topic, so every process recomputes what tokens carry.
+ * published on the change feed's `rbac` topic, so every process recomputes what tokens carry,
+ * and recorded in the audit trail by `by` (the admin API's caller, the CLI).
  */
-export function createRoleService(deps: { roles: RolesRepository; resources: { findByIdentifier(identifier: string): Promise<ResourceRecord | undefined> }; feed?: ChangeFeed }) {
-  const { roles } = deps;
+export function createRoleService(deps: { roles: RolesRepository; resources: { findByIdentifier(identifier: string): Promise<ResourceRecord | undefined> }; audit: AuditService; feed?: ChangeFeed }) {
+  const { roles, audit } = deps;
   const changed = () => deps.feed?.publish('rbac');
+  /** `role.update` with the fields that changed between `before` and the role as it is now. */
+  const updated = async (before: RoleRecord, by: AuditActor): Promise<RoleRecord> => {
+    const after = (await roles.findById(before.id))!;
+    await audit.recordChanges('role.update', before.id, by, diff(describeApiRole(before), describeApiRole(after), ['updated_at']));
+    return after;
+  };
+  /** A role changes hands: the holder is the audit subject, so it shows in their trail (and is pseudonymised with them). */
+  const handed = (how: 'assign' | 'unassign', role: RoleRecord, subject: Subject, by: AuditActor) => audit.recordBy(`role.${how}`, subject.id, by, { role: role.id, role_name: role.name, holder_kind: apiKindOf(subject) });
 
   /**
    * The resource and scope a permission names. Text splits at the last colon; scopes may contain
@@ -95,7 +113,7 @@ export function createRoleService(deps: { roles: RolesRepository; resources: { f
     list: (kind?: RoleKind) => roles.list(kind),
     page: (request: PageRequest & { filters?: { kind?: RoleKind | undefined; name?: string | undefined } }) => roles.page(request),
 
-    async create(input: { name: string; kind: RoleKind; description?: string | null | undefined; permissions?: (string | Permission)[] | undefined }): Promise<RoleRecord> {
+    async create(input: { name: string; kind: RoleKind; description?: string | null | undefined; permissions?: (string | Permission)[] | undefined }, by: AuditActor): Promise<RoleRecord> {
       const name = checkRoleName(input.name);
       const description = input.description?.trim() || null;
       if (description && description.length > 255) throw new ValidationError('description', 'must be at most 255 characters');
@@ -109,11 +127,13 @@ export function createRoleService(deps: { roles: RolesRepository; resources: { f
       });
       if (perms.length) await roles.grant(id, perms);
       await changed();
-      return (await roles.findById(id))!;
+      const role = (await roles.findById(id))!;
+      await audit.recordBy('role.create', id, by, { after: describeApiRole(role) });
+      return role;
     },
 
     /** Renames, describes and, with `permissions`, replaces the whole permission set; everything is checked before anything changes. */
-    async update(role: RoleRecord, patch: { name?: string | undefined; description?: string | null | undefined; permissions?: (string | Permission)[] | undefined }): Promise<RoleRecord> {
+    async update(role: RoleRecord, patch: { name?: string | undefined; description?: string | null | undefined; permissions?: (string | Permission)[] | undefined }, by: AuditActor): Promise<RoleRecord> {
       const perms = patch.permissions === undefined ? undefined : await resolvePermissions(patch.permissions);
       const next: { name?: string; description?: string | null } = {};
       if (patch.name !== undefined) {
@@ -135,10 +155,10 @@ export function createRoleService(deps: { roles: RolesRepository; resources: { f
       });
       if (perms) await roles.setPermissions(role.id, perms);
       await changed();
-      return (await roles.findById(role.id))!;
+      return updated(role, by);
     },
 
-    async delete(role: RoleRecord): Promise<void> {
+    async delete(role: RoleRecord, by: AuditActor): Promise<void> {
       if (role.builtin) throw new ConflictError(`the built-in role ${role.name} cannot be deleted`);
       try {
         await roles.delete(role.id);
@@ -150,24 +170,27 @@ export function createRoleService(deps: { roles: RolesRepository; resources: { f
         throw err;
       }
       await changed();
+      await audit.recordBy('role.delete', role.id, by, { before: describeApiRole(role) });
     },
 
-    async grant(role: RoleRecord, permissions: (string | Permission)[]): Promise<RoleRecord> {
+    /** Adds permissions to the role: recorded as the `role.update` it is. */
+    async grant(role: RoleRecord, permissions: (string | Permission)[], by: AuditActor): Promise<RoleRecord> {
       if (permissions.length === 0) throw new ValidationError('permission', 'at least one is required');
       await roles.grant(role.id, await resolvePermissions(permissions));
       await changed();
-      return (await roles.findById(role.id))!;
+      return updated(role, by);
     },
 
-    async revoke(role: RoleRecord, permissions: (string | Permission)[]): Promise<RoleRecord> {
+    /** Takes permissions from the role: recorded as the `role.update` it is. */
+    async revoke(role: RoleRecord, permissions: (string | Permission)[], by: AuditActor): Promise<RoleRecord> {
       if (permissions.length === 0) throw new ValidationError('permission', 'at least one is required');
       await roles.revoke(role.id, await resolvePermissions(permissions));
       await changed();
-      return (await roles.findById(role.id))!;
+      return updated(role, by);
     },
 
     /** Assigns a global role to an account or a client (organization roles are held through memberships only). */
-    async assign(role: RoleRecord, subject: Subject): Promise<boolean> {
+    async assign(role: RoleRecord, subject: Subject, by: AuditActor): Promise<boolean> {
       if (role.kind !== 'global') throw new ValidationError('role', `${role.name} is an organization role: it is held through a membership, not assigned globally`);
       // A concurrent assignment of the same role loses on the unique index: held either way.
       const added = await roles.assign(role.id, subject).catch(async (err: unknown) => {
@@ -175,13 +198,16 @@ export function createRoleService(deps: { roles: RolesRepository; resources: { f
         throw err;
       });
       await changed();
+      // Only a change is an event: assigning a role already held changes nothing.
+      if (added) await handed('assign', role, subject, by);
       return added;
     },
 
-    async unassign(role: RoleRecord, subject: Subject): Promise<boolean> {
+    async unassign(role: RoleRecord, subject: Subject, by: AuditActor): Promise<boolean> {
       if (role.kind !== 'global') throw new ValidationError('role', `${role.name} is an organization role: it is held through a membership, not assigned globally`);
       const removed = await roles.unassign(role.id, subject);
       await changed();
+      if (removed) await handed('unassign', role, subject, by);
       return removed;
     },
 

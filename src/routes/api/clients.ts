@@ -3,13 +3,9 @@ import Router from '@koa/router';
 import { requireAdmin } from '../../middleware/api-auth.js';
 import { checkIfMatch, cursorOf, pageParams, sendResource } from '../../middleware/api-paging.js';
 import { notFound, ProblemError } from '../../middleware/api-problem.js';
-import type { ClientRecord } from '../../repositories/clients.js';
-import { describeClient } from '../../services/clients.js';
+import { describeApiClient } from '../../services/clients.js';
 import { ACCOUNT_CLIENT_ID } from '../account-session.js';
-import { auditChange, diff, locationOf, type ApiDeps, withApiFields } from './common.js';
-
-/** The API shape of a client: its `id` is the client_id; never the secret or its HMAC. */
-export const describeApiClient = (c: ClientRecord) => ({ id: c.id, ...describeClient(c) });
+import { byPrincipal, locationOf, type ApiDeps, withApiFields } from './common.js';
 
 /** The client service names fields as the CLI flags; the API as RFC 7591 metadata. */
 const FIELD = { 'redirect-uri': 'redirect_uris', 'post-logout-redirect-uri': 'post_logout_redirect_uris', grant: 'grant_types', 'auth-method': 'token_endpoint_auth_method', 'jwks-uri': 'jwks_uri', 'web-origin': 'web_origins', resource: 'resources', scope: 'scope', name: 'name' } as Record<string, string>;
@@ -61,9 +57,8 @@ export function clientRoutes(deps: ApiDeps): Router {
   router.post('/clients', write, async (ctx) => {
     const body = await deps.bodies.read<Registration & { name: string; public?: boolean; token_endpoint_auth_method?: string }>(ctx);
     const reg = registrationOf(body);
-    const created = await withApiFields(FIELD, () => services.clients.create({ ...reg, name: body.name, jwksUri: reg.jwksUri ?? undefined, isPublic: body.public, authMethod: body.token_endpoint_auth_method }));
+    const created = await withApiFields(FIELD, () => services.clients.create({ ...reg, name: body.name, jwksUri: reg.jwksUri ?? undefined, isPublic: body.public, authMethod: body.token_endpoint_auth_method }, byPrincipal(ctx)));
     const view = describeApiClient(created.client);
-    await auditChange(deps, ctx, 'client.create', created.client_id, { after: view });
     ctx.set('Location', locationOf(deps, `clients/${encodeURIComponent(created.client_id)}`));
     // The secret is shown once, here (only its HMAC is stored).
     sendResource(ctx, { ...view, ...(created.client_secret ? { client_secret: created.client_secret } : {}) }, 201);
@@ -78,38 +73,30 @@ export function clientRoutes(deps: ApiDeps): Router {
     const reg = registrationOf(await deps.bodies.read<Registration>(ctx));
     const before = describeApiClient(client);
     checkIfMatch(ctx, before);
-    const updated = await withApiFields(FIELD, () => services.clients.update(client.id, reg));
+    const updated = await withApiFields(FIELD, () => services.clients.update(client.id, reg, byPrincipal(ctx)));
     if (!updated) throw notFound(`client ${client.id}`);
-    const after = describeApiClient(updated);
-    const changes = diff(before, after, ['updated_at']);
-    if (Object.keys(changes.after).length) await auditChange(deps, ctx, 'client.update', client.id, changes);
-    sendResource(ctx, after);
+    sendResource(ctx, describeApiClient(updated));
   });
 
   router.delete('/clients/:id', write, async (ctx) => {
     const client = await clientOr404(ctx.params.id!);
     if (client.id === ACCOUNT_CLIENT_ID) throw new ProblemError(409, 'conflict', 'the account page client is built in and cannot be deleted');
-    await services.clients.delete(client.id);
-    await auditChange(deps, ctx, 'client.delete', client.id, { before: describeApiClient(client) });
+    if (!(await services.clients.delete(client.id, byPrincipal(ctx)))) throw notFound(`client ${client.id}`);
     ctx.status = 204;
   });
 
   router.post('/clients/:id/rotate-secret', write, async (ctx) => {
     const client = await clientOr404(ctx.params.id!);
     const overlap = (await deps.bodies.read<{ overlap_seconds?: number }>(ctx)).overlap_seconds ?? 0;
-    const rotated = await withApiFields(FIELD, () => services.clients.rotateSecret(client.id, overlap));
+    const rotated = await withApiFields(FIELD, () => services.clients.rotateSecret(client.id, overlap, byPrincipal(ctx)));
     if (!rotated) throw notFound(`client ${client.id}`);
-    const view = describeApiClient(rotated.client);
-    await auditChange(deps, ctx, 'client.rotate_secret', client.id, { overlap_seconds: overlap });
-    sendResource(ctx, { ...view, client_secret: rotated.secret });
+    sendResource(ctx, { ...describeApiClient(rotated.client), client_secret: rotated.secret });
   });
 
   for (const action of ['enable', 'disable'] as const) {
     router.post(`/clients/:id/${action}`, write, async (ctx) => {
       const client = await clientOr404(ctx.params.id!);
-      const enabled = action === 'enable';
-      await services.clients.setEnabled(client.id, enabled);
-      if (client.enabled !== enabled) await auditChange(deps, ctx, `client.${action}`, client.id, { before: { enabled: client.enabled }, after: { enabled } });
+      if (!(await services.clients.setEnabled(client.id, action === 'enable', byPrincipal(ctx)))) throw notFound(`client ${client.id}`);
       sendResource(ctx, describeApiClient((await services.clients.findById(client.id))!));
     });
   }

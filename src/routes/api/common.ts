@@ -27,12 +27,6 @@ export interface ApiDeps {
   bodies: BodyValidators;
 }
 
-
-/** Records an admin change: actor (the token's subject and client), origin, target, details. */
-export async function auditChange(deps: ApiDeps, ctx: Koa.Context, type: string, subjectId: string, details: Record<string, unknown> = {}): Promise<void> {
-  await deps.services.audit.record({ type, subjectId, ...actorOf(principalOf(ctx)), origin: originOf(ctx), details: { ...details, via: 'api' } });
-}
-
 /** The caller of an admin API request as the audit actor of the change a service makes for it. */
 export const byPrincipal = (ctx: Koa.Context) => ({ ...actorOf(principalOf(ctx)), origin: originOf(ctx), via: 'api' });
 
@@ -44,19 +38,6 @@ export function isoOf(v: unknown): string | null {
   if (typeof v === 'number' && Number.isFinite(v)) return new Date(v * 1000).toISOString();
   if (typeof v === 'string' && !Number.isNaN(Date.parse(v))) return new Date(v).toISOString();
   return null;
-}
-
-/** `before`/`after` of the fields that changed (non-secret fields only), leaving out `skip`. */
-export function diff(before: Record<string, unknown>, after: Record<string, unknown>, skip: readonly string[] = []): { before: Record<string, unknown>; after: Record<string, unknown> } {
-  const b: Record<string, unknown> = {};
-  const a: Record<string, unknown> = {};
-  for (const k of Object.keys(after)) {
-    if (!skip.includes(k) && JSON.stringify(before[k]) !== JSON.stringify(after[k])) {
-      b[k] = before[k];
-      a[k] = after[k];
-    }
-  }
-  return { before: b, after: a };
 }
 
 /**

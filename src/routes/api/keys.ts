@@ -4,7 +4,7 @@ import { requireAdmin } from '../../middleware/api-auth.js';
 import { paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
 import { notFound } from '../../middleware/api-problem.js';
 import type { KeyInfo } from '../../services/keys.js';
-import { auditChange, type ApiDeps } from './common.js';
+import { byPrincipal, type ApiDeps } from './common.js';
 
 /** The API shape of a signing key: its `id` is the kid (an RFC 7638 thumbprint). */
 export const describeKey = ({ kid, ...k }: KeyInfo) => ({ id: kid, ...k });
@@ -39,11 +39,10 @@ export function keyRoutes(deps: ApiDeps): Router {
   // until retired, so tokens they signed keep verifying.
   router.post('/keys/rotate', write, async (ctx) => {
     await deps.bodies.read(ctx);
-    const rotated = await services.keys.rotate();
+    const rotated = await services.keys.rotate(byPrincipal(ctx));
     const all = (await services.keys.list()).map(describeKey);
     // Every key, in the order of GET /keys.
     const keys = paginate(all, cursorOf, { limit: all.length, cursor: undefined }).items;
-    for (const key of keys.filter((k) => rotated.includes(k.id))) await auditChange(deps, ctx, 'key.rotate', key.id, { alg: key.alg, rotated });
     ctx.set('Cache-Control', 'no-store');
     ctx.body = { rotated, data: keys };
   });
@@ -54,19 +53,16 @@ export function keyRoutes(deps: ApiDeps): Router {
 
   // A new current key of the algorithm of {id}; {id} stays published until retired.
   router.post('/keys/:id/rotate', write, async (ctx) => {
-    const like = KID.test(ctx.params.id!) ? await services.keys.rotateLike(ctx.params.id!) : undefined;
+    const like = KID.test(ctx.params.id!) ? await services.keys.rotateLike(ctx.params.id!, byPrincipal(ctx)) : undefined;
     if (!like) throw notFound(`key ${ctx.params.id}`);
-    const key = await keyOr404(like);
-    await auditChange(deps, ctx, 'key.rotate', key.id, { alg: key.alg, rotated: [key.id], replaces: ctx.params.id });
-    sendResource(ctx, key);
+    sendResource(ctx, await keyOr404(like));
   });
 
   router.post('/keys/:id/retire', write, async (ctx) => {
     const key = await keyOr404(ctx.params.id!);
     if (key.status !== 'active') throw notFound(`active key ${key.id}`);
     // The service refuses the current key of its algorithm (409) and one retired meanwhile (404).
-    await services.keys.retire(key.id);
-    await auditChange(deps, ctx, 'key.retire', key.id, { alg: key.alg });
+    await services.keys.retire(key.id, byPrincipal(ctx));
     sendResource(ctx, await keyOr404(key.id));
   });
 

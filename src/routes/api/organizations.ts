@@ -10,8 +10,9 @@ import type { InvitationRecord, MembershipRecord, OrganizationRecord } from '../
 import type { Subject } from '../../repositories/roles.js';
 import { canInOrganization, managesOrganization, refusal, type OrgAction, type OrgActionTarget } from '../../services/authorization.js';
 import { describeInvitation, describeOrganization, isUuid, type ActorId } from '../../services/organizations.js';
+import { apiKindOf } from '../../services/roles.js';
 import { locationOf, type ApiDeps } from './common.js';
-import { apiKindOf, readSubject } from './roles.js';
+import { readSubject } from './roles.js';
 
 /** A member as the API shows it: `id` is the user id or the client id, `kind` says which. */
 export function describeMember(m: MembershipRecord) {

@@ -6,7 +6,7 @@ import { checkIfMatch, cursorOf, pageParams, sendResource } from '../../middlewa
 import { invalid, notFound, ProblemError, type FieldError } from '../../middleware/api-problem.js';
 import { describeResource } from '../../services/resources.js';
 import { API_RESOURCE_SCOPES, apiAudience } from './api-resource.js';
-import { auditChange, diff, locationOf, type ApiDeps, withApiFields } from './common.js';
+import { byPrincipal, locationOf, type ApiDeps, withApiFields } from './common.js';
 
 /** The resource service names fields as the CLI flags; the API as its representation. */
 const FIELD: Record<string, string> = { ttl: 'access_token_ttl', scope: 'scopes' };
@@ -47,9 +47,8 @@ export function resourceRoutes(deps: ApiDeps): Router {
   router.post('/resources', write, async (ctx) => {
     const body = await deps.bodies.read<Settings & { identifier: string }>(ctx);
     const s = settingsOf(body);
-    const created = await withApiFields(FIELD, () => services.resources.create({ identifier: body.identifier, name: s.name ?? undefined, scopes: s.scopes, ttl: s.ttl ?? undefined, alg: s.alg, rbac: s.rbac }));
+    const created = await withApiFields(FIELD, () => services.resources.create({ identifier: body.identifier, name: s.name ?? undefined, scopes: s.scopes, ttl: s.ttl ?? undefined, alg: s.alg, rbac: s.rbac }, byPrincipal(ctx)));
     const view = describeResource(created);
-    await auditChange(deps, ctx, 'resource.create', created.id, { after: view });
     ctx.set('Location', locationOf(deps, `resources/${created.id}`));
     sendResource(ctx, view, 201);
   });
@@ -72,21 +71,16 @@ export function resourceRoutes(deps: ApiDeps): Router {
       if (s.rbac !== undefined && s.rbac !== resource.rbac) errors.push({ field: 'rbac', message: 'cannot be changed on the admin API resource' });
     }
     if (errors.length) throw invalid(errors);
-    const before = describeResource(resource);
-    checkIfMatch(ctx, before);
-    const updated = await withApiFields(FIELD, () => services.resources.update(resource.id, s));
+    checkIfMatch(ctx, describeResource(resource));
+    const updated = await withApiFields(FIELD, () => services.resources.update(resource.id, s, byPrincipal(ctx)));
     if (!updated) throw notFound(`resource ${resource.id}`);
-    const after = describeResource(updated);
-    const changes = diff(before, after, ['updated_at']);
-    if (Object.keys(changes.after).length) await auditChange(deps, ctx, 'resource.update', resource.id, { identifier: resource.identifier, ...changes });
-    sendResource(ctx, after);
+    sendResource(ctx, describeResource(updated));
   });
 
   router.delete('/resources/:id', write, async (ctx) => {
     const resource = await resourceOr404(ctx.params.id!);
     if (resource.identifier === builtIn) throw new ProblemError(409, 'conflict', 'the admin API resource is built in and cannot be deleted');
-    if (!(await services.resources.delete(resource.id))) throw notFound(`resource ${resource.id}`);
-    await auditChange(deps, ctx, 'resource.delete', resource.id, { before: describeResource(resource) });
+    if (!(await services.resources.delete(resource.id, byPrincipal(ctx)))) throw notFound(`resource ${resource.id}`);
     ctx.status = 204;
   });
 

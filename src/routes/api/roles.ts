@@ -5,18 +5,10 @@ import { requireAdmin } from '../../middleware/api-auth.js';
 import { queryParam } from '../../middleware/api-input.js';
 import { checkIfMatch, cursorOf, pageParams, sendResource } from '../../middleware/api-paging.js';
 import { invalid, notFound, type FieldError } from '../../middleware/api-problem.js';
-import type { RoleKind, RoleRecord, Subject } from '../../repositories/roles.js';
+import type { RoleKind, Subject } from '../../repositories/roles.js';
 import { isUuid } from '../../services/organizations.js';
-import { describeRole } from '../../services/roles.js';
-import { auditChange, diff, locationOf, type ApiDeps, withApiFields } from './common.js';
-
-/** The API shape of a role: permissions as the `RESOURCE:SCOPE` strings they are given as. */
-export function describeApiRole(r: RoleRecord) {
-  return { ...describeRole(r), permissions: r.permissions.map((p) => `${p.resource}:${p.scope}`) };
-}
-
-/** The API calls accounts users: a subject's kind as the API shows it. */
-export const apiKindOf = (s: Subject) => (s.kind === 'account' ? 'user' : 'client');
+import { apiKindOf, describeApiRole } from '../../services/roles.js';
+import { byPrincipal, locationOf, type ApiDeps, withApiFields } from './common.js';
 
 /**
  * The user or client a body names (`user_id` or `client_id`: the schema lets exactly one
@@ -63,9 +55,8 @@ export function roleRoutes(deps: ApiDeps): Router {
 
   router.post('/roles', write, async (ctx) => {
     const { name, kind = 'global', description, permissions } = await deps.bodies.read<{ name: string; kind?: RoleKind; description?: string | null; permissions?: string[] }>(ctx);
-    const role = await withApiFields({ permission: 'permissions' }, () => services.roles.create({ name, kind, description, permissions }));
+    const role = await withApiFields({ permission: 'permissions' }, () => services.roles.create({ name, kind, description, permissions }, byPrincipal(ctx)));
     const view = describeApiRole(role);
-    await auditChange(deps, ctx, 'role.create', role.id, { after: view });
     ctx.set('Location', locationOf(deps, `roles/${role.id}`));
     sendResource(ctx, view, 201);
   });
@@ -77,20 +68,15 @@ export function roleRoutes(deps: ApiDeps): Router {
   router.patch('/roles/:id', write, async (ctx) => {
     const role = await roleOr404(ctx.params.id!);
     const { name, description, permissions } = await deps.bodies.read<{ name?: string; description?: string | null; permissions?: string[] }>(ctx);
-    const before = describeApiRole(role);
-    checkIfMatch(ctx, before);
+    checkIfMatch(ctx, describeApiRole(role));
     // Built-in roles keep their name (409); their description and permissions may change.
-    const updated = await withApiFields({ permission: 'permissions' }, () => services.roles.update(role, { name, description, permissions }));
-    const after = describeApiRole(updated);
-    const changes = diff(before, after, ['updated_at']);
-    if (Object.keys(changes.after).length) await auditChange(deps, ctx, 'role.update', role.id, changes);
-    sendResource(ctx, after);
+    const updated = await withApiFields({ permission: 'permissions' }, () => services.roles.update(role, { name, description, permissions }, byPrincipal(ctx)));
+    sendResource(ctx, describeApiRole(updated));
   });
 
   router.delete('/roles/:id', write, async (ctx) => {
     const role = await roleOr404(ctx.params.id!);
-    await services.roles.delete(role);
-    await auditChange(deps, ctx, 'role.delete', role.id, { before: describeApiRole(role) });
+    await services.roles.delete(role, byPrincipal(ctx));
     ctx.status = 204;
   });
 
@@ -100,9 +86,7 @@ export function roleRoutes(deps: ApiDeps): Router {
     const { body, errors } = await deps.bodies.check<{ user_id?: string; client_id?: string }>(ctx);
     const subject = await readSubject(deps, body, errors);
     if (errors.length || !subject) throw invalid(errors);
-    const changed = how === 'assign' ? await services.roles.assign(role, subject) : await services.roles.unassign(role, subject);
-    // The holder is the audit subject, so it shows in their trail (and is pseudonymised with them).
-    if (changed) await auditChange(deps, ctx, `role.${how}`, subject.id, { role: role.id, role_name: role.name, holder_kind: apiKindOf(subject) });
+    await services.roles[how](role, subject, byPrincipal(ctx));
     ctx.status = 204;
   };
   router.post('/roles/:id/assign', write, assignment('assign'));

@@ -3,21 +3,16 @@ import { randomBytes } from 'node:crypto';
 import Router from '@koa/router';
 import type Koa from 'koa';
 
-import { originOf } from '../../lib/request-origin.js';
-import { principalOf, requireAdmin } from '../../middleware/api-auth.js';
+import { requireAdmin } from '../../middleware/api-auth.js';
 import { queryParam } from '../../middleware/api-input.js';
 import { checkIfMatch, cursorOf, paginate, pageParams, sendResource } from '../../middleware/api-paging.js';
 import { invalid, notFound, type FieldError } from '../../middleware/api-problem.js';
 import type { AccountRecord } from '../../repositories/accounts.js';
-import { describeAccount } from '../../services/accounts.js';
 import { describeGrant, describeSession } from '../../services/sessions.js';
-import { auditChange, byPrincipal, diff, locationOf, type ApiDeps } from './common.js';
+import { byPrincipal, locationOf, type ApiDeps } from './common.js';
 
 /** The API shape of a user: the account (never its hash) and its global roles. */
-export async function describeUser(deps: ApiDeps, a: AccountRecord) {
-  const roles = (await deps.services.roles.rolesOf({ kind: 'account', id: a.id })).map((r) => r.name).sort();
-  return { ...describeAccount(a), roles };
-}
+export const describeUser = (deps: ApiDeps, a: AccountRecord) => deps.services.accounts.adminView(a);
 
 async function userOr404(deps: ApiDeps, id: string): Promise<AccountRecord> {
   const account = id.length <= 64 ? await deps.services.accounts.findById(id) : undefined;
@@ -36,14 +31,6 @@ async function globalRoles(deps: ApiDeps, names: string[]) {
   }
   if (errors.length) throw invalid(errors);
   return roles;
-}
-
-/** Makes the account's global roles exactly `wanted`. */
-async function setRoles(deps: ApiDeps, accountId: string, wanted: Awaited<ReturnType<typeof globalRoles>>): Promise<void> {
-  const subject = { kind: 'account' as const, id: accountId };
-  const held = await deps.services.roles.rolesOf(subject);
-  for (const r of held) if (r.kind === 'global' && !wanted.some((w) => w.id === r.id)) await deps.services.roles.unassign(r, subject);
-  for (const r of wanted) if (!held.some((h) => h.id === r.id)) await deps.services.roles.assign(r, subject);
 }
 
 const boolParam = (v: string | undefined, field: string, errors: FieldError[]) => {
@@ -88,11 +75,8 @@ export function userRoutes(deps: ApiDeps): Router {
     // Invited without a password: an unusable random one, replaced through the mailed link. The
     // accounts service applies the password policy (allow_weak_password: strength and length
     // exceptions, never below 8 characters).
-    const account = await services.accounts.create({ email, password: password ?? randomBytes(32).toString('base64url'), name: name ?? undefined, superuser: superuser ?? false, emailVerified: emailVerified ?? false, allowWeakPassword });
-    for (const r of roles) await services.roles.assign(r, { kind: 'account', id: account.id });
-    if (invite) await deps.mail.sendPasswordReset(account);
+    const account = await services.accounts.provision({ email, password: password ?? randomBytes(32).toString('base64url'), name: name ?? undefined, superuser: superuser ?? false, emailVerified: emailVerified ?? false, allowWeakPassword, roles, sendInvitation: invite === true }, byPrincipal(ctx));
     const view = await describeUser(deps, account);
-    await auditChange(deps, ctx, 'account.create', account.id, { after: { ...view, email: undefined }, invitation_sent: Boolean(invite) });
     ctx.set('Location', locationOf(deps, `users/${account.id}`));
     sendResource(ctx, view, 201);
   });
@@ -108,12 +92,8 @@ export function userRoutes(deps: ApiDeps): Router {
     checkIfMatch(ctx, before);
     // Unknown role names are a 422 before anything changes.
     const wanted = roleNames ? await globalRoles(deps, roleNames) : undefined;
-    const updated = await services.accounts.update(account.id, { name, active, superuser, emailVerified }, { actorId: principalOf(ctx).id, origin: originOf(ctx) });
-    if (wanted) await setRoles(deps, account.id, wanted);
-    const after = await describeUser(deps, updated);
-    const changes = diff(before, after);
-    if (Object.keys(changes.after).length) await auditChange(deps, ctx, 'account.admin_update', account.id, changes);
-    sendResource(ctx, after);
+    const updated = await services.accounts.adminUpdate(account.id, { name, active, superuser, emailVerified, roles: wanted }, byPrincipal(ctx));
+    sendResource(ctx, await describeUser(deps, updated));
   });
 
   router.delete('/users/:id', write, async (ctx) => {
@@ -124,23 +104,20 @@ export function userRoutes(deps: ApiDeps): Router {
 
   router.post('/users/:id/reset-mfa', write, async (ctx) => {
     const account = await userOr404(deps, ctx.params.id!);
-    const disabled = await services.mfa.disable(account.id, { actorId: principalOf(ctx).id, origin: originOf(ctx) });
-    await auditChange(deps, ctx, 'account.mfa_reset', account.id, { had_mfa: disabled });
+    await services.mfa.reset(account.id, byPrincipal(ctx));
     ctx.status = 204;
   });
 
   router.post('/users/:id/send-password-reset', write, async (ctx) => {
     const account = await userOr404(deps, ctx.params.id!);
-    await deps.mail.sendPasswordReset(account);
-    await auditChange(deps, ctx, 'account.password_reset_sent', account.id);
+    await services.accounts.sendPasswordReset(account, byPrincipal(ctx));
     ctx.status = 204;
   });
 
   // Everything the user holds ends: sessions, grants, codes and refresh tokens (as deactivation).
   router.post('/users/:id/revoke-sessions', write, async (ctx) => {
     const account = await userOr404(deps, ctx.params.id!);
-    await services.accounts.endSessions(account.id);
-    await auditChange(deps, ctx, 'account.sessions_revoke', account.id);
+    await services.accounts.revokeSessions(account.id, byPrincipal(ctx));
     ctx.status = 204;
   });
 

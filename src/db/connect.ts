@@ -1,14 +1,14 @@
 import type { DatabaseConfig } from '../config/schema.js';
+import { AppError } from '../errors/index.js';
 import type { Db } from './knex.js';
 
 /**
  * The database cannot be reached or refuses the login. The message names where Latch tried to
  * connect (host, port, database — never the password) and why, in one line.
  */
-export class DatabaseUnavailableError extends Error {
+export class DatabaseUnavailableError extends AppError {
   constructor(message: string) {
-    super(message);
-    this.name = 'DatabaseUnavailableError';
+    super(503, 'database_unavailable', message);
   }
 }
 

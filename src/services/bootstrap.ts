@@ -1,4 +1,5 @@
 import type { Db } from '../db/knex.js';
+import { AppError } from '../errors/index.js';
 import type { ResourcesRepository } from '../repositories/resources.js';
 import type { SettingsRepository } from '../repositories/settings.js';
 import { SYSTEM_ACTOR } from './audit.js';
@@ -54,13 +55,13 @@ const normalise = (issuer: string) => issuer.replace(/\/+$/, '');
  * API's audience and mailed links all derive from the issuer, so acting under a second one
  * would split the deployment in two; it is changed only on purpose (`latch issuer set`).
  */
-export class IssuerMismatchError extends Error {
+export class IssuerMismatchError extends AppError {
   constructor(
     readonly configured: string,
     readonly recorded: string,
   ) {
-    super(`ISSUER is ${configured} but this database belongs to issuer ${recorded}: set ISSUER=${recorded}, or change the recorded issuer with \`latch issuer set ${configured}\``);
-    this.name = 'IssuerMismatchError';
+    // 500: an operator's misconfiguration, stopping start-up or a command, never a client's error.
+    super(500, 'issuer_mismatch', `ISSUER is ${configured} but this database belongs to issuer ${recorded}: set ISSUER=${recorded}, or change the recorded issuer with \`latch issuer set ${configured}\``);
   }
 }
 

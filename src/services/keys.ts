@@ -1,5 +1,6 @@
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, type JWK } from 'jose';
 
+import { AppError } from '../errors/index.js';
 import type { SigningKeysRepository } from '../repositories/signing-keys.js';
 import type { AuditActor, AuditService } from './audit.js';
 import type { ChangeFeed } from './change-feed.js';
@@ -33,10 +34,9 @@ export interface KeyRing {
  * The stored signing keys do not open with this LATCH_SECRET (AES-GCM authentication fails):
  * the process was started with another secret than the one that encrypted them.
  */
-export class SecretMismatchError extends Error {
+export class SecretMismatchError extends AppError {
   constructor() {
-    super('LATCH_SECRET cannot decrypt the signing keys stored in the database: it is not the secret they were encrypted with (start with the LATCH_SECRET used when they were created)');
-    this.name = 'SecretMismatchError';
+    super(500, 'secret_mismatch', 'LATCH_SECRET cannot decrypt the signing keys stored in the database: it is not the secret they were encrypted with (start with the LATCH_SECRET used when they were created)');
   }
 }
 

@@ -1,4 +1,4 @@
-import { isPostgres, sqliteConnectionOf, withRawConnection, type PgConnection, type SqliteConnection } from './driver.js';
+import { isPostgres, sqliteConnectionOf, withRawConnection, type PgConnection, type SqliteConnection, type SqliteStatement } from './driver.js';
 import type { Db } from './knex.js';
 
 /**
@@ -44,6 +44,22 @@ function pgStatement(sql: string): { name: string; text: string } {
   return statement;
 }
 
+/**
+ * SQLite: each connection's compiled statements, by SQL text. better-sqlite3 compiles on every
+ * `prepare`, and compiling costs as much as running the statement; these are a fixed handful of
+ * texts, so each is compiled once per connection. A schema change does not stale them (SQLite
+ * recompiles a prepared statement whose schema changed, sqlite3_prepare_v2), and statements run
+ * synchronously to completion, so one is never in use twice at once.
+ */
+const sqlitePrepared = new WeakMap<SqliteConnection, Map<string, SqliteStatement>>();
+function prepared(c: SqliteConnection, sql: string): SqliteStatement {
+  let cache = sqlitePrepared.get(c);
+  if (cache === undefined) sqlitePrepared.set(c, (cache = new Map()));
+  let statement = cache.get(sql);
+  if (statement === undefined) cache.set(sql, (statement = c.prepare(sql)));
+  return statement;
+}
+
 export function createStatements(db: Db): Statements {
   const withConnection = <T>(use: (connection: unknown) => Promise<T> | T): Promise<T> => withRawConnection(db, use);
 
@@ -65,9 +81,9 @@ export function createStatements(db: Db): Statements {
     return usable(c) ? use(c) : withConnection((acquired) => use(acquired as SqliteConnection));
   };
   return {
-    all: async <Row>(sql: string, bindings: readonly unknown[]) => onSqlite((c) => c.prepare(sql).all(bindings) as Row[]),
-    run: async (sql, bindings) => onSqlite((c) => c.prepare(sql).run(bindings).changes),
+    all: async <Row>(sql: string, bindings: readonly unknown[]) => onSqlite((c) => prepared(c, sql).all(bindings) as Row[]),
+    run: async (sql, bindings) => onSqlite((c) => prepared(c, sql).run(bindings).changes),
     postgres: false,
-    sqliteTransaction: async (body) => onSqlite((c) => c.transaction(() => body((sql, bindings) => c.prepare(sql).run(bindings).changes)).immediate()),
+    sqliteTransaction: async (body) => onSqlite((c) => c.transaction(() => body((sql, bindings) => prepared(c, sql).run(bindings).changes)).immediate()),
   };
 }

@@ -1,4 +1,5 @@
 import type { Db } from '../db/knex.js';
+import { createStatements } from '../db/statements.js';
 import { toIso } from '../db/knex.js';
 import { nowIso } from '../lib/time.js';
 import { snakeCaseKeys } from '../lib/snake-case.js';
@@ -45,19 +46,14 @@ const fromRow = (r: Row): AuditEvent => ({
   details: r.details ? snakeCaseKeys(JSON.parse(r.details) as Record<string, unknown>) : null,
 });
 
+const INSERT = 'insert into audit_events (at, type, actor_id, subject_id, ip, user_agent, client_id, details) values (?, ?, ?, ?, ?, ?, ?, ?)';
+
 export function createAuditEventsRepository(db: Db) {
+  // Each sign-in writes two events (login.success, session.start): straight to the driver.
+  const direct = createStatements(db);
   return {
     async insert(e: NewAuditEvent): Promise<void> {
-      await db('audit_events').insert({
-        at: nowIso(),
-        type: e.type,
-        actor_id: cut(e.actorId, 128),
-        subject_id: cut(e.subjectId, 128),
-        ip: cut(e.ip, 64),
-        user_agent: cut(e.userAgent, 512),
-        client_id: cut(e.clientId, 128),
-        details: e.details ? JSON.stringify(e.details) : null,
-      });
+      await direct.run(INSERT, [nowIso(), e.type, cut(e.actorId, 128), cut(e.subjectId, 128), cut(e.ip, 64), cut(e.userAgent, 512), cut(e.clientId, 128), e.details ? JSON.stringify(e.details) : null]);
     },
     /**
      * Newest first; `before` is an id cursor. `since` (inclusive) and `until` (exclusive) are

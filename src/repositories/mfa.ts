@@ -1,4 +1,5 @@
 import type { Db } from '../db/knex.js';
+import { createStatements } from '../db/statements.js';
 import { toIso } from '../db/knex.js';
 import { nowIso } from '../lib/time.js';
 
@@ -35,9 +36,11 @@ function isDuplicateKey(err: unknown): boolean {
 /** The account_mfa table. Every "accept once" rule is a conditional UPDATE, never read-then-write. */
 export function createMfaRepository(db: Db) {
   const table = () => db('account_mfa');
+  // Every password sign-in asks whether the account has a factor: straight to the driver.
+  const direct = createStatements(db);
   return {
     async find(accountId: string): Promise<MfaRecord | undefined> {
-      const row = await table().where({ account_id: accountId }).first<Row | undefined>();
+      const [row] = await direct.all<Row>('select * from account_mfa where account_id = ? limit 1', [accountId]);
       return row ? fromRow(row) : undefined;
     },
 

@@ -189,16 +189,18 @@ export function createVerifier(options: VerifierOptions): Verifier {
 
   /** Fetched once, on first use; a failure is forgotten so the next request tries again. */
   function discover(): Promise<Discovery> {
-    discovery ??= (async () => {
-      const doc = await getJson(`${issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`);
-      // RFC 8414 §3.3: the metadata's issuer must be the one configured.
-      if (doc.issuer !== issuer) throw invalid('the discovery document names another issuer');
-      if (typeof doc.jwks_uri !== 'string') throw invalid('the discovery document has no jwks_uri');
-      return { jwks_uri: doc.jwks_uri, introspection_endpoint: stringOr(doc.introspection_endpoint) };
-    })();
-    discovery.catch(() => {
-      discovery = undefined;
-    });
+    if (!discovery) {
+      discovery = (async () => {
+        const doc = await getJson(`${issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`);
+        // RFC 8414 §3.3: the metadata's issuer must be the one configured.
+        if (doc.issuer !== issuer) throw invalid('the discovery document names another issuer');
+        if (typeof doc.jwks_uri !== 'string') throw invalid('the discovery document has no jwks_uri');
+        return { jwks_uri: doc.jwks_uri, introspection_endpoint: stringOr(doc.introspection_endpoint) };
+      })();
+      discovery.catch(() => {
+        discovery = undefined;
+      });
+    }
     return discovery;
   }
 

@@ -11,6 +11,7 @@ const PLAIN_API = 'https://plain.example.test';
 const ADA = { email: 'ada@example.test', password: 'correct horse battery staple' };
 const BOB = { email: 'bob@example.test', password: 'another long passphrase here' };
 const ROOT = { email: 'root@example.test', password: 'superuser passphrase for root' };
+const CARA = { email: 'cara@example.test', password: 'cara has a long passphrase', name: 'Cara Lovelace' };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -76,10 +77,11 @@ describe('roles and organizations in tokens', () => {
     ids = {};
     for (const u of [ADA, BOB]) ids[u.email] = (await cli('users', 'create', '--email', u.email, '--password', u.password)).id;
     ids[ROOT.email] = (await cli('users', 'create', '--email', ROOT.email, '--password', ROOT.password, '--superuser')).id;
+    ids[CARA.email] = (await cli('users', 'create', '--email', CARA.email, '--password', CARA.password, '--name', CARA.name, '--email-verified')).id;
     await cli('resources', 'create', '--identifier', API, '--scope', 'orders:read', '--scope', 'orders:write', '--scope', 'orders:delete', '--rbac', '--alg', 'ES256');
     await cli('resources', 'create', '--identifier', PLAIN_API, '--scope', 'plain:read');
-    web = await cli('clients', 'create', '--name', 'Shop', '--first-party', '--redirect-uri', REDIRECT, '--resource', API, '--scope', 'openid email roles organizations offline_access orders:read orders:write orders:delete');
-    webPlain = await cli('clients', 'create', '--name', 'Dashboard', '--first-party', '--redirect-uri', REDIRECT, '--scope', 'openid email roles organizations');
+    web = await cli('clients', 'create', '--name', 'Shop', '--first-party', '--redirect-uri', REDIRECT, '--resource', API, '--scope', 'openid email profile roles organizations offline_access orders:read orders:write orders:delete');
+    webPlain = await cli('clients', 'create', '--name', 'Dashboard', '--first-party', '--redirect-uri', REDIRECT, '--scope', 'openid email profile roles organizations');
     thirdParty = await cli('clients', 'create', '--name', 'Partner', '--redirect-uri', REDIRECT, '--resource', API, '--scope', 'openid roles orders:read orders:write orders:delete');
     machine = await cli('clients', 'create', '--name', 'Site agent', '--grant', 'client_credentials', '--resource', API, '--scope', 'roles orders:read orders:write');
     rs = await cli('clients', 'create', '--name', 'Orders API', '--grant', 'client_credentials', '--resource', API, '--resource', PLAIN_API);
@@ -125,6 +127,42 @@ describe('roles and organizations in tokens', () => {
     const body = (await intro.json()) as Record<string, unknown>;
     expect(body.active).to.equal(true);
     expect(body.roles).to.deep.equal(['clerk', 'support']);
+  });
+
+  it('puts email, email_verified and name in access tokens and introspection by scope (RFC 9068 §2.2.3.1)', async () => {
+    const { tokens } = await signIn(CARA, { scope: 'openid email profile orders:read', resource: API });
+    const at = await verifyAt(tokens.access_token);
+    expect(at.sub).to.equal(ids[CARA.email]);
+    expect(at.email).to.equal(CARA.email);
+    expect(at.email_verified).to.equal(true);
+    expect(at.name).to.equal(CARA.name);
+    // The JWT's introspection answers the same identity.
+    const viaIntrospection = await introspect(tokens.access_token);
+    expect(viaIntrospection).to.include({ active: true, email: CARA.email, email_verified: true, name: CARA.name });
+
+    const emailOnly = await verifyAt((await signIn(ADA, { scope: 'openid email orders:read', resource: API })).tokens.access_token);
+    expect(emailOnly).to.include({ email: ADA.email, email_verified: false });
+    expect(emailOnly).not.to.have.property('name');
+
+    const neither = await verifyAt((await signIn(CARA, { scope: 'openid orders:read', resource: API })).tokens.access_token);
+    for (const claim of ['email', 'email_verified', 'name']) expect(neither, claim).not.to.have.property(claim);
+
+    // An opaque (userinfo) access token: introspection carries the identity of its scopes.
+    const plain = await signIn(CARA, { scope: 'openid email profile' }, webPlain);
+    const intro = await fetch(`${srv.url}/token/introspection`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`${webPlain.client_id}:${webPlain.client_secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: plain.tokens.access_token }),
+    });
+    expect(await intro.json()).to.include({ active: true, sub: ids[CARA.email], email: CARA.email, email_verified: true, name: CARA.name });
+    const bare = await signIn(CARA, { scope: 'openid' }, webPlain);
+    const bareIntro = (await (await fetch(`${srv.url}/token/introspection`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`${webPlain.client_id}:${webPlain.client_secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: bare.tokens.access_token }),
+    })).json()) as Record<string, unknown>;
+    expect(bareIntro.active).to.equal(true);
+    for (const claim of ['email', 'email_verified', 'name']) expect(bareIntro, claim).not.to.have.property(claim);
   });
 
   it('releases nothing without the scopes, [] for no roles, and is_superuser only for superusers', async () => {

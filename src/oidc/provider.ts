@@ -92,7 +92,8 @@ const grantTtl = (config: Config) => Math.max(config.ttl.refreshToken, config.tt
 
 function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration, adapter: Configuration['adapter']): Configuration {
   const { config, render, logger } = deps;
-  const isSuperuser = async (accountId: string) => (await deps.accounts.findForTokens(accountId))?.superuser === true;
+  const tokenIdentity = (accountId: string) => deps.accounts.findForTokens(accountId);
+  const isSuperuser = async (accountId: string) => (await tokenIdentity(accountId))?.superuser === true;
   const adminApi = apiAudience(config.issuer);
 
   const renderPage = async (ctx: Koa.Context, view: string, locals: Record<string, unknown> & { title: string }) => {
@@ -132,8 +133,8 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
         await rbac.checkExists(value);
       },
     },
-    // Roles, organizations and the organization of the token (JWT payload, opaque-token introspection).
-    extraTokenClaims: (ctx, token) => rbac.tokenClaims(ctx, token as never, isSuperuser),
+    // Identity, roles, organizations and the organization of the token (JWT payload, opaque-token introspection).
+    extraTokenClaims: (ctx, token) => rbac.tokenClaims(ctx, token as never, tokenIdentity),
     // Only the authorization code flow (OAuth 2.0 Security BCP, RFC 9700 §2.1.2: no implicit).
     responseTypes: ['code'],
     // OIDC Core §3.1.2.1: redirect_uri is required; never guessed from the registration.

@@ -21,6 +21,14 @@ export interface OrganizationBinding {
 }
 
 type Ctx = KoaContextWithOIDC;
+/** What an access token says about its account (scopes `email`, `profile`, `roles`). */
+export interface TokenIdentity {
+  email: string;
+  emailVerified: boolean;
+  displayName?: string | null;
+  superuser: boolean;
+}
+
 type TokenLike = { kind?: string; accountId?: string; grantId?: string; scope?: string; clientId?: string; client?: { clientId: string } };
 
 const scopesOf = (scope: unknown): Set<string> => new Set(typeof scope === 'string' ? scope.split(' ').filter(Boolean) : []);
@@ -124,10 +132,12 @@ export function createRbacIntegration(deps: { access: AccessService; state: Prov
 
     /**
      * Claims an access token carries (JWT payload, or opaque token introspection), by the
-     * scopes the request asked for: `roles`/`is_superuser`, `organizations`, and for an
-     * organization token `org_id`/`org_role`.
+     * scopes the request asked for: `email`/`email_verified` (scope `email`) and `name` (scope
+     * `profile`) so a resource server knows the caller without a userinfo call (RFC 9068
+     * §2.2.3.1), `roles`/`is_superuser`, `organizations`, and for an organization token
+     * `org_id`/`org_role`.
      */
-    async tokenClaims(ctx: Ctx, token: TokenLike, superuser: (accountId: string) => Promise<boolean>): Promise<Record<string, unknown> | undefined> {
+    async tokenClaims(ctx: Ctx, token: TokenLike, account: (accountId: string) => Promise<TokenIdentity | undefined>): Promise<Record<string, unknown> | undefined> {
       if (token.kind !== 'AccessToken' && token.kind !== 'ClientCredentials') return undefined;
       const source = ctx.oidc.entities.RefreshToken ?? ctx.oidc.entities.AuthorizationCode;
       // The scopes the client asked for (OIDC scopes such as `roles` are not in a resource token's own scope).
@@ -138,10 +148,14 @@ export function createRbacIntegration(deps: { access: AccessService; state: Prov
       if (!subject) return undefined;
       const org = await organizationFor(ctx, subject, token.grantId);
       const claims: Record<string, unknown> = {};
+      const wantsIdentity = subject.kind === 'account' && (requested.has('email') || requested.has('profile') || requested.has('roles'));
+      const who = wantsIdentity ? await account(subject.id) : undefined;
+      if (who && requested.has('email')) Object.assign(claims, { email: who.email, email_verified: who.emailVerified });
+      if (who && requested.has('profile') && who.displayName) claims.name = who.displayName;
       if (requested.has('roles') || requested.has('organizations')) {
         const held = await access.of(subject);
         Object.assign(claims, subjectClaims(held, requested));
-        if (requested.has('roles') && subject.kind === 'account' && (await superuser(subject.id))) claims.is_superuser = true;
+        if (requested.has('roles') && who?.superuser === true) claims.is_superuser = true;
       }
       if (org) Object.assign(claims, { org_id: org.id, org_role: org.role });
       return Object.keys(claims).length ? claims : undefined;

@@ -13,7 +13,7 @@ import { createBodyValidators, loadOpenApi } from '../../middleware/api-body.js'
 import { problems, ProblemError } from '../../middleware/api-problem.js';
 import type { Oidc } from '../../oidc/provider.js';
 import type { Services } from '../../services/index.js';
-import { apiAudience } from './api-resource.js';
+import { apiAudience } from '../../services/bootstrap.js';
 import { auditEventRoutes } from './audit-events.js';
 import { clientRoutes } from './clients.js';
 import type { ApiDeps } from './common.js';
@@ -24,7 +24,6 @@ import { resourceRoutes } from './resources.js';
 import { roleRoutes } from './roles.js';
 import { userRoutes } from './users.js';
 
-export { apiAudience } from './api-resource.js';
 
 const swaggerDir = dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'));
 

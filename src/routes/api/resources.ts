@@ -5,7 +5,7 @@ import { queryParam } from '../../middleware/api-input.js';
 import { checkIfMatch, cursorOf, pageParams, sendResource } from '../../middleware/api-paging.js';
 import { invalid, notFound, ProblemError, type FieldError } from '../../middleware/api-problem.js';
 import { describeResource } from '../../services/resources.js';
-import { API_RESOURCE_SCOPES, apiAudience } from './api-resource.js';
+import { API_RESOURCE_SCOPES, apiAudience } from '../../services/bootstrap.js';
 import { byPrincipal, locationOf, type ApiDeps, withApiFields } from './common.js';
 
 /** The resource service names fields as the CLI flags; the API as its representation. */

@@ -40,6 +40,11 @@ export default tseslint.config(
     },
   },
   {
+    // The examples are plain JavaScript checked by tsc (checkJs), which knows Node's globals.
+    files: ['examples/**/*.js'],
+    rules: { 'no-undef': 'off' },
+  },
+  {
     files: ['test/**/*.ts'],
     rules: { '@typescript-eslint/no-explicit-any': 'off', '@typescript-eslint/no-unused-expressions': 'off' },
   },

@@ -1,7 +1,7 @@
 // A Koa API that accepts Latch access tokens through @latch/verify.
 // Run from the repository root: LATCH_ISSUER=… LATCH_AUDIENCE=… PORT=4000 node examples/node-api/server.js
 import Router from '@koa/router';
-import { createVerifier, koaBearer, verifyUpgrade, VerifyError } from '@latch/verify';
+import { bearerProtocol, createVerifier, koaBearer, verifyUpgrade, VerifyError } from '@latch/verify';
 import Koa from 'koa';
 import { WebSocketServer } from 'ws';
 
@@ -48,11 +48,11 @@ router.get('/scoped', koaBearer(verifier, { scopes: ['read'] }), (ctx) => {
   ctx.body = { ok: true };
 });
 
-// The requirement depends on the path, so the middleware is made per request. An organization
-// token (authorization request with `organization=<id>`) carries org_id and the caller's org_role.
+// The requirement depends on the path: a function of the request. An organization token
+// (authorization request with `organization=<id>`) carries org_id and the caller's org_role.
 router.get(
   '/orgs/:org_id/settings',
-  (ctx, next) => koaBearer(verifier, { organization: ctx.params.org_id, orgRoles: ['owner', 'admin'] })(ctx, next),
+  koaBearer(verifier, (ctx) => ({ organization: ctx.params?.org_id, orgRoles: ['owner', 'admin'] })),
   (ctx) => {
     ctx.body = { org_id: ctx.state.auth.org_id, org_role: ctx.state.auth.org_role };
   },
@@ -67,7 +67,7 @@ const server = app.listen(port, '127.0.0.1', () => console.log(`node-api listeni
 const wss = new WebSocketServer({
   server,
   path: '/ws',
-  handleProtocols: (offered) => (offered.has('bearer') ? 'bearer' : false),
+  handleProtocols: bearerProtocol,
   maxPayload: 4096, // this endpoint reads nothing from clients
 });
 wss.on('connection', (socket, req) => {
@@ -82,10 +82,8 @@ wss.on('error', (err) => {
 /** @param {import('ws').WebSocket} socket @param {import('node:http').IncomingMessage} req */
 async function greet(socket, req) {
   try {
-    // verifyUpgrade reads the header, the subprotocol pair and ?access_token=; ?token= is what
-    // the FastAPI example takes, so it is accepted too.
-    const token = new URL(req.url ?? '/', 'http://localhost').searchParams.get('token');
-    const auth = token ? await verifier.verify(token) : (await verifyUpgrade(verifier, req)).auth;
+    // The Authorization header, the subprotocol pair, ?access_token= or ?token=.
+    const { auth } = await verifyUpgrade(verifier, req);
     socket.send(JSON.stringify({ id: auth.sub }));
   } catch (err) {
     // Accepted, then closed with 1008 (RFC 6455 §7.4.1 policy violation): a browser never sees

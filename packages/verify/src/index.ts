@@ -340,14 +340,24 @@ export interface KoaLikeContext {
   type: string;
   set(field: string, value: string): void;
   state: Record<string, unknown>;
+  /** Path parameters, as @koa/router sets them. */
+  params?: Record<string, string>;
 }
 
-/** Koa middleware: the claims land on `ctx.state.auth`; refusals are 401/403 problem+json. */
-export function koaBearer(verifier: Verifier, requirements: Requirements = {}) {
-  return async (ctx: KoaLikeContext, next: () => Promise<unknown>): Promise<void> => {
+/** Fixed requirements, or requirements read off the request (a path parameter naming the organization). */
+export type RequirementsOf<T> = Requirements | ((request: T) => Requirements);
+
+const requirementsFor = <T>(requirements: RequirementsOf<T>, request: T): Requirements => (typeof requirements === 'function' ? requirements(request) : requirements);
+
+/**
+ * Koa middleware: the claims land on `ctx.state.auth`; refusals are 401/403 problem+json.
+ * `requirements` may be a function of the context: `koaBearer(v, (ctx) => ({ organization: ctx.params.org_id }))`.
+ */
+export function koaBearer<C extends KoaLikeContext = KoaLikeContext>(verifier: Verifier, requirements: RequirementsOf<C> = {}) {
+  return async (ctx: C, next: () => Promise<unknown>): Promise<void> => {
     let claims: AccessClaims;
     try {
-      claims = await verifier.verify(tokenOrRefusal(ctx.headers, verifier.audience), requirements);
+      claims = await verifier.verify(tokenOrRefusal(ctx.headers, verifier.audience), requirementsFor(requirements, ctx));
     } catch (err) {
       if (!(err instanceof VerifyError)) throw err;
       ctx.status = err.status;
@@ -373,9 +383,9 @@ export interface ExpressLikeResponse {
   end(body?: string): unknown;
 }
 
-/** Express middleware: the claims land on `req.auth`; refusals are 401/403 problem+json. */
-export function expressBearer(verifier: Verifier, requirements: Requirements = {}) {
-  return (req: ExpressLikeRequest, res: ExpressLikeResponse, next: (err?: unknown) => void): void => {
+/** Express middleware: the claims land on `req.auth`; refusals are 401/403 problem+json. `requirements` may be a function of the request. */
+export function expressBearer<R extends ExpressLikeRequest = ExpressLikeRequest>(verifier: Verifier, requirements: RequirementsOf<R> = {}) {
+  return (req: R, res: ExpressLikeResponse, next: (err?: unknown) => void): void => {
     let token: string | undefined;
     try {
       token = tokenOrRefusal(req.headers, verifier.audience);
@@ -383,7 +393,14 @@ export function expressBearer(verifier: Verifier, requirements: Requirements = {
       refuse(res, err as VerifyError);
       return;
     }
-    verifier.verify(token, requirements).then(
+    let required: Requirements;
+    try {
+      required = requirementsFor(requirements, req);
+    } catch (err) {
+      next(err);
+      return;
+    }
+    verifier.verify(token, required).then(
       (claims) => {
         req.auth = claims;
         next();
@@ -417,17 +434,28 @@ export interface UpgradeAuth {
 }
 
 /**
+ * The subprotocol a WebSocket server selects (for `ws`'s synchronous `handleProtocols`): `bearer`
+ * when the client offered the pair `bearer, <token>`, never the token itself.
+ */
+export function bearerProtocol(offered: Iterable<string>): 'bearer' | false {
+  for (const p of offered) if (p === 'bearer') return 'bearer';
+  return false;
+}
+
+/**
  * Authenticates a WebSocket upgrade. Browsers cannot set headers on a WebSocket, so besides
  * `Authorization: Bearer` the token may come as the subprotocol pair `Sec-WebSocket-Protocol:
- * bearer, <token>` or as `?access_token=` (RFC 6750 §2.3). Rejects with a VerifyError; a server
+ * bearer, <token>` (subprotocol names are case-sensitive, RFC 6455 §4.1) or in the query string
+ * as `?access_token=` (RFC 6750 §2.3) or `?token=`. Rejects with a VerifyError; a server
  * answers it by accepting the socket and closing it with 1008 (RFC 6455 §7.4.1, policy violation).
  */
 export async function verifyUpgrade(verifier: Verifier, req: UpgradeRequest, requirements: Requirements = {}): Promise<UpgradeAuth> {
   const fromHeader = tokenOrRefusal(req.headers, verifier.audience);
   if (fromHeader) return { auth: await verifier.verify(fromHeader, requirements), protocol: undefined };
   const offered = (first(req.headers['sec-websocket-protocol']) ?? '').split(',').map((p) => p.trim());
-  const at = offered.findIndex((p) => p.toLowerCase() === 'bearer');
+  const at = offered.indexOf('bearer');
   if (at >= 0 && offered[at + 1]) return { auth: await verifier.verify(offered[at + 1], requirements), protocol: 'bearer' };
-  const query = new URL(req.url ?? '/', 'http://localhost').searchParams.get('access_token');
-  return { auth: await verifier.verify(query ?? undefined, requirements), protocol: undefined };
+  const query = new URL(req.url ?? '/', 'http://localhost').searchParams;
+  const fromQuery = query.get('access_token') ?? query.get('token');
+  return { auth: await verifier.verify(fromQuery ?? undefined, requirements), protocol: undefined };
 }

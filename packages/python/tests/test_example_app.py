@@ -66,7 +66,13 @@ class ExampleAppTest(unittest.TestCase):
             except subprocess.TimeoutExpired:
                 cls.process.kill()
                 cls.process.wait()
+        output = cls.output()
         cls.log.close()
+        if os.environ.get("LATCH_TEST_LOG"):
+            print(output)
+        # Every refusal was an answer, never an exception in the app.
+        if "Traceback" in output or "Exception in ASGI application" in output:
+            raise AssertionError(f"the example logged an exception: {output}")
 
     def get(self, path: str, token: Optional[str] = None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -221,6 +221,17 @@ class LatchAuth:
     org_param="org_id")`` and ``websocket_user``. Call ``install(app)`` once for RFC 9457 bodies.
     """
 
+    #: Any valid token (401 otherwise).
+    current_user: Callable[..., Awaitable[LatchUser]]
+    #: The same as current_user, under the name fastapi-users apps use.
+    get_current_user: Callable[..., Awaitable[LatchUser]]
+    #: The same: Latch issues and introspects tokens only for active accounts.
+    current_active_user: Callable[..., Awaitable[LatchUser]]
+    #: A superuser's token (403 otherwise).
+    current_superuser: Callable[..., Awaitable[LatchUser]]
+    #: For WebSocket routes; on failure the socket is accepted and closed with 1008.
+    websocket_user: Callable[..., Awaitable[LatchUser]]
+
     def __init__(
         self,
         issuer: str,

@@ -1,9 +1,11 @@
 """LatchAuth against a real Latch: the token checks, key rotation, introspection and requirements."""
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import socket
 import threading
 import time
 import unittest
@@ -54,6 +56,24 @@ class VerifierTest(unittest.TestCase):
         # Discovery and keys are fetched once and then cached.
         run(auth.verify(self.tokens["ada"]))
         self.assertEqual(calls, {"discovery": 1, "jwks": 1, "introspection": 0})
+
+    def test_concurrent_first_requests_share_one_fetch(self) -> None:
+        auth, calls, _ = counted()
+
+        async def many() -> list:
+            return await asyncio.gather(*(auth.verify(self.tokens["ada"]) for _ in range(10)))
+
+        users = run(many())
+        self.assertEqual({u.id for u in users}, {self.ids["ada"]})
+        self.assertEqual(calls, {"discovery": 1, "jwks": 1, "introspection": 0})
+
+    def test_unreachable_issuer_is_a_401(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+        err = refusal(self, LatchAuth(closed, self.f["audience"]).verify(self.tokens["ada"]))
+        self.assertEqual(err.status_code, 401)
+        self.assertIn("could not be reached", err.challenge)
 
     def test_missing_and_expired_tokens(self) -> None:
         auth, _, clock = counted()

@@ -148,6 +148,6 @@ describe('latch_auth (Python) and the FastAPI example', function () {
     expect(output, output).to.match(/^OK$/m);
     expect(output, output).not.to.match(/skipped/i);
     const ran = Number(/^Ran (\d+) tests?/m.exec(output)?.[1] ?? 0);
-    expect(ran, output).to.be.at.least(15);
+    expect(ran, output).to.be.at.least(24);
   });
 });

@@ -25,6 +25,7 @@ const ADA = { email: 'ada@example.test', password: 'correct horse battery staple
 const ROOT = { email: 'root@example.test', password: 'superuser passphrase for root' };
 /** Debian's interpreter has the packages; `python3` on PATH may be another one. */
 const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
+const DEBIAN_PACKAGES = 'python3-fastapi python3-uvicorn python3-jwt python3-httpx python3-cryptography python3-websockets';
 
 type Client = { client_id: string; client_secret: string };
 
@@ -79,12 +80,21 @@ describe('latch_auth (Python) and the FastAPI example', function () {
     return { token: body.token, id: body.id };
   }
 
-  before(async () => {
+  before(async function () {
+    // Like the browser suite: without the Python packages it fails in CI and is skipped, visibly, elsewhere.
+    const check = await run(PYTHON, ['-c', 'import fastapi, uvicorn, jwt, httpx, cryptography, websockets'], {}, 60_000);
+    if (check.code !== 0) {
+      const help = `${PYTHON} cannot import the packages latch_auth and its example need: apt-get install ${DEBIAN_PACKAGES}`;
+      if (process.env.CI) throw new Error(`${help}\n${check.output}`);
+      console.warn(`\n  [latch_auth] SKIPPED: ${help}\n`);
+      this.skip();
+    }
     srv = await startTestServer({ changePollMs: 100 });
     dir = mkdtempSync(join(tmpdir(), 'latch-python-'));
   });
 
   after(async () => {
+    if (!srv) return;
     rmSync(dir, { recursive: true, force: true });
     expect(srv.errors(), JSON.stringify(srv.errors())).to.deep.equal([]);
     await srv.close();

@@ -276,7 +276,8 @@ class LatchAuth:
         try:
             async with httpx.AsyncClient(timeout=self._timeout, verify=_tls(), follow_redirects=False) as client:
                 res = await client.request(method, url, headers={"Accept": "application/json", **(headers or {})}, data=data)
-        except httpx.HTTPError:
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, ValueError):
+            # A URL the discovery document got wrong is as unreachable as a server that is down.
             raise self._invalid("the authorization server could not be reached") from None
         if not 200 <= res.status_code < 300:
             raise self._invalid(f"the authorization server answered {res.status_code}")

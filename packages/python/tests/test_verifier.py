@@ -284,8 +284,13 @@ class VerifierTest(unittest.TestCase):
         run(uncached.verify(pat["token"]))
         self.assertEqual(uncached_calls["introspection"], 2)
 
+        # A one-second cache on the real clock.
+        brief, brief_calls, _ = counted(introspection_client=client, cache_seconds=1)
+        run(brief.verify(pat["token"]))
+
         res = httpx.delete(f"{self.f['issuer']}/api/v1/me/tokens/{pat['id']}", headers={"Authorization": f"Bearer {self.tokens['account']}"})
         self.assertEqual(res.status_code, 204, res.text)
+        revoked_at = time.time()
 
         # Within the cache time the answer is reused; once it has run out, Latch says inactive.
         self.assertEqual(run(auth.verify(pat["token"])).id, self.ids["ada"])
@@ -295,6 +300,9 @@ class VerifierTest(unittest.TestCase):
         self.assertEqual(err.status_code, 401)
         self.assertIn("not active", err.challenge)
         self.assertEqual(calls["introspection"], 2)
+        time.sleep(max(0.0, 1.1 - (time.time() - revoked_at)))
+        self.assertIn("not active", refusal(self, brief.verify(pat["token"])).challenge)
+        self.assertEqual(brief_calls["introspection"], 2)
         # Without a cache the revocation is seen at once.
         self.assertIn("not active", refusal(self, uncached.verify(pat["token"])).challenge)
 

@@ -92,6 +92,7 @@ describe('federation: upstream protocol client', function () {
     });
     up.mode.badSignature = false;
     up.mode.deny = false;
+    up.mode.idTokenClaims = undefined;
     gh.mode.apiStatus = undefined;
   });
 
@@ -220,6 +221,33 @@ describe('federation: upstream protocol client', function () {
       expect((await client.finish(provider, transaction, callback)).subject).to.equal('up-verified');
     });
 
+    it('refuses an authorization response whose iss is another issuer\'s (RFC 9207 mix-up)', async () => {
+      const provider = oidcProvider();
+      const { transaction, callback } = await signIn(provider, 'grace@upstream.test');
+      expect(callback.searchParams.get('iss')).to.equal(up.issuer);
+      const before = up.requests.length;
+      for (const iss of [postOnly.issuer, null]) {
+        const mixed = new URL(callback);
+        if (iss) mixed.searchParams.set('iss', iss);
+        else mixed.searchParams.delete('iss');
+        expect(await refusal(client.finish(provider, transaction, mixed)), String(iss)).to.include({ reason: 'state', status: 400 });
+      }
+      expect(up.requests.slice(before).map((r) => r.path)).not.to.include('/token');
+    });
+
+    it('names the provider\'s display name in what the person reads', async () => {
+      const provider = oidcProvider({ display_name: 'Acme Login' });
+      const { transaction, callback } = await signIn(provider, 'grace@upstream.test', { cancel: true });
+      expect((await refusal(client.finish(provider, transaction, callback))).message).to.equal('Sign-in with Acme Login was cancelled or refused.');
+      await up.stop();
+      try {
+        client.forget('corp');
+        expect((await refusal(client.start(provider, `${CALLBACK}/corp`))).message).to.equal('Acme Login could not be reached. Please try again in a moment.');
+      } finally {
+        await up.start();
+      }
+    });
+
     it('refuses the replay of a finished callback: the code is single-use upstream', async () => {
       const provider = oidcProvider();
       const { transaction, callback } = await signIn(provider, 'grace@upstream.test');
@@ -235,6 +263,27 @@ describe('federation: upstream protocol client', function () {
       const err = await refusal(client.finish(provider, { ...transaction, nonce: 'another-nonce-of-another-browser' }, callback));
       expect(err).to.include({ reason: 'bad_id_token', status: 502, expose: true });
       expect(err.detail).to.match(/nonce/);
+    });
+
+    it('refuses a correctly signed ID token with another issuer, another audience or past its expiry', async () => {
+      const provider = oidcProvider();
+      const now = Math.floor(Date.now() / 1000);
+      const cases: [Record<string, unknown>, RegExp][] = [
+        [{ iss: 'http://127.0.0.1:1' }, /iss/],
+        [{ aud: 'someone-else' }, /aud/],
+        [{ exp: now - 3600, iat: now - 7200 }, /timestamp|exp/],
+      ];
+      for (const [claims, detail] of cases) {
+        up.mode.idTokenClaims = claims;
+        const { transaction, callback } = await signIn(provider, 'grace@upstream.test');
+        const err = await refusal(client.finish(provider, transaction, callback));
+        expect(err, JSON.stringify(claims)).to.include({ reason: 'bad_id_token', status: 502 });
+        expect(err.detail, JSON.stringify(claims)).to.match(detail);
+      }
+      // The same alteration that changes nothing is accepted: the re-signing itself is sound.
+      up.mode.idTokenClaims = { name: 'Grace B. Hopper' };
+      const { transaction, callback } = await signIn(provider, 'grace@upstream.test');
+      expect((await client.finish(provider, transaction, callback)).name).to.equal('Grace B. Hopper');
     });
 
     it('refuses an ID token signed by a key that is not in the upstream\'s JWKS', async () => {

@@ -17,6 +17,8 @@ import type { Logger } from '../lib/logger.js';
 export interface UpstreamProvider {
   name: string;
   kind: 'oidc' | 'github';
+  /** Named in the messages a person reads ("Google could not be reached"). */
+  display_name?: string | null;
   /** oidc: the issuer, discovered at `${issuer}/.well-known/openid-configuration`. */
   issuer?: string | null;
   client_id: string;
@@ -156,7 +158,7 @@ interface CachedDiscovery {
   failure?: UpstreamError;
 }
 
-const displayName = (provider: UpstreamProvider) => (provider.kind === 'github' ? 'GitHub' : 'The sign-in provider');
+const displayName = (provider: UpstreamProvider) => provider.display_name || (provider.kind === 'github' ? 'GitHub' : 'The sign-in provider');
 
 export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClient {
   const { logger } = opts;
@@ -301,6 +303,8 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
       code_challenge: await oidc.calculatePKCECodeChallenge(code_verifier),
       code_challenge_method: 'S256',
     });
+    // The browser is sent there with the request: the same https rule as for what Latch fetches.
+    checkUrl(provider, 'authorization_endpoint', url.href);
     return { url, transaction: { provider: provider.name, state, nonce, code_verifier, redirect_uri: redirectUri } };
   }
 
@@ -348,6 +352,9 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
     const message = (err as Error).message ?? String(err);
     const causeMessage = ((err as { cause?: { message?: string } }).cause?.message ?? '') as string;
     const detail = libraryDetail(err);
+    // RFC 9207 §2.4: an authorization response whose `iss` is not this provider's was meant for
+    // another one (a mix-up): refused like a foreign state, before any code is exchanged.
+    if (code === 'OAUTH_INVALID_RESPONSE' && /"iss" \(issuer\) (response )?parameter|response parameter "iss"/.test(message + ' ' + causeMessage)) return stateError(provider, detail);
     // ID token checks: claim values (iss, aud, nonce, azp), timestamps (exp, iat), the key and the
     // signature (OIDC Core §3.1.3.7). 502: the upstream's answer cannot be trusted (RFC 9110 §15.6.3).
     if (code === 'OAUTH_JWT_CLAIM_COMPARISON_FAILED' || code === 'OAUTH_JWT_TIMESTAMP_CHECK_FAILED' || code === 'OAUTH_KEY_SELECTION_FAILED') return badIdToken(provider, detail);
@@ -456,7 +463,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
     const states = callback.searchParams.getAll('state');
     if (states.length !== 1 || !sameString(states[0]!, transaction.state)) fail(provider, stateError(provider, states.length === 0 ? 'callback without state' : 'state does not match'));
     const error = callback.searchParams.get('error');
-    if (error === 'access_denied') fail(provider, new UpstreamError('access_denied', 403, `Sign-in with ${provider.kind === 'github' ? 'GitHub' : 'the provider'} was cancelled or refused.`, provider.name, 'access_denied'));
+    if (error === 'access_denied') fail(provider, new UpstreamError('access_denied', 403, `Sign-in with ${provider.display_name || (provider.kind === 'github' ? 'GitHub' : 'the provider')} was cancelled or refused.`, provider.name, 'access_denied'));
     if (error !== null) {
       const description = callback.searchParams.get('error_description');
       fail(provider, new UpstreamError('upstream_error', 400, `${displayName(provider)} could not complete the sign-in. Please try again or choose another way to sign in.`, provider.name, `${error.slice(0, 64)}${description ? ` (${description.slice(0, 200)})` : ''}`));

@@ -46,8 +46,11 @@ export interface UpstreamOidc {
   clientId: string;
   clientSecret: string;
   accounts: UpstreamAccount[];
-  /** Switches a test flips: sign ID tokens with a key not in the JWKS; answer every sign-in with access_denied. */
-  mode: { badSignature: boolean; deny: boolean };
+  /**
+   * Switches a test flips: sign ID tokens with a key not in the JWKS; answer every sign-in with
+   * access_denied; overwrite ID token claims (iss, aud, exp, ...), re-signed with the real key.
+   */
+  mode: { badSignature: boolean; deny: boolean; idTokenClaims?: Record<string, unknown> };
   /** Method and path (no query) of every request it answered, and the client authentication seen at the token endpoint. */
   requests: { method: string; path: string; auth?: 'basic' | 'post' | 'none' }[];
   /**
@@ -126,7 +129,7 @@ export async function startUpstreamOidc(options: UpstreamOidcOptions): Promise<U
   const clientId = options.clientId ?? 'latch-at-upstream';
   const clientSecret = options.clientSecret ?? randomBytes(24).toString('base64url');
   const authMethods = options.authMethods ?? ['client_secret_basic', 'client_secret_post'];
-  const mode = { badSignature: false, deny: false };
+  const mode: UpstreamOidc['mode'] = { badSignature: false, deny: false };
   const requests: UpstreamOidc['requests'] = [];
 
   // The issuer's port must be known before the Provider is built: bind first, then build.
@@ -192,14 +195,15 @@ export async function startUpstreamOidc(options: UpstreamOidcOptions): Promise<U
   };
   const provider = new Provider(issuer, configuration);
 
-  // The token response, ID token re-signed by the impostor key when asked to.
+  // The token response's ID token, altered when asked to: other claims, or the impostor's signature.
   provider.use(async (ctx, next) => {
     await next();
-    if (!mode.badSignature || ctx.path !== '/token' || ctx.status !== 200) return;
+    if ((!mode.badSignature && !mode.idTokenClaims) || ctx.path !== '/token' || ctx.status !== 200) return;
     const body = ctx.body as { id_token?: string } | undefined;
     if (!body?.id_token) return;
     const header = decodeProtectedHeader(body.id_token);
-    body.id_token = await new SignJWT(decodeJwt(body.id_token)).setProtectedHeader({ alg: header.alg!, kid: header.kid!, typ: header.typ }).sign(rogue);
+    const claims = { ...decodeJwt(body.id_token), ...mode.idTokenClaims };
+    body.id_token = await new SignJWT(claims).setProtectedHeader({ alg: header.alg!, kid: header.kid!, typ: header.typ }).sign(mode.badSignature ? rogue : privateKey);
   });
 
   const callback = provider.callback();

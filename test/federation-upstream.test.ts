@@ -362,6 +362,29 @@ describe('federation: upstream protocol client', function () {
       expect(upstreamUrlProblem('not a url')).to.match(/absolute URL/);
     });
 
+    it('refuses a discovery document that would send the browser or a request over plain http', async () => {
+      const issuer = 'https://idp.example.test';
+      const document = { issuer, authorization_endpoint: 'http://idp.example.test/auth', token_endpoint: `${issuer}/token`, jwks_uri: `${issuer}/jwks`, response_types_supported: ['code'] };
+      const answers: string[] = [];
+      const fake = createUpstreamClient({
+        logger,
+        fetch: async (input) => {
+          answers.push(String(input));
+          return new Response(JSON.stringify(document), { headers: { 'content-type': 'application/json' } });
+        },
+      });
+      const err = await refusal(fake.start(oidcProvider({ issuer }), `${CALLBACK}/corp`));
+      expect(err).to.include({ reason: 'upstream_error', status: 502 });
+      expect(err.detail).to.match(/authorization_endpoint.*https/i);
+      expect(answers).to.deep.equal([`${issuer}/.well-known/openid-configuration`]);
+    });
+
+    it('answers a provider without issuer or client id with upstream_error 502, not an exception', async () => {
+      for (const over of [{ issuer: null }, { issuer: '' }, { client_id: '' }]) {
+        expect(await refusal(client.start(oidcProvider(over), `${CALLBACK}/corp`)), JSON.stringify(over)).to.include({ reason: 'upstream_error', status: 502 });
+      }
+    });
+
     it('re-discovers when the provider\'s issuer changes', async () => {
       const first = oidcProvider({ name: 'moving' });
       await client.start(first, `${CALLBACK}/corp`);

@@ -140,7 +140,11 @@ function sameString(a: string, b: string): boolean {
 
 /** Thrown inside the guarded fetch; openid-client wraps it, describe() unwraps it. */
 class TransportFailure extends Error {
-  constructor(readonly detail: string) {
+  constructor(
+    readonly detail: string,
+    /** A URL the upstream named that Latch will not fetch (plain http elsewhere): a misconfigured upstream, not an outage. */
+    readonly refused = false,
+  ) {
     super(detail);
   }
 }
@@ -176,7 +180,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
   const guardedFetch = async (input: string | URL, init: RequestInit = {}): Promise<Response> => {
     const url = String(input);
     const problem = upstreamUrlProblem(url);
-    if (problem) throw new TransportFailure(`refused ${new URL(url).origin}: ${problem}`);
+    if (problem) throw new TransportFailure(`refused ${url.split('?')[0]}: ${problem}`, true);
     const signal = init.signal ? AbortSignal.any([init.signal, AbortSignal.timeout(timeoutMs)]) : AbortSignal.timeout(timeoutMs);
     let res: Response;
     try {
@@ -268,7 +272,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
             fresh.pending = undefined;
             fresh.expires = now() + discoveryRetryMs;
             const transport = transportFailure(err);
-            fresh.failure = transport ? unreachable(provider, `discovery: ${transport.detail}`) : misbehaved(provider, `discovery: ${libraryDetail(err)}`);
+            fresh.failure = transport && !transport.refused ? unreachable(provider, `discovery: ${transport.detail}`) : misbehaved(provider, `discovery: ${transport?.detail ?? libraryDetail(err)}`);
             throw fresh.failure;
           },
         );
@@ -281,7 +285,12 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
     } catch (err) {
       return fail(provider, err as UpstreamError);
     }
-    return configured(provider, entry, discovered);
+    try {
+      return configured(provider, entry, discovered);
+    } catch (err) {
+      // An empty client_id, or a discovered server openid-client will not work with.
+      return fail(provider, misbehaved(provider, `client: ${libraryDetail(err)}`));
+    }
   }
 
   async function startOidc(provider: UpstreamProvider, redirectUri: string) {
@@ -291,7 +300,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
     const nonce = oidc.randomNonce();
     // OIDC Core §3.1.2.1: without the openid scope the request is plain OAuth and no ID token comes back.
     const scopes = provider.scopes.includes('openid') ? provider.scopes : ['openid', ...provider.scopes];
-    const url = oidc.buildAuthorizationUrl(config, {
+    const params = {
       response_type: 'code',
       // The callback is a GET with the parameters in its query (OAuth 2.0 Multiple Response Types §2.1).
       response_mode: 'query',
@@ -302,7 +311,14 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
       // RFC 7636 §4.2, required by RFC 9700 §2.1.1 even for confidential clients.
       code_challenge: await oidc.calculatePKCECodeChallenge(code_verifier),
       code_challenge_method: 'S256',
-    });
+    };
+    let url: URL;
+    try {
+      url = oidc.buildAuthorizationUrl(config, params);
+    } catch (err) {
+      // openid-client refuses a plain-http authorization endpoint of an https issuer here.
+      return fail(provider, misbehaved(provider, `authorization_endpoint: ${libraryDetail(err)}`));
+    }
     // The browser is sent there with the request: the same https rule as for what Latch fetches.
     checkUrl(provider, 'authorization_endpoint', url.href);
     return { url, transaction: { provider: provider.name, state, nonce, code_verifier, redirect_uri: redirectUri } };
@@ -340,7 +356,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
   /** What openid-client (or oauth4webapi beneath it) threw, as an UpstreamError. */
   function classifyOidc(provider: UpstreamProvider, err: unknown): UpstreamError {
     const transport = transportFailure(err);
-    if (transport) return unreachable(provider, transport.detail);
+    if (transport) return transport.refused ? misbehaved(provider, transport.detail) : unreachable(provider, transport.detail);
     if (err instanceof oidc.ResponseBodyError) {
       // RFC 6749 §5.2: invalid_grant is a code that is unknown, used already or expired: a replayed
       // or stale callback, which a fresh attempt fixes. Anything else is the client's configuration.
@@ -393,7 +409,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
     try {
       res = await guardedFetch(url, { ...init, redirect: 'manual' });
     } catch (err) {
-      return fail(provider, err instanceof TransportFailure ? unreachable(provider, err.detail) : misbehaved(provider, String(err)));
+      return fail(provider, err instanceof TransportFailure && !err.refused ? unreachable(provider, err.detail) : misbehaved(provider, err instanceof TransportFailure ? err.detail : String(err)));
     }
     const path = new URL(url).pathname;
     let body: unknown;

@@ -51,8 +51,11 @@ export interface UpstreamOidc {
    * access_denied; overwrite ID token claims (iss, aud, exp, ...), re-signed with the real key.
    */
   mode: { badSignature: boolean; deny: boolean; idTokenClaims?: Record<string, unknown> };
-  /** Method and path (no query) of every request it answered, and the client authentication seen at the token endpoint. */
-  requests: { method: string; path: string; auth?: 'basic' | 'post' | 'none' }[];
+  /**
+   * Method and path (no query) of every request it answered; at the token endpoint, whether the
+   * client authenticated in the Authorization header (basic) or not (post).
+   */
+  requests: { method: string; path: string; auth?: 'basic' | 'post' }[];
   /**
    * Follows an authorization URL through the login page as `login` (an account id or email) and
    * returns the callback URL the browser is sent to (the client's redirect URI with code or error).

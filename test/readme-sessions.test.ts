@@ -10,7 +10,7 @@ import { startTestServer, type TestServer } from './helpers/server.js';
 const DOCUMENTED_URL = 'http://localhost:3000';
 
 /** The README blocks that start or test Latch itself: the only ones the README may leave unrun. */
-const STARTS_OR_TESTS = /^(?:[A-Z_]+=\S+ )*npm (?:install && npm start|start|test)$/;
+const STARTS_OR_TESTS = /^(?:(?:[A-Z_]+=\S+ )*npm (?:install && npm start|start|test)|npm install @latch\/verify|pip install \.\/packages\/python)$/;
 
 interface BlockRun {
   block: FencedBlock;

@@ -266,9 +266,13 @@ describe('identity providers and linked identities', function () {
       expect((deleted?.details as Record<string, unknown>).links_deleted).to.be.greaterThan(0);
       expect((await call('GET', '/api/v1/identity-providers/ghe', { token: h.reader })).status).to.equal(404);
 
-      await fed.link({ accountId: dave, provider: 'corp', subject: 'corp-dave', email: null }, BY);
+      const link = await fed.link({ accountId: dave, provider: 'corp', subject: 'corp-dave', email: null }, BY);
+      await fed.recordLogin(link.id, 'dave.upstream@corp.example');
+      // An event naming the upstream address (as a sign-in's may): erased with the account's own.
+      await srv.running.services.audit.record({ type: 'federation.login', subjectId: dave, details: { provider: 'corp', email: 'dave.upstream@corp.example' } });
       expect((await call('DELETE', `/api/v1/users/${dave}`, { token: h.admin })).status).to.equal(204);
       expect(await fed.findBySubject('corp', 'corp-dave')).to.equal(undefined);
+      expect(JSON.stringify(await srv.running.services.audit.list({ limit: 1000 }))).to.not.include('dave.upstream@corp.example');
     });
 
     it('deletes with the CLI too', async () => {

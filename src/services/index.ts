@@ -71,7 +71,8 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
   const organizations = createOrganizationService({ orgs: orgsRepo, roles, issuer: config.issuer, mailer, audit, feed });
   const accountMail = createAccountMail({ issuer: config.issuer, mailer, tokens: mailLinks, limits, audit });
   const accountsRepo = createAccountsRepository(db);
-  const accounts = createAccountService({ accounts: accountsRepo, passwords, roles, mail: accountMail, state, audit, transact, requireVerifiedEmail: config.requireVerifiedEmail, feed });
+  const identitiesRepo = createFederatedIdentitiesRepository(db);
+  const accounts = createAccountService({ accounts: accountsRepo, passwords, roles, mail: accountMail, state, identities: identitiesRepo, audit, transact, requireVerifiedEmail: config.requireVerifiedEmail, feed });
   return {
     secrets,
     audit,
@@ -103,7 +104,7 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
     // Upstream identity providers (cached for sign-in, refreshed through the feed) and the
     // identities linked through them.
     identityProviders: createIdentityProviderService({ providers: createIdentityProvidersRepository(db), secrets, audit, feed, issuer: config.issuer }),
-    federatedIdentities: createFederatedIdentityService({ identities: createFederatedIdentitiesRepository(db), accounts: accountsRepo, transact, audit }),
+    federatedIdentities: createFederatedIdentityService({ identities: identitiesRepo, accounts: accountsRepo, transact, audit }),
     personalTokens: createPersonalAccessTokenService({ tokens: createPersonalAccessTokensRepository(db), orgs: orgsRepo, access, resources, issuer: config.issuer, maxTtlDays: config.patMaxTtlDays, audit, logger }),
   };
 }

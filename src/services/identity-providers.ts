@@ -107,6 +107,12 @@ export function upstreamUrl(field: string, value: unknown): string {
   return raw;
 }
 
+/** A client secret, kept exactly as given (never trimmed: it is compared byte for byte upstream). */
+function secretText(value: unknown): string {
+  text('client-secret', value, 4096);
+  return value as string;
+}
+
 const baseUrl = (field: string, value: unknown) => upstreamUrl(field, value).replace(/\/+$/, '');
 
 function checkName(name: unknown): string {
@@ -195,7 +201,7 @@ export function createIdentityProviderService(deps: { providers: IdentityProvide
         kind,
         displayName: input.displayName === undefined ? name : text('display-name', input.displayName, 255),
         clientId: text('client-id', input.clientId, 512),
-        clientSecretEncrypted: secrets.encrypt(text('client-secret', input.clientSecret, 4096)),
+        clientSecretEncrypted: secrets.encrypt(secretText(input.clientSecret)),
         scopes: checkScopes(kind, input.scopes),
         allowedDomains: checkDomains(input.allowedDomains),
         linkPolicy: input.link === undefined ? 'ask' : checkLink(input.link),
@@ -221,7 +227,7 @@ export function createIdentityProviderService(deps: { providers: IdentityProvide
       if (input.clientId !== undefined) patch.clientId = text('client-id', input.clientId, 512);
       let secretChanged = false;
       if (input.clientSecret !== undefined) {
-        const secret = text('client-secret', input.clientSecret, 4096);
+        const secret = secretText(input.clientSecret);
         secretChanged = !secrets.equal(secret, secrets.decrypt(existing.clientSecretEncrypted));
         if (secretChanged) patch.clientSecretEncrypted = secrets.encrypt(secret);
       }

@@ -157,6 +157,7 @@ describe('identity providers and linked identities', function () {
       expect(list.json.next_cursor).to.be.a('string');
       const rest = await call('GET', `/api/v1/identity-providers?cursor=${list.json.next_cursor}`, { token: h.reader });
       expect([...list.json.data, ...rest.json.data].map((p: { name: string }) => p.name).sort()).to.deep.equal(['corp', 'ghe', 'github', 'google']);
+      expect(JSON.stringify([list.json, rest.json])).to.not.include(SECRET).and.not.include('client_secret');
       const got = await call('GET', '/api/v1/identity-providers/google', { token: h.reader });
       expect(got.json).to.deep.equal(created.json);
       expect(JSON.stringify(got.json)).to.not.include(SECRET);
@@ -310,6 +311,9 @@ describe('identity providers and linked identities', function () {
       const enabled = await other.enabled();
       expect(enabled.every((p) => p.enabled)).to.equal(true);
       expect(JSON.stringify(enabled)).to.not.include('second');
+
+      expect((await call('DELETE', '/api/v1/identity-providers/okta', { token: h.admin })).status).to.equal(204);
+      expect(await waitFor('deleted on the other instance', async () => (await other.forSignIn('okta')) === undefined, 5000)).to.be.below(5000);
     });
   });
 

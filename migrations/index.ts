@@ -8,6 +8,7 @@ import * as api from './20261123040000_api.js';
 import * as partialIndexes from './20261206000000_provider_state_partial_indexes.js';
 import * as settings from './20261206010000_settings.js';
 import * as keysetIndexes from './20261206020000_keyset_indexes.js';
+import * as federation from './20261207000000_federation.js';
 
 /** Every migration, in order. Knex records applied names in knex_migrations. */
 export const migrations: Record<string, Knex.Migration> = {
@@ -19,4 +20,5 @@ export const migrations: Record<string, Knex.Migration> = {
   '20261206000000_provider_state_partial_indexes': partialIndexes,
   '20261206010000_settings': settings,
   '20261206020000_keyset_indexes': keysetIndexes,
+  '20261207000000_federation': federation,
 };

@@ -227,6 +227,16 @@ describe('admin API (/api/v1)', function () {
       expect((await call('GET', '/api/v1/users/nope', { token: admin })).status).to.equal(404);
     });
 
+    it('linked identities: lists them and unlinks one (404 when not linked)', async () => {
+      await cli('idps', 'create', '--name', 'upstream', '--kind', 'github', '--client-id', 'a', '--client-secret', 'b');
+      await srv.running.services.federatedIdentities.link({ accountId: plainUser.id, provider: 'upstream', subject: '1234', email: 'plain@example.test' }, { actorId: 'test' });
+      const listed = await call('GET', `/api/v1/users/${plainUser.id}/identities`, { token: reader });
+      expect(listed.json.data.map((l: { provider: string }) => l.provider)).to.deep.equal(['upstream']);
+      expect((await call('DELETE', `/api/v1/users/${plainUser.id}/identities/upstream`, { token: admin })).status).to.equal(204);
+      expect((await call('DELETE', `/api/v1/users/${plainUser.id}/identities/upstream`, { token: admin })).status).to.equal(404);
+      expect((await call('GET', `/api/v1/users/${plainUser.id}/identities`, { token: reader })).json.data).to.deep.equal([]);
+    });
+
     it('revoke-sessions ends every session and grant of the user (its tokens stop working); 404 for an unknown user', async () => {
       const login = { email: 'revoked@example.test', password: 'a passphrase to revoke' };
       const user = await cli('users', 'create', '--email', login.email, '--password', login.password);

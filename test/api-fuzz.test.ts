@@ -8,7 +8,7 @@ import { doc, METHODS, startApiHarness, type ApiHarness } from './helpers/api.js
  * operation (the harness checks status, headers and body) and none may be a 5xx.
  */
 describe('admin API: junk input on every operation', function () {
-  this.timeout(120_000);
+  this.timeout(240_000);
   let h: ApiHarness;
   before(async () => {
     h = await startApiHarness();
@@ -33,7 +33,8 @@ describe('admin API: junk input on every operation', function () {
       for (const method of Object.keys(ops).filter((m) => METHODS.includes(m))) {
         const op = ops[method];
         const query = ((op.parameters ?? []) as { in?: string; name?: string }[]).filter((p) => p.in === 'query').map((p) => `${p.name}=%00`).join('&');
-        for (const id of IDS) {
+        // A path without parameters is the same path for every odd id: sent once.
+        for (const id of template.includes('{') ? IDS : IDS.slice(0, 1)) {
           const path = template.replace(/\{[^}]+\}/g, id);
           if (query) {
             const r = await h.call(method.toUpperCase(), `${path}?${query}`, { token: h.admin });

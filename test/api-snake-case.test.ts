@@ -141,6 +141,16 @@ describe('snake_case in every JSON body', function () {
     ok(await call('GET', `/api/v1/me/tokens/${pat.id}`, { token: own }));
     ok(await call('DELETE', `/api/v1/me/tokens/${pat.id}`, { token: own }), 204);
 
+    // Upstream identity providers, and an identity linked to the user (as a sign-in links it).
+    const idp = ok(await call('POST', '/api/v1/identity-providers', { token: admin, body: { name: 'walk-idp', kind: 'oidc', issuer: 'https://idp.walk.example.test', client_id: 'walk', client_secret: 'walk secret', allowed_domains: ['walk.example.test'] } }), 201);
+    ok(await call('GET', '/api/v1/identity-providers', { token: reader }));
+    ok(await call('GET', `/api/v1/identity-providers/${idp.id}`, { token: reader }));
+    ok(await call('PATCH', `/api/v1/identity-providers/${idp.id}`, { token: admin, body: { display_name: 'Walk IdP', link: 'auto' } }));
+    await h.srv.running.services.federatedIdentities.link({ accountId: user.id, provider: idp.id, subject: 'walk-sub', email: 'walker@walk.example.test' }, { actorId: 'test' });
+    expect(ok(await call('GET', `/api/v1/users/${user.id}/identities`, { token: reader })).data).to.have.length(1);
+    ok(await call('DELETE', `/api/v1/users/${user.id}/identities/${idp.id}`, { token: admin }), 204);
+    ok(await call('DELETE', `/api/v1/identity-providers/${idp.id}`, { token: admin }), 204);
+
     // Keys: one algorithm, then all of them, then a retirement.
     const keys = ok(await call('GET', '/api/v1/keys', { token: reader })).data as { id: string; alg: string }[];
     // Not the RS256 key: it signed the tokens used here (the API resource's alg), and a retired
@@ -157,7 +167,7 @@ describe('snake_case in every JSON body', function () {
     expect(ok(await call('GET', `/api/v1/audit-events/${legacyId}`, { token: reader })).details).to.deep.equal({ display_name: { before: 'A', after: 'B' }, email_verified: { before: false, after: true } });
     // Every event the calls above wrote, with their details.
     const events = ok(await call('GET', '/api/v1/audit-events?limit=200', { token: reader })).data as { type: string; details: unknown }[];
-    expect(events.map((e) => e.type)).to.include.members(['account.create', 'account.update', 'account.admin_update', 'client.create', 'client.rotate_secret', 'role.assign', 'organization.create', 'key.rotate', 'key.retire', 'pat.create']);
+    expect(events.map((e) => e.type)).to.include.members(['account.create', 'account.update', 'account.admin_update', 'client.create', 'client.rotate_secret', 'role.assign', 'organization.create', 'key.rotate', 'key.retire', 'pat.create', 'identity_provider.create', 'identity_provider.update', 'federation.unlink']);
     expect(events.filter((e) => e.details !== null).length).to.be.greaterThan(20);
 
     // Health, then a problem of every kind a client can cause.

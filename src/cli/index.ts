@@ -14,6 +14,7 @@ import { AppError, ConflictError, NotFoundError, ValidationError } from '../erro
 import { createServices } from '../services/index.js';
 import { describeResource } from '../services/resources.js';
 import { bool, integer, list, parse, required, UsageError, type Command, type Handler } from './args.js';
+import { IDP_COMMANDS } from './idps.js';
 import { ORG_COMMANDS, ROLE_COMMANDS } from './rbac.js';
 
 const COMMANDS: Record<string, Command> = {
@@ -153,6 +154,7 @@ const COMMANDS: Record<string, Command> = {
       return { client_id: id, deleted: true };
     },
   },
+  ...IDP_COMMANDS,
   'issuer show': {
     usage: 'issuer show',
     async run({ config }) {

@@ -157,6 +157,15 @@ function queries(db: Db) {
       return (await db('accounts').where({ id }).andWhere((w) => void w.where('superuser', false).orWhere('active', false)).delete()) > 0;
     },
     /**
+     * The account, its row locked until the transaction ends: a check across its other rows (the
+     * last way to sign in before an unlink) and the change it guards run one after the other.
+     * PostgreSQL: SELECT ... FOR UPDATE; SQLite serialises writing transactions anyway.
+     */
+    async lockById(id: string): Promise<AccountRecord | undefined> {
+      const row = await db('accounts').where({ id }).forUpdate().first<Row | undefined>();
+      return row ? fromRow(row) : undefined;
+    },
+    /**
      * The ids of the active superusers, their rows locked until the transaction ends, so that two
      * demotions (or a demotion and an erase) check the last-superuser rule one after the other.
      * PostgreSQL: SELECT ... FOR UPDATE, whose waiter re-reads the rows after the first commits

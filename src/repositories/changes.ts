@@ -1,7 +1,7 @@
 import type { Db } from '../db/knex.js';
 import { nowIso } from '../lib/time.js';
 
-export type ChangeTopic = 'clients' | 'resources' | 'keys' | 'accounts' | 'rbac';
+export type ChangeTopic = 'clients' | 'resources' | 'keys' | 'accounts' | 'rbac' | 'identity_providers';
 
 /** The change feed: appended on every write to a cached table, polled by every process. */
 export function createChangesRepository(db: Db) {

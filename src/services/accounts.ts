@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { BoundedCache } from '../lib/lru.js';
 import { type AccountFilters, type AccountRecord, type AccountsRepository, DuplicateEmailError } from '../repositories/accounts.js';
 import type { PageRequest } from '../repositories/keyset.js';
+import type { FederatedIdentitiesRepository } from '../repositories/federated-identities.js';
 import type { ProviderStateRepository } from '../repositories/provider-state.js';
 import type { RoleKind, RoleRecord, Subject } from '../repositories/roles.js';
 import type { Transact } from '../repositories/transaction.js';
@@ -95,7 +96,7 @@ export interface ProvisionAccountInput extends CreateAccountInput {
   sendInvitation?: boolean | undefined;
 }
 
-export function createAccountService(deps: { accounts: AccountsRepository; passwords: PasswordHasher; roles: AccountRoles; mail: Pick<AccountMail, 'sendPasswordReset'>; state: ProviderStateRepository; audit: AuditService; transact: Transact; requireVerifiedEmail?: boolean; feed?: Pick<ChangeFeed, 'on' | 'publish'> }) {
+export function createAccountService(deps: { accounts: AccountsRepository; passwords: PasswordHasher; roles: AccountRoles; mail: Pick<AccountMail, 'sendPasswordReset'>; state: ProviderStateRepository; identities: Pick<FederatedIdentitiesRepository, 'within'>; audit: AuditService; transact: Transact; requireVerifiedEmail?: boolean; feed?: Pick<ChangeFeed, 'on' | 'publish'> }) {
   const { passwords } = deps;
 
   /** An account as administrators see it (admin API, audit details): never the hash; its global role names. */
@@ -316,6 +317,9 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
         const repo = deps.accounts.within(trx);
         const found = await repo.findById(id);
         if (!found) throw new NotFoundError(`account ${id}`);
+        // Its linked identities go with the row (cascade); the upstream emails they carried are
+        // erased from the trail like the account's own.
+        const upstreamEmails = (await deps.identities.within(trx).listForAccount(id)).flatMap((l) => (l.email ? [l.email] : []));
         // Most accounts are no superuser: deleted at once, unless one became it meanwhile.
         if (found.superuser && found.active || !(await repo.deleteUnlessActiveSuperuser(id))) {
           const superusers = await repo.lockActiveSuperusers();
@@ -325,7 +329,7 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
           await repo.delete(id);
         }
         await deps.state.revokeByAccountId(id, {}, trx);
-        await deps.audit.pseudonymise(id, pseudonym, [found.email], trx);
+        await deps.audit.pseudonymise(id, pseudonym, [found.email, ...upstreamEmails], trx);
         return found;
       });
       await changed();

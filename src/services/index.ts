@@ -8,6 +8,8 @@ import { createAccountsRepository } from '../repositories/accounts.js';
 import { createAuditEventsRepository } from '../repositories/audit-events.js';
 import { createChangesRepository } from '../repositories/changes.js';
 import { createClientsRepository } from '../repositories/clients.js';
+import { createFederatedIdentitiesRepository } from '../repositories/federated-identities.js';
+import { createIdentityProvidersRepository } from '../repositories/identity-providers.js';
 import { createMfaRepository } from '../repositories/mfa.js';
 import { createOrganizationsRepository } from '../repositories/organizations.js';
 import { createPersonalAccessTokensRepository } from '../repositories/personal-access-tokens.js';
@@ -27,6 +29,8 @@ import { createAuditService } from './audit.js';
 import { createBootstrap } from './bootstrap.js';
 import { createChangeFeed } from './change-feed.js';
 import { createClientService } from './clients.js';
+import { createFederatedIdentityService } from './federated-identities.js';
+import { createIdentityProviderService } from './identity-providers.js';
 import { createKeyService } from './keys.js';
 import { createMailer } from './mail.js';
 import { createMfaService } from './mfa.js';
@@ -66,7 +70,9 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
   const mailLinks = createMailLinkService({ tokens: createAccountTokensRepository(db) });
   const organizations = createOrganizationService({ orgs: orgsRepo, roles, issuer: config.issuer, mailer, audit, feed });
   const accountMail = createAccountMail({ issuer: config.issuer, mailer, tokens: mailLinks, limits, audit });
-  const accounts = createAccountService({ accounts: createAccountsRepository(db), passwords, roles, mail: accountMail, state, audit, transact, requireVerifiedEmail: config.requireVerifiedEmail, feed });
+  const accountsRepo = createAccountsRepository(db);
+  const identitiesRepo = createFederatedIdentitiesRepository(db);
+  const accounts = createAccountService({ accounts: accountsRepo, passwords, roles, mail: accountMail, state, identities: identitiesRepo, audit, transact, requireVerifiedEmail: config.requireVerifiedEmail, feed });
   return {
     secrets,
     audit,
@@ -95,6 +101,10 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
     organizations,
     access,
     // Its last-use times are flushed by the server's close().
+    // Upstream identity providers (cached for sign-in, refreshed through the feed) and the
+    // identities linked through them.
+    identityProviders: createIdentityProviderService({ providers: createIdentityProvidersRepository(db), secrets, audit, feed, issuer: config.issuer }),
+    federatedIdentities: createFederatedIdentityService({ identities: identitiesRepo, accounts: accountsRepo, transact, audit }),
     personalTokens: createPersonalAccessTokenService({ tokens: createPersonalAccessTokensRepository(db), orgs: orgsRepo, access, resources, issuer: config.issuer, maxTtlDays: config.patMaxTtlDays, audit, logger }),
   };
 }

@@ -17,6 +17,7 @@ import { apiAudience } from '../../services/bootstrap.js';
 import { auditEventRoutes } from './audit-events.js';
 import { clientRoutes } from './clients.js';
 import type { ApiDeps } from './common.js';
+import { identityProviderRoutes } from './identity-providers.js';
 import { keyRoutes } from './keys.js';
 import { meRoutes } from './me.js';
 import { organizationRoutes } from './organizations.js';
@@ -99,7 +100,7 @@ export function apiRoutes(deps: { config: Config; db: Db; logger: Logger; servic
     if (/%00/.test(ctx.path) || ctx.path.includes('\u0000')) throw new ProblemError(404, 'not-found', 'there is no such resource');
     return next();
   });
-  const groups = [userRoutes(api), clientRoutes(api), resourceRoutes(api), keyRoutes(api), roleRoutes(api), organizationRoutes(api), meRoutes(api), auditEventRoutes(api)];
+  const groups = [userRoutes(api), clientRoutes(api), resourceRoutes(api), keyRoutes(api), roleRoutes(api), organizationRoutes(api), meRoutes(api), auditEventRoutes(api), identityProviderRoutes(api)];
   for (const group of groups) v1.use(group.routes());
   // Anything else under /api/v1: 405 for a known path with another method, else 404 (as problems).
   v1.all('/{*rest}', (ctx: Koa.Context) => {

@@ -109,7 +109,7 @@ describe('admin changes are audited by the services, whoever calls them (admin A
     expect(algs).to.have.members(['RS256', 'ES256', 'EdDSA']);
     // A key that is no longer current (the ES256 key before this rotation) may be retired.
     const old = ((await h.cli('keys', 'list')) as { kid: string; alg: string; current: boolean; status: string }[]).find((k) => k.alg === 'ES256' && !k.current && k.status === 'active')!;
-    await h.cli('keys', 'retire', old.kid);
+    await h.cli('keys', 'retire', '--', old.kid);
     expect(byCli(await only(old.kid, 'key.retire'))).to.deep.equal({ alg: 'ES256', via: 'cli' });
   });
 

@@ -157,9 +157,9 @@ describe('two server processes on one database', () => {
     // Retiring the old key removes it from JWKS everywhere.
     const listed = await a.cli('keys', 'list');
     expect(listed.json.filter((k: { status: string }) => k.status === 'active')).to.have.length(6);
-    expect((await a.cli('keys', 'retire', oldKid!)).code).to.equal(0);
+    expect((await a.cli('keys', 'retire', '--', oldKid!)).code).to.equal(0);
     await waitFor('old key retired on B', async () => !(await jwksOf(b)).keys.some((k) => k.kid === oldKid), 10_000);
-    const current = await a.cli('keys', 'retire', newRs.kid);
+    const current = await a.cli('keys', 'retire', '--', newRs.kid);
     expect(current.code, 'the current key cannot be retired').to.not.equal(0);
   });
 

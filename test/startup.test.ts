@@ -8,7 +8,7 @@ import { join } from 'node:path';
 
 import { expect } from 'chai';
 
-import { closestFlag } from '../src/cli/args.js';
+import { closestFlag, parse } from '../src/cli/args.js';
 import { runToExit } from './helpers/process.js';
 import { freePort, freshDatabase, onPostgres, runCliWith, startTestServer, TEST_SECRET, type TestDatabase } from './helpers/server.js';
 
@@ -224,5 +224,14 @@ describe('start-up errors name their cause', function () {
     expect(closestFlag('redirect-url', ['redirect-uri', 'post-logout-redirect-uri'])).to.equal('redirect-uri');
     expect(closestFlag('scopes', ['scope', 'resource'])).to.equal('scope');
     expect(closestFlag('colour', ['email', 'password', 'name'])).to.equal(undefined);
+  });
+
+  it('takes an id beginning with a dash (a key thumbprint) as an argument, and one beginning with -- after --', () => {
+    expect(parse(['-Xy9_kid'], {}, 'keys retire KID').positionals).to.deep.equal(['-Xy9_kid']);
+    expect(parse(['--', '--Xy9'], {}, 'keys retire KID').positionals).to.deep.equal(['--Xy9']);
+    const withFlag = parse(['-abc', '--name', '-def'], { name: { type: 'string' } }, 'x');
+    expect(withFlag.positionals).to.deep.equal(['-abc']);
+    expect(withFlag.values.name).to.equal('-def');
+    expect(() => parse(['--Xy9'], {}, 'keys retire KID')).to.throw(/unknown flag --Xy9/);
   });
 });

@@ -66,9 +66,25 @@ export function closestFlag(name: string, known: readonly string[]): string | un
   return best && best.distance <= Math.max(2, Math.floor(name.length / 3)) ? best.flag : undefined;
 }
 
+/** Marks an argument as positional for parseArgs; removed again from the parsed positionals. */
+const POSITIONAL = '\u0000';
+
+/**
+ * Every flag of this CLI is long (`--name`), so an argument with a single leading dash is a value:
+ * a key id is an RFC 7638 thumbprint and may begin with `-` (`latch keys retire -Xy…`). Such an
+ * argument, when no flag takes it as its value, is marked positional. Ids beginning with `--`
+ * follow the usual `--` terminator (`latch keys retire -- --Xy…`).
+ */
+function markDashPositionals(args: string[]): string[] {
+  const end = args.indexOf('--');
+  return args.map((a, i) => ((end === -1 || i < end) && /^-[^-]/.test(a) ? `${POSITIONAL}${a}` : a));
+}
+
 export function parse<O extends Options>(args: string[], options: O, usage: string) {
   try {
-    return parseArgs({ args: attachDashValues(args, options), options, strict: true, allowPositionals: true });
+    const parsed = parseArgs({ args: markDashPositionals(attachDashValues(args, options)), options, strict: true, allowPositionals: true });
+    parsed.positionals = parsed.positionals.map((p) => (p.startsWith(POSITIONAL) ? p.slice(1) : p));
+    return parsed;
   } catch (err) {
     const e = err as Error & { code?: string };
     const unknown = e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? /'(-[^'=]*)/.exec(e.message)?.[1] : undefined;

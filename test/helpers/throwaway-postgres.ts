@@ -17,6 +17,8 @@ export interface ThrowawayPostgres {
   stop(mode?: 'immediate' | 'fast'): void;
   /** Starts it again on the same port and data folder; returns once it accepts connections. */
   start(): void;
+  /** Whether it was left running. */
+  readonly running: boolean;
   /** Stops it (if running) and removes its folder. */
   destroy(): void;
 }
@@ -58,6 +60,9 @@ export async function startThrowawayPostgres(bin: string): Promise<ThrowawayPost
   return {
     port,
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    get running() {
+      return running;
+    },
     stop(mode = 'immediate') {
       run('pg_ctl', ['-D', data, '-m', mode, '-w', '-t', '20', 'stop']);
       running = false;

@@ -181,6 +181,8 @@ describe('database outage (throwaway PostgreSQL cluster)', function () {
   });
 
   it('a reachable but stuck PostgreSQL: the statement timeout answers 503 instead of holding the request', async () => {
+    // Independent of the test before: the cluster may have been left stopped by its failure.
+    if (!cluster!.running) cluster!.start();
     const locker = new pg.Client({ connectionString: cluster!.url });
     await locker.connect();
     try {

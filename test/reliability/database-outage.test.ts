@@ -68,7 +68,7 @@ describe('database outage (throwaway PostgreSQL cluster)', function () {
       this.skip();
     }
     cluster = await startThrowawayPostgres(bin!);
-    latch = await spawnLatch({ DATABASE_URL: cluster.url, DB_STATEMENT_TIMEOUT_MS: String(STATEMENT_TIMEOUT_MS), DB_CONNECT_TIMEOUT_MS: '2000', LOG_LEVEL: 'warn', API_REQUESTS_PER_MINUTE: '100000' });
+    latch = await spawnLatch({ DATABASE_URL: cluster.url, DB_STATEMENT_TIMEOUT_MS: String(STATEMENT_TIMEOUT_MS), DB_CONNECT_TIMEOUT_MS: '2000', LOG_LEVEL: 'warn', API_REQUESTS_PER_MINUTE: '100000' }, { readyTimeoutMs: 40_000 });
     const cli = async (...args: string[]) => {
       const r = await runCliWith({ DATABASE_URL: cluster!.url, LATCH_SECRET: TEST_SECRET, ISSUER: latch!.base, LOG_LEVEL: 'error' }, args);
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).to.equal(0);

@@ -3,6 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import pg from 'pg';
 
+import { DatabaseUnavailableError } from '../../src/db/connect.js';
+import { databaseOutage } from '../../src/db/outage.js';
 import { spawnLatch, type LatchProcess } from '../helpers/process.js';
 import { runCliWith, TEST_SECRET } from '../helpers/server.js';
 import { postgresBin, startThrowawayPostgres, type ThrowawayPostgres } from '../helpers/throwaway-postgres.js';
@@ -207,5 +209,23 @@ describe('database outage (throwaway PostgreSQL cluster)', function () {
     }
     expect((await probes.adminApi()).status).to.equal(200);
     expect((await probes.refresh()).status).to.equal(400);
+  });
+});
+
+describe('which database errors are an outage (503) and which are not', () => {
+  const coded = (code: string, message = 'x') => Object.assign(new Error(message), { code });
+
+  it('an unreachable, stopping, stuck or exhausted database is an outage', () => {
+    for (const err of [coded('ECONNREFUSED'), coded('ECONNRESET'), coded('57P01', 'terminating connection due to administrator command'), coded('57P03'), coded('57014', 'canceling statement due to statement timeout'), coded('08006'), coded('53300'), coded('SQLITE_BUSY'), Object.assign(new Error('Knex: Timeout acquiring a connection.'), { name: 'KnexTimeoutError' }), new Error('Connection terminated unexpectedly'), new Error('wrapped', { cause: coded('ECONNREFUSED') })]) {
+      const outage = databaseOutage(err);
+      expect(outage, String(err)).to.be.instanceOf(DatabaseUnavailableError);
+      expect(outage!.status).to.equal(503);
+    }
+  });
+
+  it('a wrong query or a constraint is not: it stays a bug or a conflict', () => {
+    for (const err of [coded('23505', 'duplicate key'), coded('42P01', 'relation does not exist'), coded('22P02'), coded('SQLITE_CONSTRAINT'), new Error('boom'), 'text', undefined, null]) {
+      expect(databaseOutage(err), String(err)).to.equal(undefined);
+    }
   });
 });

@@ -16,6 +16,8 @@ import { accountRecoveryRoutes } from './routes/account-recovery.js';
 import { accountAccessTokenPages } from './routes/account-access-tokens.js';
 import { apiRoutes } from './routes/api/index.js';
 import { healthRoutes } from './routes/health.js';
+import { createUpstreamClient } from './federation/upstream.js';
+import { completeLogin, federationRoutes } from './routes/federation.js';
 import { createMfaStep } from './routes/interaction-mfa.js';
 import { interactionRoutes } from './routes/interactions.js';
 import { createInvitationLookup, invitationRoutes } from './routes/invitations.js';
@@ -50,15 +52,28 @@ export function createApp(deps: { config: Config; db: Db; logger: Logger; render
   // The second sign-in step (TOTP / recovery code) and the account page (an OIDC client of
   // Latch whose codes are redeemed over loopback: the port is filled in once listening).
   const login = createLoginService({ accounts: services.accounts, mfa: services.mfa, loginGuard: services.loginGuard, audit: services.audit, metrics });
-  const mfaStep = createMfaStep({ oidc, accounts: services.accounts, mfa: services.mfa, login, csrf, render, logger });
+  const federation = services.federation;
+  const mfaStep = createMfaStep({
+    oidc,
+    accounts: services.accounts,
+    mfa: services.mfa,
+    login,
+    csrf,
+    render,
+    logger,
+    federated: { linkAfterPassword: (account, provider, identity, at) => federation.linkAfterPassword(account, provider, identity, at), complete: (details, done) => completeLogin(federation, details, done) },
+  });
+  // Sign-in through upstream providers (GitHub, Google, any OpenID Connect provider).
+  const fed = federationRoutes({ oidc, issuer: config.issuer, federation, providers: services.identityProviders, accounts: services.accounts, mfa: services.mfa, login, mfaStep, upstream: createUpstreamClient({ logger }), pages, logger });
   const loopback = deps.loopback ?? { host: '127.0.0.1', port: config.port || undefined };
   // Organization invitation links: GET/POST /invitation, and their signed-in view under /account.
   const invitationLookup = createInvitationLookup({ organizations: services.organizations });
   const routers = [
     healthRoutes({ db: deps.db, lifecycle }),
     staticRoutes(),
-    interactionRoutes({ oidc, login, mfaStep, csrf, render, logger, registration: config.registration }),
+    interactionRoutes({ oidc, login, mfaStep, csrf, render, logger, registration: config.registration, idps: services.identityProviders }),
     mfaStep.router,
+    fed.router,
     accountRoutes({ config, oidc, secrets: services.secrets, accounts: services.accounts, passwords: services.passwords, mfa: services.mfa, sessions: services.sessions, clients: services.clients, audit: services.audit, csrf, render, logger, loopback, loginGuard: services.loginGuard, organizations: services.organizations, extensions: [accountAccessTokenPages({ tokens: services.personalTokens }), accountInvitationPages({ organizations: services.organizations, lookup: invitationLookup }), accountOrganizationPages({ organizations: services.organizations, roles: services.roles, accounts: services.accounts })] }),
     registrationRoutes({ mode: config.registration, registration: services.registration, mail, limits: services.limits, pages, logger }),
     accountRecoveryRoutes({ accounts: services.accounts, recovery: services.accountRecovery, mail, pages, logger }),

@@ -166,6 +166,15 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
     });
   }
 
+  /**
+   * An account without a password (created by an upstream sign-in): it signs in through its
+   * linked identity only, until a password reset gives it one. `authenticate` treats it like an
+   * unknown address, so a password login neither works nor tells that it exists.
+   */
+  async function createPasswordless(input: { email: string; name?: string | null | undefined; emailVerified: boolean }): Promise<AccountRecord> {
+    return accounts.insert({ id: randomUUID(), email: checkEmail(input.email), passwordHash: null, displayName: input.name?.trim().slice(0, 255) || null, emailVerified: input.emailVerified, active: true, superuser: false });
+  }
+
   /** Ends every session and refresh token of the account, at once and everywhere. */
   async function endSessions(accountId: string, options: { exceptSessionUid?: string | undefined } = {}): Promise<void> {
     await deps.state.revokeByAccountId(accountId, options);
@@ -174,6 +183,7 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
   return {
     /** Creates an account and nothing more (self-registration records its own `account.register`). */
     create,
+    createPasswordless,
     adminView,
 
     /**

@@ -10,6 +10,7 @@ import { everyRequest } from './middleware/request.js';
 import { escapedErrorListener, type Oidc } from './oidc/provider.js';
 import { publishedDocuments } from './oidc/published-documents.js';
 import { accountRoutes, type Loopback } from './routes/account.js';
+import { accountFederationPages, signInMethods } from './routes/account-federation.js';
 import { accountInvitationPages } from './routes/account-invitations.js';
 import { accountOrganizationPages } from './routes/account-organizations.js';
 import { accountRecoveryRoutes } from './routes/account-recovery.js';
@@ -74,7 +75,7 @@ export function createApp(deps: { config: Config; db: Db; logger: Logger; render
     interactionRoutes({ oidc, login, mfaStep, csrf, render, logger, registration: config.registration, idps: services.identityProviders }),
     mfaStep.router,
     fed.router,
-    accountRoutes({ config, oidc, secrets: services.secrets, accounts: services.accounts, passwords: services.passwords, mfa: services.mfa, sessions: services.sessions, clients: services.clients, audit: services.audit, csrf, render, logger, loopback, loginGuard: services.loginGuard, organizations: services.organizations, extensions: [accountAccessTokenPages({ tokens: services.personalTokens }), accountInvitationPages({ organizations: services.organizations, lookup: invitationLookup }), accountOrganizationPages({ organizations: services.organizations, roles: services.roles, accounts: services.accounts })] }),
+    accountRoutes({ config, oidc, signInMethods: signInMethods({ identities: services.federatedIdentities, providers: services.identityProviders }), secrets: services.secrets, accounts: services.accounts, passwords: services.passwords, mfa: services.mfa, sessions: services.sessions, clients: services.clients, audit: services.audit, csrf, render, logger, loopback, loginGuard: services.loginGuard, organizations: services.organizations, extensions: [accountFederationPages({ federation, flow: fed }), accountAccessTokenPages({ tokens: services.personalTokens }), accountInvitationPages({ organizations: services.organizations, lookup: invitationLookup }), accountOrganizationPages({ organizations: services.organizations, roles: services.roles, accounts: services.accounts })] }),
     registrationRoutes({ mode: config.registration, registration: services.registration, mail, limits: services.limits, pages, logger }),
     accountRecoveryRoutes({ accounts: services.accounts, recovery: services.accountRecovery, mail, pages, logger }),
     invitationRoutes({ mode: config.registration, accounts: services.accounts, registration: services.registration, pages, lookup: invitationLookup, logger }),

@@ -3,7 +3,7 @@ import { Secret, TOTP } from 'otpauth';
 import * as oidc from 'openid-client';
 
 import { Agent, type PageResponse } from './helpers/agent.js';
-import { startGithubStub, type GithubStub } from './helpers/github-stub.js';
+import { DEFAULT_GITHUB_USERS, startGithubStub, type GithubStub, type GithubUser } from './helpers/github-stub.js';
 import { freePort, startTestServer, type TestServer } from './helpers/server.js';
 import { startUpstreamOidc, type UpstreamAccount, type UpstreamOidc } from './helpers/upstream-oidc.js';
 
@@ -24,7 +24,10 @@ const ACCOUNTS: UpstreamAccount[] = [
   { id: 'u-claims', email: 'claims@upstream.test', email_verified: true },
   { id: 'u-invited', email: 'invited@upstream.test', email_verified: true },
   { id: 'u-errors', email: 'errors@upstream.test', email_verified: true },
+  { id: 'u-page', email: 'page@upstream.test', email_verified: true },
 ];
+
+const GITHUB_USERS: GithubUser[] = [...DEFAULT_GITHUB_USERS, { id: 1004, login: 'linker', name: 'Linker', emails: [{ email: 'linker@upstream.test', primary: true, verified: true, visibility: null }] }];
 
 type Client = { client_id: string; client_secret: string };
 
@@ -106,7 +109,7 @@ describe('federation: sign-in through upstream providers', function () {
     downPort = await freePort();
     const names = ['corp', 'corp-auto', 'corp-never', 'corp-domain', 'corp-off', 'github'];
     up = await startUpstreamOidc({ redirectUris: [...names.map((n) => `${srv.url}/federation/callback/${n}`), `${invite.url}/federation/callback/corp`], accounts: ACCOUNTS.map((a) => ({ ...a })) });
-    gh = await startGithubStub({ redirectUris: [`${srv.url}/federation/callback/github`] });
+    gh = await startGithubStub({ redirectUris: [`${srv.url}/federation/callback/github`], users: GITHUB_USERS });
 
     const oidcIdp = (server: TestServer, name: string, ...extra: string[]) =>
       cli(server, 'idps', 'create', '--name', name, '--kind', 'oidc', '--issuer', up.issuer, '--client-id', up.clientId, '--client-secret', up.clientSecret, '--display-name', `Corp ${name}`, ...extra);
@@ -378,5 +381,62 @@ describe('federation: sign-in through upstream providers', function () {
     const opened = await federatedSignIn('corp', 'u-invited', { server: invite, client: inviteWeb });
     const claims = await opened.rp.redeem(opened.res.url);
     expect(claims).to.include({ email: 'invited@upstream.test', email_verified: true, idp: 'corp' });
+  });
+
+  describe('the account page', () => {
+    const rowOf = (html: string, idp: string) => new RegExp(`<li data-idp="${idp}">([\\s\\S]*?)</li>`).exec(html)?.[1];
+    const formIndexOf = (page: PageResponse, action: RegExp) => [...page.body.matchAll(/<form[^>]*action="([^"]+)"/g)].findIndex((m) => action.test(m[1]!));
+
+    it('signs in through a provider, lists it, refuses to unlink the last way in, links another and unlinks', async () => {
+      // The account page signs in through Latch: here with the upstream (a new, passwordless account).
+      const agent = new Agent();
+      const login = await agent.follow(`${srv.url}/account`);
+      expect(login.status).to.equal(200);
+      const callback = await upstreamLeg(agent, login, 'corp', 'u-page');
+      let page = await agent.follow(callback.toString());
+      expect(page.url).to.equal(`${srv.url}/account`);
+      const account = (await srv.running.services.accounts.findByEmail('page@upstream.test'))!;
+      expect(account.passwordHash).to.equal(null);
+
+      const row = rowOf(page.body, 'corp');
+      expect(row, page.body).to.be.a('string');
+      expect(row).to.include('Corp corp').and.include('page@upstream.test').and.include('/account/federation/corp/unlink');
+      for (const name of ['github', 'corp-auto', 'corp-never', 'corp-domain']) expect(page.body).to.include(`href="/account/federation/${name}/link"`);
+      expect(page.body).not.to.include('href="/account/federation/corp-off/link"').and.not.include('href="/account/federation/corp/link"');
+
+      // The last way in: refused, the page says why, the row stays.
+      const refused = await agent.submit(page, formIndexOf(page, /\/account\/federation\/corp\/unlink$/));
+      expect(refused.status).to.equal(409);
+      expect(refused.body).to.include('only way to sign in');
+      expect(rowOf(refused.body, 'corp')).to.be.a('string');
+
+      // Link GitHub from the account page.
+      const start = await agent.request(`${srv.url}/account/federation/github/link`);
+      expect(start.status).to.equal(303);
+      const ghCallback = await gh.signIn(start.headers.get('location')!, 'linker');
+      page = await agent.follow(ghCallback.toString());
+      expect(page.url).to.equal(`${srv.url}/account?done=linked`);
+      expect(rowOf(page.body, 'github')).to.include('GitHub').and.include('linker@upstream.test');
+      const link = (await events(srv, 'federation.link')).find((e) => e.subject_id === account.id && detailsOf(e).provider === 'github');
+      expect(detailsOf(link!).method).to.equal('account');
+
+      // Now corp is not the last way in.
+      const unlinked = await agent.submit(page, formIndexOf(page, /\/account\/federation\/corp\/unlink$/));
+      expect(unlinked.url).to.equal(`${srv.url}/account?done=unlinked`);
+      expect(rowOf(unlinked.body, 'corp')).to.equal(undefined);
+      expect((await events(srv, 'federation.unlink')).some((e) => e.subject_id === account.id && detailsOf(e).provider === 'corp')).to.equal(true);
+
+      // An identity linked to another account already: 409, nothing linked.
+      const other = await agent.request(`${srv.url}/account/federation/corp-auto/link`);
+      const otherCallback = await up.signIn(other.headers.get('location')!, 'u-auto');
+      const conflict = await agent.follow(otherCallback.toString());
+      expect(conflict.status).to.equal(409);
+      expect((await srv.running.services.federatedIdentities.listForAccount(account.id)).map((l) => l.provider)).to.deep.equal(['github']);
+
+      // Without a session, the link start goes through sign-in first.
+      const anonymous = await new Agent().request(`${srv.url}/account/federation/github/link`);
+      expect(anonymous.status).to.be.within(300, 399);
+      expect(anonymous.headers.get('location')).not.to.include(gh.webUrl);
+    });
   });
 });

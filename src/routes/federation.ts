@@ -9,7 +9,7 @@ import { readForm } from '../middleware/body.js';
 import type { Oidc } from '../oidc/provider.js';
 import type { AccountService } from '../services/accounts.js';
 import { REFUSAL_MESSAGES, PENDING_TTL_SECONDS, type FederationService, type PendingUpstream } from '../services/federation.js';
-import { callbackUri, type IdentityProviderService, type SignInProvider } from '../services/identity-providers.js';
+import { callbackUri, emailDomainAllowed, type IdentityProviderService, type SignInProvider } from '../services/identity-providers.js';
 import { tooManyAttemptsMessage } from '../services/login-guard.js';
 import { AMR_FEDERATED, type CompletedLogin, type LoginContext, type LoginService } from '../services/login.js';
 import type { MfaService } from '../services/mfa.js';
@@ -74,8 +74,6 @@ export interface FederationRouteDeps {
   upstream: UpstreamClient;
   pages: Pages;
   logger: Logger;
-  /** purpose `link` (the account page): where the callback hands the identity over. */
-  onLinkCallback?: (ctx: Koa.Context, pending: PendingUpstream, provider: SignInProvider, identity: UpstreamIdentity) => Promise<void>;
 }
 
 /**
@@ -320,9 +318,16 @@ export function federationRoutes(deps: FederationRouteDeps) {
       await upstreamFailure(ctx, err, name, pending.uid, { accountId: pending.accountId ?? null });
       return;
     }
-    if (pending.purpose === 'link') {
-      if (!deps.onLinkCallback) throw new Error('no account-page link handler');
-      await deps.onLinkCallback(ctx, pending, provider, identity);
+    if (pending.purpose === 'link' && pending.accountId) {
+      // The provider's domain list holds for linking as for signing in.
+      if (!emailDomainAllowed(provider, identity.email ?? '')) {
+        await federation.refuse('domain', name, { origin: originOf(ctx), accountId: pending.accountId, subject: identity.subject });
+        await refusal(ctx, 'domain', undefined);
+        return;
+      }
+      const handOff = await federation.handOff(pending.accountId, name, identity);
+      ctx.status = 303;
+      ctx.redirect(`/account/federation/${encodeURIComponent(name)}/linked?handoff=${encodeURIComponent(handOff)}`);
       return;
     }
     const interaction = pending.uid ? await oidc.provider.Interaction.find(pending.uid) : undefined;

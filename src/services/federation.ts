@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 
 import type { RegistrationMode } from '../config/schema.js';
 import type { AccountRecord } from '../repositories/accounts.js';
@@ -56,6 +56,9 @@ export interface RefusalContext {
 export const PENDING_TTL_SECONDS = 600;
 const PENDING_MODEL = 'FederationPending';
 const IDP_MODEL = 'FederationLogin';
+const HANDOFF_MODEL = 'FederationHandoff';
+/** The callback hands an identity to the account page within this many seconds. */
+const HANDOFF_TTL_SECONDS = 120;
 
 /** Refusal pages: what the person reads, by reason. */
 export const REFUSAL_MESSAGES: Record<RefusalReason, string> = {
@@ -150,6 +153,32 @@ export function createFederationService(deps: {
         provider: payload.provider,
         transaction,
       };
+    },
+
+    /**
+     * The account page's link: the callback (which cannot see the account-page cookie) leaves the
+     * identity under a random single-use id for the account page to take, for the account that
+     * started it only.
+     */
+    async handOff(accountId: string, provider: string, identity: SignedInUpstream): Promise<string> {
+      const id = randomBytes(24).toString('base64url');
+      const { subject, email, email_verified: verified, name } = identity;
+      await state.upsert(HANDOFF_MODEL, keyOf(id), { accountId, provider, identity: secrets.encrypt(JSON.stringify({ subject, email, email_verified: verified, name })) }, HANDOFF_TTL_SECONDS);
+      return id;
+    },
+
+    async takeHandOff(id: string): Promise<{ accountId: string; provider: string; identity: SignedInUpstream } | undefined> {
+      if (!id || id.length > 128) return undefined;
+      const key = keyOf(id);
+      if (!(await state.consume(HANDOFF_MODEL, key)).consumed) return undefined;
+      const payload = await state.find(HANDOFF_MODEL, key);
+      await state.destroy(HANDOFF_MODEL, key);
+      if (!payload || typeof payload.accountId !== 'string' || typeof payload.provider !== 'string' || typeof payload.identity !== 'string') return undefined;
+      try {
+        return { accountId: payload.accountId, provider: payload.provider, identity: JSON.parse(secrets.decrypt(payload.identity)) as SignedInUpstream };
+      } catch {
+        return undefined;
+      }
     },
 
     /** Audits a refusal decided outside `decide` (a disabled provider, an upstream failure). */

@@ -64,8 +64,13 @@ export function createApp(deps: { config: Config; db: Db; logger: Logger; render
     logger,
     federated: { linkAfterPassword: (account, provider, identity, at) => federation.linkAfterPassword(account, provider, identity, at), complete: (details, done) => completeLogin(federation, details, done) },
   });
-  // Sign-in through upstream providers (GitHub, Google, any OpenID Connect provider).
-  const fed = federationRoutes({ oidc, issuer: config.issuer, federation, providers: services.identityProviders, accounts: services.accounts, mfa: services.mfa, login, mfaStep, upstream: createUpstreamClient({ logger }), pages, logger });
+  // Sign-in through upstream providers (GitHub, Google, any OpenID Connect provider). A changed
+  // provider (its issuer, say) is discovered again: its cached discovery is dropped.
+  const upstream = createUpstreamClient({ logger });
+  services.feed.on('identity_providers', async () => {
+    for (const p of await services.identityProviders.list()) upstream.forget(p.name);
+  });
+  const fed = federationRoutes({ oidc, issuer: config.issuer, federation, providers: services.identityProviders, accounts: services.accounts, mfa: services.mfa, login, mfaStep, upstream, pages, logger });
   const loopback = deps.loopback ?? { host: '127.0.0.1', port: config.port || undefined };
   // Organization invitation links: GET/POST /invitation, and their signed-in view under /account.
   const invitationLookup = createInvitationLookup({ organizations: services.organizations });

@@ -25,6 +25,7 @@ const ACCOUNTS: UpstreamAccount[] = [
   { id: 'u-invited', email: 'invited@upstream.test', email_verified: true },
   { id: 'u-errors', email: 'errors@upstream.test', email_verified: true },
   { id: 'u-page', email: 'page@upstream.test', email_verified: true },
+  { id: 'u-enrol', email: 'enrol@upstream.test', email_verified: true },
 ];
 
 const GITHUB_USERS: GithubUser[] = [...DEFAULT_GITHUB_USERS, { id: 1004, login: 'linker', name: 'Linker', emails: [{ email: 'linker@upstream.test', primary: true, verified: true, visibility: null }] }];
@@ -304,6 +305,26 @@ describe('federation: sign-in through upstream providers', function () {
     expect(claims.amr).to.deep.equal(['fed', 'otp', 'mfa']);
     expect(claims.acr).to.equal('urn:latch:loa:2');
     expect(claims.idp).to.equal('corp');
+  });
+
+  it('a client insisting on loa:2 makes a federated account enrol: amr ["fed","otp","mfa"]', async () => {
+    const { agent, res, rp, uid } = await federatedSignIn('corp', 'u-enrol', { params: { acr_values: 'urn:latch:loa:2' } });
+    expect(res.url).to.equal(`${srv.url}/interaction/${uid}/mfa`);
+    const secret = /id="totp-secret">([A-Z2-7]+)</.exec(res.body)?.[1];
+    expect(secret, res.body.slice(0, 500)).to.be.a('string');
+    const codes = await agent.submit(res, 0, { code: totpCode(secret!) }, REDIRECT);
+    expect(codes.status).to.equal(200);
+    const done = await agent.submit(codes, 0, {}, REDIRECT);
+    const claims = await rp.redeem(done.url);
+    expect(claims.amr).to.deep.equal(['fed', 'otp', 'mfa']);
+    expect(claims.acr).to.equal('urn:latch:loa:2');
+    expect(claims.idp).to.equal('corp');
+  });
+
+  it('refuses "link" as a provider name: the ask page uses that path', async () => {
+    const r = await srv.cli('idps', 'create', '--name', 'link', '--kind', 'github', '--client-id', 'x', '--client-secret', 'some-secret-value');
+    expect(r.code).not.to.equal(0);
+    expect(r.stderr).to.include('reserved');
   });
 
   it('GitHub: signs in with the primary verified email; refuses an account without one', async () => {

@@ -229,6 +229,8 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
     },
 
     findById: (id: string) => accounts.findById(id),
+    /** A sign-in that did not go through `authenticate` (an upstream provider): last_login_at now. */
+    recordLogin: (id: string) => accounts.recordLogin(id),
     /** The account for issuing tokens: cached (see above), without its password hash. */
     async findForTokens(id: string): Promise<AccountRecord | undefined> {
       const hit = tokenView.get(id);

@@ -99,6 +99,7 @@ export function createFederationService(deps: {
   }
 
   async function signedIn(account: AccountRecord, provider: string, identity: SignedInUpstream, method: 'linked' | 'auto' | 'registration' | 'ask', at: { origin?: RequestOrigin; clientId?: string | null }): Promise<void> {
+    if (method !== 'ask') await accounts.recordLogin(account.id);
     await audit.record({ type: 'federation.login', actorId: account.id, subjectId: account.id, clientId: at.clientId ?? null, ...(at.origin ? { origin: at.origin } : {}), details: { provider, upstream_subject: identity.subject, method } });
   }
 

@@ -373,6 +373,31 @@ describe('federation: sign-in through upstream providers', function () {
     expect(again.status).to.equal(400);
   });
 
+  it('two sign-ins started in one browser (two tabs) each keep their browser binding', async () => {
+    // (This test agent keeps one cookie per name, not per path: each tab's interaction cookie
+    // is restored before its step, as a browser would send the one of its path.)
+    const agent = new Agent();
+    const tab = async () => {
+      const rp = await relyingParty(srv, web);
+      const page = await agent.follow(rp.url, {}, REDIRECT);
+      const interaction = [...agent.cookies].filter(([k]) => k.includes('|_interaction'));
+      return { rp, page, interaction };
+    };
+    const t1 = await tab();
+    const href1 = hrefOf(t1.page.body, 'corp')!;
+    const start1 = await agent.request(new URL(href1, srv.url).toString());
+    const t2 = await tab();
+    const start2 = await agent.request(new URL(hrefOf(t2.page.body, 'corp')!, srv.url).toString());
+    expect([...agent.cookies.keys()].filter((k) => k.includes('|latch_federation_'))).to.have.length(2);
+    const cb1 = await up.signIn(start1.headers.get('location')!, 'u-new');
+    const cb2 = await up.signIn(start2.headers.get('location')!, 'u-new');
+    const done2 = await agent.follow(cb2.toString(), {}, REDIRECT);
+    expect((await t2.rp.redeem(done2.url)).idp).to.equal('corp');
+    for (const [k, v] of t1.interaction) agent.cookies.set(k, v);
+    const done1 = await agent.follow(cb1.toString(), {}, REDIRECT);
+    expect((await t1.rp.redeem(done1.url)).idp).to.equal('corp');
+  });
+
   it('an unreachable provider ends on a 502 page', async () => {
     const { agent, uid } = await loginPage();
     const res = await agent.request(`${srv.url}/interaction/${uid}/federation/corp-down`);

@@ -18,8 +18,12 @@ import { completeInteraction, interactionLoader, type Pages } from './self-servi
 
 type Details = Awaited<ReturnType<Oidc['provider']['interactionDetails']>>;
 
-/** The browser-binding cookie: only the callback path sees it. */
+/**
+ * The browser-binding cookie, one per started sign-in (two tabs may start two): its name carries
+ * a prefix of the state's HMAC, its value the whole HMAC. Only the callback path sees it.
+ */
 export const STATE_COOKIE = 'latch_federation';
+const cookieName = (binding: string) => `${STATE_COOKIE}_${binding.slice(0, 12)}`;
 const COOKIE_PATH = '/federation';
 /** The identity an upstream callback brought, on the interaction's result until its page takes it. */
 const RESULT_KEY = 'latch_federation';
@@ -116,7 +120,7 @@ export function federationRoutes(deps: FederationRouteDeps) {
       return;
     }
     const binding = await federation.savePending(started.transaction.state, { ...pending, provider: provider.name, transaction: started.transaction });
-    ctx.cookies.set(STATE_COOKIE, binding, { ...cookieOptions(ctx), maxAge: PENDING_TTL_SECONDS * 1000 });
+    ctx.cookies.set(cookieName(binding), binding, { ...cookieOptions(ctx), maxAge: PENDING_TTL_SECONDS * 1000 });
     ctx.set('Cache-Control', 'no-store');
     ctx.status = 303;
     ctx.redirect(started.url.toString());
@@ -294,8 +298,9 @@ export function federationRoutes(deps: FederationRouteDeps) {
     const name = ctx.params.name!;
     const rawState = ctx.query.state;
     const upstreamState = typeof rawState === 'string' ? rawState : '';
-    const cookie = ctx.cookies.get(STATE_COOKIE);
-    ctx.cookies.set(STATE_COOKIE, null, cookieOptions(ctx));
+    const cookieKey = upstreamState ? cookieName(federation.binding(upstreamState)) : undefined;
+    const cookie = cookieKey ? ctx.cookies.get(cookieKey) : undefined;
+    if (cookieKey && cookie !== undefined) ctx.cookies.set(cookieKey, null, cookieOptions(ctx));
     // Destroyed before anything else is looked at: a replay finds nothing.
     const pending = upstreamState ? await federation.takePending(upstreamState) : undefined;
     if (!pending || pending.provider !== name) {

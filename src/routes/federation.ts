@@ -304,7 +304,9 @@ export function federationRoutes(deps: FederationRouteDeps) {
     // Destroyed before anything else is looked at: a replay finds nothing.
     const pending = upstreamState ? await federation.takePending(upstreamState) : undefined;
     if (!pending || pending.provider !== name) {
-      await federation.refuse('upstream_error', name, { origin: originOf(ctx), upstream: 'state' });
+      // Not audited: anyone can send junk here, and the trail is no place to let them write to.
+      // A found state (a real sign-in that failed) is.
+      deps.logger.warn('upstream callback without a pending sign-in', { provider: name.slice(0, 64), found: Boolean(pending) });
       await problem(ctx, 400, 'Sign-in expired', 'This sign-in was already used, has expired or did not start here. Start again.', pending?.uid);
       return;
     }

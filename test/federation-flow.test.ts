@@ -358,6 +358,13 @@ describe('federation: sign-in through upstream providers', function () {
 
     const second = await loginPage();
     const cb = await upstreamLeg(second.agent, second.page, 'corp', 'u-errors');
+    // Kept server-side, encrypted: neither the state nor the PKCE verifier is readable at rest.
+    const rows = (await srv.running.db('provider_state').where({ model: 'FederationPending' }).select('id', 'payload')) as { id: string; payload: string }[];
+    expect(rows.length).to.be.greaterThan(0);
+    for (const r of rows) {
+      expect(r.payload).not.to.include('code_verifier').and.not.include(cb.searchParams.get('state')!);
+      expect(r.id).not.to.equal(cb.searchParams.get('state'));
+    }
     // Another browser (no binding cookie) cannot use it...
     const stolen = await new Agent().request(cb.toString());
     expect(stolen.status).to.equal(400);

@@ -21,6 +21,7 @@ import type { PersonalAccessTokenService } from '../services/personal-access-tok
 import type { Secrets } from '../services/secrets.js';
 import { createAdapterClass } from './adapter.js';
 import { withoutAdminScopesUnlessSuperuser } from './admin-scopes.js';
+import type { FederationService } from '../services/federation.js';
 import { findAccountFor } from './account.js';
 import { allowedResourcesOf, allowedScopesOf, defaultResource, isFirstParty, isSignInOnly, mayIntrospect, type ClientLike } from './client-policy.js';
 import { restoreOfflineAccess } from './offline-access.js';
@@ -51,6 +52,8 @@ export interface OidcDeps {
   /** Roles, organizations and RBAC permissions of subjects (claims and resource scopes). */
   access: AccessService;
   organizations: { findById(id: string): Promise<unknown> };
+  /** Which upstream provider a sign-in came through: the ID token's `idp`. */
+  federation?: Pick<FederationService, 'idpOf'>;
 }
 
 /** The OIDC scopes Latch knows; resource scopes come from resource servers. */
@@ -104,7 +107,7 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
   return {
     adapter,
     clients: [],
-    findAccount: findAccountFor(deps.accounts, deps.access, rbac),
+    findAccount: findAccountFor(deps.accounts, deps.access, rbac, deps.federation),
     jwks: { keys: ring.privateJwks as NonNullable<Configuration['jwks']>['keys'] },
     scopes: OIDC_SCOPES,
     // RFC 8176 amr and Latch's acr (urn:latch:loa:1 password, urn:latch:loa:2 password + TOTP)
@@ -112,7 +115,8 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
     acrValues: ACR_VALUES,
     claims: {
       // org_id/org_role: ID tokens of an authorization request that named an organization.
-      openid: ['sub', 'acr', 'amr', 'org_id', 'org_role'],
+      // idp: ID tokens of a sign-in through an upstream provider (its name).
+      openid: ['sub', 'acr', 'amr', 'org_id', 'org_role', 'idp'],
       email: ['email', 'email_verified'],
       profile: ['name', 'updated_at'],
       roles: ['roles', 'is_superuser'],

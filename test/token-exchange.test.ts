@@ -5,7 +5,7 @@ import * as oidc from 'openid-client';
 
 import { CLI_ACTOR } from '../src/services/audit.js';
 import { Agent, authorize } from './helpers/agent.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { freshDatabase, startTestServer, type TestDatabase, type TestServer } from './helpers/server.js';
 
 const REDIRECT = 'http://127.0.0.1:9/callback';
 // A gateway in front of the orders service, which calls the ledger: all three name the same
@@ -256,5 +256,65 @@ describe('token exchange (RFC 8693)', function () {
     const claims = decodeJwt(body.access_token);
     expect(claims).to.include({ org_id: acmeId, org_role: subject.org_role });
     expect(claims.organizations).to.deep.equal(subject.organizations);
+  });
+});
+
+/** Two processes of one service on one database: what one issued, the other exchanges; a revocation at one is seen by the other. */
+describe('token exchange on two instances of one database', function () {
+  this.timeout(60_000);
+  let db: TestDatabase;
+  let a: TestServer;
+  let b: TestServer;
+
+  before(async () => {
+    db = await freshDatabase();
+    a = await startTestServer({ database: db, changePollMs: 200 });
+    b = await startTestServer({ database: db, changePollMs: 200, env: { ISSUER: a.url } });
+  });
+
+  after(async () => {
+    expect([...a.errors(), ...b.errors()]).to.deep.equal([]);
+    await a.close();
+    await b.close();
+    await db.drop();
+  });
+
+  it('exchanges at B a token issued by A, and refuses it at B once revoked at A', async () => {
+    const cli = async (...args: string[]) => {
+      const r = await a.cli(...args);
+      expect(r.code, r.stderr).to.equal(0);
+      return r.json;
+    };
+    await cli('users', 'create', '--email', ADA.email, '--password', ADA.password);
+    await cli('resources', 'create', '--identifier', GATEWAY, '--scope', 'orders:read');
+    await cli('resources', 'create', '--identifier', ORDERS, '--scope', 'orders:read');
+    const web: Client = await cli('clients', 'create', '--name', 'Shop', '--first-party', '--redirect-uri', REDIRECT, '--resource', GATEWAY, '--scope', 'openid orders:read');
+    const gw: Client = await cli('clients', 'create', '--name', 'Gateway', '--grant', 'token_exchange', '--exchange-subject-audience', GATEWAY, '--resource', ORDERS, '--scope', 'orders:read');
+    await a.running.services.feed.pollNow();
+    await b.running.services.feed.pollNow();
+
+    const config = await oidc.discovery(new URL(a.url), web.client_id, web.client_secret, oidc.ClientSecretBasic(web.client_secret), { execute: [oidc.allowInsecureRequests] });
+    const verifier = oidc.randomPKCECodeVerifier();
+    const url = oidc.buildAuthorizationUrl(config, { redirect_uri: REDIRECT, scope: 'openid orders:read', resource: GATEWAY, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
+    const { callback } = await authorize(new Agent(), url.toString(), REDIRECT, ADA);
+    const subject = (await oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier })).access_token;
+
+    const at = (srv: TestServer, path: string, client: Client, form: Record<string, string>) =>
+      fetch(`http://127.0.0.1:${srv.port}${path}`, {
+        method: 'POST',
+        headers: { authorization: `Basic ${Buffer.from(`${client.client_id}:${client.client_secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams(form),
+      }).then(async (res) => ({ status: res.status, body: (await res.json().catch(() => ({}))) as Record<string, any> }));
+    const form = { grant_type: GRANT, subject_token: subject, subject_token_type: AT, resource: ORDERS };
+
+    const exchanged = await at(b, '/token', gw, form);
+    expect(exchanged.status, JSON.stringify(exchanged.body)).to.equal(200);
+    expect(decodeJwt(exchanged.body.access_token).act).to.deep.equal({ sub: gw.client_id });
+    expect((await at(a, '/token/introspection', gw, { token: exchanged.body.access_token })).body).to.include({ active: true });
+
+    expect((await at(a, '/token/revocation', web, { token: subject })).status).to.equal(200);
+    const refused = await at(b, '/token', gw, form);
+    expect(refused.status).to.equal(400);
+    expect(refused.body.error).to.equal('invalid_grant');
   });
 });

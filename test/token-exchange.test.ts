@@ -204,7 +204,7 @@ describe('token exchange (RFC 8693)', function () {
     await refused(exchange(gw, userToken, { resource: ORDERS, requested_token_type: 'urn:ietf:params:oauth:token-type:refresh_token' }), 'invalid_request');
   });
 
-  it('refuses an ID token, a userinfo-only token and garbage as the subject: invalid_grant', async () => {
+  it('refuses an ID token, a userinfo-only token, a machine token and garbage as the subject: invalid_grant', async () => {
     const tokens = await signIn({ scope: 'openid email', resource: GATEWAY });
     await refused(exchange(gw, tokens.id_token!, { resource: ORDERS }), 'invalid_grant');
     const signInOnly = await signIn({ scope: 'openid email' });
@@ -212,6 +212,13 @@ describe('token exchange (RFC 8693)', function () {
     const body = await refused(exchange(gw, signInOnly.access_token, { resource: ORDERS }), 'invalid_grant');
     expect(body.error_description).to.contain('userinfo');
     await refused(exchange(gw, 'not-a-token', { resource: ORDERS }), 'invalid_grant');
+    // A machine's own token (client credentials) has no user to act for.
+    const svc: Client = await cli('clients', 'create', '--name', 'Gateway job', '--grant', 'client_credentials', '--resource', GATEWAY, '--scope', 'orders:read');
+    await srv.running.services.feed.pollNow();
+    const own = await post('/token', svc, { grant_type: 'client_credentials', resource: GATEWAY, scope: 'orders:read' });
+    expect(own.status, JSON.stringify(own.body)).to.equal(200);
+    const machineBody = await refused(exchange(gw, own.body.access_token, { resource: ORDERS }), 'invalid_grant');
+    expect(machineBody.error_description).to.contain('user');
   });
 
   it('refuses an expired subject token and a revoked one; revoking the grant ends the exchanged tokens', async () => {

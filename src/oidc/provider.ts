@@ -29,6 +29,7 @@ import { compareClientSecretsWith, keepInGrantPayload, memoiseClientFind, provid
 import { personalAccessTokenIntrospection } from './personal-access-tokens.js';
 import { createRbacIntegration, type GrantWithOrganization, type RbacIntegration } from './rbac.js';
 import { createStructuredTokenHandler, GRANT_CLAIM } from './structured-tokens.js';
+import { createTokenExchangeHandler, TOKEN_EXCHANGE_GRANT_TYPE, TOKEN_EXCHANGE_PARAMETERS } from './token-exchange.js';
 
 export { isFirstParty } from './client-policy.js';
 
@@ -168,7 +169,7 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
     // Rotate on every use; presenting a used refresh token revokes the grant (RFC 9700 §4.14.2).
     rotateRefreshToken: true,
     extraClientMetadata: {
-      properties: ['web_origins', 'first_party', 'allowed_resources', 'allowed_scopes'],
+      properties: ['web_origins', 'first_party', 'allowed_resources', 'allowed_scopes', 'exchange_subject_audiences'],
     },
     // CORS on token, userinfo and revocation: only the client's registered web origins.
     clientBasedCORS(_ctx, origin, client) {
@@ -334,9 +335,22 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
   const rbac = createRbacIntegration({ access: deps.access, state: deps.state, organizationExists: async (id) => Boolean(await deps.organizations.findById(id)) });
 
   const storage = createAdapterClass({ state: deps.state, clients: deps.clients });
+  const tokenExchange = createTokenExchangeHandler({
+    issuer: deps.config.issuer,
+    verifyJwt: (token) => structured.verify(token),
+    personalTokens: deps.personalTokens,
+    resources: deps.resources,
+    access: deps.access,
+    accounts: deps.accounts,
+    keyRing: () => ring,
+    adminApi: apiAudience(deps.config.issuer),
+    defaultAccessTokenTtl: deps.config.ttl.accessToken,
+  });
   const build = (): { provider: Provider; handler: (ctx: Koa.Context) => Promise<unknown> } => {
     const provider = new Provider(deps.config.issuer, buildConfiguration(deps, ring, rbac, storage.Adapter));
     provider.proxy = deps.config.trustProxy;
+    // RFC 8693 token exchange (token-exchange.ts); listed in discovery's grant_types_supported.
+    provider.registerGrantType(TOKEN_EXCHANGE_GRANT_TYPE, tokenExchange, TOKEN_EXCHANGE_PARAMETERS);
     // A grant's organization is kept in its own payload (see rbac.ts), before any Grant is built.
     keepInGrantPayload(provider, 'organizationId');
     // As the outer app (app.ts): behind the one trusted proxy, the client is the LAST X-Forwarded-For entry.

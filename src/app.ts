@@ -11,12 +11,15 @@ import { everyRequest } from './middleware/request.js';
 import { escapedErrorListener, type Oidc } from './oidc/provider.js';
 import { publishedDocuments } from './oidc/published-documents.js';
 import { accountRoutes, type Loopback } from './routes/account.js';
+import { accountFederationPages, signInMethods } from './routes/account-federation.js';
 import { accountInvitationPages } from './routes/account-invitations.js';
 import { accountOrganizationPages } from './routes/account-organizations.js';
 import { accountRecoveryRoutes } from './routes/account-recovery.js';
 import { accountAccessTokenPages } from './routes/account-access-tokens.js';
 import { apiRoutes } from './routes/api/index.js';
 import { healthRoutes } from './routes/health.js';
+import { createUpstreamClient } from './federation/upstream.js';
+import { completeLogin, federationRoutes } from './routes/federation.js';
 import { createMfaStep } from './routes/interaction-mfa.js';
 import { interactionRoutes } from './routes/interactions.js';
 import { createInvitationLookup, invitationRoutes } from './routes/invitations.js';
@@ -51,16 +54,34 @@ export function createApp(deps: { config: Config; db: Db; logger: Logger; render
   // The second sign-in step (TOTP / recovery code) and the account page (an OIDC client of
   // Latch whose codes are redeemed over loopback: the port is filled in once listening).
   const login = createLoginService({ accounts: services.accounts, mfa: services.mfa, loginGuard: services.loginGuard, audit: services.audit, metrics });
-  const mfaStep = createMfaStep({ oidc, accounts: services.accounts, mfa: services.mfa, login, csrf, render, logger });
+  const federation = services.federation;
+  const mfaStep = createMfaStep({
+    oidc,
+    accounts: services.accounts,
+    mfa: services.mfa,
+    login,
+    csrf,
+    render,
+    logger,
+    federated: { linkAfterPassword: (account, provider, identity, at) => federation.linkAfterPassword(account, provider, identity, at), complete: (details, done) => completeLogin(federation, details, done) },
+  });
+  // Sign-in through upstream providers (GitHub, Google, any OpenID Connect provider). A changed
+  // provider (its issuer, say) is discovered again: its cached discovery is dropped.
+  const upstream = createUpstreamClient({ logger });
+  services.feed.on('identity_providers', async () => {
+    for (const p of await services.identityProviders.list()) upstream.forget(p.name);
+  });
+  const fed = federationRoutes({ oidc, issuer: config.issuer, federation, providers: services.identityProviders, accounts: services.accounts, mfa: services.mfa, login, mfaStep, upstream, pages, logger });
   const loopback = deps.loopback ?? { host: '127.0.0.1', port: config.port || undefined };
   // Organization invitation links: GET/POST /invitation, and their signed-in view under /account.
   const invitationLookup = createInvitationLookup({ organizations: services.organizations });
   const routers = [
     healthRoutes({ db: deps.db, lifecycle }),
     staticRoutes(),
-    interactionRoutes({ oidc, login, mfaStep, csrf, render, logger, registration: config.registration }),
+    interactionRoutes({ oidc, login, mfaStep, csrf, render, logger, registration: config.registration, idps: services.identityProviders }),
     mfaStep.router,
-    accountRoutes({ config, oidc, secrets: services.secrets, accounts: services.accounts, passwords: services.passwords, mfa: services.mfa, sessions: services.sessions, clients: services.clients, audit: services.audit, csrf, render, logger, loopback, loginGuard: services.loginGuard, organizations: services.organizations, extensions: [accountAccessTokenPages({ tokens: services.personalTokens }), accountInvitationPages({ organizations: services.organizations, lookup: invitationLookup }), accountOrganizationPages({ organizations: services.organizations, roles: services.roles, accounts: services.accounts })] }),
+    fed.router,
+    accountRoutes({ config, oidc, signInMethods: signInMethods({ identities: services.federatedIdentities, providers: services.identityProviders }), secrets: services.secrets, accounts: services.accounts, passwords: services.passwords, mfa: services.mfa, sessions: services.sessions, clients: services.clients, audit: services.audit, csrf, render, logger, loopback, loginGuard: services.loginGuard, organizations: services.organizations, extensions: [accountFederationPages({ federation, flow: fed }), accountAccessTokenPages({ tokens: services.personalTokens }), accountInvitationPages({ organizations: services.organizations, lookup: invitationLookup }), accountOrganizationPages({ organizations: services.organizations, roles: services.roles, accounts: services.accounts })] }),
     registrationRoutes({ mode: config.registration, registration: services.registration, mail, limits: services.limits, pages, logger }),
     accountRecoveryRoutes({ accounts: services.accounts, recovery: services.accountRecovery, mail, pages, logger }),
     invitationRoutes({ mode: config.registration, accounts: services.accounts, registration: services.registration, pages, lookup: invitationLookup, logger }),

@@ -120,6 +120,9 @@ const PAGES: Record<string, (runs: BlockRun[], server: TestServer) => void> = {
     expect([introspection.aud].flat()).to.deep.equal(['https://api.example.com']);
 
     expect(runOf(runs, '/api/v1/users').stdout.split('\n')).to.include('ada@example.com active=true');
+
+    // Upstream providers: the callbacks to register at Google and GitHub.
+    expect(runOf(runs, 'idps create').stdout.split('\n')).to.include.members([`${server.url}/federation/callback/google`, `${server.url}/federation/callback/github`]);
   },
   'docs/api.md': (runs) => {
     const run = runOf(runs, '/api/v1/organizations');

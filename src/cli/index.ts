@@ -97,7 +97,7 @@ const COMMANDS: Record<string, Command> = {
   ...ORG_COMMANDS,
   'clients create': {
     usage:
-      'clients create --name N [--grant G]... [--redirect-uri U]... [--post-logout-redirect-uri U]... [--scope S]... [--resource URI]... [--public] [--first-party] [--web-origin O]... [--auth-method client_secret_basic|client_secret_post|private_key_jwt|none] [--jwks-uri U]',
+      'clients create --name N [--grant G]... [--redirect-uri U]... [--post-logout-redirect-uri U]... [--scope S]... [--resource URI]... [--public] [--first-party] [--web-origin O]... [--auth-method client_secret_basic|client_secret_post|private_key_jwt|none] [--jwks-uri U] [--exchange-subject-audience URI]...',
     async run({ args, services, note }) {
       const u = this.usage;
       const { values } = parse(
@@ -114,6 +114,7 @@ const COMMANDS: Record<string, Command> = {
           'web-origin': { type: 'string', multiple: true },
           'auth-method': { type: 'string' },
           'jwks-uri': { type: 'string' },
+          'exchange-subject-audience': { type: 'string', multiple: true },
         },
         u,
       );
@@ -129,6 +130,7 @@ const COMMANDS: Record<string, Command> = {
         webOrigins: list(values['web-origin']),
         authMethod: values['auth-method'],
         jwksUri: values['jwks-uri'],
+        exchangeSubjectAudiences: list(values['exchange-subject-audience']),
       }, CLI_ACTOR);
       // A browser app served from another origin calls the token endpoint cross-origin: without
       // its origin registered, CORS refuses it (the browser never hands it the response).

@@ -21,6 +21,7 @@ import type { PersonalAccessTokenService } from '../services/personal-access-tok
 import type { Secrets } from '../services/secrets.js';
 import { createAdapterClass } from './adapter.js';
 import { withoutAdminScopesUnlessSuperuser } from './admin-scopes.js';
+import type { FederationService } from '../services/federation.js';
 import { findAccountFor } from './account.js';
 import { allowedResourcesOf, allowedScopesOf, defaultResource, isFirstParty, isSignInOnly, mayIntrospect, type ClientLike } from './client-policy.js';
 import { restoreOfflineAccess } from './offline-access.js';
@@ -29,6 +30,7 @@ import { compareClientSecretsWith, keepInGrantPayload, memoiseClientFind, provid
 import { personalAccessTokenIntrospection } from './personal-access-tokens.js';
 import { createRbacIntegration, type GrantWithOrganization, type RbacIntegration } from './rbac.js';
 import { createStructuredTokenHandler, GRANT_CLAIM } from './structured-tokens.js';
+import { createTokenExchangeHandler, TOKEN_EXCHANGE_GRANT_TYPE, TOKEN_EXCHANGE_PARAMETERS } from './token-exchange.js';
 
 export { isFirstParty } from './client-policy.js';
 
@@ -52,6 +54,8 @@ export interface OidcDeps {
   /** Roles, organizations and RBAC permissions of subjects (claims and resource scopes). */
   access: AccessService;
   organizations: { findById(id: string): Promise<unknown> };
+  /** Which upstream provider a sign-in came through: the ID token's `idp`. */
+  federation?: Pick<FederationService, 'idpOf'>;
 }
 
 /** The OIDC scopes Latch knows; resource scopes come from resource servers. */
@@ -105,7 +109,7 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
   return {
     adapter,
     clients: [],
-    findAccount: findAccountFor(deps.accounts, deps.access, rbac),
+    findAccount: findAccountFor(deps.accounts, deps.access, rbac, deps.federation),
     jwks: { keys: ring.privateJwks as NonNullable<Configuration['jwks']>['keys'] },
     scopes: OIDC_SCOPES,
     // RFC 8176 amr and Latch's acr (urn:latch:loa:1 password, urn:latch:loa:2 password + TOTP)
@@ -113,7 +117,8 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
     acrValues: ACR_VALUES,
     claims: {
       // org_id/org_role: ID tokens of an authorization request that named an organization.
-      openid: ['sub', 'acr', 'amr', 'org_id', 'org_role'],
+      // idp: ID tokens of a sign-in through an upstream provider (its name).
+      openid: ['sub', 'acr', 'amr', 'org_id', 'org_role', 'idp'],
       email: ['email', 'email_verified'],
       profile: ['name', 'updated_at'],
       roles: ['roles', 'is_superuser'],
@@ -165,7 +170,7 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
     // Rotate on every use; presenting a used refresh token revokes the grant (RFC 9700 §4.14.2).
     rotateRefreshToken: true,
     extraClientMetadata: {
-      properties: ['web_origins', 'first_party', 'allowed_resources', 'allowed_scopes'],
+      properties: ['web_origins', 'first_party', 'allowed_resources', 'allowed_scopes', 'exchange_subject_audiences'],
     },
     // CORS on token, userinfo and revocation: only the client's registered web origins.
     clientBasedCORS(_ctx, origin, client) {
@@ -332,9 +337,22 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
   const rbac = createRbacIntegration({ access: deps.access, state: deps.state, organizationExists: async (id) => Boolean(await deps.organizations.findById(id)) });
 
   const storage = createAdapterClass({ state: deps.state, clients: deps.clients });
+  const tokenExchange = createTokenExchangeHandler({
+    issuer: deps.config.issuer,
+    verifyJwt: (token) => structured.verify(token),
+    personalTokens: deps.personalTokens,
+    resources: deps.resources,
+    access: deps.access,
+    accounts: deps.accounts,
+    keyRing: () => ring,
+    adminApi: apiAudience(deps.config.issuer),
+    defaultAccessTokenTtl: deps.config.ttl.accessToken,
+  });
   const build = (): { provider: Provider; handler: (ctx: Koa.Context) => Promise<unknown> } => {
     const provider = new Provider(deps.config.issuer, buildConfiguration(deps, ring, rbac, storage.Adapter));
     provider.proxy = deps.config.trustProxy;
+    // RFC 8693 token exchange (token-exchange.ts); listed in discovery's grant_types_supported.
+    provider.registerGrantType(TOKEN_EXCHANGE_GRANT_TYPE, tokenExchange, TOKEN_EXCHANGE_PARAMETERS);
     // A grant's organization is kept in its own payload (see rbac.ts), before any Grant is built.
     keepInGrantPayload(provider, 'organizationId');
     // As the outer app (app.ts): behind the one trusted proxy, the client is the LAST X-Forwarded-For entry.

@@ -61,7 +61,10 @@ export function createStructuredTokenHandler(deps: {
     const grantId = payload[GRANT_CLAIM];
     if (typeof grantId === 'string') {
       const grant = (await deps.state.find('Grant', grantId)) as Grant | undefined;
-      if (!grant || grant.clientId !== payload.client_id || grant.accountId !== payload.sub) return undefined;
+      // An exchanged token (RFC 8693, token-exchange.ts) keeps the grant of the token it was
+      // exchanged from, so revoking that grant ends it too; its client is the actor, not the grant's.
+      const exchanged = typeof payload.act === 'object' && payload.act !== null;
+      if (!grant || (grant.clientId !== payload.client_id && !exchanged) || grant.accountId !== payload.sub) return undefined;
     }
     return payload;
   }

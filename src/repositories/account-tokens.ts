@@ -46,6 +46,12 @@ export function createAccountTokensRepository(db: Db) {
       const row = await db('account_tokens').where({ id, purpose }).whereNull('used_at').where('expires_at', '>', epochSeconds()).first<Row | undefined>();
       return row ? fromRow(row) : undefined;
     },
+    /** The newest unused, unexpired token of this purpose for the address (case-insensitive). */
+    async findLiveByEmail(purpose: TokenPurpose, email: string): Promise<AccountTokenRecord | undefined> {
+      if (!isStorableKey(email)) return undefined;
+      const row = await db('account_tokens').where({ purpose }).whereRaw('lower(email) = ?', [email.toLowerCase()]).whereNull('used_at').where('expires_at', '>', epochSeconds()).orderBy('expires_at', 'desc').first<Row | undefined>();
+      return row ? fromRow(row) : undefined;
+    },
     /** Marks the token used with one conditional UPDATE: of concurrent uses, exactly one wins. */
     async consume(id: string, purpose: TokenPurpose): Promise<AccountTokenRecord | undefined> {
       if (!isStorableKey(id)) return undefined;

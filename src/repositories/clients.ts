@@ -15,6 +15,8 @@ export interface ClientRecord {
   scopes: string[];
   resources: string[];
   webOrigins: string[];
+  /** Token exchange (RFC 8693): resources whose access tokens the client may present as subject_token. */
+  exchangeSubjectAudiences: string[];
   tokenEndpointAuthMethod: TokenAuthMethod;
   jwksUri: string | null;
   isPublic: boolean;
@@ -37,6 +39,7 @@ interface Row {
   scopes: string;
   resources: string;
   web_origins: string;
+  exchange_subject_audiences?: string | null;
   token_endpoint_auth_method: TokenAuthMethod;
   jwks_uri: string | null;
   is_public: boolean | number;
@@ -62,6 +65,7 @@ function fromRow(r: Row): ClientRecord {
     scopes: words(r.scopes),
     resources: list(r.resources),
     webOrigins: list(r.web_origins),
+    exchangeSubjectAudiences: r.exchange_subject_audiences ? list(r.exchange_subject_audiences) : [],
     tokenEndpointAuthMethod: r.token_endpoint_auth_method,
     jwksUri: r.jwks_uri,
     isPublic: Boolean(r.is_public),
@@ -85,6 +89,7 @@ function toRow(c: Partial<ClientRecord>): Partial<Row> {
   if (c.scopes) row.scopes = c.scopes.join(' ');
   if (c.resources) row.resources = JSON.stringify(c.resources);
   if (c.webOrigins) row.web_origins = JSON.stringify(c.webOrigins);
+  if (c.exchangeSubjectAudiences) row.exchange_subject_audiences = JSON.stringify(c.exchangeSubjectAudiences);
   if (c.tokenEndpointAuthMethod) row.token_endpoint_auth_method = c.tokenEndpointAuthMethod;
   if (c.jwksUri !== undefined) row.jwks_uri = c.jwksUri;
   if (c.isPublic !== undefined) row.is_public = c.isPublic;

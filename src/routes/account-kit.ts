@@ -25,6 +25,8 @@ const NOTICES: Record<string, string> = {
   'mfa-off': 'Two-step verification is off.',
   'invitation-declined': 'The invitation was declined.',
   'organization-left': 'You left the organization.',
+  linked: 'The provider was linked: you can sign in with it now.',
+  unlinked: 'The provider was unlinked.',
 };
 
 export type Reauthentication = { ok: true } | { ok: false; message: string; status: number };

@@ -3,7 +3,8 @@ import type Koa from 'koa';
 import { originOf } from '../lib/request-origin.js';
 import type { AccountService } from '../services/accounts.js';
 import type { ClientService } from '../services/clients.js';
-import { ValidationError } from '../services/errors.js';
+import type { AuditActor } from '../services/audit.js';
+import { ConflictError, NotFoundError, ValidationError } from '../services/errors.js';
 import type { MfaService } from '../services/mfa.js';
 import type { OrganizationService } from '../services/organizations.js';
 import { checkPasswordPolicy } from '../services/password-policy.js';
@@ -34,7 +35,16 @@ export function describeUserAgent(ua: string | null | undefined): string {
  * The account overview (GET /account): profile, password, sessions with their devices, linked
  * applications, organizations and invitations; and its forms.
  */
-export function accountOverviewPages(deps: { accounts: AccountService; sessions: SessionService; clients: ClientService; mfa: MfaService; organizations: OrganizationService; signIn: AccountSignIn }): AccountExtension {
+/**
+ * The account's ways in through upstream providers ("Sign-in methods"): the linked ones and the
+ * enabled ones it can still link; unlinking is refused (ConflictError) for the last way in.
+ */
+export interface SignInMethods {
+  list(accountId: string): Promise<{ linked: { name: string; displayName: string; email: string | null; linkedAt: string; lastLoginAt: string | null }[]; linkable: { name: string; displayName: string }[] }>;
+  unlink(accountId: string, provider: string, by: AuditActor): Promise<void>;
+}
+
+export function accountOverviewPages(deps: { accounts: AccountService; sessions: SessionService; clients: ClientService; mfa: MfaService; organizations: OrganizationService; signIn: AccountSignIn; signInMethods?: SignInMethods | undefined }): AccountExtension {
   const { accounts, sessions: sessionService, organizations } = deps;
 
   async function clientName(id: string): Promise<string> {
@@ -89,6 +99,7 @@ export function accountOverviewPages(deps: { accounts: AccountService; sessions:
           applications,
           organizations: memberships.map((o) => ({ id: o.id, name: o.name, slug: o.slug, role: o.role })),
           invitations,
+          signInMethods: deps.signInMethods ? await deps.signInMethods.list(account.id) : null,
           notice: notice(ctx),
           errors: {},
           ...extra,
@@ -100,7 +111,7 @@ export function accountOverviewPages(deps: { accounts: AccountService; sessions:
     router.get('/account', guarded(async (ctx, signed) => overview(ctx, signed)));
 
     // A reload or bookmark of a form's target goes back to its page.
-    router.get(['/account/profile', '/account/password', '/account/sessions/end', '/account/applications/revoke', '/account/signout'], (ctx) => {
+    router.get(['/account/profile', '/account/password', '/account/sessions/end', '/account/applications/revoke', '/account/signout', '/account/federation/:name/unlink'], (ctx) => {
       ctx.redirect('/account');
     });
 
@@ -147,6 +158,24 @@ export function accountOverviewPages(deps: { accounts: AccountService; sessions:
         // stays signed in.
         await accounts.changePassword(account.id, next, { actorId: account.id, clientId: ACCOUNT_CLIENT_ID, origin: originOf(ctx) }, { exceptSessionUid: String(signed.current.uid) });
         done(ctx, '/account', 'password');
+      }),
+    );
+
+    router.post(
+      '/account/federation/:name/unlink',
+      form(async (ctx, signed) => {
+        if (!deps.signInMethods) return;
+        try {
+          await deps.signInMethods.unlink(signed.account.id, ctx.params.name!, { actorId: signed.account.id, clientId: ACCOUNT_CLIENT_ID, origin: originOf(ctx) });
+        } catch (err) {
+          // The last way in stays: the page says why (409), the row keeps its form.
+          if (err instanceof ConflictError) {
+            await overview(ctx, signed, { errors: { federation: 'This is your only way to sign in: set a password or link another provider before unlinking it.' } }, 409);
+            return;
+          }
+          if (!(err instanceof NotFoundError)) throw err;
+        }
+        done(ctx, '/account', 'unlinked');
       }),
     );
 

@@ -17,7 +17,7 @@ import type { Secrets } from '../services/secrets.js';
 import type { SessionService } from '../services/sessions.js';
 import { createAccountKit, type AccountExtension } from './account-kit.js';
 import { accountMfaPages } from './account-mfa.js';
-import { accountOverviewPages } from './account-overview.js';
+import { accountOverviewPages, type SignInMethods } from './account-overview.js';
 import { createAccountCookies } from './account-session.js';
 import { createAccountSignIn, type Loopback } from './account-sign-in.js';
 
@@ -46,6 +46,8 @@ export function accountRoutes(deps: {
   loginGuard: LoginGuard;
   /** Organizations: the overview lists the account's memberships and pending invitations. */
   organizations: OrganizationService;
+  /** The "Sign-in methods" section (upstream providers linked to the account). */
+  signInMethods?: SignInMethods | undefined;
   /** More pages under /account, registered with the shared kit. */
   extensions?: AccountExtension[];
 }): Router {
@@ -57,7 +59,7 @@ export function accountRoutes(deps: {
 
   router.get('/account/callback', (ctx) => signIn.callback(ctx));
   const groups: AccountExtension[] = [
-    accountOverviewPages({ accounts: deps.accounts, sessions: deps.sessions, clients: deps.clients, mfa: deps.mfa, organizations: deps.organizations, signIn }),
+    accountOverviewPages({ accounts: deps.accounts, sessions: deps.sessions, clients: deps.clients, mfa: deps.mfa, organizations: deps.organizations, signIn, signInMethods: deps.signInMethods }),
     accountMfaPages({ mfa: deps.mfa }),
     ...(deps.extensions ?? []),
   ];

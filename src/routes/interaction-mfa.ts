@@ -31,6 +31,29 @@ interface Pending {
   at: number;
   /** Wrong codes in this step. */
   failures: number;
+  /** The first factor's methods (RFC 8176): ['pwd'] when absent, ['fed'] after an upstream sign-in. */
+  amr?: string[];
+  /** The upstream provider of the first factor: the ID token's `idp`. */
+  idp?: string;
+  /** Policy `ask`: the upstream identity linked once the second factor passes. */
+  link?: PendingLink;
+}
+
+/** An upstream identity waiting to be linked to the account that proves itself. */
+export interface PendingLink {
+  provider: string;
+  subject: string;
+  email: string | null;
+  email_verified: boolean;
+  name: string | null;
+}
+
+/** What the second step's end needs of the federation flow. */
+export interface FederatedFinish {
+  /** Links a pending identity (policy `ask`) once the account has proven itself. */
+  linkAfterPassword(account: AccountRecord, provider: string, identity: PendingLink, at: LoginContext): Promise<void>;
+  /** Saves the result with `idp` remembered for the session's ID tokens; returns where to go. */
+  complete(details: Details, login: CompletedLogin): Promise<string>;
 }
 
 const PENDING_KEY = 'latch_mfa';
@@ -47,7 +70,7 @@ const epoch = () => Math.floor(Date.now() / 1000);
  * account without MFA enrol first. The login then finishes with amr ["pwd","otp","mfa"] and
  * acr urn:latch:loa:2 (RFC 8176).
  */
-export function createMfaStep(deps: { oidc: Oidc; accounts: AccountService; mfa: MfaService; login: LoginService; csrf: Csrf; render: Render; logger: Logger }) {
+export function createMfaStep(deps: { oidc: Oidc; accounts: AccountService; mfa: MfaService; login: LoginService; csrf: Csrf; render: Render; logger: Logger; federated: FederatedFinish }) {
   const { oidc, mfa, csrf, render } = deps;
   const router = new Router();
 
@@ -101,9 +124,10 @@ export function createMfaStep(deps: { oidc: Oidc; accounts: AccountService; mfa:
 
   const loginContext = (ctx: Koa.Context, details: Details): LoginContext => ({ ip: ctx.ip, clientId: details.params.client_id as string, origin: originOf(ctx), params: details.params });
 
-  /** Finishes the sign-in at the MFA level. */
-  async function finish(ctx: Koa.Context, details: Details, login: CompletedLogin) {
-    const url = await completeInteraction(details, { login });
+  /** Finishes the sign-in at the MFA level (linking a pending `ask` identity first). */
+  async function finish(ctx: Koa.Context, details: Details, pending: Pending, account: AccountRecord, login: CompletedLogin) {
+    if (pending.link) await deps.federated.linkAfterPassword(account, pending.link.provider, pending.link, loginContext(ctx, details));
+    const url = pending.idp ? await deps.federated.complete(details, { ...login, idp: pending.idp }) : await completeInteraction(details, { login });
     ctx.status = 303;
     ctx.redirect(url);
   }
@@ -162,14 +186,14 @@ export function createMfaStep(deps: { oidc: Oidc; accounts: AccountService; mfa:
       return;
     }
 
-    const checked = await deps.login.code(account, pending.email, code, loginContext(ctx, details));
+    const checked = await deps.login.code(account, pending.email, code, loginContext(ctx, details), pending.amr);
     if (checked.kind === 'locked') {
       ctx.set('Retry-After', String(checked.retryAfterSeconds));
       await codePage(ctx, details, { error: tooManyAttemptsMessage(checked.retryAfterSeconds) }, 429);
       return;
     }
     if (checked.kind === 'signed_in') {
-      await finish(ctx, details, checked.login);
+      await finish(ctx, details, pending, account, checked.login);
       return;
     }
     const failures = (pending.failures ?? 0) + 1;
@@ -192,7 +216,7 @@ export function createMfaStep(deps: { oidc: Oidc; accounts: AccountService; mfa:
       ctx.redirect(`/interaction/${encodeURIComponent(details.uid)}/mfa`);
       return;
     }
-    await finish(ctx, details, await deps.login.enrolled(step.account, step.pending.email, loginContext(ctx, details)));
+    await finish(ctx, details, step.pending, step.account, await deps.login.enrolled(step.account, step.pending.email, loginContext(ctx, details), step.pending.amr));
   });
 
   return {
@@ -202,8 +226,8 @@ export function createMfaStep(deps: { oidc: Oidc; accounts: AccountService; mfa:
      * Keeps the step server-side on the interaction and sends the browser to its page. `email`
      * is the address as typed at the password step: the login guard's account+IP key.
      */
-    async start(ctx: Koa.Context, details: Details, account: AccountRecord, mode: SecondStep, email: string): Promise<void> {
-      await savePending(details, { accountId: account.id, email, mode, at: epoch(), failures: 0 });
+    async start(ctx: Koa.Context, details: Details, account: AccountRecord, mode: SecondStep, email: string, first: Pick<Pending, 'amr' | 'idp' | 'link'> = {}): Promise<void> {
+      await savePending(details, { accountId: account.id, email, mode, at: epoch(), failures: 0, ...first });
       ctx.status = 303;
       ctx.redirect(`/interaction/${encodeURIComponent(details.uid)}/mfa`);
     },

@@ -10,6 +10,7 @@ import { readForm } from '../middleware/body.js';
 import type { Csrf } from '../middleware/csrf.js';
 import type { Oidc } from '../oidc/provider.js';
 import { isFirstParty } from '../oidc/provider.js';
+import type { IdentityProviderService } from '../services/identity-providers.js';
 import type { LoginService } from '../services/login.js';
 import { tooManyAttemptsMessage } from '../services/login-guard.js';
 import type { MfaStep } from './interaction-mfa.js';
@@ -30,7 +31,7 @@ type ClientLike = { clientId: string; clientName?: string; clientAuthMethod: str
  * oidc-provider sends the browser here with an interaction uid; we answer with the result.
  */
 
-export function interactionRoutes(deps: { oidc: Oidc; login: LoginService; mfaStep: MfaStep; csrf: Csrf; render: Render; logger: Logger; registration: RegistrationMode }): Router {
+export function interactionRoutes(deps: { oidc: Oidc; login: LoginService; mfaStep: MfaStep; csrf: Csrf; render: Render; logger: Logger; registration: RegistrationMode; idps: Pick<IdentityProviderService, 'enabled'> }): Router {
   const { oidc, login, csrf, render, registration } = deps;
   const router = new Router();
 
@@ -72,7 +73,7 @@ export function interactionRoutes(deps: { oidc: Oidc; login: LoginService; mfaSt
     const client = await clientOf(details);
     const clientName = client?.clientName ?? client?.clientId ?? 'an application';
     if (details.prompt.name === 'login') {
-      await page(ctx, 'login', { title: 'Sign in', uid: details.uid, clientName, email: typeof details.params.login_hint === 'string' ? details.params.login_hint : '', error: null, registration });
+      await page(ctx, 'login', { providers: await deps.idps.enabled(), title: 'Sign in', uid: details.uid, clientName, email: typeof details.params.login_hint === 'string' ? details.params.login_hint : '', error: null, registration });
       return;
     }
     if (details.prompt.name === 'consent') {
@@ -118,7 +119,7 @@ export function interactionRoutes(deps: { oidc: Oidc; login: LoginService; mfaSt
     const clientName = client?.clientName ?? client?.clientId ?? 'an application';
     if (step.kind === 'locked') {
       ctx.set('Retry-After', String(step.retryAfterSeconds));
-      await page(ctx, 'login', { title: 'Sign in', uid: details.uid, clientName, email, error: tooManyAttemptsMessage(step.retryAfterSeconds), registration, unverified: false }, 429);
+      await page(ctx, 'login', { providers: await deps.idps.enabled(), title: 'Sign in', uid: details.uid, clientName, email, error: tooManyAttemptsMessage(step.retryAfterSeconds), registration, unverified: false }, 429);
       return;
     }
     // The same message for an unknown email and a wrong password: no user enumeration.
@@ -127,7 +128,7 @@ export function interactionRoutes(deps: { oidc: Oidc; login: LoginService; mfaSt
       inactive: 'This account is disabled. Contact your administrator.',
       unverified: 'Verify your email address first: follow the link in the mail we sent you.',
     }[step.reason];
-    await page(ctx, 'login', { title: 'Sign in', uid: details.uid, clientName, email, error, registration, unverified: step.reason === 'unverified' }, 401);
+    await page(ctx, 'login', { providers: await deps.idps.enabled(), title: 'Sign in', uid: details.uid, clientName, email, error, registration, unverified: step.reason === 'unverified' }, 401);
   });
 
   router.post('/interaction/:uid/confirm', async (ctx) => {

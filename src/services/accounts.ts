@@ -166,6 +166,15 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
     });
   }
 
+  /**
+   * An account without a password (created by an upstream sign-in): it signs in through its
+   * linked identity only, until a password reset gives it one. `authenticate` treats it like an
+   * unknown address, so a password login neither works nor tells that it exists.
+   */
+  async function createPasswordless(input: { email: string; name?: string | null | undefined; emailVerified: boolean }): Promise<AccountRecord> {
+    return accounts.insert({ id: randomUUID(), email: checkEmail(input.email), passwordHash: null, displayName: input.name?.trim().slice(0, 255) || null, emailVerified: input.emailVerified, active: true, superuser: false });
+  }
+
   /** Ends every session and refresh token of the account, at once and everywhere. */
   async function endSessions(accountId: string, options: { exceptSessionUid?: string | undefined } = {}): Promise<void> {
     await deps.state.revokeByAccountId(accountId, options);
@@ -174,6 +183,7 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
   return {
     /** Creates an account and nothing more (self-registration records its own `account.register`). */
     create,
+    createPasswordless,
     adminView,
 
     /**
@@ -219,6 +229,8 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
     },
 
     findById: (id: string) => accounts.findById(id),
+    /** A sign-in that did not go through `authenticate` (an upstream provider): last_login_at now. */
+    recordLogin: (id: string) => accounts.recordLogin(id),
     /** The account for issuing tokens: cached (see above), without its password hash. */
     async findForTokens(id: string): Promise<AccountRecord | undefined> {
       const hit = tokenView.get(id);

@@ -13,7 +13,11 @@ import type { PageRequest } from '../repositories/keyset.js';
 /** The account page's own OIDC client (routes/account-session.ts), created at start. */
 export const ACCOUNT_CLIENT_ID = 'latch-account';
 
-export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'] as const;
+export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials', 'token_exchange'] as const;
+/** RFC 8693 §2.1: the grant_type value of token exchange (`token_exchange` at the CLI and the admin API). */
+export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+/** Registered grant names whose protocol value is a URN. */
+const GRANT_TYPE_VALUES: Record<string, string> = { token_exchange: TOKEN_EXCHANGE_GRANT };
 export const AUTH_METHODS: TokenAuthMethod[] = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'];
 const OIDC_SCOPES = ['openid', 'profile', 'email', 'roles', 'organizations'];
 /** OpenID Connect scopes (and offline_access): a client may hold them without any resource. */
@@ -31,6 +35,8 @@ export interface CreateClientInput {
   webOrigins?: string[] | undefined;
   authMethod?: string | undefined;
   jwksUri?: string | undefined;
+  /** Token exchange: resources whose access tokens the client may exchange (required with that grant). */
+  exchangeSubjectAudiences?: string[] | undefined;
 }
 
 export interface CreatedClient {
@@ -46,7 +52,7 @@ export function toProviderMetadata(c: ClientRecord): ProviderClientMetadata {
   const metadata: ProviderClientMetadata = {
     client_id: c.id,
     client_name: c.name,
-    grant_types: c.grantTypes,
+    grant_types: c.grantTypes.map((g) => GRANT_TYPE_VALUES[g] ?? g),
     response_types: c.grantTypes.includes('authorization_code') ? ['code'] : [],
     redirect_uris: c.redirectUris,
     post_logout_redirect_uris: c.postLogoutRedirectUris,
@@ -60,6 +66,7 @@ export function toProviderMetadata(c: ClientRecord): ProviderClientMetadata {
     web_origins: c.webOrigins,
     first_party: c.firstParty,
     allowed_resources: c.resources,
+    exchange_subject_audiences: c.exchangeSubjectAudiences,
   };
   // oidc-provider compares the presented secret with this value through our
   // compareClientSecret override: it is the HMAC, never the secret itself.
@@ -82,6 +89,7 @@ export function describeClient(c: ClientRecord) {
     scope: c.scopes.join(' '),
     resources: c.resources,
     web_origins: c.webOrigins,
+    exchange_subject_audiences: c.exchangeSubjectAudiences,
     token_endpoint_auth_method: c.tokenEndpointAuthMethod,
     jwks_uri: c.jwksUri,
     public: c.isPublic,
@@ -155,6 +163,11 @@ export function createClientService(deps: { clients: ClientsRepository; resource
     if (isPublic && authMethod !== 'none') throw new ValidationError('auth-method', 'a public client authenticates with none');
     authMethod = isPublic ? 'none' : authMethod;
     if (isPublic && grants.includes('client_credentials')) throw new ValidationError('grant', 'client_credentials needs a confidential client');
+    // RFC 8693 §2.1: the exchanging party authenticates (it acts for the user on its own credentials).
+    if (isPublic && grants.includes('token_exchange')) throw new ValidationError('grant', 'token_exchange needs a confidential client');
+    const exchangeSubjectAudiences = unique((input.exchangeSubjectAudiences ?? []).map((a) => absoluteUri('exchange-subject-audience', a)));
+    if (grants.includes('token_exchange') && exchangeSubjectAudiences.length === 0) throw new ValidationError('exchange-subject-audience', 'is required for the token_exchange grant');
+    if (!grants.includes('token_exchange') && exchangeSubjectAudiences.length > 0) throw new ValidationError('exchange-subject-audience', 'needs the token_exchange grant');
     const jwksUri = input.jwksUri ? httpUrl('jwks-uri', input.jwksUri) : null;
     if (authMethod === 'private_key_jwt' && !jwksUri) throw new ValidationError('jwks-uri', 'is required with --auth-method private_key_jwt');
 
@@ -178,7 +191,7 @@ export function createClientService(deps: { clients: ClientsRepository; resource
     }
 
     const webOrigins = unique((input.webOrigins ?? []).map((o) => webOrigin('web-origin', o)));
-    return { name, redirectUris, postLogoutRedirectUris, grants, authMethod, isPublic, jwksUri, resourceIds, scopes, webOrigins };
+    return { name, redirectUris, postLogoutRedirectUris, grants, authMethod, isPublic, jwksUri, resourceIds, scopes, webOrigins, exchangeSubjectAudiences };
   }
 
   /** The stored registration for validated input (everything but id, secret and enabled). */
@@ -190,6 +203,7 @@ export function createClientService(deps: { clients: ClientsRepository; resource
     scopes: v.scopes,
     resources: v.resourceIds,
     webOrigins: v.webOrigins,
+    exchangeSubjectAudiences: v.exchangeSubjectAudiences,
     tokenEndpointAuthMethod: v.authMethod,
     jwksUri: v.jwksUri,
     isPublic: v.isPublic,
@@ -298,6 +312,8 @@ export function createClientService(deps: { clients: ClientsRepository; resource
         resources: patch.resources ?? existing.resources,
         webOrigins: patch.webOrigins ?? existing.webOrigins,
         firstParty: patch.firstParty ?? existing.firstParty,
+        // Dropping the grant drops its subject audiences with it.
+        exchangeSubjectAudiences: patch.exchangeSubjectAudiences ?? ((patch.grants ?? existing.grantTypes).includes('token_exchange') ? existing.exchangeSubjectAudiences : []),
         jwksUri: patch.jwksUri === undefined ? (existing.jwksUri ?? undefined) : (patch.jwksUri ?? undefined),
         isPublic: existing.isPublic,
         authMethod: existing.tokenEndpointAuthMethod,

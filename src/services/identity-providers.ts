@@ -115,8 +115,12 @@ function secretText(value: unknown): string {
 
 const baseUrl = (field: string, value: unknown) => upstreamUrl(field, value).replace(/\/+$/, '');
 
+/** Names the sign-in pages use as path segments beside the providers' (`/interaction/{uid}/federation/link`). */
+export const RESERVED_PROVIDER_NAMES = ['link'];
+
 function checkName(name: unknown): string {
   if (typeof name !== 'string' || !PROVIDER_NAME.test(name)) throw new ValidationError('name', 'must be 1 to 63 lower-case letters, digits and dashes, starting with a letter or digit');
+  if (RESERVED_PROVIDER_NAMES.includes(name)) throw new ValidationError('name', `"${name}" is reserved`);
   return name;
 }
 

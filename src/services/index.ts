@@ -30,6 +30,7 @@ import { createBootstrap } from './bootstrap.js';
 import { createChangeFeed } from './change-feed.js';
 import { createClientService } from './clients.js';
 import { createFederatedIdentityService } from './federated-identities.js';
+import { createFederationService } from './federation.js';
 import { createIdentityProviderService } from './identity-providers.js';
 import { createKeyService } from './keys.js';
 import { createMailer } from './mail.js';
@@ -67,12 +68,14 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
   const clients = createClientService({ clients: createClientsRepository(db), resources: resourcesRepo, secrets, audit, feed });
   const keys = createKeyService({ keys: createSigningKeysRepository(db), secrets, audit, feed });
   const limits = rateLimits.limits;
-  const mailLinks = createMailLinkService({ tokens: createAccountTokensRepository(db) });
+  const accountTokens = createAccountTokensRepository(db);
+  const mailLinks = createMailLinkService({ tokens: accountTokens });
   const organizations = createOrganizationService({ orgs: orgsRepo, roles, issuer: config.issuer, mailer, audit, feed });
   const accountMail = createAccountMail({ issuer: config.issuer, mailer, tokens: mailLinks, limits, audit });
   const accountsRepo = createAccountsRepository(db);
   const identitiesRepo = createFederatedIdentitiesRepository(db);
   const accounts = createAccountService({ accounts: accountsRepo, passwords, roles, mail: accountMail, state, identities: identitiesRepo, audit, transact, requireVerifiedEmail: config.requireVerifiedEmail, feed });
+  const federatedIdentities = createFederatedIdentityService({ identities: identitiesRepo, accounts: accountsRepo, transact, audit });
   return {
     secrets,
     audit,
@@ -104,7 +107,9 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
     // Upstream identity providers (cached for sign-in, refreshed through the feed) and the
     // identities linked through them.
     identityProviders: createIdentityProviderService({ providers: createIdentityProvidersRepository(db), secrets, audit, feed, issuer: config.issuer }),
-    federatedIdentities: createFederatedIdentityService({ identities: identitiesRepo, accounts: accountsRepo, transact, audit }),
+    federatedIdentities,
+    // Sign-in through those providers: which account, link, ask, create or refuse.
+    federation: createFederationService({ accounts, identities: federatedIdentities, tokens: accountTokens, state, secrets, audit, registration: config.registration, requireVerifiedEmail: config.requireVerifiedEmail, sessionTtlSeconds: config.ttl.session }),
     personalTokens: createPersonalAccessTokenService({ tokens: createPersonalAccessTokensRepository(db), orgs: orgsRepo, access, resources, issuer: config.issuer, maxTtlDays: config.patMaxTtlDays, audit, logger }),
   };
 }

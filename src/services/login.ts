@@ -3,7 +3,12 @@ import type { AccountService, LoginResult } from './accounts.js';
 import type { AuditService, RequestOrigin } from './audit.js';
 import type { LoginGuard } from './login-guard.js';
 import type { Metrics } from './metrics.js';
-import { ACR_MFA, ACR_PASSWORD, AMR_PASSWORD, AMR_PASSWORD_OTP, type MfaService } from './mfa.js';
+import { ACR_MFA, ACR_PASSWORD, AMR_PASSWORD, type MfaService } from './mfa.js';
+
+/** RFC 8176 §2 `fed`: the first factor was a sign-in at a federated (upstream) identity provider. */
+export const AMR_FEDERATED = 'fed';
+/** The methods a second factor adds to the first factor's (RFC 8176 §2 `otp`, `mfa`). */
+const SECOND_FACTOR = ['otp', 'mfa'];
 
 /** What the second step needs: a code from an enrolled factor, or an enrolment first. */
 export type SecondStep = 'code' | 'enrol';
@@ -34,7 +39,12 @@ export type CompletedLogin = {
   accountId: string;
   amr: string[];
   acr: string;
+  /** The upstream provider of a federated sign-in: the ID token's `idp`. */
+  idp?: string | undefined;
 };
+
+/** After an upstream sign-in: the second step still to pass, or the finished login. */
+export type FederatedStep = { kind: 'second_step'; step: SecondStep } | { kind: 'signed_in'; login: CompletedLogin };
 
 export type PasswordStep =
   | { kind: 'locked'; retryAfterSeconds: number }
@@ -71,7 +81,7 @@ export function createLoginService(deps: { accounts: AccountService; mfa: MfaSer
      * The password step. A locked account+IP pair or IP is refused before the password is
      * looked at, so even the right one is refused until the lock ends.
      */
-    async password(email: string, password: string, at: LoginContext): Promise<PasswordStep> {
+    async password(email: string, password: string, at: LoginContext, base: string[] = []): Promise<PasswordStep> {
       const attempt = await loginGuard.begin(email, at.ip);
       if (!attempt.allowed) return { kind: 'locked', retryAfterSeconds: attempt.retryAfterSeconds };
       let result: LoginResult;
@@ -102,7 +112,7 @@ export function createLoginService(deps: { accounts: AccountService; mfa: MfaSer
         return { kind: 'refused', reason: result.reason };
       }
       if (secondStep) return { kind: 'second_step', account: result.account, step: secondStep };
-      return { kind: 'signed_in', login: await signedIn(result.account, at, { amr: AMR_PASSWORD, acr: ACR_PASSWORD }) };
+      return { kind: 'signed_in', login: await signedIn(result.account, at, { amr: [...base, ...AMR_PASSWORD], acr: ACR_PASSWORD }) };
     },
 
     /**
@@ -110,7 +120,7 @@ export function createLoginService(deps: { accounts: AccountService; mfa: MfaSer
      * for the lockout, exactly like a wrong password: one reservation per attempt, so parallel
      * guesses get no more tries. `email` is the address as typed at the password step.
      */
-    async code(account: AccountRecord, email: string, code: string, at: LoginContext): Promise<CodeStep> {
+    async code(account: AccountRecord, email: string, code: string, at: LoginContext, firstFactor: string[] = AMR_PASSWORD): Promise<CodeStep> {
       const attempt = await loginGuard.begin(email, at.ip);
       if (!attempt.allowed) return { kind: 'locked', retryAfterSeconds: attempt.retryAfterSeconds };
       let method: Awaited<ReturnType<MfaService['verify']>>;
@@ -122,7 +132,7 @@ export function createLoginService(deps: { accounts: AccountService; mfa: MfaSer
       }
       if (method) {
         await attempt.succeed();
-        return { kind: 'signed_in', login: await signedIn(account, at, { amr: AMR_PASSWORD_OTP, acr: ACR_MFA }, { method }) };
+        return { kind: 'signed_in', login: await signedIn(account, at, { amr: [...firstFactor, ...SECOND_FACTOR], acr: ACR_MFA }, { method }) };
       }
       for (const lock of await attempt.fail()) {
         await audit.record({ type: 'login.lockout', subjectId: account.id, clientId: at.clientId, origin: at.origin, details: { ...lock } });
@@ -132,9 +142,20 @@ export function createLoginService(deps: { accounts: AccountService; mfa: MfaSer
     },
 
     /** The sign-in of an account that has just enrolled a second factor (its code was checked). */
-    async enrolled(account: AccountRecord, email: string, at: LoginContext): Promise<CompletedLogin> {
+    async enrolled(account: AccountRecord, email: string, at: LoginContext, firstFactor: string[] = AMR_PASSWORD): Promise<CompletedLogin> {
       await loginGuard.recordSuccess(email, at.ip);
-      return signedIn(account, at, { amr: AMR_PASSWORD_OTP, acr: ACR_MFA }, { method: 'totp_enrolment' });
+      return signedIn(account, at, { amr: [...firstFactor, ...SECOND_FACTOR], acr: ACR_MFA }, { method: 'totp_enrolment' });
+    },
+
+    /**
+     * The first factor was an upstream sign-in (the federation service decided the account):
+     * the account's second factor still applies, exactly as after a password.
+     */
+    async federated(account: AccountRecord, provider: string, at: LoginContext): Promise<FederatedStep> {
+      const step = await secondStepFor(account.id, at.params);
+      if (step) return { kind: 'second_step', step };
+      deps.metrics.recordLogin('success');
+      return { kind: 'signed_in', login: { ...(await signedIn(account, at, { amr: [AMR_FEDERATED], acr: ACR_PASSWORD }, { idp: provider })), idp: provider } };
     },
   };
 }

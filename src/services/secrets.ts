@@ -23,7 +23,7 @@ export interface Secrets {
    * HMAC-SHA-256 (base64url) under a key derived for `purpose` alone: recovery-code hashes,
    * the account page's signed cookies.
    */
-  mac(purpose: 'recovery-code' | 'account-cookie', data: string): string;
+  mac(purpose: 'recovery-code' | 'account-cookie' | 'federation-state', data: string): string;
 }
 
 function derive(secret: string, purpose: string): Buffer {

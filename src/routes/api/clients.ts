@@ -8,7 +8,7 @@ import { ACCOUNT_CLIENT_ID } from '../account-session.js';
 import { byPrincipal, locationOf, type ApiDeps, withApiFields } from './common.js';
 
 /** The client service names fields as the CLI flags; the API as RFC 7591 metadata. */
-const FIELD = { 'redirect-uri': 'redirect_uris', 'post-logout-redirect-uri': 'post_logout_redirect_uris', grant: 'grant_types', 'auth-method': 'token_endpoint_auth_method', 'jwks-uri': 'jwks_uri', 'web-origin': 'web_origins', resource: 'resources', scope: 'scope', name: 'name' } as Record<string, string>;
+const FIELD = { 'redirect-uri': 'redirect_uris', 'post-logout-redirect-uri': 'post_logout_redirect_uris', grant: 'grant_types', 'auth-method': 'token_endpoint_auth_method', 'jwks-uri': 'jwks_uri', 'web-origin': 'web_origins', resource: 'resources', scope: 'scope', name: 'name', 'exchange-subject-audience': 'exchange_subject_audiences' } as Record<string, string>;
 
 /** A registration body (ClientCreate / ClientUpdate of openapi.yaml) as the client service takes it. */
 interface Registration {
@@ -21,6 +21,7 @@ interface Registration {
   web_origins?: string[];
   jwks_uri?: string | null;
   first_party?: boolean;
+  exchange_subject_audiences?: string[];
 }
 
 const registrationOf = (b: Registration) => ({
@@ -33,6 +34,7 @@ const registrationOf = (b: Registration) => ({
   webOrigins: b.web_origins,
   jwksUri: b.jwks_uri,
   firstParty: b.first_party,
+  exchangeSubjectAudiences: b.exchange_subject_audiences,
 });
 
 /** /api/v1/clients: registration, secret rotation, enable/disable. */

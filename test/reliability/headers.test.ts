@@ -115,7 +115,7 @@ describe('security headers and cookies on every page', function () {
     const authorizeUrl = `${base}/auth?${new URLSearchParams({ client_id: shop.client_id, response_type: 'code', redirect_uri: REDIRECT, scope: 'openid email', state: 'st', code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGUgaqNmWc', code_challenge_method: 'S256' })}`;
 
     // Public pages, their error answers, the documents and endpoints clients read.
-    for (const path of ['/register', '/forgot-password', '/reset-password?token=bogus', '/verify-email?token=bogus', '/verify-email/resend', '/invitation?token=bogus', '/no/such/page', '/interaction/bogus', '/auth?client_id=nobody', '/session/end', '/.well-known/openid-configuration', '/jwks', '/healthz', '/readyz', '/static/latch.css', '/metrics', '/api/openapi.yaml', '/api/docs', '/api/v1/users', '/account/no-such-page']) {
+    for (const path of ['/register', '/forgot-password', '/reset-password?token=bogus', '/verify-email?token=bogus', '/verify-email/resend', '/invitation?token=bogus', '/no/such/page', '/interaction/bogus', '/auth?client_id=nobody', '/session/end', '/.well-known/openid-configuration', '/jwks', '/healthz', '/readyz', '/static/latch.css', '/metrics', '/api/openapi.yaml', '/api/docs', '/api/v1/users', '/account/no-such-page', '/federation/callback/nobody?state=x&code=y', '/interaction/bogus/federation/nobody', '/interaction/bogus/federation/link']) {
       await agent.request(`${base}${path}`);
     }
     await agent.request(`${base}/no/such/endpoint`, { headers: { accept: 'application/json' } });

@@ -2,6 +2,7 @@ import Koa from 'koa';
 
 import type { Config } from './config/index.js';
 import type { Db } from './db/knex.js';
+import { databaseOutage } from './db/outage.js';
 import type { Logger } from './lib/logger.js';
 import type { Render } from './lib/views.js';
 import { createCsrf } from './middleware/csrf.js';
@@ -86,7 +87,7 @@ export function createApp(deps: { config: Config; db: Db; logger: Logger; render
     invitationRoutes({ mode: config.registration, accounts: services.accounts, registration: services.registration, pages, lookup: invitationLookup, logger }),
     metricsRoutes({ metrics, token: config.metricsToken }),
     // The admin/account REST API, its OpenAPI contract and docs (/api).
-    apiRoutes({ config, db: deps.db, logger, services, oidc }),
+    apiRoutes({ config, db: deps.db, logger, services, oidc, outage: databaseOutage }),
   ];
 
   // First: request id, security headers, the log line and HTTP metrics, draining (request.ts).
@@ -97,7 +98,7 @@ export function createApp(deps: { config: Config; db: Db; logger: Logger; render
   const ownSegments = new Set(routers.flatMap((r) => r.stack.map((layer) => `/${String(layer.path).split('/')[1] ?? ''}`)));
   const providerRoutes = publishedDocuments(oidc);
   app.use((ctx, next) => (ownSegments.has(`/${ctx.path.split('/')[1] ?? ''}`) ? next() : providerRoutes(ctx, next)));
-  app.use(errorHandler({ logger, render }));
+  app.use(errorHandler({ logger, render, outage: databaseOutage }));
   for (const router of routers) {
     app.use(router.routes());
     app.use(router.allowedMethods());

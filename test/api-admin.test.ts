@@ -76,7 +76,7 @@ describe('admin API (/api/v1)', function () {
   });
 
   it('has exactly the operations of openapi.yaml', () => {
-    const fake = { config: srv.config, db: srv.running.db, logger: srv.logger, services: srv.running.services, oidc: srv.running.oidc };
+    const fake = { config: srv.config, db: srv.running.db, logger: srv.logger, services: srv.running.services, oidc: srv.running.oidc, outage: () => undefined };
     const code = apiOperations(apiRoutes(fake));
     expect(code).to.deep.equal(specOperations());
   });

@@ -23,7 +23,10 @@ describe('configuration', () => {
 
   it('derives the issuer from PORT and reads DATABASE_URL forms', () => {
     expect(loadConfig({ LATCH_SECRET: SECRET, PORT: '4100', DATA_DIR: dataDir() }).issuer).to.equal('http://localhost:4100');
-    expect(loadConfig({ LATCH_SECRET: SECRET, DATABASE_URL: 'postgres://u@h:5432/db', DATA_DIR: dataDir() }).database).to.deep.equal({ client: 'pg', connectionString: 'postgres://u@h:5432/db' });
+    expect(loadConfig({ LATCH_SECRET: SECRET, DATABASE_URL: 'postgres://u@h:5432/db', DATA_DIR: dataDir() }).database).to.deep.equal({ client: 'pg', connectionString: 'postgres://u@h:5432/db', timeouts: { statementMs: 5000, connectMs: 3000 } });
+    // Every wait on PostgreSQL is bounded; a statement limit of 0 turns it off.
+    expect(loadConfig({ LATCH_SECRET: SECRET, DATABASE_URL: 'postgres://u@h/db', DB_STATEMENT_TIMEOUT_MS: '0', DB_CONNECT_TIMEOUT_MS: '500', DATA_DIR: dataDir() }).database).to.deep.include({ timeouts: { statementMs: 0, connectMs: 500 } });
+    expect(() => loadConfig({ LATCH_SECRET: SECRET, DB_CONNECT_TIMEOUT_MS: '0', DATA_DIR: dataDir() })).to.throw(/DB_CONNECT_TIMEOUT_MS/);
     const s = loadConfig({ LATCH_SECRET: SECRET, DATABASE_URL: 'sqlite:/tmp/x.sqlite', DATA_DIR: dataDir() }).database;
     expect(s).to.deep.equal({ client: 'sqlite', filename: '/tmp/x.sqlite' });
   });

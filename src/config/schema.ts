@@ -41,7 +41,7 @@ const literal = <T>(name: string, defaultValue: string, doc: string, parse: (raw
 const int = (name: string, defaultValue: number, min: number, max: number, doc: string) => literal(name, String(defaultValue), doc, (raw) => integer(name, raw, min, max));
 const bool = (name: string, defaultValue: boolean, doc: string) => literal(name, String(defaultValue), doc, (raw) => boolean(name, raw));
 
-function database(raw: string | undefined, dataDir: string): DatabaseConfig {
+function database(raw: string | undefined, dataDir: string, timeouts: PostgresTimeouts): DatabaseConfig {
   if (raw === undefined) return { client: 'sqlite', filename: join(dataDir, 'latch.sqlite') };
   if (raw.startsWith('postgres://') || raw.startsWith('postgresql://')) {
     try {
@@ -49,7 +49,7 @@ function database(raw: string | undefined, dataDir: string): DatabaseConfig {
     } catch {
       throw new ConfigError('DATABASE_URL', 'is not a valid postgres:// URL');
     }
-    return { client: 'pg', connectionString: raw };
+    return { client: 'pg', connectionString: raw, timeouts };
   }
   if (raw.startsWith('sqlite:')) {
     const path = raw.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '');
@@ -72,7 +72,11 @@ function smtpUrl(raw: string): string {
 
 export const PORT = int('PORT', 3000, 0, 65535, 'TCP port the HTTP server listens on.');
 export const ISSUER = declare('ISSUER', 'http://localhost:$PORT', 'Public issuer URL; every endpoint in discovery is derived from it. Must be https in production (except localhost).', (raw, c) => issuer(raw ?? `http://localhost:${c.get(PORT)}`, c.get(NODE_ENV)));
-export const DATABASE_URL = declare('DATABASE_URL', 'SQLite file data/latch.sqlite', '`postgres://…` for PostgreSQL, `sqlite:PATH` for an SQLite file.', (raw, c) => database(raw, c.get(DATA_DIR)));
+export const DATABASE_URL = declare('DATABASE_URL', 'SQLite file data/latch.sqlite', '`postgres://…` for PostgreSQL, `sqlite:PATH` for an SQLite file.', (raw, c) =>
+  database(raw, c.get(DATA_DIR), { statementMs: c.get(DB_STATEMENT_TIMEOUT_MS), connectMs: c.get(DB_CONNECT_TIMEOUT_MS) }),
+);
+export const DB_STATEMENT_TIMEOUT_MS = int('DB_STATEMENT_TIMEOUT_MS', 5000, 0, 3_600_000, 'PostgreSQL: milliseconds one statement may run (`statement_timeout`, set per connection) before the request answers 503; 0 = no limit.');
+export const DB_CONNECT_TIMEOUT_MS = int('DB_CONNECT_TIMEOUT_MS', 3000, 100, 600_000, 'PostgreSQL: milliseconds to open a connection, and to wait for a free one from the pool, before the request answers 503.');
 export const LATCH_SECRET = declare('LATCH_SECRET', 'generated into data/latch-secret (not in production)', 'Master secret (at least 32 characters): keys client-secret HMACs, encrypts signing keys, signs cookies and CSRF tokens. Required in production.', (raw, c) => {
   if (raw === undefined) {
     if (c.get(NODE_ENV)) throw new ConfigError('LATCH_SECRET', 'is required when NODE_ENV=production');
@@ -143,6 +147,8 @@ export const VARIABLES: readonly VariableSpec[] = [
   PORT,
   ISSUER,
   DATABASE_URL,
+  DB_STATEMENT_TIMEOUT_MS,
+  DB_CONNECT_TIMEOUT_MS,
   LATCH_SECRET,
   ADMIN_EMAIL,
   ADMIN_PASSWORD,
@@ -184,9 +190,17 @@ export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 export type RegistrationMode = 'open' | 'invite' | 'closed';
 export type RateLimitStore = 'memory' | 'database' | 'redis';
 
+/** How long a PostgreSQL request may wait for the database before it is answered 503. */
+export interface PostgresTimeouts {
+  /** Per statement (`statement_timeout`); 0 = none. */
+  readonly statementMs: number;
+  /** Opening a connection, and waiting for one from the pool. */
+  readonly connectMs: number;
+}
+
 export type DatabaseConfig =
   | { client: 'sqlite'; filename: string }
-  | { client: 'pg'; connectionString: string };
+  | { client: 'pg'; connectionString: string; timeouts?: PostgresTimeouts };
 
 export interface Config {
   readonly port: number;

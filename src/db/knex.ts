@@ -18,9 +18,16 @@ export type Db = Knex;
 /** Opens a Knex instance for SQLite (WAL, busy timeout) or PostgreSQL. */
 export function openDatabase(config: DatabaseConfig): Db {
   if (config.client === 'pg') {
+    const timeouts = config.timeouts ?? { statementMs: 5000, connectMs: 3000 };
     return knexFactory({
       client: 'pg',
-      connection: config.connectionString,
+      // Every wait on the database is bounded, so an outage or a stuck lock answers 503
+      // (db/outage.ts) instead of holding the request: connecting, waiting for a pooled
+      // connection, and each statement (sent as a startup parameter: per connection, no extra
+      // round trip). A connection lost with the server is dropped from the pool by Knex, and
+      // the next acquire opens a new one: recovery needs no restart.
+      connection: { connectionString: config.connectionString, connectionTimeoutMillis: timeouts.connectMs, ...(timeouts.statementMs > 0 ? { statement_timeout: timeouts.statementMs } : {}) },
+      acquireConnectionTimeout: timeouts.connectMs,
       pool: { min: 0, max: 10 },
       // A failed connection is rethrown to the caller, which names its cause in one line
       // (db/connect.ts); knex would also print it with a stack trace.

@@ -1,7 +1,18 @@
 import type { Knex } from 'knex';
 
 import { migrations } from '../../migrations/index.js';
+import { isPostgres } from './driver.js';
 import type { Db } from './knex.js';
+
+/**
+ * A migration may rewrite or index a large table: it runs without the statement timeout that
+ * bounds requests (DB_STATEMENT_TIMEOUT_MS). Knex runs each migration in its own transaction
+ * on PostgreSQL, so SET LOCAL lifts the limit for that migration only.
+ */
+const unbounded = (step: (knex: Knex) => PromiseLike<unknown>) => async (knex: Knex) => {
+  if (isPostgres(knex)) await knex.raw('SET LOCAL statement_timeout = 0');
+  return step(knex);
+};
 
 /** Knex migration source over the statically imported list in migrations/index.ts. */
 class StaticSource implements Knex.MigrationSource<string> {
@@ -14,7 +25,7 @@ class StaticSource implements Knex.MigrationSource<string> {
   getMigration(name: string): Promise<Knex.Migration> {
     const m = migrations[name];
     if (!m) throw new Error(`unknown migration ${name}`);
-    return Promise.resolve(m);
+    return Promise.resolve({ ...m, up: unbounded(m.up), ...(m.down ? { down: unbounded(m.down) } : {}) });
   }
 }
 

@@ -4,6 +4,7 @@ import type { Logger } from '../lib/logger.js';
 import { loggablePath } from '../lib/route-label.js';
 import { AppError, BodyError, type FieldError } from '../errors/index.js';
 import { readBodyText } from './body.js';
+import type { OutageCheck } from '../db/outage.js';
 
 /** Every problem `type` of the admin API is this base plus a slug (listed in openapi.yaml). */
 export const PROBLEM_BASE = 'https://latch.dev/problems/';
@@ -23,6 +24,7 @@ export const PROBLEM_TYPES = {
   'unsupported-media-type': 'Unsupported media type',
   'too-many-requests': 'Too many requests',
   'server-error': 'Internal server error',
+  'service-unavailable': 'Service unavailable',
 } as const;
 
 export type ProblemType = keyof typeof PROBLEM_TYPES;
@@ -77,11 +79,18 @@ export function toProblem(err: unknown): Problem | undefined {
  * The admin API's error channel: every error under /api becomes application/problem+json.
  * Unknown failures are logged and answered with a 500 that carries no detail.
  */
-export function problems(deps: { logger: Logger }): Koa.Middleware {
+export function problems(deps: { logger: Logger; outage: OutageCheck }): Koa.Middleware {
   return async (ctx, next) => {
     try {
       await next();
     } catch (err) {
+      const outage = deps.outage(err);
+      if (outage) {
+        // A temporary condition (the database is down or too slow): 503 with Retry-After
+        // (RFC 9110 §15.6.4), never a 500.
+        deps.logger.warn('database unavailable', { method: ctx.method, path: loggablePath(ctx), requestId: ctx.state.requestId as unknown, err: outage.message });
+        return sendProblem(ctx, { status: 503, type: 'service-unavailable', detail: 'The service is temporarily unavailable; try again in a moment.', errors: undefined, headers: { 'Retry-After': '5' } });
+      }
       const p = toProblem(err);
       if (p) return sendProblem(ctx, p);
       deps.logger.error('request failed', { method: ctx.method, path: loggablePath(ctx), requestId: ctx.state.requestId as unknown, err: String((err as Error)?.stack ?? err) });

@@ -25,6 +25,7 @@ import type { FederationService } from '../services/federation.js';
 import { findAccountFor } from './account.js';
 import { allowedResourcesOf, allowedScopesOf, defaultResource, isFirstParty, isSignInOnly, mayIntrospect, type ClientLike } from './client-policy.js';
 import { restoreOfflineAccess } from './offline-access.js';
+import { answerOutage, noteOutage, renderOutagePage } from './outage.js';
 import { compareClientSecretsWith, keepInGrantPayload, memoiseClientFind, providerHandler } from './provider-internals.js';
 import { personalAccessTokenIntrospection } from './personal-access-tokens.js';
 import { createRbacIntegration, type GrantWithOrganization, type RbacIntegration } from './rbac.js';
@@ -285,6 +286,7 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
       },
     },
     async renderError(ctx, out, error) {
+      if (await renderOutagePage(ctx, error, render)) return;
       // An error without a statusCode is not an OAuth error but a failure of ours: 500, as
       // oidc-provider itself decides (err.statusCode || 500), never a 400 that hides it.
       ctx.status = (error as { statusCode?: number }).statusCode ?? 500;
@@ -416,6 +418,7 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
      * cookie that would point at what was not stored. An error response stays as it was.
      */
     const unwritten = async (ctx: KoaContextWithOIDC, err: unknown) => {
+      if (await answerOutage(ctx, deps, err)) return;
       const lostRace = err instanceof errors.InvalidGrant;
       if (!lostRace) deps.logger.error('oidc server error', { route: ctx.oidc?.route, err: String((err as Error)?.stack ?? err) });
       if (ctx.status >= 400) return;
@@ -440,12 +443,15 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
         const failure = await writing;
         if (failure !== undefined) return unwritten(ctx as unknown as KoaContextWithOIDC, failure);
       }
+      if (ctx.status >= 500 && (await answerOutage(ctx as unknown as KoaContextWithOIDC, deps))) return;
       for (const step of after) {
         const pending = step(ctx as unknown as KoaContextWithOIDC);
         if (pending) await pending;
       }
     });
     provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
+      // A database outage is answered 503 by the post-hook above and logged there.
+      if (noteOutage(ctx, err)) return;
       deps.logger.error('oidc server error', { route: ctx.oidc?.route, err: String(err.stack ?? err) });
     });
     // oidc-provider's middleware runs on Latch's own Koa context (same cookie keys, proxy

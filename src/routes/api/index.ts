@@ -11,6 +11,7 @@ import type { Logger } from '../../lib/logger.js';
 import { bearerAuth } from '../../middleware/api-auth.js';
 import { createBodyValidators, loadOpenApi } from '../../middleware/api-body.js';
 import { problems, ProblemError } from '../../middleware/api-problem.js';
+import type { OutageCheck } from '../../db/outage.js';
 import type { Oidc } from '../../oidc/provider.js';
 import type { Services } from '../../services/index.js';
 import { apiAudience } from '../../services/bootstrap.js';
@@ -61,7 +62,7 @@ const ASSETS: Record<string, { file: string; type: string }> = {
  * Latch's own REST API under /api: the contract (`/api/openapi.yaml`), its rendering
  * (`/api/docs`) and the admin/account API (`/api/v1`, bearer tokens for `${ISSUER}/api`).
  */
-export function apiRoutes(deps: { config: Config; db: Db; logger: Logger; services: Services; oidc: Oidc }): Router {
+export function apiRoutes(deps: { config: Config; db: Db; logger: Logger; services: Services; oidc: Oidc; outage: OutageCheck }): Router {
   const { config, services, oidc } = deps;
   const spec = loadOpenApi();
   const api: ApiDeps = {
@@ -93,7 +94,7 @@ export function apiRoutes(deps: { config: Config; db: Db; logger: Logger; servic
   });
 
   const v1 = new Router({ prefix: '/api/v1' });
-  v1.use(problems({ logger: deps.logger }));
+  v1.use(problems({ logger: deps.logger, outage: deps.outage }));
   v1.use(bearerAuth({ audience: apiAudience(config.issuer), verify: (token) => oidc.verifyAccessToken(token), accounts: services.accounts, personalTokens: services.personalTokens, limits: services.limits }));
   // No resource id contains NUL (PostgreSQL text cannot even hold one): such a path names nothing.
   v1.use((ctx, next) => {

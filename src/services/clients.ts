@@ -13,7 +13,10 @@ import type { PageRequest } from '../repositories/keyset.js';
 /** The account page's own OIDC client (routes/account-session.ts), created at start. */
 export const ACCOUNT_CLIENT_ID = 'latch-account';
 
-export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'] as const;
+export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials', 'device_code'] as const;
+/** RFC 8628 §3.4: the registered short name `device_code` is this grant type at the token endpoint. */
+export const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
+const PROVIDER_GRANT_TYPES: Record<string, string> = { device_code: DEVICE_CODE_GRANT };
 export const AUTH_METHODS: TokenAuthMethod[] = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'];
 const OIDC_SCOPES = ['openid', 'profile', 'email', 'roles', 'organizations'];
 /** OpenID Connect scopes (and offline_access): a client may hold them without any resource. */
@@ -31,6 +34,8 @@ export interface CreateClientInput {
   webOrigins?: string[] | undefined;
   authMethod?: string | undefined;
   jwksUri?: string | undefined;
+  /** With the device_code grant: a confidential client (with a secret) rather than a public one. */
+  secret?: boolean | undefined;
 }
 
 export interface CreatedClient {
@@ -46,7 +51,7 @@ export function toProviderMetadata(c: ClientRecord): ProviderClientMetadata {
   const metadata: ProviderClientMetadata = {
     client_id: c.id,
     client_name: c.name,
-    grant_types: c.grantTypes,
+    grant_types: c.grantTypes.map((g) => PROVIDER_GRANT_TYPES[g] ?? g),
     response_types: c.grantTypes.includes('authorization_code') ? ['code'] : [],
     redirect_uris: c.redirectUris,
     post_logout_redirect_uris: c.postLogoutRedirectUris,
@@ -145,13 +150,16 @@ export function createClientService(deps: { clients: ClientsRepository; resource
     if (grants.includes('authorization_code') && redirectUris.length === 0) {
       throw new ValidationError('redirect-uri', 'is required for the authorization_code grant');
     }
-    if (grants.includes('refresh_token') && !grants.includes('authorization_code')) {
-      throw new ValidationError('grant', 'refresh_token needs authorization_code');
+    if (grants.includes('refresh_token') && !grants.includes('authorization_code') && !grants.includes('device_code')) {
+      throw new ValidationError('grant', 'refresh_token needs authorization_code or device_code');
     }
+    // A device (a TV, a CLI) cannot keep a secret: a device_code client is public unless one is asked for.
+    const wantsPublic = input.isPublic ?? (grants.includes('device_code') && !input.secret && !input.authMethod);
+    if (wantsPublic && input.secret) throw new ValidationError('secret', 'a public client has no secret');
 
-    let authMethod = (input.authMethod ?? (input.isPublic ? 'none' : 'client_secret_basic')) as TokenAuthMethod;
+    let authMethod = (input.authMethod ?? (wantsPublic ? 'none' : 'client_secret_basic')) as TokenAuthMethod;
     if (!AUTH_METHODS.includes(authMethod)) throw new ValidationError('auth-method', `must be one of ${AUTH_METHODS.join(', ')} (got "${String(input.authMethod)}")`);
-    const isPublic = Boolean(input.isPublic) || authMethod === 'none';
+    const isPublic = Boolean(wantsPublic) || authMethod === 'none';
     if (isPublic && authMethod !== 'none') throw new ValidationError('auth-method', 'a public client authenticates with none');
     authMethod = isPublic ? 'none' : authMethod;
     if (isPublic && grants.includes('client_credentials')) throw new ValidationError('grant', 'client_credentials needs a confidential client');
@@ -166,8 +174,9 @@ export function createClientService(deps: { clients: ClientsRepository; resource
       rs.scopes.forEach((s) => resourceScopes.add(s));
     }
 
+    const signsIn = grants.includes('authorization_code') || grants.includes('device_code');
     const defaultScopes = [
-      ...(grants.includes('authorization_code') ? [...OIDC_SCOPES, ...(grants.includes('refresh_token') ? ['offline_access'] : [])] : []),
+      ...(signsIn ? [...OIDC_SCOPES, ...(grants.includes('refresh_token') ? ['offline_access'] : [])] : []),
       ...(defaultToResourceScopes ? resourceScopes : []),
     ];
     const scopes = unique((input.scopes?.length ? input.scopes.flatMap((s) => s.split(/\s+/)).filter(Boolean) : defaultScopes).map((s) => scopeToken('scope', s)));

@@ -128,7 +128,16 @@ export function deviceFlowFeature(deps: DeviceFlowDeps): NonNullable<Configurati
  */
 export function deviceFlowGuard(deps: DeviceFlowDeps): (ctx: Koa.Context, next: Koa.Next) => Promise<unknown> | unknown {
   const { render, csrf, pagePath } = deps;
+  const authorizationPath = `${pagePath}/auth`;
   return async (ctx, next) => {
+    if (ctx.path === authorizationPath) {
+      await next();
+      // RFC 8628 §3.2 makes `interval` optional (default 5): Latch always sends it, so a device
+      // never has to know the default.
+      const body = ctx.body as Record<string, unknown> | undefined;
+      if (ctx.status === 200 && body && typeof body === 'object' && typeof body.device_code === 'string' && body.interval === undefined) body.interval = DEVICE_POLL_INTERVAL;
+      return undefined;
+    }
     if (ctx.path !== pagePath) return next();
     if (ctx.method === 'GET' && typeof ctx.query.user_code === 'string') {
       (ctx.state as { deviceUserCode?: string }).deviceUserCode = ctx.query.user_code.slice(0, 32);

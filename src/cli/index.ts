@@ -97,7 +97,7 @@ const COMMANDS: Record<string, Command> = {
   ...ORG_COMMANDS,
   'clients create': {
     usage:
-      'clients create --name N [--grant G]... [--redirect-uri U]... [--post-logout-redirect-uri U]... [--scope S]... [--resource URI]... [--public] [--first-party] [--web-origin O]... [--auth-method client_secret_basic|client_secret_post|private_key_jwt|none] [--jwks-uri U] [--secret]',
+      'clients create --name N [--grant G]... [--redirect-uri U]... [--post-logout-redirect-uri U]... [--scope S]... [--resource URI]... [--public] [--first-party] [--web-origin O]... [--auth-method client_secret_basic|client_secret_post|private_key_jwt|none] [--jwks-uri U] [--secret] [--require-par]',
     async run({ args, services, note }) {
       const u = this.usage;
       const { values } = parse(
@@ -115,6 +115,7 @@ const COMMANDS: Record<string, Command> = {
           'auth-method': { type: 'string' },
           'jwks-uri': { type: 'string' },
           secret: { type: 'boolean' },
+          'require-par': { type: 'boolean' },
         },
         u,
       );
@@ -128,6 +129,7 @@ const COMMANDS: Record<string, Command> = {
         // Unset: public for a device_code client (unless --secret), confidential otherwise.
         isPublic: values.public,
         secret: values.secret,
+        requirePar: values['require-par'] ?? false,
         firstParty: values['first-party'] ?? false,
         webOrigins: list(values['web-origin']),
         authMethod: values['auth-method'],

@@ -222,6 +222,9 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
+      // RFC 9126 at /request: confidential clients authenticate as at the token endpoint, public
+      // ones need PKCE as at /auth; require_pushed_authorization_requests is per client.
+      pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: false },
       // RFC 8628 at /device/auth, the user's page at /device (device-flow.ts).
       deviceFlow: deviceFlowFeature(deviceFlow),
       introspection: {

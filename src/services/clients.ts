@@ -36,6 +36,8 @@ export interface CreateClientInput {
   jwksUri?: string | undefined;
   /** With the device_code grant: a confidential client (with a secret) rather than a public one. */
   secret?: boolean | undefined;
+  /** RFC 9126 §6 `require_pushed_authorization_requests`. */
+  requirePar?: boolean | undefined;
 }
 
 export interface CreatedClient {
@@ -65,6 +67,7 @@ export function toProviderMetadata(c: ClientRecord): ProviderClientMetadata {
     web_origins: c.webOrigins,
     first_party: c.firstParty,
     allowed_resources: c.resources,
+    require_pushed_authorization_requests: Boolean(c.requirePar),
   };
   // oidc-provider compares the presented secret with this value through our
   // compareClientSecret override: it is the HMAC, never the secret itself.
@@ -91,6 +94,7 @@ export function describeClient(c: ClientRecord) {
     jwks_uri: c.jwksUri,
     public: c.isPublic,
     first_party: c.firstParty,
+    require_pushed_authorization_requests: Boolean(c.requirePar),
     enabled: c.enabled,
     previous_secret_expires_at: overlapUntil,
     created_at: c.createdAt,
@@ -203,6 +207,7 @@ export function createClientService(deps: { clients: ClientsRepository; resource
     jwksUri: v.jwksUri,
     isPublic: v.isPublic,
     firstParty: Boolean(input.firstParty),
+    requirePar: Boolean(input.requirePar),
   });
 
   return {
@@ -307,6 +312,7 @@ export function createClientService(deps: { clients: ClientsRepository; resource
         resources: patch.resources ?? existing.resources,
         webOrigins: patch.webOrigins ?? existing.webOrigins,
         firstParty: patch.firstParty ?? existing.firstParty,
+        requirePar: patch.requirePar ?? existing.requirePar,
         jwksUri: patch.jwksUri === undefined ? (existing.jwksUri ?? undefined) : (patch.jwksUri ?? undefined),
         isPublic: existing.isPublic,
         authMethod: existing.tokenEndpointAuthMethod,

@@ -21,6 +21,7 @@ interface Registration {
   web_origins?: string[];
   jwks_uri?: string | null;
   first_party?: boolean;
+  require_pushed_authorization_requests?: boolean;
 }
 
 const registrationOf = (b: Registration) => ({
@@ -33,6 +34,7 @@ const registrationOf = (b: Registration) => ({
   webOrigins: b.web_origins,
   jwksUri: b.jwks_uri,
   firstParty: b.first_party,
+  requirePar: b.require_pushed_authorization_requests,
 });
 
 /** /api/v1/clients: registration, secret rotation, enable/disable. */

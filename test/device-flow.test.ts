@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { decodeJwt } from 'jose';
 import * as oidc from 'openid-client';
+import { Secret, TOTP } from 'otpauth';
 
 import { Agent, parseForms, type PageResponse } from './helpers/agent.js';
 import { freshDatabase, startTestServer, type TestDatabase, type TestServer } from './helpers/server.js';
@@ -278,5 +279,50 @@ describe('device codes shared by two instances on one database', function () {
     const granted = await poll(a.url, tv.client_id, da.device_code);
     expect(granted.status, JSON.stringify(granted.body)).to.equal(200);
     expect(decodeJwt(granted.body.id_token as string).aud).to.equal(tv.client_id);
+  });
+});
+
+describe('device sign-in with two-step verification', function () {
+  this.timeout(60_000);
+  let srv: TestServer;
+  let tv: { client_id: string };
+  const GRACE = { email: 'grace@example.test', password: 'a cobol compiler in 1959' };
+  const code = (secret: string, timestamp: number) => new TOTP({ secret: Secret.fromBase32(secret), algorithm: 'SHA1', digits: 6, period: 30 }).generate({ timestamp });
+
+  before(async () => {
+    srv = await startTestServer();
+    expect((await srv.cli('users', 'create', '--email', GRACE.email, '--password', GRACE.password, '--email-verified')).code).to.equal(0);
+    tv = (await srv.cli('clients', 'create', '--name', 'Secure TV', '--grant', 'device_code')).json;
+  });
+  after(async () => {
+    expect(srv.errors()).to.deep.equal([]);
+    await srv?.close();
+  });
+
+  it('the device journey reuses the sign-in: password, then the TOTP step', async () => {
+    // Enrol on the account page with the previous 30-second step's code; sign in with the current one.
+    const now = Date.now();
+    const agent = new Agent();
+    let account = await agent.follow(`${srv.url}/account`);
+    account = await agent.submit(account, formIndex(account, /\/login$/), GRACE);
+    const mfa = await agent.follow(`${srv.url}/account/mfa`);
+    const secret = /id="totp-secret">([A-Z2-7]+)</.exec(mfa.body)?.[1];
+    expect(secret).to.be.a('string');
+    const enrolled = await agent.submit(mfa, formIndex(mfa, /\/account\/mfa\/enable$/), { code: code(secret!, now - 30_000) });
+    expect(enrolled.status).to.equal(200);
+
+    const da = await deviceAuthorization(srv.url, tv.client_id, 'openid');
+    const device = new Agent();
+    let page = await device.follow(`${srv.url}/device`);
+    page = await device.submit(page, 0, { user_code: da.user_code });
+    page = await device.submit(page, 0);
+    page = await device.submit(page, formIndex(page, /\/login$/), GRACE);
+    expect(page.body, 'the second step is asked').to.match(/action="\/interaction\/[^"]+\/mfa"/);
+    page = await device.submit(page, formIndex(page, /\/mfa$/), { code: code(secret!, Date.now()) });
+    if (/\/confirm"/.test(page.body)) page = await device.submit(page, formIndex(page, /\/confirm$/));
+    expect(titleOf(page)).to.equal('Device connected');
+    const granted = await poll(srv.url, tv.client_id, da.device_code);
+    expect(granted.status, JSON.stringify(granted.body)).to.equal(200);
+    expect(decodeJwt(granted.body.id_token as string).acr).to.equal('urn:latch:loa:2');
   });
 });

@@ -303,8 +303,8 @@ describe('device sign-in with two-step verification', function () {
     // Enrol on the account page with the previous 30-second step's code; sign in with the current one.
     const now = Date.now();
     const agent = new Agent();
-    let account = await agent.follow(`${srv.url}/account`);
-    account = await agent.submit(account, formIndex(account, /\/login$/), GRACE);
+    const account = await agent.follow(`${srv.url}/account`);
+    expect((await agent.submit(account, formIndex(account, /\/login$/), GRACE)).url).to.equal(`${srv.url}/account`);
     const mfa = await agent.follow(`${srv.url}/account/mfa`);
     const secret = /id="totp-secret">([A-Z2-7]+)</.exec(mfa.body)?.[1];
     expect(secret).to.be.a('string');

@@ -9,6 +9,7 @@ import * as partialIndexes from './20261206000000_provider_state_partial_indexes
 import * as settings from './20261206010000_settings.js';
 import * as keysetIndexes from './20261206020000_keyset_indexes.js';
 import * as federation from './20261207000000_federation.js';
+import * as clientPar from './20261207100000_client_par.js';
 import * as tokenExchange from './20261207200000_token_exchange.js';
 
 /** Every migration, in order. Knex records applied names in knex_migrations. */
@@ -22,5 +23,6 @@ export const migrations: Record<string, Knex.Migration> = {
   '20261206010000_settings': settings,
   '20261206020000_keyset_indexes': keysetIndexes,
   '20261207000000_federation': federation,
+  '20261207100000_client_par': clientPar,
   '20261207200000_token_exchange': tokenExchange,
 };

@@ -76,7 +76,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const render = createRenderer();
     const metrics = createMetrics({ db });
     services.rateLimits.onRejection((limiter) => metrics.rateLimitRejections.inc({ limiter }));
-    const oidc = await createOidc({ config, logger, render, secrets: services.secrets, state: services.state, clients: services.clients, resources: services.resources, accounts: services.accounts, keys: services.keys, feed: services.feed, metrics, audit: services.audit, access: services.access, organizations: services.organizations, personalTokens: services.personalTokens, federation: services.federation });
+    const oidc = await createOidc({ config, logger, render, secrets: services.secrets, state: services.state, clients: services.clients, resources: services.resources, accounts: services.accounts, keys: services.keys, feed: services.feed, metrics, audit: services.audit, access: services.access, organizations: services.organizations, personalTokens: services.personalTokens, federation: services.federation, rateLimits: services.rateLimits });
     services.feed.on('keys', async () => {
       await oidc.reloadKeys();
     });

@@ -83,7 +83,7 @@ describe('one error type (AppError) and schema-first input', function () {
         expect(await errorsOf('POST', '/api/v1/users', { email: ' ', send_invitation: true })).to.deep.equal([{ field: 'email', message: 'must not be empty' }]);
         expect(await errorsOf('POST', '/api/v1/users', { email: 'a@example.test' })).to.deep.equal([{ field: 'password', message: 'is required unless send_invitation is true' }]);
         expect(await errorsOf('POST', '/api/v1/clients', { name: 'x', grant_types: ['implicit'], redirect_uris: Array.from({ length: 51 }, (_, i) => `https://x.test/${i}`), public: 'no' })).to.have.deep.members([
-          { field: 'grant_types', message: 'items must be authorization_code, refresh_token, client_credentials or token_exchange' },
+          { field: 'grant_types', message: 'items must be authorization_code, refresh_token, client_credentials, device_code or token_exchange' },
           { field: 'redirect_uris', message: 'must have at most 50 items' },
           { field: 'public', message: 'must be true or false' },
         ]);

@@ -97,7 +97,7 @@ const COMMANDS: Record<string, Command> = {
   ...ORG_COMMANDS,
   'clients create': {
     usage:
-      'clients create --name N [--grant G]... [--redirect-uri U]... [--post-logout-redirect-uri U]... [--scope S]... [--resource URI]... [--public] [--first-party] [--web-origin O]... [--auth-method client_secret_basic|client_secret_post|private_key_jwt|none] [--jwks-uri U] [--exchange-subject-audience URI]...',
+      'clients create --name N [--grant G]... [--redirect-uri U]... [--post-logout-redirect-uri U]... [--scope S]... [--resource URI]... [--public] [--first-party] [--web-origin O]... [--auth-method client_secret_basic|client_secret_post|private_key_jwt|none] [--jwks-uri U] [--exchange-subject-audience URI]... [--secret] [--require-par]',
     async run({ args, services, note }) {
       const u = this.usage;
       const { values } = parse(
@@ -115,6 +115,8 @@ const COMMANDS: Record<string, Command> = {
           'auth-method': { type: 'string' },
           'jwks-uri': { type: 'string' },
           'exchange-subject-audience': { type: 'string', multiple: true },
+          secret: { type: 'boolean' },
+          'require-par': { type: 'boolean' },
         },
         u,
       );
@@ -125,7 +127,10 @@ const COMMANDS: Record<string, Command> = {
         postLogoutRedirectUris: list(values['post-logout-redirect-uri']),
         scopes: list(values.scope),
         resources: list(values.resource),
-        isPublic: values.public ?? false,
+        // Unset: public for a device_code client (unless --secret), confidential otherwise.
+        isPublic: values.public,
+        secret: values.secret,
+        requirePar: values['require-par'] ?? false,
         firstParty: values['first-party'] ?? false,
         webOrigins: list(values['web-origin']),
         authMethod: values['auth-method'],
@@ -134,7 +139,7 @@ const COMMANDS: Record<string, Command> = {
       }, CLI_ACTOR);
       // A browser app served from another origin calls the token endpoint cross-origin: without
       // its origin registered, CORS refuses it (the browser never hands it the response).
-      if (created.client.isPublic && created.client.webOrigins.length === 0) {
+      if (created.client.isPublic && created.client.webOrigins.length === 0 && created.client.grantTypes.includes('authorization_code')) {
         note('no --web-origin: a browser app on another origin cannot reach the token endpoint (CORS) until its origin is registered with --web-origin');
       }
       return { ...describeCliClient(created.client), ...(created.client_secret ? { client_secret: created.client_secret } : {}) };

@@ -41,6 +41,7 @@ export function loadConfig(env: Env = process.env): Config {
       refreshToken: get(v.REFRESH_TOKEN_TTL),
       idToken: get(v.ID_TOKEN_TTL),
       session: get(v.SESSION_TTL),
+      deviceCode: get(v.DEVICE_CODE_TTL),
     },
     trustProxy: get(v.TRUST_PROXY),
     webConcurrency: get(v.WEB_CONCURRENCY),

@@ -98,6 +98,7 @@ export const ADMIN_PASSWORD = declare('ADMIN_PASSWORD', '(unset)', 'Password of 
 export const ACCESS_TOKEN_TTL = int('ACCESS_TOKEN_TTL', 900, 1, 31_536_000, 'Access-token lifetime in seconds (a resource server may set its own).');
 export const REFRESH_TOKEN_TTL = int('REFRESH_TOKEN_TTL', 604_800, 1, 31_536_000, 'Refresh-token lifetime in seconds.');
 export const ID_TOKEN_TTL = int('ID_TOKEN_TTL', 3600, 1, 31_536_000, 'ID-token lifetime in seconds.');
+export const DEVICE_CODE_TTL = int('DEVICE_CODE_TTL', 600, 5, 86_400, 'Lifetime in seconds of a device authorization (RFC 8628 device_code and user_code); polls after it answer expired_token.');
 export const SESSION_TTL = int('SESSION_TTL', 1_209_600, 60, 31_536_000, 'Browser sign-in session lifetime in seconds.');
 export const TRUST_PROXY = bool('TRUST_PROXY', false, 'Trust X-Forwarded-Proto/-Host/-For from a reverse proxy (needed for an https issuer behind a TLS-terminating proxy).');
 export const WEB_CONCURRENCY = int('WEB_CONCURRENCY', 1, 1, 64, 'Number of worker processes serving one port (node:cluster); 1 serves from the main process.');
@@ -156,6 +157,7 @@ export const VARIABLES: readonly VariableSpec[] = [
   REFRESH_TOKEN_TTL,
   ID_TOKEN_TTL,
   SESSION_TTL,
+  DEVICE_CODE_TTL,
   TRUST_PROXY,
   WEB_CONCURRENCY,
   SHUTDOWN_GRACE,
@@ -216,6 +218,7 @@ export interface Config {
     readonly refreshToken: number;
     readonly idToken: number;
     readonly session: number;
+    readonly deviceCode: number;
   };
   readonly trustProxy: boolean;
   readonly webConcurrency: number;

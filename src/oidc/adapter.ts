@@ -52,6 +52,16 @@ function currentWork(): RequestWork | undefined {
   return work.done ? undefined : work;
 }
 
+/**
+ * Device codes (RFC 8628): the row outlives the code by `retainSeconds`, so that a poll after its
+ * expiry finds it and answers expired_token (§3.5) rather than invalid_grant; `onPoll` runs when
+ * the token endpoint looks a device code up (the polling interval, device-flow.ts), and may throw.
+ */
+export interface DeviceCodeStorage {
+  retainSeconds: number;
+  onPoll: ((id: string) => Promise<void>) | undefined;
+}
+
 const keyOf = (model: string, id: string) => `${model}\u0000${id}`;
 const pending = (work: RequestWork | undefined): work is RequestWork => work !== undefined && (work.consume !== undefined || work.writes.size > 0);
 
@@ -67,8 +77,9 @@ function written(work: RequestWork, model: string, id: string): void {
  * Outside an oidc-provider request (Latch's own routes, the CLI) every call goes straight to the
  * database.
  */
-export function createAdapterClass(deps: { state: ProviderStateRepository; clients: ClientService }) {
+export function createAdapterClass(deps: { state: ProviderStateRepository; clients: ClientService; deviceCodes?: DeviceCodeStorage }) {
   const { state, clients } = deps;
+  const deviceCodes = deps.deviceCodes ?? { retainSeconds: 0, onPoll: undefined };
 
   /**
    * The outcome of a redemption's conditional UPDATE. When the code or refresh token was consumed
@@ -103,6 +114,7 @@ export function createAdapterClass(deps: { state: ProviderStateRepository; clien
 
     async upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<void> {
       if (this.model === 'Client') throw new Error('clients are managed through Latch, not dynamic registration');
+      if (this.model === 'DeviceCode') expiresIn += deviceCodes.retainSeconds;
       const work = currentWork();
       if (!work) return state.upsert(this.model, id, payload as Payload, expiresIn);
       written(work, this.model, id);
@@ -111,6 +123,7 @@ export function createAdapterClass(deps: { state: ProviderStateRepository; clien
 
     async find(id: string): Promise<AdapterPayload | undefined> {
       if (this.model === 'Client') return (await clients.findMetadata(id)) as AdapterPayload | undefined;
+      if (this.model === 'DeviceCode' && deviceCodes.onPoll && (Provider.ctx as KoaContextWithOIDC | undefined)?.oidc?.route === 'token') await deviceCodes.onPoll(id);
       const work = currentWork();
       if (!work) return (await state.find(this.model, id)) as AdapterPayload | undefined;
       if (work.writes.has(keyOf(this.model, id)) || (work.consume?.model === this.model && work.consume.id === id)) await flush(work);

@@ -19,7 +19,10 @@ import type { ResourceService } from '../services/resources.js';
 import type { Metrics } from '../services/metrics.js';
 import type { PersonalAccessTokenService } from '../services/personal-access-tokens.js';
 import type { Secrets } from '../services/secrets.js';
+import { createCsrf } from '../middleware/csrf.js';
+import type { Counter, CounterName } from '../services/rate-limits.js';
 import { createAdapterClass } from './adapter.js';
+import { deviceFlowFeature, deviceFlowGuard, devicePollGuard, type DeviceFlowDeps } from './device-flow.js';
 import { withoutAdminScopesUnlessSuperuser } from './admin-scopes.js';
 import type { FederationService } from '../services/federation.js';
 import { findAccountFor } from './account.js';
@@ -56,6 +59,8 @@ export interface OidcDeps {
   organizations: { findById(id: string): Promise<unknown> };
   /** Which upstream provider a sign-in came through: the ID token's `idp`. */
   federation?: Pick<FederationService, 'idpOf'>;
+  /** The shared counters: wrong device user codes per address, device polling intervals. */
+  rateLimits: { counter(name: CounterName): Counter };
 }
 
 /** The OIDC scopes Latch knows; resource scopes come from resource servers. */
@@ -95,7 +100,10 @@ function interactionPolicyFor(rbac: RbacIntegration) {
 /** A grant lives as long as the longest thing that can use it. */
 const grantTtl = (config: Config) => Math.max(config.ttl.refreshToken, config.ttl.session);
 
-function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration, adapter: Configuration['adapter']): Configuration {
+/** How long an expired device code still answers expired_token (RFC 8628 §3.5) rather than invalid_grant. */
+const DEVICE_CODE_RETENTION = 3600;
+
+function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration, adapter: Configuration['adapter'], deviceFlow: DeviceFlowDeps): Configuration {
   const { config, render, logger } = deps;
   const tokenIdentity = (accountId: string) => deps.accounts.findForTokens(accountId);
   const isSuperuser = async (accountId: string) => (await tokenIdentity(accountId))?.superuser === true;
@@ -164,7 +172,7 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
       Interaction: 3600,
       Session: config.ttl.session,
       Grant: grantTtl(config),
-      DeviceCode: 600,
+      DeviceCode: config.ttl.deviceCode,
       BackchannelAuthenticationRequest: 600,
     },
     // Rotate on every use; presenting a used refresh token revokes the grant (RFC 9700 §4.14.2).
@@ -220,6 +228,11 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
+      // RFC 9126 at /request: confidential clients authenticate as at the token endpoint, public
+      // ones need PKCE as at /auth; require_pushed_authorization_requests is per client.
+      pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: false },
+      // RFC 8628 at /device/auth, the user's page at /device (device-flow.ts).
+      deviceFlow: deviceFlowFeature(deviceFlow),
       introspection: {
         enabled: true,
         // Who may introspect what: see structured-tokens.ts mayIntrospect.
@@ -336,7 +349,14 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
 
   const rbac = createRbacIntegration({ access: deps.access, state: deps.state, organizationExists: async (id) => Boolean(await deps.organizations.findById(id)) });
 
-  const storage = createAdapterClass({ state: deps.state, clients: deps.clients });
+  const deviceFlow: DeviceFlowDeps = {
+    render: deps.render,
+    csrf: createCsrf(deps.secrets),
+    counter: (name) => deps.rateLimits.counter(name),
+    pagePath: `${new URL(deps.config.issuer).pathname.replace(/\/$/, '')}/device`,
+  };
+  const storage = createAdapterClass({ state: deps.state, clients: deps.clients, deviceCodes: { retainSeconds: DEVICE_CODE_RETENTION, onPoll: devicePollGuard(deviceFlow) } });
+  const deviceGuard = deviceFlowGuard(deviceFlow);
   const tokenExchange = createTokenExchangeHandler({
     issuer: deps.config.issuer,
     verifyJwt: (token) => structured.verify(token),
@@ -349,7 +369,7 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
     defaultAccessTokenTtl: deps.config.ttl.accessToken,
   });
   const build = (): { provider: Provider; handler: (ctx: Koa.Context) => Promise<unknown> } => {
-    const provider = new Provider(deps.config.issuer, buildConfiguration(deps, ring, rbac, storage.Adapter));
+    const provider = new Provider(deps.config.issuer, buildConfiguration(deps, ring, rbac, storage.Adapter, deviceFlow));
     provider.proxy = deps.config.trustProxy;
     // RFC 8693 token exchange (token-exchange.ts); listed in discovery's grant_types_supported.
     provider.registerGrantType(TOKEN_EXCHANGE_GRANT_TYPE, tokenExchange, TOKEN_EXCHANGE_PARAMETERS);
@@ -436,6 +456,7 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
         ctx.body = { error: 'server_error', error_description: 'oops! something went wrong' };
       }
     };
+    provider.use(deviceGuard);
     provider.use(async (ctx, next) => {
       await next();
       const writing = storage.finishProviderRequest(ctx as unknown as KoaContextWithOIDC);

@@ -22,6 +22,8 @@ export interface ClientRecord {
   isPublic: boolean;
   firstParty: boolean;
   enabled: boolean;
+  /** RFC 9126 §6: authorization requests only through pushed authorization requests. */
+  requirePar?: boolean;
   /** HMAC of the secret before the last rotation, accepted until previousSecretExpiresAt (rotation overlap). */
   previousSecretHash?: string | null;
   previousSecretExpiresAt?: string | null;
@@ -45,6 +47,7 @@ interface Row {
   is_public: boolean | number;
   first_party: boolean | number;
   enabled: boolean | number;
+  require_par?: boolean | number;
   previous_secret_hash?: string | null;
   previous_secret_expires_at?: string | null;
   created_at: string;
@@ -71,6 +74,7 @@ function fromRow(r: Row): ClientRecord {
     isPublic: Boolean(r.is_public),
     firstParty: Boolean(r.first_party),
     enabled: Boolean(r.enabled),
+    requirePar: Boolean(r.require_par),
     previousSecretHash: r.previous_secret_hash ?? null,
     previousSecretExpiresAt: r.previous_secret_expires_at ?? null,
     createdAt: toIso(r.created_at) ?? r.created_at,
@@ -95,6 +99,7 @@ function toRow(c: Partial<ClientRecord>): Partial<Row> {
   if (c.isPublic !== undefined) row.is_public = c.isPublic;
   if (c.firstParty !== undefined) row.first_party = c.firstParty;
   if (c.enabled !== undefined) row.enabled = c.enabled;
+  if (c.requirePar !== undefined) row.require_par = c.requirePar;
   if (c.previousSecretHash !== undefined) row.previous_secret_hash = c.previousSecretHash;
   if (c.previousSecretExpiresAt !== undefined) row.previous_secret_expires_at = c.previousSecretExpiresAt;
   return row;

@@ -13,11 +13,13 @@ import type { PageRequest } from '../repositories/keyset.js';
 /** The account page's own OIDC client (routes/account-session.ts), created at start. */
 export const ACCOUNT_CLIENT_ID = 'latch-account';
 
-export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials', 'token_exchange'] as const;
+export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials', 'device_code', 'token_exchange'] as const;
 /** RFC 8693 §2.1: the grant_type value of token exchange (`token_exchange` at the CLI and the admin API). */
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+/** RFC 8628 §3.4: the registered short name `device_code` is this grant type at the token endpoint. */
+export const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 /** Registered grant names whose protocol value is a URN. */
-const GRANT_TYPE_VALUES: Record<string, string> = { token_exchange: TOKEN_EXCHANGE_GRANT };
+const GRANT_TYPE_VALUES: Record<string, string> = { token_exchange: TOKEN_EXCHANGE_GRANT, device_code: DEVICE_CODE_GRANT };
 export const AUTH_METHODS: TokenAuthMethod[] = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'];
 const OIDC_SCOPES = ['openid', 'profile', 'email', 'roles', 'organizations'];
 /** OpenID Connect scopes (and offline_access): a client may hold them without any resource. */
@@ -37,6 +39,10 @@ export interface CreateClientInput {
   jwksUri?: string | undefined;
   /** Token exchange: resources whose access tokens the client may exchange (required with that grant). */
   exchangeSubjectAudiences?: string[] | undefined;
+  /** With the device_code grant: a confidential client (with a secret) rather than a public one. */
+  secret?: boolean | undefined;
+  /** RFC 9126 §6 `require_pushed_authorization_requests`. */
+  requirePar?: boolean | undefined;
 }
 
 export interface CreatedClient {
@@ -67,6 +73,7 @@ export function toProviderMetadata(c: ClientRecord): ProviderClientMetadata {
     first_party: c.firstParty,
     allowed_resources: c.resources,
     exchange_subject_audiences: c.exchangeSubjectAudiences,
+    require_pushed_authorization_requests: Boolean(c.requirePar),
   };
   // oidc-provider compares the presented secret with this value through our
   // compareClientSecret override: it is the HMAC, never the secret itself.
@@ -94,6 +101,7 @@ export function describeClient(c: ClientRecord) {
     jwks_uri: c.jwksUri,
     public: c.isPublic,
     first_party: c.firstParty,
+    require_pushed_authorization_requests: Boolean(c.requirePar),
     enabled: c.enabled,
     previous_secret_expires_at: overlapUntil,
     created_at: c.createdAt,
@@ -153,13 +161,16 @@ export function createClientService(deps: { clients: ClientsRepository; resource
     if (grants.includes('authorization_code') && redirectUris.length === 0) {
       throw new ValidationError('redirect-uri', 'is required for the authorization_code grant');
     }
-    if (grants.includes('refresh_token') && !grants.includes('authorization_code')) {
-      throw new ValidationError('grant', 'refresh_token needs authorization_code');
+    if (grants.includes('refresh_token') && !grants.includes('authorization_code') && !grants.includes('device_code')) {
+      throw new ValidationError('grant', 'refresh_token needs authorization_code or device_code');
     }
+    // A device (a TV, a CLI) cannot keep a secret: a device_code client is public unless one is asked for.
+    const wantsPublic = input.isPublic ?? (grants.includes('device_code') && !input.secret && !input.authMethod);
+    if (wantsPublic && input.secret) throw new ValidationError('secret', 'a public client has no secret');
 
-    let authMethod = (input.authMethod ?? (input.isPublic ? 'none' : 'client_secret_basic')) as TokenAuthMethod;
+    let authMethod = (input.authMethod ?? (wantsPublic ? 'none' : 'client_secret_basic')) as TokenAuthMethod;
     if (!AUTH_METHODS.includes(authMethod)) throw new ValidationError('auth-method', `must be one of ${AUTH_METHODS.join(', ')} (got "${String(input.authMethod)}")`);
-    const isPublic = Boolean(input.isPublic) || authMethod === 'none';
+    const isPublic = Boolean(wantsPublic) || authMethod === 'none';
     if (isPublic && authMethod !== 'none') throw new ValidationError('auth-method', 'a public client authenticates with none');
     authMethod = isPublic ? 'none' : authMethod;
     if (isPublic && grants.includes('client_credentials')) throw new ValidationError('grant', 'client_credentials needs a confidential client');
@@ -179,8 +190,9 @@ export function createClientService(deps: { clients: ClientsRepository; resource
       rs.scopes.forEach((s) => resourceScopes.add(s));
     }
 
+    const signsIn = grants.includes('authorization_code') || grants.includes('device_code');
     const defaultScopes = [
-      ...(grants.includes('authorization_code') ? [...OIDC_SCOPES, ...(grants.includes('refresh_token') ? ['offline_access'] : [])] : []),
+      ...(signsIn ? [...OIDC_SCOPES, ...(grants.includes('refresh_token') ? ['offline_access'] : [])] : []),
       ...(defaultToResourceScopes ? resourceScopes : []),
     ];
     const scopes = unique((input.scopes?.length ? input.scopes.flatMap((s) => s.split(/\s+/)).filter(Boolean) : defaultScopes).map((s) => scopeToken('scope', s)));
@@ -208,6 +220,7 @@ export function createClientService(deps: { clients: ClientsRepository; resource
     jwksUri: v.jwksUri,
     isPublic: v.isPublic,
     firstParty: Boolean(input.firstParty),
+    requirePar: Boolean(input.requirePar),
   });
 
   return {
@@ -314,6 +327,7 @@ export function createClientService(deps: { clients: ClientsRepository; resource
         firstParty: patch.firstParty ?? existing.firstParty,
         // Dropping the grant drops its subject audiences with it.
         exchangeSubjectAudiences: patch.exchangeSubjectAudiences ?? ((patch.grants ?? existing.grantTypes).includes('token_exchange') ? existing.exchangeSubjectAudiences : []),
+        requirePar: patch.requirePar ?? existing.requirePar,
         jwksUri: patch.jwksUri === undefined ? (existing.jwksUri ?? undefined) : (patch.jwksUri ?? undefined),
         isPublic: existing.isPublic,
         authMethod: existing.tokenEndpointAuthMethod,

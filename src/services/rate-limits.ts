@@ -14,7 +14,7 @@ import type { Logger } from '../lib/logger.js';
 export type LimiterName = 'login_account_ip' | 'login_ip' | 'register_ip' | 'mail_address' | 'api_caller' | 'api_auth_failures_ip';
 
 /** Every counter kept in the store: the limiters plus the login guard's lock and lockout history. */
-export type CounterName = LimiterName | 'login_lock' | 'login_lockouts';
+export type CounterName = LimiterName | 'login_lock' | 'login_lockouts' | 'device_code_ip' | 'device_poll' | 'device_slow_down';
 
 export type LimitDecision = { allowed: true } | { allowed: false; retryAfterSeconds: number };
 
@@ -46,6 +46,11 @@ export function limiterSettings(limits: Config['limits']): Record<CounterName, {
     login_lock: { points: 1, duration: limits.loginLockoutMaxSeconds },
     // How many lockouts an account+IP pair had lately: each one doubles the next.
     login_lockouts: { points: Number.MAX_SAFE_INTEGER, duration: DAY },
+    // Device flow (oidc/device-flow.ts): wrong user codes from one IP in 15 minutes; the window of
+    // a device code's last poll (written with its current interval); slow_down answers per code.
+    device_code_ip: { points: 5, duration: 15 * 60 },
+    device_poll: { points: 1, duration: 5 },
+    device_slow_down: { points: Number.MAX_SAFE_INTEGER, duration: DAY },
   };
 }
 

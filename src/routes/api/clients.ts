@@ -22,6 +22,7 @@ interface Registration {
   jwks_uri?: string | null;
   first_party?: boolean;
   exchange_subject_audiences?: string[];
+  require_pushed_authorization_requests?: boolean;
 }
 
 const registrationOf = (b: Registration) => ({
@@ -35,6 +36,7 @@ const registrationOf = (b: Registration) => ({
   jwksUri: b.jwks_uri,
   firstParty: b.first_party,
   exchangeSubjectAudiences: b.exchange_subject_audiences,
+  requirePar: b.require_pushed_authorization_requests,
 });
 
 /** /api/v1/clients: registration, secret rotation, enable/disable. */

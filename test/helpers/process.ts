@@ -21,7 +21,7 @@ export interface LatchProcess {
  * It listens on `env.PORT` when given (a free port otherwise), with ISSUER http://127.0.0.1:PORT
  * unless `env.ISSUER` says otherwise.
  */
-export async function spawnLatch(env: Record<string, string>): Promise<LatchProcess> {
+export async function spawnLatch(env: Record<string, string>, options: { readyTimeoutMs?: number } = {}): Promise<LatchProcess> {
   const port = env.PORT ? Number(env.PORT) : await freePort();
   const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/index.ts')], {
     env: { ...process.env, PORT: String(port), ISSUER: `http://127.0.0.1:${port}`, LATCH_SECRET: TEST_SECRET, DATA_DIR: mkdtempSync(join(tmpdir(), 'latch-proc-')), LOG_LEVEL: 'info', ...env },
@@ -39,7 +39,7 @@ export async function spawnLatch(env: Record<string, string>): Promise<LatchProc
       () => false,
     );
     if (ok) break;
-    if (i > 150) {
+    if (i > (options.readyTimeoutMs ?? 15_000) / 100) {
       child.kill('SIGKILL');
       throw new Error(`latch did not become ready: ${log}`);
     }

@@ -152,7 +152,7 @@ describe('crash safety: kill -9 under load', function () {
         }),
       ),
       loop(async () => {
-        const c = await code();
+        const c: (typeof got.codes)[number] = await code();
         got.sent++;
         got.codes.push(c);
         const res = await exchange(c);

@@ -272,7 +272,7 @@ describe('crash safety: kill -9 under load', function () {
   });
 
   it('loses nothing a client received when one of WEB_CONCURRENCY=2 workers is killed', async () => {
-    await latch!.stop('SIGTERM');
+    await latch!.stop('SIGKILL');
     latch = await spawnLatch({ ...env, WEB_CONCURRENCY: '2' }, { readyTimeoutMs: 45_000 });
     const primary = latch.child.pid!;
     const report = await loadAndKill(() => {

@@ -6,6 +6,7 @@ import { Agent, authorize } from './helpers/agent.js';
 import { startTestServer } from './helpers/server.js';
 
 const REDIRECT = 'http://127.0.0.1:9/callback';
+const API = 'urn:latch:test:reuse';
 const USER = { email: 'ada@example.test', password: 'correct horse battery staple' };
 
 type TokenBody = { access_token?: string; refresh_token?: string; error?: string; error_description?: string };
@@ -18,6 +19,9 @@ async function rig(env: Record<string, string>) {
   expect(created.code, created.stderr).to.equal(0);
   const other = await srv.cli('clients', 'create', '--name', 'Other', '--redirect-uri', REDIRECT, '--scope', 'openid offline_access');
   expect(other.code, other.stderr).to.equal(0);
+  expect((await srv.cli('resources', 'create', '--identifier', API, '--scope', 'read', '--alg', 'RS256')).code).to.equal(0);
+  const withApi = await srv.cli('clients', 'create', '--name', 'Api', '--redirect-uri', REDIRECT, '--first-party', '--resource', API, '--scope', 'openid offline_access read');
+  expect(withApi.code, withApi.stderr).to.equal(0);
   const basic = (c: { client_id: string; client_secret: string }) => `Basic ${Buffer.from(`${encodeURIComponent(c.client_id)}:${encodeURIComponent(c.client_secret)}`).toString('base64')}`;
   const token = async (params: Record<string, string>, as: { client_id: string; client_secret: string } = created.json) => {
     const res = await fetch(`${srv.url}/token`, { method: 'POST', headers: { authorization: basic(as), 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(params) });
@@ -28,17 +32,17 @@ async function rig(env: Record<string, string>) {
     return ((await res.json()) as { active: boolean }).active;
   };
   /** A refresh token (and its access token) from a real sign-in and code exchange. */
-  const start = async () => {
+  const start = async (as: { client_id: string; client_secret: string } = created.json, extra: Record<string, string> = {}) => {
     const verifier = randomBytes(32).toString('base64url');
     const challenge = createHash('sha256').update(verifier).digest('base64url');
-    const url = `${srv.url}/auth?${new URLSearchParams({ client_id: created.json.client_id, response_type: 'code', redirect_uri: REDIRECT, scope: 'openid offline_access', prompt: 'consent', code_challenge: challenge, code_challenge_method: 'S256' })}`;
+    const url = `${srv.url}/auth?${new URLSearchParams({ client_id: as.client_id, response_type: 'code', redirect_uri: REDIRECT, scope: 'openid offline_access', prompt: 'consent', code_challenge: challenge, code_challenge_method: 'S256', ...extra })}`;
     const { callback } = await authorize(new Agent(), url, REDIRECT, USER);
-    const res = await token({ grant_type: 'authorization_code', code: callback.searchParams.get('code')!, code_verifier: verifier, redirect_uri: REDIRECT });
+    const res = await token({ grant_type: 'authorization_code', code: callback.searchParams.get('code')!, code_verifier: verifier, redirect_uri: REDIRECT }, as);
     expect(res.status, JSON.stringify(res.body)).to.equal(200);
     return res.body as Required<Pick<TokenBody, 'access_token' | 'refresh_token'>>;
   };
   const refresh = (value: string, as?: { client_id: string; client_secret: string }) => token({ grant_type: 'refresh_token', refresh_token: value }, as);
-  return { srv, client: created.json as { client_id: string; client_secret: string }, other: other.json as { client_id: string; client_secret: string }, token, active, start, refresh };
+  return { srv, withApi: withApi.json as { client_id: string; client_secret: string }, client: created.json as { client_id: string; client_secret: string }, other: other.json as { client_id: string; client_secret: string }, token, active, start, refresh };
 }
 
 const REVOKED = { error: 'invalid_grant', error_description: 'grant request is invalid' };
@@ -87,6 +91,18 @@ describe('refresh token rotation: a retry within REFRESH_REUSE_WINDOW', () => {
     expect(reuse.body).to.deep.equal(REVOKED);
     expect(await on.active(next.body.access_token!)).to.equal(false);
     expect((await on.refresh(next.body.refresh_token!)).body.error).to.equal('invalid_grant');
+  });
+
+  it('retries a rotation whose access token is a JWT (nothing but the refresh token stored)', async () => {
+    const first = await on.start(on.withApi, { scope: 'openid offline_access read', resource: API });
+    expect(first.access_token.split('.')).to.have.length(3);
+    const rotated = await on.refresh(first.refresh_token, on.withApi);
+    expect(rotated.status, JSON.stringify(rotated.body)).to.equal(200);
+    const retry = await on.refresh(first.refresh_token, on.withApi);
+    expect(retry.status, JSON.stringify(retry.body)).to.equal(200);
+    expect(retry.body.refresh_token).to.equal(rotated.body.refresh_token);
+    expect(retry.body.access_token!.split('.')).to.have.length(3);
+    expect(on.srv.errors()).to.deep.equal([]);
   });
 
   it('revokes the grant when the rotated token comes back after the window', async () => {

@@ -101,7 +101,8 @@ export function createAdapterClass(deps: { state: ProviderStateRepository; clien
       // stored already; what this request issued besides is written, as a redemption would.
       const retry = await reuse.retryWrites(consume, result.consumedAt ?? null, upserts);
       if (retry) {
-        await state.commit(undefined, deletes, retry);
+        // A JWT access token is not stored: then there is nothing left to write.
+        if (deletes.length || retry.length) await state.commit(undefined, deletes, retry);
         return;
       }
     }

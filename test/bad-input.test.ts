@@ -483,18 +483,21 @@ describe('bad input on every endpoint', function () {
       expect((await introspect(web, accessToken)).json).to.deep.equal({ active: false });
     });
 
-    it('lets exactly one of five simultaneous refreshes succeed, then treats the rest as reuse and revokes the grant', async () => {
+    it('answers five simultaneous refreshes with one new refresh token (REFRESH_REUSE_WINDOW); once it is used, the old one is reuse and revokes the grant', async () => {
       const { code, verifier } = await getCode(web, 'openid offline_access', { prompt: 'consent' });
       const issued = await redeem(web, code, verifier);
       expect(issued.status, issued.text).to.equal(200);
       const refreshToken = issued.json.refresh_token as string;
       const replies = await Promise.all(Array.from({ length: 5 }, () => refresh(web, refreshToken)));
-      const won = replies.filter((r) => r.status === 200);
-      expect(won, replies.map((r) => `${r.status} ${r.text}`).join('\n')).to.have.length(1);
-      for (const r of replies.filter((x) => x.status !== 200)) expectOAuthError(r, 400, 'invalid_grant');
-      const winner = won[0]!.json as { access_token: string; refresh_token: string };
-      expect(winner.refresh_token).to.be.a('string').and.not.equal(refreshToken);
+      expect(replies.map((r) => r.status), replies.map((r) => `${r.status} ${r.text}`).join('\n')).to.deep.equal([200, 200, 200, 200, 200]);
+      expect(new Set(replies.map((r) => (r.json as { refresh_token: string }).refresh_token)).size).to.equal(1);
+      const next = replies[0]!.json as { access_token: string; refresh_token: string };
+      expect(next.refresh_token).to.be.a('string').and.not.equal(refreshToken);
+      const used = await refresh(web, next.refresh_token);
+      expect(used.status, used.text).to.equal(200);
+      const winner = used.json as { access_token: string; refresh_token: string };
       // RFC 9700 §4.14.2: a used refresh token was presented again, so the grant is revoked.
+      expectOAuthError(await refresh(web, refreshToken), 400, 'invalid_grant');
       expectOAuthError(await refresh(web, winner.refresh_token), 400, 'invalid_grant');
       expect((await introspect(web, winner.access_token)).json).to.deep.equal({ active: false });
       expectOAuthError(await userinfo(winner.access_token), 401, 'invalid_token');

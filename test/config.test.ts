@@ -16,7 +16,7 @@ describe('configuration', () => {
     expect(c.port).to.equal(3000);
     expect(c.issuer).to.equal('http://localhost:3000');
     expect(c.database.client).to.equal('sqlite');
-    expect(c.ttl).to.deep.equal({ accessToken: 900, refreshToken: 604800, idToken: 3600, session: 1209600, deviceCode: 600 });
+    expect(c.ttl).to.deep.equal({ accessToken: 900, refreshToken: 604800, refreshReuseWindow: 30, idToken: 3600, session: 1209600, deviceCode: 600 });
     expect(c.trustProxy).to.equal(false);
     expect(Object.isFrozen(c)).to.equal(true);
   });

@@ -6,7 +6,7 @@ import Koa from 'koa';
 import Provider, { type KoaContextWithOIDC } from 'oidc-provider';
 
 import { restoreOfflineAccess } from '../src/oidc/offline-access.js';
-import { compareClientSecretsWith, keepInGrantPayload, memoiseClientFind, providerHandler } from '../src/oidc/provider-internals.js';
+import { compareClientSecretsWith, deriveRotatedRefreshTokenIds, keepInGrantPayload, memoiseClientFind, providerHandler } from '../src/oidc/provider-internals.js';
 
 /**
  * What src/oidc/provider-internals.ts (and the offline_access restoration) rely on in the
@@ -116,5 +116,21 @@ describe('oidc-provider internals Latch relies on (src/oidc/provider-internals.t
     const uid = res.headers.get('location')!.split('/').pop()!;
     const interaction = await provider.Interaction.find(uid);
     expect(interaction?.params.scope).to.equal('openid offline_access');
+  });
+
+  it('a rotation saves its new RefreshToken through generateTokenId while RotatedRefreshToken is the rotated one', async () => {
+    deriveRotatedRefreshTokenIds(provider, (rotated) => `next-of-${rotated}`.slice(0, 43));
+    const client = (await provider.Client.find('spa'))!;
+    const grant = new provider.Grant({ accountId: 'a1', clientId: 'spa' });
+    grant.addOIDCScope('openid offline_access');
+    const grantId = await grant.save();
+    // Outside a rotation the id stays random.
+    const rt = new provider.RefreshToken({ client, accountId: 'a1', grantId, scope: 'openid offline_access', gty: 'authorization_code' });
+    const value = await rt.save();
+    expect(value).to.not.match(/^next-of-/);
+    const res = await fetch(`${base}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: value, client_id: 'spa' }) });
+    const body = (await res.json()) as { refresh_token?: string };
+    expect(res.status, JSON.stringify(body)).to.equal(200);
+    expect(body.refresh_token).to.equal(`next-of-${value}`.slice(0, 43));
   });
 });

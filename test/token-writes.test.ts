@@ -45,7 +45,9 @@ describe('provider writes: one atomic write per request', () => {
   const stateRows = async (model: string) => Number((await srv.running.db('provider_state').where({ model }).count({ n: '*' }).first())!.n);
 
   before(async () => {
-    srv = await startTestServer();
+    // Every reuse is reuse here (REFRESH_REUSE_WINDOW=0): a retry within the window is
+    // test/refresh-reuse.test.ts.
+    srv = await startTestServer({ env: { REFRESH_REUSE_WINDOW: '0' } });
     expect((await srv.cli('users', 'create', '--email', USER.email, '--password', USER.password)).code).to.equal(0);
     const created = await srv.cli('clients', 'create', '--name', 'Racer', '--redirect-uri', REDIRECT, '--scope', 'openid offline_access');
     expect(created.code, created.stderr).to.equal(0);

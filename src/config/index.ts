@@ -39,6 +39,7 @@ export function loadConfig(env: Env = process.env): Config {
     ttl: {
       accessToken: get(v.ACCESS_TOKEN_TTL),
       refreshToken: get(v.REFRESH_TOKEN_TTL),
+      refreshReuseWindow: get(v.REFRESH_REUSE_WINDOW),
       idToken: get(v.ID_TOKEN_TTL),
       session: get(v.SESSION_TTL),
       deviceCode: get(v.DEVICE_CODE_TTL),

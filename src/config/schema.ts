@@ -97,6 +97,7 @@ export const ADMIN_PASSWORD = declare('ADMIN_PASSWORD', '(unset)', 'Password of 
 });
 export const ACCESS_TOKEN_TTL = int('ACCESS_TOKEN_TTL', 900, 1, 31_536_000, 'Access-token lifetime in seconds (a resource server may set its own).');
 export const REFRESH_TOKEN_TTL = int('REFRESH_TOKEN_TTL', 604_800, 1, 31_536_000, 'Refresh-token lifetime in seconds.');
+export const REFRESH_REUSE_WINDOW = int('REFRESH_REUSE_WINDOW', 30, 0, 300, 'Seconds during which a client that presents the refresh token it just rotated gets the same new refresh token again (a retry after a lost response), as long as the new one is unused; 0 turns it off (every reuse revokes the grant).');
 export const ID_TOKEN_TTL = int('ID_TOKEN_TTL', 3600, 1, 31_536_000, 'ID-token lifetime in seconds.');
 export const DEVICE_CODE_TTL = int('DEVICE_CODE_TTL', 600, 5, 86_400, 'Lifetime in seconds of a device authorization (RFC 8628 device_code and user_code); polls after it answer expired_token.');
 export const SESSION_TTL = int('SESSION_TTL', 1_209_600, 60, 31_536_000, 'Browser sign-in session lifetime in seconds.');
@@ -155,6 +156,7 @@ export const VARIABLES: readonly VariableSpec[] = [
   ADMIN_PASSWORD,
   ACCESS_TOKEN_TTL,
   REFRESH_TOKEN_TTL,
+  REFRESH_REUSE_WINDOW,
   ID_TOKEN_TTL,
   SESSION_TTL,
   DEVICE_CODE_TTL,
@@ -216,6 +218,8 @@ export interface Config {
   readonly ttl: {
     readonly accessToken: number;
     readonly refreshToken: number;
+    /** REFRESH_REUSE_WINDOW: seconds a rotated refresh token may be presented again (0: never). */
+    readonly refreshReuseWindow: number;
     readonly idToken: number;
     readonly session: number;
     readonly deviceCode: number;

@@ -2,6 +2,7 @@ import Provider, { errors, type Adapter, type AdapterPayload, type KoaContextWit
 
 import type { ConsumeResult, FoundWithGrant, Payload, ProviderStateRepository, StateKey, StateWrite } from '../repositories/provider-state.js';
 import type { ClientService } from '../services/clients.js';
+import type { RefreshReuse } from './refresh-reuse.js';
 
 /**
  * What one request to oidc-provider has read ahead and has yet to write.
@@ -77,8 +78,8 @@ function written(work: RequestWork, model: string, id: string): void {
  * Outside an oidc-provider request (Latch's own routes, the CLI) every call goes straight to the
  * database.
  */
-export function createAdapterClass(deps: { state: ProviderStateRepository; clients: ClientService; deviceCodes?: DeviceCodeStorage }) {
-  const { state, clients } = deps;
+export function createAdapterClass(deps: { state: ProviderStateRepository; clients: ClientService; deviceCodes?: DeviceCodeStorage; reuse?: RefreshReuse | undefined }) {
+  const { state, clients, reuse } = deps;
   const deviceCodes = deps.deviceCodes ?? { retainSeconds: 0, onPoll: undefined };
 
   /**
@@ -106,6 +107,16 @@ export function createAdapterClass(deps: { state: ProviderStateRepository; clien
     work.consume = undefined;
     work.writes.clear();
     const result = await state.commit(consume, deletes, upserts);
+    if (consume && !result.consumed && reuse) {
+      // A retry of a rotation within REFRESH_REUSE_WINDOW (refresh-reuse.ts): the successor is
+      // stored already; what this request issued besides is written, as a redemption would.
+      const retry = await reuse.retryWrites(consume, result.consumedAt ?? null, upserts);
+      if (retry) {
+        // A JWT access token is not stored: then there is nothing left to write.
+        if (deletes.length || retry.length) await state.commit(undefined, deletes, retry);
+        return;
+      }
+    }
     if (consume) await redeemed(result, consume);
   }
 
@@ -145,7 +156,15 @@ export function createAdapterClass(deps: { state: ProviderStateRepository; clien
       }
       lookup.unserved.delete(this.model);
       if (!lookup.unserved.size) work.lookups.delete(id);
-      return (await lookup.found).find((row) => row.model === this.model)?.payload as AdapterPayload | undefined;
+      const payload = (await lookup.found).find((row) => row.model === this.model)?.payload;
+      if (reuse && this.model === 'RefreshToken' && payload?.consumed !== undefined && (await reuse.mayPresentAgain(Provider.ctx as KoaContextWithOIDC | undefined, id, payload))) {
+        // Presented again within REFRESH_REUSE_WINDOW while its successor is unused: rotated
+        // as if new, which issues the same successor (its id is derived) and loses the consume
+        // at the commit, where `flush` tells the retry from reuse once more.
+        const { consumed: _consumed, ...again } = payload;
+        return again as AdapterPayload;
+      }
+      return payload as AdapterPayload | undefined;
     }
 
     async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {

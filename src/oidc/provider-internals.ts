@@ -1,5 +1,5 @@
 import type Koa from 'koa';
-import type Provider from 'oidc-provider';
+import Provider from 'oidc-provider';
 import type { Client } from 'oidc-provider';
 
 /**
@@ -57,5 +57,21 @@ export function memoiseClientFind(provider: Provider, metadataOf: (id: string) =
 export function compareClientSecretsWith(provider: Provider, verify: (presented: string, stored: string) => boolean): void {
   provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {
     return verify(actual, this.clientSecret ?? '');
+  };
+}
+
+/**
+ * The id (and opaque value) of the refresh token a rotation issues comes from `successorOf(the
+ * rotated token's id)` instead of fresh randomness. oidc-provider's refresh_token grant marks the
+ * token it rotates as the `RotatedRefreshToken` entity, then saves a new RefreshToken, whose
+ * `save()` asks the instance's `generateTokenId` for an id: that method is what is replaced.
+ * Every other refresh token (from a code, a device code…) keeps the library's random id.
+ */
+export function deriveRotatedRefreshTokenIds(provider: Provider, successorOf: (rotatedId: string) => string): void {
+  const proto = provider.RefreshToken.prototype as unknown as { generateTokenId(): string };
+  const random = proto.generateTokenId;
+  proto.generateTokenId = function generateTokenId(this: { jti?: string }) {
+    const rotated = (Provider.ctx as { oidc?: { entities?: { RotatedRefreshToken?: { jti?: string } } } } | undefined)?.oidc?.entities?.RotatedRefreshToken;
+    return rotated?.jti && rotated.jti !== this.jti ? successorOf(rotated.jti) : random.call(this);
   };
 }

@@ -29,7 +29,8 @@ import { findAccountFor } from './account.js';
 import { allowedResourcesOf, allowedScopesOf, defaultResource, isFirstParty, isSignInOnly, mayIntrospect, type ClientLike } from './client-policy.js';
 import { restoreOfflineAccess } from './offline-access.js';
 import { answerOutage, noteOutage, renderOutagePage } from './outage.js';
-import { compareClientSecretsWith, keepInGrantPayload, memoiseClientFind, providerHandler } from './provider-internals.js';
+import { compareClientSecretsWith, deriveRotatedRefreshTokenIds, keepInGrantPayload, memoiseClientFind, providerHandler } from './provider-internals.js';
+import { createRefreshReuse } from './refresh-reuse.js';
 import { personalAccessTokenIntrospection } from './personal-access-tokens.js';
 import { createRbacIntegration, type GrantWithOrganization, type RbacIntegration } from './rbac.js';
 import { createStructuredTokenHandler, GRANT_CLAIM } from './structured-tokens.js';
@@ -175,7 +176,8 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
       DeviceCode: config.ttl.deviceCode,
       BackchannelAuthenticationRequest: 600,
     },
-    // Rotate on every use; presenting a used refresh token revokes the grant (RFC 9700 §4.14.2).
+    // Rotate on every use; presenting a used refresh token revokes the grant (RFC 9700 §4.14.2),
+    // except a retry within REFRESH_REUSE_WINDOW (refresh-reuse.ts).
     rotateRefreshToken: true,
     extraClientMetadata: {
       properties: ['web_origins', 'first_party', 'allowed_resources', 'allowed_scopes', 'exchange_subject_audiences'],
@@ -355,7 +357,8 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
     counter: (name) => deps.rateLimits.counter(name),
     pagePath: `${new URL(deps.config.issuer).pathname.replace(/\/$/, '')}/device`,
   };
-  const storage = createAdapterClass({ state: deps.state, clients: deps.clients, deviceCodes: { retainSeconds: DEVICE_CODE_RETENTION, onPoll: devicePollGuard(deviceFlow) } });
+  const reuse = createRefreshReuse({ windowSeconds: deps.config.ttl.refreshReuseWindow, secrets: deps.secrets, state: deps.state });
+  const storage = createAdapterClass({ state: deps.state, clients: deps.clients, deviceCodes: { retainSeconds: DEVICE_CODE_RETENTION, onPoll: devicePollGuard(deviceFlow) }, reuse });
   const deviceGuard = deviceFlowGuard(deviceFlow);
   const tokenExchange = createTokenExchangeHandler({
     issuer: deps.config.issuer,
@@ -375,6 +378,8 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
     provider.registerGrantType(TOKEN_EXCHANGE_GRANT_TYPE, tokenExchange, TOKEN_EXCHANGE_PARAMETERS);
     // A grant's organization is kept in its own payload (see rbac.ts), before any Grant is built.
     keepInGrantPayload(provider, 'organizationId');
+    // REFRESH_REUSE_WINDOW: a rotation's new refresh token can be issued again (refresh-reuse.ts).
+    if (reuse) deriveRotatedRefreshTokenIds(provider, reuse.successorOf);
     // As the outer app (app.ts): behind the one trusted proxy, the client is the LAST X-Forwarded-For entry.
     (provider as Koa).maxIpsCount = 1;
     // Client secrets are stored as HMAC-SHA-256 (see services/secrets.ts): compare the HMAC of

@@ -19,6 +19,8 @@ export interface ConsumeResult {
   /** True when this call consumed the row; false when it was already consumed (or gone). */
   consumed: boolean;
   grantId: string | null;
+  /** When it was consumed (epoch seconds), when this call did not consume it. */
+  consumedAt?: number | null;
 }
 
 /*
@@ -137,8 +139,8 @@ export function createProviderStateRepository(db: Db) {
 
   /** Why a consume changed nothing: the grant of the artifact, if it is still there (reuse). */
   async function notConsumed(model: string, id: string): Promise<ConsumeResult> {
-    const row = await table().select('grant_id').where({ model, id }).first<{ grant_id: string | null } | undefined>();
-    return { consumed: false, grantId: row?.grant_id ?? null };
+    const row = await table().select('grant_id', 'consumed_at').where({ model, id }).first<{ grant_id: string | null; consumed_at: number | string | null } | undefined>();
+    return { consumed: false, grantId: row?.grant_id ?? null, consumedAt: row?.consumed_at === null || row?.consumed_at === undefined ? null : Number(row.consumed_at) };
   }
 
   return {

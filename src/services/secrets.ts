@@ -21,9 +21,9 @@ export interface Secrets {
   equal(a: string, b: string): boolean;
   /**
    * HMAC-SHA-256 (base64url) under a key derived for `purpose` alone: recovery-code hashes,
-   * the account page's signed cookies.
+   * the account page's signed cookies, the id of the refresh token that succeeds a rotated one.
    */
-  mac(purpose: 'recovery-code' | 'account-cookie' | 'federation-state', data: string): string;
+  mac(purpose: 'recovery-code' | 'account-cookie' | 'federation-state' | 'refresh-successor', data: string): string;
 }
 
 function derive(secret: string, purpose: string): Buffer {

@@ -258,7 +258,7 @@ describe('bad input on every endpoint', function () {
     it('requires grant_type (invalid_request) and refuses unknown ones (unsupported_grant_type)', async () => {
       expectOAuthError(await token({ code: 'x', redirect_uri: REDIRECT }, asWeb), 400, 'invalid_request');
       expectOAuthError(await token({ grant_type: '' }, asWeb), 400, 'invalid_request');
-      for (const grantType of ['password', 'implicit', 'urn:ietf:params:oauth:grant-type:device_code', 'nonsense', 'authorization_code ']) {
+      for (const grantType of ['password', 'implicit', 'device_code', 'nonsense', 'authorization_code ']) {
         expectOAuthError(await token({ grant_type: grantType, username: 'a', password: 'b' }, asWeb), 400, 'unsupported_grant_type');
       }
     });
@@ -268,6 +268,9 @@ describe('bad input on every endpoint', function () {
       expectOAuthError(await token({ grant_type: 'client_credentials', client_id: spa.client_id }), 400, 'unauthorized_client');
       expectOAuthError(await token({ grant_type: 'refresh_token', refresh_token: 'x' }, { authorization: basic(machine.client_id, machine.client_secret) }), 400, 'unauthorized_client');
       expectOAuthError(await token({ grant_type: 'authorization_code', code: 'x', redirect_uri: REDIRECT }, { authorization: basic(machine.client_id, machine.client_secret) }), 400, 'unauthorized_client');
+      // Grants Latch supports, for clients not registered for them.
+      expectOAuthError(await token({ grant_type: 'urn:ietf:params:oauth:grant-type:device_code', device_code: 'x' }, asWeb), 400, 'unauthorized_client');
+      expectOAuthError(await token({ grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: 'x', subject_token_type: 'urn:ietf:params:oauth:token-type:access_token' }, asWeb), 400, 'unauthorized_client');
     });
 
     it('refuses a JSON (or any non-form) body with invalid_request', async () => {

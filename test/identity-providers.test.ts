@@ -95,11 +95,16 @@ describe('identity providers and linked identities', function () {
     });
 
     it('update replaces the given fields and keeps the others (the secret too); --enabled / --disabled switch', async () => {
+      // The CLI is another process as far as the server's cache knows: its changes reach the server
+      // through the change feed, polled here rather than waited for.
+      await srv.running.services.feed.pollNow();
       const before = (await srv.running.services.identityProviders.forSignIn('ghe'))!;
+      expect(before, 'ghe, created by the CLI, seen by the server').to.not.equal(undefined);
       const u = await h.cli('idps', 'update', 'ghe', '--display-name', 'GitHub Enterprise', '--allowed-domain', 'ghe.example.com', '--disabled');
       expect(u).to.include({ display_name: 'GitHub Enterprise', enabled: false, client_id: 'x', web_url: 'https://ghe.example.com', link: 'ask' });
       expect(u.allowed_domains).to.deep.equal(['ghe.example.com']);
       expect(u.scopes).to.deep.equal(['read:user', 'user:email', 'read:org']);
+      await srv.running.services.feed.pollNow();
       const after = (await srv.running.services.identityProviders.forSignIn('ghe'))!;
       expect(after.clientSecret).to.equal(before.clientSecret).and.equal('y');
       expect((await h.cli('idps', 'update', 'ghe', '--enabled', '--client-secret', 'new-secret')).enabled).to.equal(true);

@@ -8,10 +8,9 @@ import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { expect } from 'chai';
-import * as oidc from 'openid-client';
 import WebSocket from 'ws';
 
-import { Agent, authorize } from './helpers/agent.js';
+import { codeFlowTokens } from './helpers/agent.js';
 import { ROOT } from './helpers/markdown.js';
 import { freePort, startTestServer, type TestServer } from './helpers/server.js';
 
@@ -60,12 +59,7 @@ describe('examples/node-api (Koa + @latch/verify), run with node', function () {
   };
 
   async function signIn(user: { email: string; password: string }, params: Record<string, string>) {
-    const config = await oidc.discovery(new URL(srv.url), web.client_id, web.client_secret, oidc.ClientSecretBasic(web.client_secret), { execute: [oidc.allowInsecureRequests] });
-    const verifier = oidc.randomPKCECodeVerifier();
-    const state = oidc.randomState();
-    const url = oidc.buildAuthorizationUrl(config, { redirect_uri: REDIRECT, state, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256', ...params });
-    const { callback } = await authorize(new Agent(), url.toString(), REDIRECT, user);
-    return oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier, expectedState: state });
+    return codeFlowTokens(srv.url, web, REDIRECT, user, params);
   }
 
   const accessToken = async (user: typeof ADA, scope: string, extra: Record<string, string> = {}) => (await signIn(user, { scope, resource: API, ...extra })).access_token;

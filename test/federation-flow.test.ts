@@ -197,6 +197,22 @@ describe('federation: sign-in through upstream providers', function () {
     expect(detailsOf(link!)).to.include({ provider: 'corp-auto', method: 'auto' });
   });
 
+  it('auto: a second identity of the same provider with that email is refused (one link per provider), not looped on', async () => {
+    const account = (await srv.running.services.accounts.findByEmail('auto@example.test'))!;
+    expect((await srv.running.services.federatedIdentities.findByAccount(account.id, 'corp-auto'))?.subject, 'linked by the test before').to.equal('u-auto');
+    up.accounts.push({ id: 'u-auto-second', email: 'auto@example.test', email_verified: true });
+    try {
+      const { res, uid } = await federatedSignIn('corp-auto', 'u-auto-second');
+      expect(res.status, res.body.slice(0, 300)).to.equal(403);
+      expect(res.body).to.include(`href="/interaction/${uid}"`);
+      expect(await srv.running.services.federatedIdentities.findBySubject('corp-auto', 'u-auto-second')).to.equal(undefined);
+      const refused = (await events(srv, 'federation.refused')).filter((e) => e.subject_id === account.id).map(detailsOf);
+      expect(refused.some((d) => d.reason === 'never' && d.provider === 'corp-auto')).to.equal(true);
+    } finally {
+      up.accounts.splice(up.accounts.findIndex((a) => a.id === 'u-auto-second'), 1);
+    }
+  });
+
   it('ask: a wrong password shows the form again (401), the right one links with amr ["fed","pwd"]', async () => {
     const account = (await srv.running.services.accounts.findByEmail('ask@example.test'))!;
     const { agent, res, rp, uid } = await federatedSignIn('corp', 'u-ask');

@@ -11,9 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { expect } from 'chai';
-import * as oidc from 'openid-client';
 
-import { Agent, authorize } from './helpers/agent.js';
+import { codeFlowTokens } from './helpers/agent.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
 const ROOT_DIR = new URL('..', import.meta.url).pathname;
@@ -59,12 +58,7 @@ describe('latch_auth (Python) and the FastAPI example', function () {
   };
 
   async function signIn(user: { email: string; password: string }, params: Record<string, string>) {
-    const config = await oidc.discovery(new URL(srv.url), web.client_id, web.client_secret, oidc.ClientSecretBasic(web.client_secret), { execute: [oidc.allowInsecureRequests] });
-    const verifier = oidc.randomPKCECodeVerifier();
-    const state = oidc.randomState();
-    const url = oidc.buildAuthorizationUrl(config, { redirect_uri: REDIRECT, state, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256', ...params });
-    const { callback } = await authorize(new Agent(), url.toString(), REDIRECT, user);
-    return oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier, expectedState: state });
+    return codeFlowTokens(srv.url, web, REDIRECT, user, params);
   }
 
   /** A personal access token made the way a user makes one through the API (shown once). */

@@ -4,7 +4,7 @@ import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from '
 import * as oidc from 'openid-client';
 
 import { CLI_ACTOR } from '../src/services/audit.js';
-import { Agent, authorize } from './helpers/agent.js';
+import { Agent, authorize, codeFlowTokens } from './helpers/agent.js';
 import { freshDatabase, startTestServer, type TestDatabase, type TestServer } from './helpers/server.js';
 
 const REDIRECT = 'http://127.0.0.1:9/callback';
@@ -41,12 +41,7 @@ describe('token exchange (RFC 8693)', function () {
   };
 
   async function signIn(params: Record<string, string>) {
-    const config = await oidc.discovery(new URL(srv.url), web.client_id, web.client_secret, oidc.ClientSecretBasic(web.client_secret), { execute: [oidc.allowInsecureRequests] });
-    const verifier = oidc.randomPKCECodeVerifier();
-    const state = oidc.randomState();
-    const url = oidc.buildAuthorizationUrl(config, { redirect_uri: REDIRECT, state, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256', ...params });
-    const { callback } = await authorize(new Agent(), url.toString(), REDIRECT, ADA);
-    return oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier, expectedState: state });
+    return codeFlowTokens(srv.url, web, REDIRECT, ADA, params);
   }
 
   async function post(path: string, client: Client, form: Record<string, string>): Promise<TokenAnswer> {

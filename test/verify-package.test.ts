@@ -6,9 +6,8 @@ import { createVerifier, expressBearer, type AccessClaims, koaBearer, verifyUpgr
 import { expect } from 'chai';
 import { decodeJwt, decodeProtectedHeader, exportSPKI, generateKeyPair, importJWK, SignJWT } from 'jose';
 import Koa from 'koa';
-import * as oidc from 'openid-client';
 
-import { Agent, authorize } from './helpers/agent.js';
+import { codeFlowTokens } from './helpers/agent.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
 const REDIRECT = 'http://127.0.0.1:9/callback';
@@ -38,12 +37,7 @@ describe('@latch/verify', function () {
   };
 
   async function signIn(user: { email: string; password: string }, params: Record<string, string>, client = web) {
-    const config = await oidc.discovery(new URL(srv.url), client.client_id, client.client_secret, oidc.ClientSecretBasic(client.client_secret), { execute: [oidc.allowInsecureRequests] });
-    const verifier = oidc.randomPKCECodeVerifier();
-    const state = oidc.randomState();
-    const url = oidc.buildAuthorizationUrl(config, { redirect_uri: REDIRECT, state, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256', ...params });
-    const { callback } = await authorize(new Agent(), url.toString(), REDIRECT, user);
-    return oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier, expectedState: state });
+    return codeFlowTokens(srv.url, client, REDIRECT, user, params);
   }
 
   const accessToken = async (user: typeof ADA, scope: string, extra: Record<string, string> = {}) => (await signIn(user, { scope, resource: API, ...extra })).access_token;
@@ -246,6 +240,23 @@ describe('@latch/verify', function () {
 
     const rootToken = await accessToken(ROOT, 'openid roles orders:read');
     expect((await verifier.verify(rootToken, { superuser: true })).is_superuser).to.equal(true);
+  });
+
+  it('refuses with 401, never throws otherwise, when Latch answers a malformed key set or an introspection without sub', async () => {
+    // What a broken proxy or a misconfigured issuer could answer: the verifier must still answer 401.
+    const answering = (path: string, body: unknown) =>
+      createVerifier({
+        issuer: srv.url,
+        audience: API,
+        introspection: { clientId: rs.client_id, clientSecret: rs.client_secret },
+        fetch: async (input, init) => (new URL(String(input)).pathname.endsWith(path) ? Response.json(body) : fetch(input, init)),
+      });
+    const badKeys = await refusal(answering('/jwks', { keys: [1] }).verify(adaToken));
+    expect(badKeys.status).to.equal(401);
+    expect(badKeys.challenge).to.contain('error="invalid_token"').and.contain('key set is malformed');
+    const noSub = await refusal(answering('/introspection', { active: true, aud: API, scope: 'orders:read', client_id: rs.client_id, exp: Math.floor(Date.now() / 1000) + 60 }).verify('lat_not-a-jwt'));
+    expect(noSub.status).to.equal(401);
+    expect(noSub.challenge).to.contain("sub claim is missing");
   });
 
   it('accepts a personal access token through introspection, and refuses it within the cache time once revoked', async () => {

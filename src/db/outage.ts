@@ -23,7 +23,6 @@ const LOST_CONNECTION = /^(Connection terminated|Client has encountered a connec
 function unavailableReason(err: unknown): string | undefined {
   if (typeof err !== 'object' || err === null) return undefined;
   const { code, name, message } = err as { code?: unknown; name?: unknown; message?: unknown };
-  if (err instanceof DatabaseUnavailableError) return err.message;
   // Knex: no connection from the pool within acquireConnectionTimeout.
   if (name === 'KnexTimeoutError') return 'no database connection within the timeout';
   if (typeof code === 'string') {

@@ -1,9 +1,10 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash } from 'node:crypto';
 
 import * as oidc from 'openid-client';
 
 import { AppError } from '../errors/index.js';
 import type { Logger } from '../lib/logger.js';
+import { constantTimeEqual } from '../services/secrets.js';
 
 /**
  * Latch as a relying party of an upstream identity provider: the protocol half of "sign in with
@@ -105,6 +106,7 @@ export interface UpstreamClientOptions {
   discoveryRetryMs?: number;
 }
 
+/** GitHub.com's endpoints; a provider's `web_url`/`api_url` point at GitHub Enterprise instead. */
 export const GITHUB_WEB_URL = 'https://github.com';
 export const GITHUB_API_URL = 'https://api.github.com';
 const GITHUB_API_VERSION = '2022-11-28';
@@ -129,13 +131,6 @@ export function upstreamUrlProblem(value: string): string | undefined {
 
 function isLoopbackHost(hostname: string): boolean {
   return hostname === '127.0.0.1' || hostname === 'localhost';
-}
-
-/** Constant-time equality of two strings (a state compared in early-exit time leaks its prefix). */
-function sameString(a: string, b: string): boolean {
-  const x = createHash('sha256').update(a).digest();
-  const y = createHash('sha256').update(b).digest();
-  return timingSafeEqual(x, y) && a.length === b.length;
 }
 
 /** Thrown inside the guarded fetch; openid-client wraps it, describe() unwraps it. */
@@ -375,7 +370,6 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
     // signature (OIDC Core §3.1.3.7). 502: the upstream's answer cannot be trusted (RFC 9110 §15.6.3).
     if (code === 'OAUTH_JWT_CLAIM_COMPARISON_FAILED' || code === 'OAUTH_JWT_TIMESTAMP_CHECK_FAILED' || code === 'OAUTH_KEY_SELECTION_FAILED') return badIdToken(provider, detail);
     if ((code === 'OAUTH_INVALID_RESPONSE' || code === 'OAUTH_PARSE_ERROR') && /JWT|ID Token|id_token/.test(`${message} ${causeMessage}`)) return badIdToken(provider, detail);
-    if (err instanceof oidc.AuthorizationResponseError) return misbehaved(provider, detail);
     return misbehaved(provider, detail);
   }
 
@@ -477,7 +471,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
   function checkCallback(provider: UpstreamProvider, transaction: UpstreamTransaction, callback: URL) {
     if (transaction.provider !== provider.name) fail(provider, stateError(provider, `transaction of provider ${transaction.provider}`));
     const states = callback.searchParams.getAll('state');
-    if (states.length !== 1 || !sameString(states[0]!, transaction.state)) fail(provider, stateError(provider, states.length === 0 ? 'callback without state' : 'state does not match'));
+    if (states.length !== 1 || !constantTimeEqual(states[0]!, transaction.state)) fail(provider, stateError(provider, states.length === 0 ? 'callback without state' : 'state does not match'));
     const error = callback.searchParams.get('error');
     if (error === 'access_denied') fail(provider, new UpstreamError('access_denied', 403, `Sign-in with ${provider.display_name || (provider.kind === 'github' ? 'GitHub' : 'the provider')} was cancelled or refused.`, provider.name, 'access_denied'));
     if (error !== null) {

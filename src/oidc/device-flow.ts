@@ -2,6 +2,7 @@ import type Koa from 'koa';
 import { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 
 import type { Render } from '../lib/views.js';
+import { BodyError, discardUnreadBody, readBodyText } from '../middleware/body.js';
 import type { Counter, CounterName } from '../services/rate-limits.js';
 
 /**
@@ -156,11 +157,15 @@ export function deviceFlowGuard(deps: DeviceFlowDeps): (ctx: Koa.Context, next: 
       return undefined;
     }
     // The body is read here only to check the CSRF field; oidc-provider reads it again from ctx.request.body.
-    const form = await readUrlencoded(ctx);
-    if (!form) {
-      ctx.status = 413;
-      await message(ctx, render, 'Form too large', 'The form sent was too large.', 'alert');
-      ctx.status = 413;
+    let form: Record<string, string>;
+    try {
+      form = await readUrlencoded(ctx);
+    } catch (err) {
+      if (!(err instanceof BodyError)) throw err;
+      discardUnreadBody(ctx.req);
+      ctx.status = err.status;
+      await message(ctx, render, err.status === 413 ? 'Form too large' : 'Form incomplete', err.status === 413 ? 'The form sent was too large.' : 'The form arrived incomplete. Try again.', 'alert');
+      ctx.status = err.status;
       return undefined;
     }
     if (!csrf.verify(ctx, form._csrf)) {
@@ -177,16 +182,9 @@ export function deviceFlowGuard(deps: DeviceFlowDeps): (ctx: Koa.Context, next: 
  * Reads a urlencoded form (at most 16 KiB) for the CSRF check and leaves its text on
  * ctx.request.body, which oidc-provider parses itself (duplicates and all) when the stream was read.
  */
-async function readUrlencoded(ctx: Koa.Context): Promise<Record<string, string> | undefined> {
+async function readUrlencoded(ctx: Koa.Context): Promise<Record<string, string>> {
   if (!ctx.is('application/x-www-form-urlencoded')) return {};
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of ctx.req) {
-    size += (chunk as Buffer).length;
-    if (size > 16 * 1024) return undefined;
-    chunks.push(chunk as Buffer);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
+  const text = await readBodyText(ctx, 16 * 1024, { tooLarge: 'form too large', incomplete: 'incomplete form submission' });
   (ctx.request as unknown as { body: unknown }).body = text;
   const form: Record<string, string> = {};
   for (const [k, v] of new URLSearchParams(text)) if (!(k in form)) form[k] = v;

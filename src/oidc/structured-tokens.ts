@@ -63,7 +63,8 @@ export function createStructuredTokenHandler(deps: {
       const grant = (await deps.state.find('Grant', grantId)) as Grant | undefined;
       // An exchanged token (RFC 8693, token-exchange.ts) keeps the grant of the token it was
       // exchanged from, so revoking that grant ends it too; its client is the actor, not the grant's.
-      const exchanged = typeof payload.act === 'object' && payload.act !== null;
+      // Only a token whose actor is its own client is one: `act.sub` names the exchanging client.
+      const exchanged = typeof payload.act === 'object' && payload.act !== null && (payload.act as { sub?: unknown }).sub === payload.client_id;
       if (!grant || (grant.clientId !== payload.client_id && !exchanged) || grant.accountId !== payload.sub) return undefined;
     }
     return payload;

@@ -1,9 +1,11 @@
 import { randomBytes } from 'node:crypto';
 
 import { decodeProtectedHeader, importJWK, SignJWT, type JWK, type JWTPayload } from 'jose';
+import { epochSeconds } from '../lib/time.js';
 import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 
 import type { AccessService } from '../services/access.js';
+import { TOKEN_EXCHANGE_GRANT } from '../services/clients.js';
 import type { KeyRing } from '../services/keys.js';
 import { PAT_PREFIX, type PersonalAccessTokenService } from '../services/personal-access-tokens.js';
 import type { ResourceService } from '../services/resources.js';
@@ -12,7 +14,8 @@ import { allowedResourcesOf, allowedScopesOf, defaultResource, type ClientLike }
 import { GRANT_CLAIM } from './structured-tokens.js';
 
 /** RFC 8693 §2.1. */
-export const TOKEN_EXCHANGE_GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+/** RFC 8693 §2.1: the grant_type value (the clients service names it for registration). */
+export const TOKEN_EXCHANGE_GRANT_TYPE = TOKEN_EXCHANGE_GRANT;
 /** RFC 8693 §3: the only token type Latch accepts as subject and issues. */
 export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 /** The token endpoint parameters of the grant (RFC 8693 §2.1); anything else is stripped by oidc-provider. */
@@ -51,7 +54,6 @@ export interface TokenExchangeDeps {
 const words = (scope: unknown): string[] => (typeof scope === 'string' ? scope.split(' ').filter(Boolean) : []);
 const audiences = (aud: unknown): string[] => (Array.isArray(aud) ? aud.filter((a): a is string => typeof a === 'string') : typeof aud === 'string' ? [aud] : []);
 type SigningKey = Awaited<ReturnType<typeof importJWK>>;
-const now = () => Math.floor(Date.now() / 1000);
 
 const looksLikeJwt = (token: string): boolean => {
   if (token.split('.').length !== 3) return false;
@@ -178,7 +180,7 @@ export function createTokenExchangeHandler(deps: TokenExchangeDeps) {
     const scopes = requested.length ? [...new Set(requested)] : allowed;
     if (!scopes.length) throw new errors.InvalidScope('the subject token, the client and the user have no scope of this resource in common', rs.scopes.join(' '));
 
-    const iat = now();
+    const iat = epochSeconds();
     const remaining = subject.exp - iat;
     if (remaining <= 0) throw invalidGrant('subject_token has expired');
     const expiresIn = Math.min(rs.accessTokenTtl ?? deps.defaultAccessTokenTtl, remaining);

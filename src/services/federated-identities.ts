@@ -50,6 +50,9 @@ export function createFederatedIdentityService(deps: { identities: FederatedIden
 
     findBySubject: (provider: string, subject: string): Promise<FederatedIdentityRecord | undefined> => identities.findBySubject(provider, subject),
 
+    /** The account's link through `provider` (at most one), if any. */
+    findByAccount: (accountId: string, provider: string): Promise<FederatedIdentityRecord | undefined> => identities.findByAccount(accountId, provider),
+
     /**
      * Links an upstream identity to an account. ConflictError when that identity is linked
      * already (to any account) or the account has a link through this provider already;

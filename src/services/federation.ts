@@ -85,8 +85,8 @@ export function createFederationService(deps: {
   audit: AuditService;
   registration: RegistrationMode;
   requireVerifiedEmail: boolean;
-  /** How long a session lasts: the `idp` of its sign-in is kept as long. */
-  sessionTtlSeconds: number;
+  /** How long a grant (and so its refresh tokens) lives: the `idp` of its sign-in is kept as long. */
+  grantTtlSeconds: number;
 }) {
   const { accounts, identities, audit, state, secrets } = deps;
 
@@ -216,13 +216,17 @@ export function createFederationService(deps: {
           if (!identity.email_verified) return refused('unverified_email', provider.name, { ...ctx, accountId: existing.id });
           if (provider.linkPolicy === 'never' || (provider.linkPolicy === 'ask' && existing.passwordHash === null)) return refused('never', provider.name, { ...ctx, accountId: existing.id });
           if (!existing.active) return accountRefused('inactive', existing, provider.name, at);
+          // The account is linked to another identity of this provider already (one link per
+          // provider): this one cannot be added by policy; the account page can replace it.
+          if (await identities.findByAccount(existing.id, provider.name)) return refused('never', provider.name, { ...ctx, accountId: existing.id });
           if (provider.linkPolicy === 'ask') return { kind: 'ask', account: existing };
           const by: AuditActor = { actorId: existing.id, clientId: at.clientId ?? null, origin: at.origin, via: 'federation' };
           try {
             await identities.link({ accountId: existing.id, provider: provider.name, subject: identity.subject, email, method: 'auto' }, by);
           } catch (err) {
-            // Linked by a concurrent callback of the same identity: sign in through it next round.
-            if (err instanceof ConflictError && attempt === 0) return this.decide(provider, identity, at);
+            // Linked by a concurrent callback of the same identity: sign in through that link. Any
+            // other conflict (a concurrent link of another identity to this account) is answered as is.
+            if (err instanceof ConflictError && attempt === 0 && (await identities.findBySubject(provider.name, identity.subject))) return this.decide(provider, identity, at);
             throw err;
           }
           const account = existing.emailVerified ? existing : await accounts.update(existing.id, { emailVerified: true }, by);
@@ -270,10 +274,10 @@ export function createFederationService(deps: {
 
     /**
      * Remembers through which provider the sign-in of `accountId` at `authTime` came, for the ID
-     * tokens of that session (`idp`). Kept as long as a session lives.
+     * tokens of that session (`idp`). Kept as long as its grant (and refresh tokens) can live.
      */
     async rememberIdp(accountId: string, authTime: number, provider: string): Promise<void> {
-      await state.upsert(IDP_MODEL, `${accountId}:${authTime}`, { accountId, idp: provider }, deps.sessionTtlSeconds);
+      await state.upsert(IDP_MODEL, `${accountId}:${authTime}`, { accountId, idp: provider }, deps.grantTtlSeconds);
     },
 
     async idpOf(accountId: string, authTime: number): Promise<string | undefined> {

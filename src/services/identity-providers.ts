@@ -1,4 +1,5 @@
 import { scopeToken, unique } from '../lib/validate.js';
+import { GITHUB_API_URL, GITHUB_WEB_URL } from '../federation/upstream.js';
 import type { IdentityProviderKind, IdentityProviderPatch, IdentityProviderRecord, IdentityProvidersRepository, LinkPolicy, StoredIdentityProvider } from '../repositories/identity-providers.js';
 import type { PageRequest } from '../repositories/keyset.js';
 import { diff, type AuditActor, type AuditService } from './audit.js';
@@ -13,8 +14,6 @@ export const PROVIDER_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 /** Scopes asked of the upstream when none are configured. */
 export const DEFAULT_SCOPES: Record<IdentityProviderKind, string[]> = { oidc: ['openid', 'email', 'profile'], github: ['read:user', 'user:email'] };
 /** github.com; GitHub Enterprise Server (and tests) configure their own. */
-export const GITHUB_API_URL = 'https://api.github.com';
-export const GITHUB_WEB_URL = 'https://github.com';
 
 /** A provider as the upstream flow needs it: with its client secret decrypted. Never output. */
 export interface SignInProvider extends IdentityProviderRecord {

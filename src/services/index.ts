@@ -109,7 +109,7 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
     identityProviders: createIdentityProviderService({ providers: createIdentityProvidersRepository(db), secrets, audit, feed, issuer: config.issuer }),
     federatedIdentities,
     // Sign-in through those providers: which account, link, ask, create or refuse.
-    federation: createFederationService({ accounts, identities: federatedIdentities, tokens: accountTokens, state, secrets, audit, registration: config.registration, requireVerifiedEmail: config.requireVerifiedEmail, sessionTtlSeconds: config.ttl.session }),
+    federation: createFederationService({ accounts, identities: federatedIdentities, tokens: accountTokens, state, secrets, audit, registration: config.registration, requireVerifiedEmail: config.requireVerifiedEmail, grantTtlSeconds: Math.max(config.ttl.refreshToken, config.ttl.session) }),
     personalTokens: createPersonalAccessTokenService({ tokens: createPersonalAccessTokensRepository(db), orgs: orgsRepo, access, resources, issuer: config.issuer, maxTtlDays: config.patMaxTtlDays, audit, logger }),
   };
 }

@@ -153,8 +153,9 @@ export function createLoginService(deps: { accounts: AccountService; mfa: MfaSer
      */
     async federated(account: AccountRecord, provider: string, at: LoginContext): Promise<FederatedStep> {
       const step = await secondStepFor(account.id, at.params);
-      if (step) return { kind: 'second_step', step };
+      // Counted like the password step: the first factor succeeded, a second step may follow.
       deps.metrics.recordLogin('success');
+      if (step) return { kind: 'second_step', step };
       return { kind: 'signed_in', login: { ...(await signedIn(account, at, { amr: [AMR_FEDERATED], acr: ACR_PASSWORD }, { idp: provider })), idp: provider } };
     },
   };

@@ -159,7 +159,8 @@ def _jwt_header(token: str) -> Optional[Dict[str, Any]]:
         return None
     try:
         header = _b64url_json(token.split(".", 1)[0])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
+        # RecursionError: a header of deeply nested brackets is junk, not a reason for a 500.
         return None
     return header if isinstance(header, dict) else None
 
@@ -275,15 +276,16 @@ class LatchAuth:
         """The one place this module goes to the network (discovery, key set, introspection)."""
         try:
             async with httpx.AsyncClient(timeout=self._timeout, verify=_tls(), follow_redirects=False) as client:
-                res = await client.request(method, url, headers={"Accept": "application/json", **(headers or {})}, data=data)
-        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, ValueError):
+                # httpx's timeout bounds each phase; this bounds the whole call (a server trickling bytes).
+                res = await asyncio.wait_for(client.request(method, url, headers={"Accept": "application/json", **(headers or {})}, data=data), self._timeout)
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, ValueError, asyncio.TimeoutError):
             # A URL the discovery document got wrong is as unreachable as a server that is down.
             raise self._invalid("the authorization server could not be reached") from None
         if not 200 <= res.status_code < 300:
             raise self._invalid(f"the authorization server answered {res.status_code}")
         try:
             body = res.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             body = None
         if not isinstance(body, dict):
             raise self._invalid("the authorization server sent no JSON object")

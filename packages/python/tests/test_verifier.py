@@ -170,6 +170,13 @@ class VerifierTest(unittest.TestCase):
         self.assertIn("signature", refusal(self, auth.verify(f"{parts[0]}.{tampered_payload}.{parts[2]}")).challenge)
         self.assertEqual(calls["jwks"], 1)
 
+    def test_a_deeply_nested_header_is_a_401_not_a_500(self) -> None:
+        auth, calls, _ = counted()
+        nested = base64.urlsafe_b64encode(b"[" * 2000).decode().rstrip("=")
+        err = refusal(self, auth.verify(f"{nested}.e30.c2ln"))
+        self.assertEqual(err.status_code, 401)
+        self.assertIn('error="invalid_token"', err.challenge)
+
     def test_id_token_is_not_an_access_token(self) -> None:
         # An API whose audience is the client the ID token was issued to: only `typ` tells them apart.
         auth, _, _ = counted(audience=self.f["web_client_id"])

@@ -14,6 +14,8 @@ import { createLocalJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVeri
 const ALGORITHMS = ['RS256', 'PS256', 'ES256', 'EdDSA'];
 /** At most one key set fetch per this many milliseconds, the first fetch included. */
 const JWKS_REFETCH_INTERVAL_MS = 30_000;
+/** Every call to the authorization server (discovery, key set, introspection) ends within this. */
+const FETCH_TIMEOUT_MS = 10_000;
 /** Bounds the introspection cache so distinct junk tokens cannot grow it without limit. */
 const INTROSPECTION_CACHE_MAX = 10_000;
 
@@ -177,12 +179,13 @@ export function createVerifier(options: VerifierOptions): Verifier {
   async function getJson(url: string, init?: RequestInit): Promise<Record<string, unknown>> {
     let res: Response;
     try {
-      res = await doFetch(url, { ...init, headers: { accept: 'application/json', ...(init?.headers as Record<string, string> | undefined) }, redirect: 'error' });
+      // Bounded: a Latch that hangs must not hold this request (and every one waiting on the same key set fetch).
+      res = await doFetch(url, { ...init, headers: { accept: 'application/json', ...(init?.headers as Record<string, string> | undefined) }, redirect: 'error', signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
     } catch {
       throw new VerifyError(401, realm, 'invalid_token', 'the authorization server could not be reached');
     }
     if (!res.ok) throw new VerifyError(401, realm, 'invalid_token', `the authorization server answered ${res.status}`);
-    const body = (await res.json().catch(() => undefined)) as unknown;
+    const body = (await res.json().catch(() => undefined)) as unknown; // a body cut by the timeout is no JSON either
     if (typeof body !== 'object' || body === null) throw new VerifyError(401, realm, 'invalid_token', 'the authorization server sent no JSON object');
     return body as Record<string, unknown>;
   }
@@ -214,7 +217,13 @@ export function createVerifier(options: VerifierOptions): Verifier {
       const body = await getJson(jwks_uri);
       if (!Array.isArray(body.keys)) throw invalid('the key set has no keys');
       const jwks = body as unknown as JSONWebKeySet;
-      keys = { jwks, kids: new Set(jwks.keys.map((k) => k.kid)), local: createLocalJWKSet(jwks) };
+      let local: ReturnType<typeof createLocalJWKSet>;
+      try {
+        local = createLocalJWKSet(jwks);
+      } catch {
+        throw invalid('the key set is malformed');
+      }
+      keys = { jwks, kids: new Set(jwks.keys.map((k) => k.kid)), local };
     })();
     try {
       await pendingJwks;
@@ -282,6 +291,8 @@ export function createVerifier(options: VerifierOptions): Verifier {
     const aud = Array.isArray(payload.aud) ? payload.aud : [payload.aud];
     if (!aud.includes(audience)) throw invalid("the token's aud claim is not accepted");
     if (typeof payload.exp === 'number' && payload.exp * 1000 + tolerance * 1000 <= now()) throw invalid('the token has expired');
+    if (typeof payload.nbf === 'number' && payload.nbf * 1000 - tolerance * 1000 > now()) throw invalid('the token is not valid yet');
+    if (typeof payload.sub !== 'string' || payload.sub === '') throw invalid("the token's sub claim is missing");
     return claimsOf(payload, 'introspection');
   }
 

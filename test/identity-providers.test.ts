@@ -1,4 +1,6 @@
+import { spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 
 import { expect } from 'chai';
@@ -117,6 +119,36 @@ describe('identity providers and linked identities', function () {
       const update = audit.find((e) => e.type === 'identity_provider.update' && (e.details as Record<string, unknown>).client_secret_changed === true);
       expect(update, 'the secret change is audited as a change').to.exist;
       expect(JSON.stringify(audit)).to.not.include('new-secret');
+    });
+
+    it('--client-secret-stdin reads the secret from standard input (never on the command line), and refuses it with --client-secret', async () => {
+      // The real CLI as a separate process, its stdin a pipe: what `printf %s "$S" | latch idps …` does.
+      const run = (args: string[], input: string) =>
+        new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+          const child = spawn(process.execPath, [join(process.cwd(), 'bin/latch.js'), ...args], { env: { ...process.env, ...srv.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+          let stdout = '';
+          let stderr = '';
+          child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+          child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+          child.once('exit', (code) => resolve({ code, stdout, stderr }));
+          child.stdin.end(input);
+        });
+      const created = await run(['idps', 'create', '--name', 'piped', '--kind', 'github', '--client-id', 'Iv1.piped', '--client-secret-stdin'], 'from-stdin-secret\n');
+      expect(created.code, created.stderr).to.equal(0);
+      expect(JSON.parse(created.stdout)).to.include({ name: 'piped', client_id: 'Iv1.piped' });
+      await srv.running.services.feed.pollNow();
+      expect((await srv.running.services.identityProviders.forSignIn('piped'))!.clientSecret, 'the final line break is not part of the secret').to.equal('from-stdin-secret');
+      const updated = await run(['idps', 'update', 'piped', '--client-secret-stdin'], 'rotated-secret');
+      expect(updated.code, updated.stderr).to.equal(0);
+      await srv.running.services.feed.pollNow();
+      expect((await srv.running.services.identityProviders.forSignIn('piped'))!.clientSecret).to.equal('rotated-secret');
+      const both = await run(['idps', 'update', 'piped', '--client-secret', 'x', '--client-secret-stdin'], 'y');
+      expect(both.code, 'a usage error').to.equal(2);
+      expect(both.stderr).to.match(/--client-secret or --client-secret-stdin, not both/);
+      const empty = await run(['idps', 'create', '--name', 'empty', '--kind', 'github', '--client-id', 'a', '--client-secret-stdin'], '');
+      expect(empty.code, 'a usage error').to.equal(2);
+      expect(empty.stderr).to.match(/standard input is empty/);
+      expect((await run(['idps', 'delete', 'piped'], '')).code).to.equal(0);
     });
 
     it('refuses bad input with one line naming the flag, and a taken name', async () => {

@@ -2,6 +2,7 @@ import type Koa from 'koa';
 
 import type { Logger } from '../lib/logger.js';
 import { loggablePath } from '../lib/route-label.js';
+import { OUTAGE_RETRY_AFTER } from '../lib/unavailable.js';
 import { AppError, BodyError, type FieldError } from '../errors/index.js';
 import { readBodyText } from './body.js';
 import type { OutageCheck } from '../db/outage.js';
@@ -89,7 +90,7 @@ export function problems(deps: { logger: Logger; outage: OutageCheck }): Koa.Mid
         // A temporary condition (the database is down or too slow): 503 with Retry-After
         // (RFC 9110 §15.6.4), never a 500.
         deps.logger.warn('database unavailable', { method: ctx.method, path: loggablePath(ctx), requestId: ctx.state.requestId as unknown, err: outage.message });
-        return sendProblem(ctx, { status: 503, type: 'service-unavailable', detail: 'The service is temporarily unavailable; try again in a moment.', errors: undefined, headers: { 'Retry-After': '5' } });
+        return sendProblem(ctx, { status: 503, type: 'service-unavailable', detail: 'The service is temporarily unavailable; try again in a moment.', errors: undefined, headers: { 'Retry-After': OUTAGE_RETRY_AFTER } });
       }
       const p = toProblem(err);
       if (p) return sendProblem(ctx, p);

@@ -3,19 +3,17 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
 
 import { databaseOutage } from '../db/outage.js';
 import type { Logger } from '../lib/logger.js';
+import { answerUnavailable } from '../lib/unavailable.js';
 import type { Render } from '../lib/views.js';
 
 /**
  * oidc-provider's endpoints when the database is down or too slow. Its error handlers answer
- * any failure of ours as 500 server_error; a database outage is temporary, so the answer is 503
- * `temporarily_unavailable` (RFC 6749 §4.1.2.1: "unable to handle the request due to a
- * temporary overloading or maintenance of the server") with Retry-After (RFC 9110 §10.2.3):
- * RFC 6749 JSON for programs (token, userinfo, introspection, ...), the error page for browsers
- * (the authorization endpoint renders it rather than redirecting, as for every server error).
+ * any failure of ours as 500 server_error; a database outage is temporary, so the answer is
+ * lib/unavailable's 503 `temporarily_unavailable`: RFC 6749 JSON for programs (token, userinfo,
+ * introspection, ...), the error page for browsers (the authorization endpoint renders it rather
+ * than redirecting, as for every server error).
  */
 
-const DESCRIPTION = 'The service is temporarily unavailable. Please try again in a moment.';
-const RETRY_AFTER = '5';
 const MARK = Symbol('database outage');
 
 /** True (and remembered on the context) when `err` is a database outage. */
@@ -28,10 +26,7 @@ export function noteOutage(ctx: Koa.Context, err: unknown): boolean {
 /** renderError for an outage: the error page with 503. False when `err` is something else. */
 export async function renderOutagePage(ctx: Koa.Context, err: unknown, render: Render): Promise<boolean> {
   if (!noteOutage(ctx, err)) return false;
-  ctx.status = 503;
-  ctx.set('Retry-After', RETRY_AFTER);
-  ctx.type = 'html';
-  ctx.body = await render('error', { title: 'Temporarily unavailable', error: 'temporarily_unavailable', description: DESCRIPTION });
+  await answerUnavailable(ctx, render, 'html');
   return true;
 }
 
@@ -47,15 +42,7 @@ export async function answerOutage(ctx: KoaContextWithOIDC, deps: { logger: Logg
   deps.logger.warn('database unavailable', { route: ctx.oidc?.route, status: ctx.status });
   ctx.remove('Location');
   ctx.remove('Set-Cookie');
-  ctx.status = 503;
-  ctx.set('Retry-After', RETRY_AFTER);
-  ctx.set('Cache-Control', 'no-store');
-  if (ctx.oidc?.route !== 'token' && ctx.accepts('json', 'html') === 'html') {
-    ctx.type = 'html';
-    ctx.body = await deps.render('error', { title: 'Temporarily unavailable', error: 'temporarily_unavailable', description: DESCRIPTION });
-  } else {
-    ctx.body = { error: 'temporarily_unavailable', error_description: DESCRIPTION };
-  }
+  await answerUnavailable(ctx, deps.render, ctx.oidc?.route !== 'token' && ctx.accepts('json', 'html') === 'html' ? 'html' : 'json');
   return true;
 }
 

@@ -99,9 +99,11 @@ export function federationRoutes(deps: FederationRouteDeps) {
   const loginContext = (ctx: Koa.Context, details: Details): LoginContext => ({ ip: ctx.ip, clientId: details.params.client_id as string, origin: originOf(ctx), params: details.params });
   const cookieOptions = (ctx: Koa.Context) => ({ httpOnly: true, sameSite: 'lax' as const, secure: ctx.secure, path: COOKIE_PATH, overwrite: true, signed: false });
 
-  /** The upstream's failure as a page: its short message, its status (400-403, 502), audited. */
+  /**
+   * The upstream's failure as a page: its short message, its status (400-403, 502), audited.
+   * The upstream client logged it already, with the detail the page does not show.
+   */
   async function upstreamFailure(ctx: Koa.Context, err: UpstreamError, provider: string, uid: string | undefined, at: { clientId?: string | null; accountId?: string | null } = {}) {
-    deps.logger.warn('upstream sign-in failed', { provider, reason: err.reason, status: err.status, detail: err.detail });
     await federation.refuse('upstream_error', provider, { origin: originOf(ctx), ...at, upstream: err.reason });
     await problem(ctx, err.status, 'Sign-in did not work', err.message, uid);
   }

@@ -109,12 +109,11 @@ describe('SMTP outage (durable mail queue)', function () {
 
   it('sends at once while SMTP is up', async () => {
     const agent = new Agent();
-    const started = Date.now();
     const page = await register(agent, BOB);
     expect(page.status).to.equal(200);
     expect(page.body).to.contain('queued for sending');
-    const mail = await mailbox!.waitFor(BOB, 1, 10_000);
-    expect(Date.now() - started).to.be.below(10_000);
+    // Before the sender loop's first retry could: the first attempt is made at once.
+    const mail = await mailbox!.waitFor(BOB, 1, RETRY_DELAYS[0]! * 1000);
     await post(agent, await agent.request(linkIn(mail, '/verify-email')), /^\/verify-email$/);
     // Sent: the mail itself is gone from the queue, its delivery record stays.
     const rows = (await knex('mail_queue').select('payload', 'sent_at')) as { payload: string | null; sent_at: unknown }[];

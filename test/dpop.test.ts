@@ -46,6 +46,8 @@ describe('DPoP (RFC 9449)', function () {
   let h: ApiHarness;
   let srv: TestServer;
   let other: TestServer;
+  /** The second instance's own address (its issuer is the first one's). */
+  let otherBase: string;
   let API: string;
   let phone: { client_id: string };
   let gateway: { client_id: string; client_secret: string };
@@ -65,7 +67,8 @@ describe('DPoP (RFC 9449)', function () {
   }
 
   const token = async (body: Record<string, string>, headers: Record<string, string>, base = srv.url) => {
-    const res = await fetch(`${base}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers }, body: form(body) });
+    const forwarded = base === otherBase ? { 'x-forwarded-host': new URL(srv.url).host } : {};
+    const res = await fetch(`${base}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', ...forwarded, ...headers }, body: form(body) });
     return { status: res.status, body: (await res.json()) as Record<string, string> };
   };
   const userinfo = async (headers: Record<string, string>) => {
@@ -85,8 +88,11 @@ describe('DPoP (RFC 9449)', function () {
     db = await freshDatabase();
     h = await startApiHarness({ database: db });
     ({ srv, API } = h);
-    // A second instance on the same database, as behind a load balancer: one issuer.
-    other = await startTestServer({ database: db, changePollMs: 100, env: { ISSUER: srv.url } });
+    // A second instance on the same database behind the same name, as behind a load balancer
+    // (which forwards the public host: a proof names the URL the client used, RFC 9449 §4.3).
+    other = await startTestServer({ database: db, changePollMs: 100, env: { ISSUER: srv.url, TRUST_PROXY: 'true' } });
+    otherBase = `http://127.0.0.1:${other.port}`;
+    expect(otherBase).to.not.equal(srv.url);
     await h.cli('users', 'create', '--email', ADA.email, '--password', ADA.password, '--email-verified');
     phone = await h.cli('clients', 'create', '--name', 'Phone', '--public', '--first-party', '--redirect-uri', REDIRECT, '--grant', 'authorization_code', '--grant', 'refresh_token', '--resource', API, '--scope', 'openid offline_access account', '--web-origin', 'http://127.0.0.1:9');
     gateway = await h.cli('clients', 'create', '--name', 'Gateway', '--grant', 'client_credentials', '--resource', API, '--scope', 'account');
@@ -265,17 +271,19 @@ describe('DPoP (RFC 9449)', function () {
     });
 
     it('a proof is used once, across instances: sequentially and concurrently exactly one request succeeds', async () => {
+      // The other instance accepts a fresh proof: what it refuses below is the replay.
+      expect((await token({ ...cc, resource: API }, { authorization: basic(strict), dpop: await proof(key, 'POST', `${srv.url}/token`) }, otherBase)).status).to.equal(200);
       const once = await proof(key, 'POST', `${srv.url}/token`);
       const first = await token({ ...cc, resource: API }, { authorization: basic(strict), dpop: once });
       expect(first.status).to.equal(200);
-      const replayed = await token({ ...cc, resource: API }, { authorization: basic(strict), dpop: once }, other.url);
+      const replayed = await token({ ...cc, resource: API }, { authorization: basic(strict), dpop: once }, otherBase);
       expect(replayed.status).to.equal(400);
       expect(replayed.body.error).to.equal('invalid_grant');
       expect((await token({ ...cc, resource: API }, { authorization: basic(strict), dpop: once })).status).to.equal(400);
 
       for (let round = 0; round < 5; round++) {
         const shared = await proof(key, 'POST', `${srv.url}/token`);
-        const results = await Promise.all([srv.url, other.url, srv.url, other.url].map((base) => token({ ...cc, resource: API }, { authorization: basic(strict), dpop: shared }, base)));
+        const results = await Promise.all([srv.url, otherBase, srv.url, otherBase].map((base) => token({ ...cc, resource: API }, { authorization: basic(strict), dpop: shared }, base)));
         expect(results.filter((r) => r.status === 200), JSON.stringify(results)).to.have.length(1);
         expect(results.filter((r) => r.status === 400)).to.have.length(3);
       }
@@ -286,7 +294,11 @@ describe('DPoP (RFC 9449)', function () {
       const once = await proof(key, 'GET', `${srv.url}/me`, { accessToken: signedIn.access_token });
       const headers = { authorization: `DPoP ${signedIn.access_token}`, dpop: once };
       expect((await fetch(`${srv.url}/me`, { headers })).status).to.equal(200);
-      const replayed = await fetch(`${other.url}/me`, { headers });
+      const viaOther = { 'x-forwarded-host': new URL(srv.url).host };
+      const fresh = await fetch(`${otherBase}/me`, { headers: { ...viaOther, authorization: `DPoP ${signedIn.access_token}`, dpop: await proof(key, 'GET', `${srv.url}/me`, { accessToken: signedIn.access_token }) } });
+      expect(fresh.status).to.equal(200);
+      const replayed = await fetch(`${otherBase}/me`, { headers: { ...headers, ...viaOther } });
+      expect(replayed.headers.get('www-authenticate')).to.include('error="invalid_token"');
       expect(replayed.status).to.equal(401);
       expect(replayed.headers.get('www-authenticate')).to.match(/^DPoP /);
     });

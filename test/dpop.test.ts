@@ -67,7 +67,7 @@ describe('DPoP (RFC 9449)', function () {
   }
 
   const token = async (body: Record<string, string>, headers: Record<string, string>, base = srv.url) => {
-    const forwarded = base === otherBase ? { 'x-forwarded-host': new URL(srv.url).host } : {};
+    const forwarded: Record<string, string> = base === otherBase ? { 'x-forwarded-host': new URL(srv.url).host } : {};
     const res = await fetch(`${base}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', ...forwarded, ...headers }, body: form(body) });
     return { status: res.status, body: (await res.json()) as Record<string, string> };
   };

@@ -117,6 +117,17 @@ describe('DPoP (RFC 9449)', function () {
     expect((gateway as unknown as Record<string, unknown>).dpop_bound_access_tokens).to.equal(false);
   });
 
+  it('the admin API sets dpop_bound_access_tokens at creation and with PATCH', async () => {
+    const created = await h.call('POST', '/api/v1/clients', { token: h.admin, body: { name: 'Kiosk', grant_types: ['client_credentials'], resources: [API], scope: 'account', dpop_bound_access_tokens: true } });
+    expect(created.status).to.equal(201);
+    expect(created.json.dpop_bound_access_tokens).to.equal(true);
+    const patched = await h.call('PATCH', `/api/v1/clients/${encodeURIComponent(created.json.id)}`, { token: h.admin, body: { dpop_bound_access_tokens: false } });
+    expect(patched.status).to.equal(200);
+    expect(patched.json).to.include({ dpop_bound_access_tokens: false, name: 'Kiosk' });
+    const invalid = await h.call('PATCH', `/api/v1/clients/${encodeURIComponent(created.json.id)}`, { token: h.admin, body: { dpop_bound_access_tokens: 'yes' } });
+    expect(invalid.status).to.equal(422);
+  });
+
   describe('a resource token (RFC 9068 JWT)', () => {
     let tokens: Awaited<ReturnType<typeof signIn>>;
     before(async () => {

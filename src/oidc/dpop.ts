@@ -79,7 +79,7 @@ export async function verifyDpopProof(proof: string, expected: { method: string;
     htu.search = '';
     htu.hash = '';
   }
-  if (htu?.href !== new URL(expected.url).href) throw new DpopProofError('DPoP proof htu mismatch');
+  if (!htu || htu.href !== URL.parse(expected.url)?.href) throw new DpopProofError('DPoP proof htu mismatch');
   if (expected.accessToken !== undefined) {
     const ath = createHash('sha256').update(expected.accessToken).digest('base64url');
     if (payload.ath !== ath) throw new DpopProofError('DPoP proof ath mismatch');

@@ -11,6 +11,8 @@ import * as keysetIndexes from './20261206020000_keyset_indexes.js';
 import * as federation from './20261207000000_federation.js';
 import * as clientPar from './20261207100000_client_par.js';
 import * as tokenExchange from './20261207200000_token_exchange.js';
+import * as clientDpop from './20261207300000_client_dpop.js';
+import * as mailQueue from './20261208000000_mail_queue.js';
 
 /** Every migration, in order. Knex records applied names in knex_migrations. */
 export const migrations: Record<string, Knex.Migration> = {
@@ -25,4 +27,6 @@ export const migrations: Record<string, Knex.Migration> = {
   '20261207000000_federation': federation,
   '20261207100000_client_par': clientPar,
   '20261207200000_token_exchange': tokenExchange,
+  '20261207300000_client_dpop': clientDpop,
+  '20261208000000_mail_queue': mailQueue,
 };

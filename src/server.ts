@@ -13,6 +13,7 @@ import { createRenderer } from './lib/views.js';
 import { createOidc, type Oidc } from './oidc/provider.js';
 import { loopbackHost } from './routes/account-session.js';
 import { createServices, type Services } from './services/index.js';
+import { MAIL_QUEUE_POLL_MS } from './services/mail-queue.js';
 import { purgeExpired } from './services/purge.js';
 import { createMetrics } from './services/metrics.js';
 
@@ -76,6 +77,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const render = createRenderer();
     const metrics = createMetrics({ db });
     services.rateLimits.onRejection((limiter) => metrics.rateLimitRejections.inc({ limiter }));
+    services.rateLimits.onStoreError(() => metrics.rateLimitStoreErrors.inc());
+    metrics.sources.rateLimitStoreDegraded = () => services.rateLimits.degraded();
+    services.mailer.onEvent((event) => metrics.mails.inc({ event }));
+    metrics.sources.mailPending = () => services.mailer.pending();
     const oidc = await createOidc({ config, logger, render, secrets: services.secrets, state: services.state, clients: services.clients, resources: services.resources, accounts: services.accounts, keys: services.keys, feed: services.feed, metrics, audit: services.audit, access: services.access, organizations: services.organizations, personalTokens: services.personalTokens, federation: services.federation, rateLimits: services.rateLimits });
     services.feed.on('keys', async () => {
       await oidc.reloadKeys();
@@ -95,6 +100,21 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         });
     }, config.purgeIntervalSeconds * 1000);
     purgeTimer.unref();
+
+    // Every process sends the queued mails that are due (retries, and mails whose first attempt
+    // was cut short by a crash); claims keep two processes from sending the same one.
+    let mailing: Promise<void> | undefined;
+    const mailTimer = setInterval(() => {
+      if (mailing) return;
+      mailing = services.mailer
+        .sendDue(() => lifecycle.draining)
+        .then(() => undefined)
+        .catch((err: unknown) => logger.warn('mail queue pass failed', { err: String(err) }))
+        .finally(() => {
+          mailing = undefined;
+        });
+    }, MAIL_QUEUE_POLL_MS);
+    mailTimer.unref();
 
     // The account page redeems its codes at this process's own token endpoint, over loopback.
     const loopback = { host: loopbackHost(options.host), port: undefined as number | undefined };
@@ -119,6 +139,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       closing ??= (async () => {
         lifecycle.draining = true;
         clearInterval(purgeTimer);
+        clearInterval(mailTimer);
         // Connections the kernel has queued but Node has not accepted yet would be reset by
         // closing the listener; the grace period serves them (and lets load balancers see 503).
         if (graceMs > 0) await new Promise((r) => setTimeout(r, graceMs));
@@ -136,6 +157,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         clearTimeout(cut);
         await services.feed.stop();
         await purging;
+        await mailing;
         await services.rateLimits.close();
         // Pending last-use times of personal access tokens, written before the pool closes.
         await services.personalTokens.close();

@@ -40,6 +40,16 @@ describe('provider state (the oidc-provider adapter table)', () => {
     expect(await state.find('Session', 's1')).to.equal(undefined);
   });
 
+  it('inserts a value if absent exactly once, even when 20 racing connections insert it; an expired row is taken over', async () => {
+    const results = await Promise.all(Array.from({ length: 20 }, () => state.insertIfAbsent('ReplayDetection', 'j1', { iss: 'c' }, 60)));
+    expect(results.filter(Boolean)).to.have.length(1);
+    expect(await state.insertIfAbsent('ReplayDetection', 'j1', { iss: 'c' }, 60)).to.equal(false);
+    await db('provider_state').where({ model: 'ReplayDetection', id: 'j1' }).update({ expires_at: Math.floor(Date.now() / 1000) - 1 });
+    expect(await state.insertIfAbsent('ReplayDetection', 'j1', { iss: 'd' }, 60)).to.equal(true);
+    expect(await state.find('ReplayDetection', 'j1')).to.deep.equal({ iss: 'd' });
+    expect(await state.insertIfAbsent('ReplayDetection', 'j1', { iss: 'e' }, 60)).to.equal(false);
+  });
+
   it('consumes a single-use artifact exactly once, even when 20 redemptions race', async () => {
     await state.upsert('AuthorizationCode', 'c1', { grantId: 'g1' }, 60);
     const results = await Promise.all(Array.from({ length: 20 }, () => state.consume('AuthorizationCode', 'c1')));

@@ -85,3 +85,103 @@ describe('latch clients create: what a client may be granted, and the notes it p
     expect(disabled.code, disabled.stderr).to.equal(0);
   });
 });
+
+describe('latch clients update: what PATCH /api/v1/clients/{id} does, from the command line', () => {
+  let srv: TestServer;
+
+  before(async () => {
+    srv = await startTestServer({ changePollMs: 100 });
+    expect((await srv.cli('resources', 'create', '--identifier', API, '--scope', 'orders:read orders:write')).code).to.equal(0);
+  });
+
+  after(async () => {
+    expect(srv.errors(), JSON.stringify(srv.errors())).to.deep.equal([]);
+    await srv.close();
+  });
+
+  /** A client-credentials token request without a DPoP proof, against the running server. */
+  const tokenWithoutProof = async (c: { client_id: string; client_secret: string }) => {
+    const res = await fetch(`${srv.url}/token`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`${c.client_id}:${c.client_secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'client_credentials', resource: API, scope: 'orders:read' }),
+    });
+    return { status: res.status, error: ((await res.json()) as { error?: string }).error };
+  };
+  const eventually = async (what: string, check: () => Promise<boolean>) => {
+    for (let i = 0; i < 100; i++) {
+      if (await check()) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`never happened: ${what}`);
+  };
+
+  it('changes the fields given (lists replaced), leaves the others, and records client.update', async () => {
+    const web = (await srv.cli('clients', 'create', '--name', 'Shop', '--redirect-uri', REDIRECT, '--resource', API, '--web-origin', 'http://127.0.0.1:9')).json;
+    const updated = await srv.cli('clients', 'update', web.client_id, '--name', 'Shop 2', '--redirect-uri', 'http://127.0.0.1:9/a', '--redirect-uri', 'http://127.0.0.1:9/b', '--scope', 'openid orders:read', '--require-par', '--require-dpop');
+    expect(updated.code, updated.stderr).to.equal(0);
+    expect(updated.json).to.include({ client_id: web.client_id, name: 'Shop 2', scope: 'openid orders:read', require_pushed_authorization_requests: true, dpop_bound_access_tokens: true, first_party: false });
+    expect(updated.json.redirect_uris).to.deep.equal(['http://127.0.0.1:9/a', 'http://127.0.0.1:9/b']);
+    expect(updated.json.web_origins).to.deep.equal(['http://127.0.0.1:9']);
+    expect(updated.json.resources).to.deep.equal([API]);
+    expect(updated.json).to.not.have.property('client_secret');
+
+    const events = await srv.running.services.audit.list({ type: 'client.update', subjectId: web.client_id });
+    expect(events).to.have.length(1);
+    expect(events[0]!.actorId).to.equal(CLI_ACTOR.actorId);
+    expect((events[0]!.details as { after: Record<string, unknown> }).after).to.include({ name: 'Shop 2', dpop_bound_access_tokens: true });
+
+    // Listed the same way by `clients list`.
+    const listed = (await srv.cli('clients', 'list')).json.find((c: { client_id: string }) => c.client_id === web.client_id);
+    expect(listed).to.include({ name: 'Shop 2', dpop_bound_access_tokens: true });
+  });
+
+  it('--require-dpop, --no-require-dpop and --require-dpop=false reach the running server', async () => {
+    const worker = (await srv.cli('clients', 'create', '--name', 'Worker', '--grant', 'client_credentials', '--resource', API)).json;
+    expect(worker.dpop_bound_access_tokens).to.equal(false);
+    expect((await tokenWithoutProof(worker)).status).to.equal(200);
+
+    expect((await srv.cli('clients', 'update', worker.client_id, '--require-dpop')).json.dpop_bound_access_tokens).to.equal(true);
+    await eventually('the server requires DPoP of the worker', async () => (await tokenWithoutProof(worker)).error === 'invalid_grant');
+
+    expect((await srv.cli('clients', 'update', worker.client_id, '--no-require-dpop')).json.dpop_bound_access_tokens).to.equal(false);
+    await eventually('the server no longer requires DPoP', async () => (await tokenWithoutProof(worker)).status === 200);
+
+    expect((await srv.cli('clients', 'update', worker.client_id, '--require-dpop=true', '--require-par=true')).json).to.include({ dpop_bound_access_tokens: true, require_pushed_authorization_requests: true });
+    expect((await srv.cli('clients', 'update', worker.client_id, '--require-dpop=false', '--no-require-par')).json).to.include({ dpop_bound_access_tokens: false, require_pushed_authorization_requests: false });
+  });
+
+  it('validates as the API does, and refuses what it cannot change or does not know', async () => {
+    const worker = (await srv.cli('clients', 'create', '--name', 'Worker 2', '--grant', 'client_credentials', '--resource', API)).json;
+    const noAudience = await srv.cli('clients', 'update', worker.client_id, '--grant', 'token_exchange');
+    expect(noAudience.code).to.equal(1);
+    expect(noAudience.stderr).to.match(/^latch: --exchange-subject-audience is required for the token_exchange grant/);
+    const badUri = await srv.cli('clients', 'update', worker.client_id, '--redirect-uri', 'javascript:alert(1)');
+    expect(badUri.code).to.equal(1);
+    expect(badUri.stderr).to.match(/^latch: --redirect-uri /);
+
+    const missing = await srv.cli('clients', 'update', 'no-such-client', '--name', 'X');
+    expect(missing.code).to.equal(1);
+    expect(missing.stderr).to.match(/not found/);
+    const nothing = await srv.cli('clients', 'update', worker.client_id);
+    expect(nothing.code).to.equal(2);
+    expect(nothing.stderr).to.match(/nothing to change/);
+    const authMethod = await srv.cli('clients', 'update', worker.client_id, '--auth-method', 'none');
+    expect(authMethod.code).to.equal(2);
+    expect(authMethod.stderr).to.match(/unknown flag --auth-method/);
+    const notBoolean = await srv.cli('clients', 'update', worker.client_id, '--require-dpop=maybe');
+    expect(notBoolean.code).to.equal(2);
+    expect(notBoolean.stderr).to.match(/--require-dpop must be true or false/);
+    const noId = await srv.cli('clients', 'update', '--name', 'X');
+    expect(noId.code).to.equal(2);
+
+    // Nothing of the refused attempts was stored.
+    expect((await srv.cli('clients', 'list')).json.find((c: { client_id: string }) => c.client_id === worker.client_id)).to.include({ name: 'Worker 2', dpop_bound_access_tokens: false });
+  });
+
+  it('--help lists the update flags, toggles written --[no-]flag', async () => {
+    const help = await srv.cli('--help');
+    expect(help.stdout).to.match(/latch clients update CLIENT_ID .*\[--\[no-\]require-dpop\]/);
+    expect(help.stdout).to.match(/latch clients create .*\[--require-dpop\]/);
+  });
+});

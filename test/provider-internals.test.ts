@@ -6,7 +6,12 @@ import Koa from 'koa';
 import Provider, { type KoaContextWithOIDC } from 'oidc-provider';
 
 import { restoreOfflineAccess } from '../src/oidc/offline-access.js';
-import { compareClientSecretsWith, deriveRotatedRefreshTokenIds, keepInGrantPayload, memoiseClientFind, providerHandler } from '../src/oidc/provider-internals.js';
+import { createHash } from 'node:crypto';
+
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+
+import { refuseStaleProof, replayId } from '../src/oidc/dpop.js';
+import { atomicReplayDetection, compareClientSecretsWith, deriveRotatedRefreshTokenIds, keepInGrantPayload, memoiseClientFind, providerHandler } from '../src/oidc/provider-internals.js';
 
 /**
  * What src/oidc/provider-internals.ts (and the offline_access restoration) rely on in the
@@ -22,6 +27,7 @@ describe('oidc-provider internals Latch relies on (src/oidc/provider-internals.t
   const compared: [string, string][] = [];
   const metadata = { client_id: 'machine', client_secret: 'stored-secret', grant_types: ['client_credentials'], redirect_uris: [], response_types: [] };
   const seenByValidator: unknown[] = [];
+  const remembered: { id: string; payload: Record<string, unknown>; expiresIn: number }[] = [];
 
   before(async () => {
     const app = new Koa();
@@ -38,7 +44,7 @@ describe('oidc-provider internals Latch relies on (src/oidc/provider-internals.t
       ],
       scopes: ['openid', 'offline_access'],
       ttl: { ClientCredentials: 60, Grant: 60, Interaction: 60, Session: 60 },
-      features: { clientCredentials: { enabled: true }, devInteractions: { enabled: false } },
+      features: { clientCredentials: { enabled: true }, devInteractions: { enabled: false }, dPoP: { enabled: true, requireNonce: refuseStaleProof } },
       extraParams: {
         probe(ctx) {
           seenByValidator.push(ctx.oidc.params?.scope);
@@ -47,6 +53,15 @@ describe('oidc-provider internals Latch relies on (src/oidc/provider-internals.t
       },
     });
     keepInGrantPayload(provider, 'organizationId');
+    atomicReplayDetection(
+      provider,
+      async (id, payload, expiresIn) => {
+        const fresh = !remembered.some((r) => r.id === id);
+        remembered.push({ id, payload, expiresIn });
+        return fresh;
+      },
+      replayId,
+    );
     compareClientSecretsWith(provider, (presented, stored) => {
       compared.push([presented, stored]);
       return presented === 'presented-secret' && stored === 'stored-secret';
@@ -93,6 +108,33 @@ describe('oidc-provider internals Latch relies on (src/oidc/provider-internals.t
     expect(a).to.be.instanceOf(provider.Client);
     expect(a!.clientId).to.equal('machine');
     expect(b).to.equal(a);
+  });
+
+  it('a DPoP proof\'s jti goes through the static ReplayDetection.unique, keyed SHA-256(client id + jti); features.dPoP.requireNonce sees every proof first', async () => {
+    const { privateKey, publicKey } = await generateKeyPair('ES256');
+    const jwk = await exportJWK(publicKey);
+    const make = (iat: number, jti: string) => new SignJWT({ htm: 'POST', htu: `${base}/token` }).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk }).setIssuedAt(iat).setJti(jti).sign(privateKey);
+    const send = async (dpop: string) => {
+      const res = await fetch(`${base}/token`, { method: 'POST', headers: { authorization: `Basic ${Buffer.from('machine:presented-secret').toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded', dpop }, body: 'grant_type=client_credentials' });
+      return { status: res.status, body: (await res.json()) as Record<string, string> };
+    };
+    const now = Math.floor(Date.now() / 1000);
+    const once = await make(now, 'one-jti');
+    const first = await send(once);
+    expect(first.status).to.equal(200);
+    expect(first.body.token_type).to.equal('DPoP');
+    const expected = createHash('sha256').update('machineone-jti').digest('base64url');
+    expect(replayId('machine', 'one-jti')).to.equal(expected);
+    expect(remembered.map((r) => r.id)).to.deep.equal([expected]);
+    expect(remembered[0]!.expiresIn).to.be.within(1, 300);
+    // The replacement decides: a jti it has seen is refused.
+    const again = await send(once);
+    expect(again.status).to.equal(400);
+    expect(again.body.error).to.equal('invalid_grant');
+    // requireNonce runs before the library's own five-minute iat window: 90 s is refused.
+    const stale = await send(await make(now - 90, 'stale-jti'));
+    expect(stale.status).to.equal(400);
+    expect(stale.body.error).to.equal('invalid_dpop_proof');
   });
 
   it('a Grant keeps only the properties its IN_PAYLOAD lists, and the list can grow', async () => {

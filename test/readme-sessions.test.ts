@@ -121,6 +121,9 @@ const PAGES: Record<string, (runs: BlockRun[], server: TestServer) => void> = {
 
     expect(runOf(runs, '/api/v1/users').stdout.split('\n')).to.include('ada@example.com active=true');
 
+    // DPoP: the machine client now requires proofs.
+    expect(jsonValues(runOf(runs, '--require-dpop').stdout)[0]).to.include({ name: 'worker', dpop_bound_access_tokens: true });
+
     // Upstream providers: the callbacks to register at Google and GitHub.
     expect(runOf(runs, 'idps create').stdout.split('\n')).to.include.members([`${server.url}/federation/callback/google`, `${server.url}/federation/callback/github`]);
   },
@@ -140,6 +143,10 @@ const PAGES: Record<string, (runs: BlockRun[], server: TestServer) => void> = {
   },
   'docs/cli.md': (runs) => {
     expect(runOf(runs, 'users import').stdout.split('\n')).to.include('{"imported":2,"skipped":0}');
+  },
+  'docs/dpop.md': (runs) => {
+    // `clients update` prints the client: the flag set at creation, then turned off.
+    expect(jsonValues(runOf(runs, '--no-require-dpop').stdout)[0]).to.include({ name: 'Phone app', public: true, dpop_bound_access_tokens: false });
   },
   'docs/operations.md': (runs) => {
     const run = runOf(runs, '/metrics');

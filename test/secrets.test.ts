@@ -34,3 +34,19 @@ describe('client secret verification', () => {
     expect(elsewhere.verifyClientSecret(secret, secrets.hashClientSecret(secret))).to.equal(false);
   });
 });
+
+describe('sealed data at rest (the mail queue)', () => {
+  const secrets = createSecrets('a-master-secret-for-the-secrets-test-0123456789');
+
+  it('opens only with the same master secret and the same context, under a key of its own', () => {
+    const text = 'https://auth.example.test/verify-email?token=one-time';
+    const sealed = secrets.seal('mail-queue', text, 'row-1');
+    expect(sealed).to.not.include('token');
+    expect(secrets.open('mail-queue', sealed, 'row-1')).to.equal(text);
+    // Moved to another row, or opened with the signing-key encryption or another LATCH_SECRET: refused.
+    expect(() => secrets.open('mail-queue', sealed, 'row-2')).to.throw();
+    expect(() => secrets.decrypt(sealed)).to.throw();
+    expect(() => createSecrets('another-master-secret-for-the-secrets-test-987654').open('mail-queue', sealed, 'row-1')).to.throw();
+    expect(secrets.seal('mail-queue', text, 'row-1')).to.not.equal(sealed);
+  });
+});

@@ -107,6 +107,22 @@ export const bool = (v: unknown, flag: string): boolean | undefined => {
   if (v === 'false') return false;
   throw new UsageError(`--${flag} must be true or false (got "${String(v)}")`);
 };
+/**
+ * On/off flags of commands that change something (`clients update`): `--X` and `--X=true` turn it
+ * on, `--no-X` and `--X=false` off; declared as string options and read with `bool`, so a flag
+ * not given stays undefined (unchanged). Rewrites `--X` and `--no-X` of the named flags to `--X=…`.
+ */
+export function expandToggles(args: string[], names: readonly string[]): string[] {
+  const end = args.indexOf('--');
+  return args.map((a, i) => {
+    if (end !== -1 && i > end) return a;
+    const name = a.startsWith('--') && !a.includes('=') ? a.slice(2) : undefined;
+    if (name && names.includes(name)) return `${a}=true`;
+    if (name?.startsWith('no-') && names.includes(name.slice(3))) return `--${name.slice(3)}=false`;
+    return a;
+  });
+}
+
 export const integer = (v: unknown, flag: string): number | undefined => {
   if (v === undefined) return undefined;
   if (typeof v !== 'string' || !/^\d+$/.test(v)) throw new UsageError(`--${flag} must be a whole number (got "${String(v)}")`);

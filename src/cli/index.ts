@@ -11,11 +11,35 @@ import { CLI_ACTOR } from '../services/audit.js';
 import { apiAudience } from '../services/bootstrap.js';
 import { describeClient } from '../services/clients.js';
 import { AppError, ConflictError, NotFoundError, ValidationError } from '../errors/index.js';
-import { createServices } from '../services/index.js';
+import { createServices, type Services } from '../services/index.js';
 import { describeResource } from '../services/resources.js';
-import { bool, integer, list, parse, required, UsageError, type Command, type Handler } from './args.js';
+import { bool, expandToggles, integer, list, parse, required, UsageError, type Command, type Handler } from './args.js';
 import { IDP_COMMANDS } from './idps.js';
 import { ORG_COMMANDS, ROLE_COMMANDS } from './rbac.js';
+
+type ClientPatch = Parameters<Services['clients']['update']>[1];
+/** One `clients update` flag: a string, a repeatable list (replaces the whole list) or an on/off toggle. */
+type UpdateFlag = { kind: 'text' | 'list'; meta: string; field: keyof ClientPatch } | { kind: 'toggle'; field: keyof ClientPatch };
+
+/**
+ * `latch clients update` sets what `PATCH /api/v1/clients/{id}` sets, through the same service
+ * call: one line per flag. As there, the authentication method, public/confidential and the
+ * secret do not change (a new client is registered for those).
+ */
+const CLIENT_UPDATE_FLAGS: Record<string, UpdateFlag> = {
+  name: { kind: 'text', meta: 'N', field: 'name' },
+  grant: { kind: 'list', meta: 'G', field: 'grants' },
+  'redirect-uri': { kind: 'list', meta: 'U', field: 'redirectUris' },
+  'post-logout-redirect-uri': { kind: 'list', meta: 'U', field: 'postLogoutRedirectUris' },
+  scope: { kind: 'list', meta: 'S', field: 'scopes' },
+  resource: { kind: 'list', meta: 'URI', field: 'resources' },
+  'web-origin': { kind: 'list', meta: 'O', field: 'webOrigins' },
+  'jwks-uri': { kind: 'text', meta: 'U', field: 'jwksUri' },
+  'exchange-subject-audience': { kind: 'list', meta: 'URI', field: 'exchangeSubjectAudiences' },
+  'first-party': { kind: 'toggle', field: 'firstParty' },
+  'require-par': { kind: 'toggle', field: 'requirePar' },
+  'require-dpop': { kind: 'toggle', field: 'requireDpop' },
+};
 
 const COMMANDS: Record<string, Command> = {
   migrate: {
@@ -97,7 +121,7 @@ const COMMANDS: Record<string, Command> = {
   ...ORG_COMMANDS,
   'clients create': {
     usage:
-      'clients create --name N [--grant G]... [--redirect-uri U]... [--post-logout-redirect-uri U]... [--scope S]... [--resource URI]... [--public] [--first-party] [--web-origin O]... [--auth-method client_secret_basic|client_secret_post|private_key_jwt|none] [--jwks-uri U] [--exchange-subject-audience URI]... [--secret] [--require-par]',
+      'clients create --name N [--grant G]... [--redirect-uri U]... [--post-logout-redirect-uri U]... [--scope S]... [--resource URI]... [--public] [--first-party] [--web-origin O]... [--auth-method client_secret_basic|client_secret_post|private_key_jwt|none] [--jwks-uri U] [--exchange-subject-audience URI]... [--secret] [--require-par] [--require-dpop]',
     async run({ args, services, note }) {
       const u = this.usage;
       const { values } = parse(
@@ -117,6 +141,7 @@ const COMMANDS: Record<string, Command> = {
           'exchange-subject-audience': { type: 'string', multiple: true },
           secret: { type: 'boolean' },
           'require-par': { type: 'boolean' },
+          'require-dpop': { type: 'boolean' },
         },
         u,
       );
@@ -131,6 +156,7 @@ const COMMANDS: Record<string, Command> = {
         isPublic: values.public,
         secret: values.secret,
         requirePar: values['require-par'] ?? false,
+        requireDpop: values['require-dpop'] ?? false,
         firstParty: values['first-party'] ?? false,
         webOrigins: list(values['web-origin']),
         authMethod: values['auth-method'],
@@ -143,6 +169,26 @@ const COMMANDS: Record<string, Command> = {
         note('no --web-origin: a browser app on another origin cannot reach the token endpoint (CORS) until its origin is registered with --web-origin');
       }
       return { ...describeCliClient(created.client), ...(created.client_secret ? { client_secret: created.client_secret } : {}) };
+    },
+  },
+  'clients update': {
+    usage: `clients update CLIENT_ID ${Object.entries(CLIENT_UPDATE_FLAGS).map(([flag, f]) => (f.kind === 'toggle' ? `[--[no-]${flag}]` : f.kind === 'list' ? `[--${flag} ${f.meta}]...` : `[--${flag} ${f.meta}]`)).join(' ')}`,
+    async run({ args, services }) {
+      const u = this.usage;
+      const toggles = Object.keys(CLIENT_UPDATE_FLAGS).filter((flag) => CLIENT_UPDATE_FLAGS[flag]!.kind === 'toggle');
+      const options = Object.fromEntries(Object.entries(CLIENT_UPDATE_FLAGS).map(([flag, f]) => [flag, { type: 'string' as const, multiple: f.kind === 'list' }]));
+      const { values, positionals } = parse(expandToggles(args, toggles), options, u);
+      if (positionals.length !== 1) throw new UsageError(`expected exactly one CLIENT_ID (usage: latch ${u})`);
+      const patch: ClientPatch = {};
+      for (const [flag, f] of Object.entries(CLIENT_UPDATE_FLAGS)) {
+        const value = values[flag];
+        if (value === undefined) continue;
+        (patch as Record<string, unknown>)[f.field] = f.kind === 'toggle' ? bool(value, flag) : f.kind === 'list' ? list(value) : value;
+      }
+      if (Object.keys(patch).length === 0) throw new UsageError(`nothing to change (usage: latch ${u})`);
+      const updated = await services.clients.update(positionals[0]!, patch, CLI_ACTOR);
+      if (!updated) throw new NotFoundError(`client ${positionals[0]!}`);
+      return describeCliClient(updated);
     },
   },
   'clients list': {

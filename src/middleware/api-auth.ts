@@ -1,6 +1,7 @@
 import type Koa from 'koa';
 import type { JWTPayload } from 'jose';
 
+import { boundKeyOf, DPOP_SIGNING_ALGS, DpopProofError } from '../oidc/dpop.js';
 import { GRANT_CLAIM } from '../oidc/structured-tokens.js';
 import type { AccountRecord } from '../repositories/accounts.js';
 import type { Limits } from '../services/rate-limits.js';
@@ -25,6 +26,13 @@ export interface PersonalTokenIntrospector {
 }
 
 const challenge = (error?: string, scope?: string) => `Bearer realm="latch"${error ? `, error="${error}"` : ''}${scope ? `, scope="${scope}"` : ''}`;
+/** RFC 9449 §7.1: the DPoP challenge, with the algorithms a proof may use. */
+const dpopChallenge = (error: string, detail: string) => `DPoP realm="latch", error="${error}", error_description="${detail}", algs="${DPOP_SIGNING_ALGS.join(' ')}"`;
+/** 401 for a DPoP-bound token used without its proof, or a proof that does not hold (RFC 9449 §7.1, §12.2). */
+const dpopRefused = (error: 'invalid_token' | 'invalid_dpop_proof', detail: string) => new ProblemError(401, 'unauthorized', detail, { headers: { 'WWW-Authenticate': dpopChallenge(error, detail) } });
+
+/** RFC 9449 §7.1: what the API checks a DPoP proof with (oidc.ts `checkDpopProof`: validity for this request and token, single use across instances). */
+export type DpopProofCheck = (proof: string, expected: { method: string; url: string; accessToken: string; clientId: string }) => Promise<{ jkt: string }>;
 
 /** 401 (RFC 6750 §3): `error` is omitted when the request carried no token at all. */
 export const unauthorized = (detail: string, noToken = false) => new ProblemError(401, 'unauthorized', detail, { headers: { 'WWW-Authenticate': challenge(noToken ? undefined : 'invalid_token') } });
@@ -52,25 +60,33 @@ export function bearerAuth(deps: {
   accounts: { findById(id: string): Promise<AccountRecord | undefined> };
   personalTokens?: PersonalTokenIntrospector | undefined;
   limits?: Limits | undefined;
+  /** DPoP-bound tokens (RFC 9449 §7.1): their proofs are checked with this; `issuer` gives the URL a proof names (`htu`). */
+  dpop: { check: DpopProofCheck; issuer: string };
 }): Koa.Middleware {
   const { limits } = deps;
   const authenticate = async (ctx: Koa.Context): Promise<void> => {
     const header = ctx.get('Authorization');
-    const match = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(header);
-    if (!header || !/^Bearer\b/i.test(header)) throw unauthorized('this endpoint needs a bearer access token', true);
+    const match = /^(Bearer|DPoP) +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(header);
+    if (!header || !/^(Bearer|DPoP)\b/i.test(header)) throw unauthorized('this endpoint needs a bearer access token', true);
     if (!match) throw unauthorized('malformed Authorization header');
-    const token = match[1]!;
+    const token = match[2]!;
+    const dpopScheme = match[1]!.toLowerCase() === 'dpop';
+    const proof = ctx.get('DPoP');
+    if (dpopScheme && !proof) throw dpopRefused('invalid_token', 'the DPoP scheme needs a DPoP proof header');
 
     let principal: Omit<ApiPrincipal, 'superuser'> | undefined;
     // Hook: personal access tokens (services/personal-access-tokens.ts) are accepted like
     // user tokens when their audience includes the API.
     if (token.startsWith('lat_') && deps.personalTokens) {
       const answer = await deps.personalTokens.introspect(token);
+      // Never bound to a key: under the DPoP scheme it is refused (RFC 9449 §7.1), as oidc-provider refuses an unbound token with a proof.
+      if (answer?.aud.includes(deps.audience) && dpopScheme) throw dpopRefused('invalid_token', 'the access token is not bound to a DPoP key');
       if (answer?.aud.includes(deps.audience)) principal = { kind: 'account', id: answer.sub, clientId: answer.client_id, scopes: new Set(answer.scope.split(' ').filter(Boolean)) };
     } else if (token.length <= 8192) {
       const payload = await deps.verify(token);
       const aud = Array.isArray(payload?.aud) ? payload.aud : typeof payload?.aud === 'string' ? [payload.aud] : [];
       if (payload && aud.includes(deps.audience) && typeof payload.sub === 'string') {
+        await checkBinding(ctx, token, payload, dpopScheme ? proof : undefined);
         // A user's token carries its grant; a client-credentials token has none (sub = client id).
         const kind = typeof payload[GRANT_CLAIM] === 'string' ? 'account' : 'client';
         const scopes = new Set(typeof payload.scope === 'string' ? payload.scope.split(' ').filter(Boolean) : []);
@@ -88,6 +104,28 @@ export function bearerAuth(deps: {
     }
     ctx.state.principal = { ...principal, superuser, ...(account ? { account } : {}) } satisfies ApiPrincipal;
   };
+  /**
+   * RFC 9449 §7.1: a token bound by `cnf.jkt` is accepted only under the DPoP scheme with a proof
+   * for this request (method, URL, `ath`), signed by that key and never used before; an unbound
+   * token only without one.
+   */
+  const checkBinding = async (ctx: Koa.Context, token: string, payload: JWTPayload, proof: string | undefined): Promise<void> => {
+    const jkt = boundKeyOf(payload);
+    if (!jkt) {
+      if (proof !== undefined) throw dpopRefused('invalid_token', 'the access token is not bound to a DPoP key');
+      return;
+    }
+    if (proof === undefined) throw dpopRefused('invalid_token', 'a DPoP-bound access token needs the DPoP scheme and a proof');
+    let proven: { jkt: string };
+    try {
+      proven = await deps.dpop.check(proof, { method: ctx.method, url: new URL(ctx.path, deps.dpop.issuer).href, accessToken: token, clientId: String(payload.client_id) });
+    } catch (err) {
+      if (err instanceof DpopProofError) throw dpopRefused('invalid_dpop_proof', err.message);
+      throw err;
+    }
+    if (proven.jkt !== jkt) throw dpopRefused('invalid_token', 'the DPoP proof is not signed by the key the access token is bound to');
+  };
+
   return async (ctx, next) => {
     const ip = ctx.ip || 'unknown';
     if (limits) {

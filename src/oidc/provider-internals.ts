@@ -75,3 +75,18 @@ export function deriveRotatedRefreshTokenIds(provider: Provider, successorOf: (r
     return rotated?.jti && rotated.jti !== this.jti ? successorOf(rotated.jti) : random.call(this);
   };
 }
+
+/**
+ * oidc-provider remembers single-use `jti`s (DPoP proofs, client assertions) through the static
+ * `ReplayDetection.unique(iss, jti, exp)`, which finds then saves: two instances (or two requests
+ * whose writes the adapter defers) can both find nothing and both accept the value. `unique` is
+ * replaced by one atomic insert-if-absent, `remember(id, payload, expiresIn)`, true when stored.
+ * The id is the library's own (SHA-256 of iss and jti).
+ */
+export function atomicReplayDetection(provider: Provider, remember: (id: string, payload: Record<string, unknown>, expiresIn: number) => Promise<boolean>, idOf: (iss: string, jti: string) => string): void {
+  const model = provider.ReplayDetection as unknown as { unique(iss: string, jti: string, exp: number): Promise<boolean> };
+  model.unique = async (iss, jti, exp) => {
+    const id = idOf(iss, jti);
+    return remember(id, { jti: id, iss, kind: 'ReplayDetection' }, Math.max(1, exp - Math.floor(Date.now() / 1000)));
+  };
+}

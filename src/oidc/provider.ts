@@ -29,7 +29,8 @@ import { findAccountFor } from './account.js';
 import { allowedResourcesOf, allowedScopesOf, defaultResource, isFirstParty, isSignInOnly, mayIntrospect, type ClientLike } from './client-policy.js';
 import { restoreOfflineAccess } from './offline-access.js';
 import { answerOutage, noteOutage, renderOutagePage } from './outage.js';
-import { compareClientSecretsWith, deriveRotatedRefreshTokenIds, keepInGrantPayload, memoiseClientFind, providerHandler } from './provider-internals.js';
+import { DpopProofError, DPOP_SIGNING_ALGS, REPLAY_MODEL, REPLAY_TTL, refuseStaleProof, replayId, verifyDpopProof, type VerifiedProof } from './dpop.js';
+import { atomicReplayDetection, compareClientSecretsWith, deriveRotatedRefreshTokenIds, keepInGrantPayload, memoiseClientFind, providerHandler } from './provider-internals.js';
 import { createRefreshReuse } from './refresh-reuse.js';
 import { personalAccessTokenIntrospection } from './personal-access-tokens.js';
 import { createRbacIntegration, type GrantWithOrganization, type RbacIntegration } from './rbac.js';
@@ -227,8 +228,14 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
       await grant.save();
       return grant;
     },
+    // RFC 9449 §5.1 dpop_signing_alg_values_supported.
+    enabledJWA: { dPoPSigningAlgValues: DPOP_SIGNING_ALGS as NonNullable<Configuration['enabledJWA']>['dPoPSigningAlgValues'] },
     features: {
       devInteractions: { enabled: false },
+      // RFC 9449 (dpop.ts): a token request with a proof gets a bound access token (and a public
+      // client a bound refresh token); no server nonce; a proof's jti is single use across
+      // instances (atomicReplayDetection); `dpop_bound_access_tokens` is per client.
+      dPoP: { enabled: true, requireNonce: refuseStaleProof, allowReplay: false },
       clientCredentials: { enabled: true },
       // RFC 9126 at /request: confidential clients authenticate as at the token endpoint, public
       // ones need PKCE as at /auth; require_pushed_authorization_requests is per client.
@@ -328,6 +335,21 @@ function unauthorizedClientForGrantType(ctx: KoaContextWithOIDC): undefined {
   return undefined;
 }
 
+/**
+ * RFC 9449 §7.1 (RFC 6750 §3.1): at userinfo, `Authorization: DPoP` without a `DPoP` proof header
+ * (or a proof with Bearer) is refused by oidc-provider as invalid_request (400); the token cannot
+ * be used as presented, which is invalid_token with a DPoP challenge (401).
+ */
+function dpopSchemeWithoutProof(ctx: KoaContextWithOIDC): undefined {
+  if (ctx.oidc?.route !== 'userinfo' || ctx.status !== 400) return undefined;
+  const body = ctx.body as { error?: string; error_description?: string } | undefined;
+  if (body?.error !== 'invalid_request' || !/dpop/i.test(body.error_description ?? '')) return undefined;
+  ctx.status = 401;
+  ctx.body = { error: 'invalid_token', error_description: body.error_description };
+  ctx.set('WWW-Authenticate', `DPoP realm="${ctx.oidc.issuer}", error="invalid_token", error_description="${body.error_description!.replace(/["\\]/g, '')}", algs="${DPOP_SIGNING_ALGS.join(' ')}"`);
+  return undefined;
+}
+
 /** Holds the current Provider; rebuilt when the signing keys change (rotation by any process). */
 export interface Oidc {
   readonly provider: Provider;
@@ -338,6 +360,12 @@ export interface Oidc {
   keyRing(): KeyRing;
   /** The verified payload of a live JWT access token of ours (signature, expiry, revocation, client, grant), or undefined. */
   verifyAccessToken(token: string): Promise<JWTPayload | undefined>;
+  /**
+   * A DPoP proof presented to one of Latch's own resource endpoints with a token of `clientId`
+   * (RFC 9449 §7.1): valid for this request and this token, and never seen before (its jti is
+   * remembered across instances). Throws DpopProofError.
+   */
+  checkDpopProof(proof: string, expected: { method: string; url: string; accessToken: string; clientId: string }): Promise<VerifiedProof>;
 }
 
 export async function createOidc(deps: OidcDeps): Promise<Oidc> {
@@ -358,6 +386,14 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
     pagePath: `${new URL(deps.config.issuer).pathname.replace(/\/$/, '')}/device`,
   };
   const reuse = createRefreshReuse({ windowSeconds: deps.config.ttl.refreshReuseWindow, secrets: deps.secrets, state: deps.state });
+  /** A proof's jti, stored once for all instances: false when it was seen already. */
+  const rememberJti = (id: string, payload: Record<string, unknown>, expiresIn: number) => deps.state.insertIfAbsent(REPLAY_MODEL, id, payload, expiresIn);
+  async function checkDpopProof(proof: string, expected: { method: string; url: string; accessToken?: string; clientId: string }): Promise<VerifiedProof> {
+    const verified = await verifyDpopProof(proof, expected);
+    const id = replayId(expected.clientId, verified.jti);
+    if (!(await rememberJti(id, { jti: id, iss: expected.clientId, kind: REPLAY_MODEL }, REPLAY_TTL))) throw new DpopProofError('DPoP proof JWT Replay detected');
+    return verified;
+  }
   const storage = createAdapterClass({ state: deps.state, clients: deps.clients, deviceCodes: { retainSeconds: DEVICE_CODE_RETENTION, onPoll: devicePollGuard(deviceFlow) }, reuse });
   const deviceGuard = deviceFlowGuard(deviceFlow);
   const tokenExchange = createTokenExchangeHandler({
@@ -370,6 +406,17 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
     keyRing: () => ring,
     adminApi: apiAudience(deps.config.issuer),
     defaultAccessTokenTtl: deps.config.ttl.accessToken,
+    // The token endpoint's proof (RFC 9449 §5), checked as oidc-provider checks it for its own grants.
+    async dpopProofOf(ctx) {
+      const proof = ctx.get('DPoP');
+      if (!proof) return undefined;
+      try {
+        return await checkDpopProof(proof, { method: ctx.method, url: ctx.oidc.urlFor('token'), clientId: ctx.oidc.client!.clientId });
+      } catch (err) {
+        if (err instanceof DpopProofError) throw new errors.InvalidDpopProof(err.message);
+        throw err;
+      }
+    },
   });
   const build = (): { provider: Provider; handler: (ctx: Koa.Context) => Promise<unknown> } => {
     const provider = new Provider(deps.config.issuer, buildConfiguration(deps, ring, rbac, storage.Adapter, deviceFlow));
@@ -378,6 +425,7 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
     provider.registerGrantType(TOKEN_EXCHANGE_GRANT_TYPE, tokenExchange, TOKEN_EXCHANGE_PARAMETERS);
     // A grant's organization is kept in its own payload (see rbac.ts), before any Grant is built.
     keepInGrantPayload(provider, 'organizationId');
+    atomicReplayDetection(provider, rememberJti, replayId);
     // REFRESH_REUSE_WINDOW: a rotation's new refresh token can be issued again (refresh-reuse.ts).
     if (reuse) deriveRotatedRefreshTokenIds(provider, reuse.successorOf);
     // As the outer app (app.ts): behind the one trusted proxy, the client is the LAST X-Forwarded-For entry.
@@ -425,6 +473,7 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
         return organization && grant ? rbac.bindGrant(grant, organization.toLowerCase()) : undefined;
       },
       unauthorizedClientForGrantType,
+      dpopSchemeWithoutProof,
       ...(deps.personalTokens ? [personalAccessTokenIntrospection({ tokens: deps.personalTokens, mayIntrospect })] : []),
       structured.afterResponse,
       // A sign-in just completed in this browser session (interaction result applied): remember
@@ -502,6 +551,7 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
     },
     keyRing: () => ring,
     verifyAccessToken: (token) => structured.verify(token),
+    checkDpopProof,
   };
 }
 

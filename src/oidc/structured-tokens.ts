@@ -5,6 +5,7 @@ import type { ProviderStateRepository } from '../repositories/provider-state.js'
 import type { ClientService } from '../services/clients.js';
 import type { KeyRing } from '../services/keys.js';
 import { mayIntrospect, type ClientLike } from './client-policy.js';
+import { boundKeyOf } from './dpop.js';
 
 /** Private claim carrying the grant id of a user's JWT access token. */
 export const GRANT_CLAIM = 'grant_id';
@@ -115,7 +116,8 @@ export function createStructuredTokenHandler(deps: {
     }
     const { [GRANT_CLAIM]: _grant, ...claims } = payload;
     // RFC 7662 §2.2 members, plus every claim the token carries.
-    ctx.body = { ...claims, active: true, token_type: 'Bearer' };
+    // RFC 9449 §6.2: a bound token's type is DPoP; its cnf.jkt is among the claims.
+    ctx.body = { ...claims, active: true, token_type: boundKeyOf(claims) ? 'DPoP' : 'Bearer' };
   }
 
   // verify: also the admin API's bearer check (Oidc.verifyAccessToken), which adds its own audience rule.

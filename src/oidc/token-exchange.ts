@@ -49,6 +49,8 @@ export interface TokenExchangeDeps {
   /** Latch's own API resource, whose admin scopes only superusers get. */
   adminApi: string;
   defaultAccessTokenTtl: number;
+  /** The request's verified DPoP proof (RFC 9449 §5), undefined without one; throws for a bad or replayed one. */
+  dpopProofOf(ctx: KoaContextWithOIDC): Promise<{ jkt: string } | undefined>;
 }
 
 const words = (scope: unknown): string[] => (typeof scope === 'string' ? scope.split(' ').filter(Boolean) : []);
@@ -145,6 +147,14 @@ export function createTokenExchangeHandler(deps: TokenExchangeDeps) {
     const requestedType = param(ctx, 'requested_token_type');
     if (requestedType !== undefined && requestedType !== ACCESS_TOKEN_TYPE) throw new errors.InvalidRequest(`requested_token_type must be ${ACCESS_TOKEN_TYPE}`);
 
+    // RFC 9449 §5: a proof binds the issued token to the exchanging client's key. A client
+    // registered with dpop_bound_access_tokens must send one (as at oidc-provider's own grants).
+    const proof = await deps.dpopProofOf(ctx);
+    if (!proof && client.dpopBoundAccessTokens === true) throw invalidGrant('DPoP proof JWT not provided');
+
+    // A DPoP-bound subject token is accepted like any other: the exchanging client presents it
+    // on its own authentication, not on the subject token's key, which it never holds; the
+    // resource server it was sent to checked that key. Its binding is not carried over.
     const subject = await subjectOf(ctx, subjectToken);
     const account = await deps.accounts.findForTokens(subject.sub);
     // Tokens of a machine (client credentials) or of an account since deactivated are not a user's to delegate.
@@ -191,7 +201,7 @@ export function createTokenExchangeHandler(deps: TokenExchangeDeps) {
     const act = subject.act ? { sub: client.clientId, act: subject.act } : { sub: client.clientId };
     const { key, kid } = await signingKey(rs.signingAlg);
     // RFC 9068 §2.2 claims.
-    const accessToken = await new SignJWT({ ...carried, client_id: client.clientId, scope: scopes.join(' '), act })
+    const accessToken = await new SignJWT({ ...carried, client_id: client.clientId, scope: scopes.join(' '), act, ...(proof ? { cnf: { jkt: proof.jkt } } : {}) })
       .setProtectedHeader({ alg: rs.signingAlg, typ: 'at+jwt', ...(kid ? { kid } : {}) })
       .setIssuer(deps.issuer)
       .setSubject(subject.sub)
@@ -205,7 +215,7 @@ export function createTokenExchangeHandler(deps: TokenExchangeDeps) {
     ctx.body = {
       access_token: accessToken,
       issued_token_type: ACCESS_TOKEN_TYPE,
-      token_type: 'Bearer',
+      token_type: proof ? 'DPoP' : 'Bearer',
       expires_in: expiresIn,
       scope: scopes.join(' '),
     };

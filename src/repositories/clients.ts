@@ -24,6 +24,8 @@ export interface ClientRecord {
   enabled: boolean;
   /** RFC 9126 §6: authorization requests only through pushed authorization requests. */
   requirePar?: boolean;
+  /** RFC 9449 §5.2 `dpop_bound_access_tokens`: every token request carries a DPoP proof. */
+  requireDpop?: boolean;
   /** HMAC of the secret before the last rotation, accepted until previousSecretExpiresAt (rotation overlap). */
   previousSecretHash?: string | null;
   previousSecretExpiresAt?: string | null;
@@ -48,6 +50,7 @@ interface Row {
   first_party: boolean | number;
   enabled: boolean | number;
   require_par?: boolean | number;
+  require_dpop?: boolean | number;
   previous_secret_hash?: string | null;
   previous_secret_expires_at?: string | null;
   created_at: string;
@@ -75,6 +78,7 @@ function fromRow(r: Row): ClientRecord {
     firstParty: Boolean(r.first_party),
     enabled: Boolean(r.enabled),
     requirePar: Boolean(r.require_par),
+    requireDpop: Boolean(r.require_dpop),
     previousSecretHash: r.previous_secret_hash ?? null,
     previousSecretExpiresAt: r.previous_secret_expires_at ?? null,
     createdAt: toIso(r.created_at) ?? r.created_at,
@@ -100,6 +104,7 @@ function toRow(c: Partial<ClientRecord>): Partial<Row> {
   if (c.firstParty !== undefined) row.first_party = c.firstParty;
   if (c.enabled !== undefined) row.enabled = c.enabled;
   if (c.requirePar !== undefined) row.require_par = c.requirePar;
+  if (c.requireDpop !== undefined) row.require_dpop = c.requireDpop;
   if (c.previousSecretHash !== undefined) row.previous_secret_hash = c.previousSecretHash;
   if (c.previousSecretExpiresAt !== undefined) row.previous_secret_expires_at = c.previousSecretExpiresAt;
   return row;

@@ -81,6 +81,9 @@ function pgCommit(consume: boolean, deletes: number, upserts: number): string {
   return `with ${parts.join(', ')} select ${ifConsumed} as consumed`;
 }
 const UPSERT = `insert into provider_state (${COLUMNS}) values (?, ?, ?, ?, ?, ?, ?, ?, ?) ${ON_CONFLICT}`;
+// Insert-if-absent in one statement: a row left behind expired (not yet purged) is taken over,
+// a live one is left alone; the changed-row count says which. Never read-then-write.
+const INSERT_IF_ABSENT = `insert into provider_state (${COLUMNS}) values (?, ?, ?, ?, ?, ?, ?, ?, ?) ${ON_CONFLICT} where provider_state.expires_at is not null and provider_state.expires_at <= ?`;
 
 type StateRow = { payload: string; consumed_at: number | null };
 type StateWithGrantRow = StateRow & { model: string; grant_id: string | null; grant_payload: string | null; grant_consumed_at: number | null };
@@ -146,6 +149,16 @@ export function createProviderStateRepository(db: Db) {
   return {
     async upsert(model: string, id: string, payload: Payload, expiresIn: number | undefined): Promise<void> {
       await sql.run(UPSERT, rowOf({ model, id, payload, expiresIn }, epochSeconds()));
+    },
+
+    /**
+     * Stores a row only when none is live under (model, id), atomically, so that of two
+     * processes recording the same single-use value (a DPoP proof's `jti`) exactly one succeeds:
+     * true when this call stored it.
+     */
+    async insertIfAbsent(model: string, id: string, payload: Payload, expiresIn: number): Promise<boolean> {
+      const now = epochSeconds();
+      return (await sql.run(INSERT_IF_ABSENT, [...rowOf({ model, id, payload, expiresIn }, now), now])) === 1;
     },
 
     async find(model: string, id: string): Promise<Payload | undefined> {

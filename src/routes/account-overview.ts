@@ -5,6 +5,7 @@ import type { AccountService } from '../services/accounts.js';
 import type { ClientService } from '../services/clients.js';
 import type { AuditActor } from '../services/audit.js';
 import { ConflictError, NotFoundError, ValidationError } from '../services/errors.js';
+import type { MailQueue } from '../services/mail-queue.js';
 import type { MfaService } from '../services/mfa.js';
 import type { OrganizationService } from '../services/organizations.js';
 import { checkPasswordPolicy } from '../services/password-policy.js';
@@ -44,12 +45,17 @@ export interface SignInMethods {
   unlink(accountId: string, provider: string, by: AuditActor): Promise<void>;
 }
 
-export function accountOverviewPages(deps: { accounts: AccountService; sessions: SessionService; clients: ClientService; mfa: MfaService; organizations: OrganizationService; signIn: AccountSignIn; signInMethods?: SignInMethods | undefined }): AccountExtension {
+export function accountOverviewPages(deps: { accounts: AccountService; sessions: SessionService; clients: ClientService; mfa: MfaService; organizations: OrganizationService; mail: Pick<MailQueue, 'delivery'>; signIn: AccountSignIn; signInMethods?: SignInMethods | undefined }): AccountExtension {
   const { accounts, sessions: sessionService, organizations } = deps;
 
   async function clientName(id: string): Promise<string> {
     const client = await deps.clients.findById(id).catch(() => undefined);
     return client?.name ?? id;
+  }
+
+  async function verificationMail(accountId: string) {
+    const delivery = await deps.mail.delivery(accountId, 'verify_email');
+    return delivery ? { state: delivery.state, at: isoOf(delivery.sentAt ?? delivery.createdAt) } : null;
   }
 
   return ({ router, guarded, form, page, done, notice, reauthenticate }) => {
@@ -94,6 +100,8 @@ export function accountOverviewPages(deps: { accounts: AccountService; sessions:
           title: 'Your account',
           wide: true,
           account: { email: account.email, name: account.displayName ?? '', emailVerified: account.emailVerified },
+          // What became of the last verification mail: queued and not yet sent (SMTP down), sent, or given up.
+          verificationMail: account.emailVerified ? null : await verificationMail(account.id),
           mfa: await deps.mfa.status(account.id),
           sessions: sessionViews,
           applications,

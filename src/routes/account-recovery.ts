@@ -70,7 +70,7 @@ export function accountRecoveryRoutes(deps: { accounts: AccountService; recovery
     }
     await pages.message(ctx, {
       title: 'Check your mail',
-      lead: `If ${email ?? 'this address'} belongs to an account that still needs to confirm its address, we sent a new verification link to it. The link is valid for 24 hours.`,
+      lead: `If ${email ?? 'this address'} belongs to an account that still needs to confirm its address, we are sending a new verification link to it (it is queued for sending). The link is valid for 24 hours.`,
       ...(returnTo ? { link: { href: returnTo, label: 'Back to sign in' } } : {}),
     });
   });
@@ -102,7 +102,7 @@ export function accountRecoveryRoutes(deps: { accounts: AccountService; recovery
     }
     await pages.message(ctx, {
       title: 'Check your mail',
-      lead: `If an account exists for ${email}, we sent a link to reset its password. The link is valid for 1 hour.`,
+      lead: `If an account exists for ${email}, we are sending a link to reset its password (it is queued for sending). The link is valid for 1 hour.`,
       notes: ['Nothing arrived after a few minutes? Check your spam folder and that the address is the one you signed up with.'],
       ...(returnTo ? { link: { href: returnTo, label: 'Back to sign in' } } : {}),
     });

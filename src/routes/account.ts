@@ -10,6 +10,7 @@ import type { AccountService } from '../services/accounts.js';
 import type { AuditService } from '../services/audit.js';
 import type { ClientService } from '../services/clients.js';
 import type { LoginGuard } from '../services/login-guard.js';
+import type { MailQueue } from '../services/mail-queue.js';
 import type { MfaService } from '../services/mfa.js';
 import type { OrganizationService } from '../services/organizations.js';
 import type { PasswordHasher } from '../services/passwords.js';
@@ -46,6 +47,8 @@ export function accountRoutes(deps: {
   loginGuard: LoginGuard;
   /** Organizations: the overview lists the account's memberships and pending invitations. */
   organizations: OrganizationService;
+  /** The mail queue: the overview shows whether the verification mail is still pending. */
+  mail: Pick<MailQueue, 'delivery'>;
   /** The "Sign-in methods" section (upstream providers linked to the account). */
   signInMethods?: SignInMethods | undefined;
   /** More pages under /account, registered with the shared kit. */
@@ -59,7 +62,7 @@ export function accountRoutes(deps: {
 
   router.get('/account/callback', (ctx) => signIn.callback(ctx));
   const groups: AccountExtension[] = [
-    accountOverviewPages({ accounts: deps.accounts, sessions: deps.sessions, clients: deps.clients, mfa: deps.mfa, organizations: deps.organizations, signIn, signInMethods: deps.signInMethods }),
+    accountOverviewPages({ accounts: deps.accounts, sessions: deps.sessions, clients: deps.clients, mfa: deps.mfa, organizations: deps.organizations, mail: deps.mail, signIn, signInMethods: deps.signInMethods }),
     accountMfaPages({ mfa: deps.mfa }),
     ...(deps.extensions ?? []),
   ];

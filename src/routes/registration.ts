@@ -119,8 +119,9 @@ export function registrationRoutes(deps: {
     }
     await pages.message(ctx, {
       title: 'Check your mail',
-      lead: `We sent a message to ${email}. Follow the link in it to confirm your address; it is valid for 24 hours.`,
-      notes: ['Nothing arrived after a few minutes? Look in your spam folder, or ask for a new link from the sign-in page.'],
+      // The mail is queued, not yet sent, when this page is rendered: say so.
+      lead: `We are sending a message to ${email} (it is queued for sending). Follow the link in it to confirm your address; it is valid for 24 hours.`,
+      notes: ['If our mail server cannot be reached, the message stays queued and is retried for an hour; once you sign in, your account page shows whether it was sent.', 'Nothing arrived after a few minutes? Look in your spam folder, or ask for a new link from the sign-in page.'],
       ...(returnTo ? { link: { href: returnTo, label: 'Back to sign in' } } : {}),
     });
   });

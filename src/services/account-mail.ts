@@ -52,7 +52,7 @@ export function createAccountMail(deps: { issuer: string; mailer: Mailer; tokens
         { link: link('/verify-email', { token }), label: 'Confirm my email address' },
         `The link is valid for ${hours(TOKEN_TTL.verify_email)} and can be used once. If you did not create a ${product} account, ignore this mail.`,
       ]);
-      await mailer.send({ to: account.email, subject: `Confirm your email address for ${product}`, text, html });
+      await mailer.send({ to: account.email, subject: `Confirm your email address for ${product}`, text, html }, { kind: 'verify_email', accountId: account.id });
     },
 
     /** Mails a password-reset link (valid 1 hour). */
@@ -63,7 +63,7 @@ export function createAccountMail(deps: { issuer: string; mailer: Mailer; tokens
         { link: link('/reset-password', { token }), label: 'Choose a new password' },
         `The link is valid for ${hours(TOKEN_TTL.reset_password)} and can be used once. If you did not ask for it, ignore this mail: your password stays as it is.`,
       ]);
-      await mailer.send({ to: account.email, subject: `Reset your ${product} password`, text, html });
+      await mailer.send({ to: account.email, subject: `Reset your ${product} password`, text, html }, { kind: 'reset_password', accountId: account.id });
     },
 
     /**
@@ -77,7 +77,7 @@ export function createAccountMail(deps: { issuer: string; mailer: Mailer; tokens
         { link: link('/forgot-password', options.returnTo ? { return_to: options.returnTo } : {}), label: 'Reset my password' },
         'If it was not you, ignore this mail: nothing has changed.',
       ]);
-      await mailer.send({ to: account.email, subject: `Someone tried to register with your address on ${product}`, text, html });
+      await mailer.send({ to: account.email, subject: `Someone tried to register with your address on ${product}`, text, html }, { kind: 'already_registered', accountId: account.id });
     },
 
     /** Creates an invitation to register `email` (valid 7 days) by `by`, mails it (`account.invite`); returns the link. */
@@ -90,7 +90,7 @@ export function createAccountMail(deps: { issuer: string; mailer: Mailer; tokens
         { link: url, label: 'Create my account' },
         `The invitation is valid until ${expiresAt} and can be used once. If you did not expect it, ignore this mail.`,
       ]);
-      await mailer.send({ to: email, subject: `You are invited to ${product}`, text, html });
+      await mailer.send({ to: email, subject: `You are invited to ${product}`, text, html }, { kind: 'invitation' });
       await deps.audit.recordBy('account.invite', null, by, { email });
       return { email, url, expiresAt };
     },

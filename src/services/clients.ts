@@ -43,6 +43,8 @@ export interface CreateClientInput {
   secret?: boolean | undefined;
   /** RFC 9126 §6 `require_pushed_authorization_requests`. */
   requirePar?: boolean | undefined;
+  /** RFC 9449 §5.2 `dpop_bound_access_tokens`. */
+  requireDpop?: boolean | undefined;
 }
 
 export interface CreatedClient {
@@ -74,6 +76,7 @@ export function toProviderMetadata(c: ClientRecord): ProviderClientMetadata {
     allowed_resources: c.resources,
     exchange_subject_audiences: c.exchangeSubjectAudiences,
     require_pushed_authorization_requests: Boolean(c.requirePar),
+    dpop_bound_access_tokens: Boolean(c.requireDpop),
   };
   // oidc-provider compares the presented secret with this value through our
   // compareClientSecret override: it is the HMAC, never the secret itself.
@@ -102,6 +105,7 @@ export function describeClient(c: ClientRecord) {
     public: c.isPublic,
     first_party: c.firstParty,
     require_pushed_authorization_requests: Boolean(c.requirePar),
+    dpop_bound_access_tokens: Boolean(c.requireDpop),
     enabled: c.enabled,
     previous_secret_expires_at: overlapUntil,
     created_at: c.createdAt,
@@ -221,6 +225,7 @@ export function createClientService(deps: { clients: ClientsRepository; resource
     isPublic: v.isPublic,
     firstParty: Boolean(input.firstParty),
     requirePar: Boolean(input.requirePar),
+    requireDpop: Boolean(input.requireDpop),
   });
 
   return {
@@ -328,6 +333,7 @@ export function createClientService(deps: { clients: ClientsRepository; resource
         // Dropping the grant drops its subject audiences with it.
         exchangeSubjectAudiences: patch.exchangeSubjectAudiences ?? ((patch.grants ?? existing.grantTypes).includes('token_exchange') ? existing.exchangeSubjectAudiences : []),
         requirePar: patch.requirePar ?? existing.requirePar,
+        requireDpop: patch.requireDpop ?? existing.requireDpop,
         jwksUri: patch.jwksUri === undefined ? (existing.jwksUri ?? undefined) : (patch.jwksUri ?? undefined),
         isPublic: existing.isPublic,
         authMethod: existing.tokenEndpointAuthMethod,

@@ -8,6 +8,7 @@ import { createAccountsRepository } from '../repositories/accounts.js';
 import { createAuditEventsRepository } from '../repositories/audit-events.js';
 import { createChangesRepository } from '../repositories/changes.js';
 import { createClientsRepository } from '../repositories/clients.js';
+import { createMailQueueRepository } from '../repositories/mail-queue.js';
 import { createFederatedIdentitiesRepository } from '../repositories/federated-identities.js';
 import { createIdentityProvidersRepository } from '../repositories/identity-providers.js';
 import { createMfaRepository } from '../repositories/mfa.js';
@@ -33,7 +34,8 @@ import { createFederatedIdentityService } from './federated-identities.js';
 import { createFederationService } from './federation.js';
 import { createIdentityProviderService } from './identity-providers.js';
 import { createKeyService } from './keys.js';
-import { createMailer } from './mail.js';
+import { createMailTransport } from './mail.js';
+import { createMailQueue } from './mail-queue.js';
 import { createMfaService } from './mfa.js';
 import { createPasswordHasher } from './passwords.js';
 import { createRegistration } from './registration.js';
@@ -58,7 +60,9 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
   const audit = createAuditService({ events: createAuditEventsRepository(db), logger });
   // Counters in RATE_LIMIT_STORE (memory, the database, or Redis); closed by the server.
   const rateLimits = createRateLimiting({ config, db, logger });
-  const mailer = createMailer({ smtpUrl: config.mail.smtpUrl, from: config.mail.from, outboxDir: join(config.dataDir, 'outbox'), logger });
+  // Every mail is queued in the database, then sent; the server's sender loop retries it.
+  const transport = createMailTransport({ smtpUrl: config.mail.smtpUrl, from: config.mail.from, outboxDir: join(config.dataDir, 'outbox'), logger });
+  const mailer = createMailQueue({ repo: createMailQueueRepository(db), transport, secrets, logger });
   const rolesRepo = createRolesRepository(db);
   const orgsRepo = createOrganizationsRepository(db);
   const roles = createRoleService({ roles: rolesRepo, resources: resourcesRepo, audit, feed });

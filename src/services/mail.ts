@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import nodemailer from 'nodemailer';
 
 import type { Logger } from '../lib/logger.js';
+import type { MailKind } from '../repositories/mail-queue.js';
 
 export interface Mail {
   to: string;
@@ -13,18 +14,36 @@ export interface Mail {
   html?: string;
 }
 
+/** What a mail is about: the account page shows the delivery state of its verification mail. */
+export interface MailAbout {
+  kind: MailKind;
+  accountId?: string | null;
+}
+
+/** Where the services send mail: the durable queue (services/mail-queue.ts). */
 export interface Mailer {
+  send(mail: Mail, about?: MailAbout): Promise<void>;
+}
+
+/** One delivery attempt, straight to the server: the queue's transport. */
+export interface MailTransport {
   send(mail: Mail): Promise<void>;
 }
+
+/**
+ * Bounds of one SMTP attempt: an unreachable or silent server fails the attempt (and the queue
+ * retries it) well within the queue's lease, instead of after nodemailer's minutes.
+ */
+const SMTP_TIMEOUTS = { connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 30_000 };
 
 /**
  * Sends mail through SMTP_URL with nodemailer. Without it (development), each mail is written
  * to the log and as an .eml file under data/outbox/, so its links can be clicked.
  */
-export function createMailer(deps: { smtpUrl: string | undefined; from: string; outboxDir: string; logger: Logger }): Mailer {
+export function createMailTransport(deps: { smtpUrl: string | undefined; from: string; outboxDir: string; logger: Logger }): MailTransport {
   const { smtpUrl, from, outboxDir, logger } = deps;
   if (smtpUrl) {
-    const transport = nodemailer.createTransport(smtpUrl);
+    const transport = nodemailer.createTransport({ url: smtpUrl, ...SMTP_TIMEOUTS });
     return {
       async send(mail) {
         await transport.sendMail({ from, to: mail.to, subject: mail.subject, text: mail.text, ...(mail.html ? { html: mail.html } : {}) });

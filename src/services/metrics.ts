@@ -53,6 +53,39 @@ export function createMetrics(deps: { db: Db }) {
     registers,
   });
 
+  // The mail queue (services/mail-queue.ts): mails queued, sent, retried (an attempt failed and
+  // another is scheduled) and failed (given up after retrying an hour).
+  const mails = new Counter({
+    name: 'latch_mails_total',
+    help: 'Mails by queue event: queued, sent, retried (an attempt failed), failed (given up).',
+    labelNames: ['event'] as const,
+    registers,
+  });
+  for (const event of ['queued', 'sent', 'retried', 'failed']) mails.inc({ event }, 0);
+  const sources = { mailPending: undefined as (() => Promise<number>) | undefined, rateLimitStoreDegraded: () => false };
+  new Gauge({
+    name: 'latch_mail_queue_pending',
+    help: 'Mails in the queue not yet sent (shared by every process on the database).',
+    registers,
+    async collect() {
+      this.set(sources.mailPending ? await sources.mailPending().catch(() => 0) : 0);
+    },
+  });
+  // Rate limits on a shared store (Redis, the database) fail open to per-process counters.
+  const rateLimitStoreErrors = new Counter({
+    name: 'latch_rate_limit_store_errors_total',
+    help: 'Rate-limit operations that failed on the shared store and were counted in this process instead.',
+    registers,
+  });
+  new Gauge({
+    name: 'latch_rate_limit_store_degraded',
+    help: '1 while the shared rate-limit store fails and limits are per process (fail open), else 0.',
+    registers,
+    collect() {
+      this.set(sources.rateLimitStoreDegraded() ? 1 : 0);
+    },
+  });
+
   const pool = () => poolFigures(deps.db);
   new Gauge({
     name: 'latch_db_pool_used_connections',
@@ -102,6 +135,12 @@ export function createMetrics(deps: { db: Db }) {
     },
     /** Fed by services.rateLimits.onRejection (wired in server.ts). */
     rateLimitRejections,
+    /** Fed by services.rateLimits.onStoreError (wired in server.ts). */
+    rateLimitStoreErrors,
+    /** Fed by services.mailer.onEvent (wired in server.ts). */
+    mails,
+    /** Where the gauges read the queue length and the store's state (set in server.ts). */
+    sources,
   };
 }
 

@@ -239,7 +239,7 @@ export function createOrganizationService(deps: { orgs: OrganizationsRepository;
         { link: url, label: `Join ${org.name}` },
         `The invitation is valid until ${expiresAt.replace(/\.\d{3}Z$/, 'Z')} and can be used once. If you did not expect it, ignore this mail.`,
       ]);
-      await deps.mailer.send({ to: email, subject: `You are invited to join ${org.name} on ${product}`, text, html });
+      await deps.mailer.send({ to: email, subject: `You are invited to join ${org.name} on ${product}`, text, html }, { kind: 'organization_invitation' });
       await record('organization.invitation.create', input.invitedBy, org.id, { organization: org.id, invitation: id, after: { role: role.name } });
       return { invitation: (await orgs.invitationById(id))!, url };
     },

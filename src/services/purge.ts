@@ -40,7 +40,7 @@ export function nextPurgeStep(batch: number, elapsedMs: number, load = 0): { bat
  * off in the background while requests keep their throughput and latency. `stopped()` ends the
  * run early (shutdown).
  */
-export async function purgeExpired(services: Pick<Services, 'state' | 'changes' | 'rateLimits'>, stopped: () => boolean = () => false): Promise<number> {
+export async function purgeExpired(services: Pick<Services, 'state' | 'changes' | 'rateLimits' | 'mailer'>, stopped: () => boolean = () => false): Promise<number> {
   let total = 0;
   let batch = PURGE_BATCH_LIMITS.first;
   // The share of the last pause the event loop spent on other work (requests).
@@ -58,5 +58,6 @@ export async function purgeExpired(services: Pick<Services, 'state' | 'changes' 
   }
   await services.changes.prune(new Date(Date.now() - 3600_000).toISOString());
   await services.rateLimits.purgeExpired();
+  await services.mailer.prune();
   return total;
 }

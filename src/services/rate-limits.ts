@@ -87,6 +87,13 @@ export interface RateLimiting {
   onRejection(listener: (limiter: LimiterName) => void): void;
   /** Reports a refusal decided outside `limits` (the login guard). */
   rejected(limiter: LimiterName): void;
+  /** Called each time an operation failed on the shared store and was done in this process instead. */
+  onStoreError(listener: () => void): void;
+  /**
+   * Whether the shared store is failing: true from an operation that failed on it until one
+   * succeeds again (always false for the memory store).
+   */
+  degraded(): boolean;
   /** Deletes expired counters (database store; the others expire keys themselves). */
   purgeExpired(): Promise<void>;
   /** Closes the Redis connection, if any. */
@@ -109,16 +116,19 @@ const toCount = (res: RateLimiterRes): Count => ({ count: res.consumedPoints, ms
  * unreachable), the operation is done on an in-process counter instead and a warning is logged,
  * so an outage weakens the limits to per-process ones rather than failing every login.
  */
-function makeCounter(name: CounterName, settings: { points: number; duration: number }, primary: RateLimiterAbstract, fallback: RateLimiterAbstract | undefined, onStoreError: (err: unknown) => void, ready: () => Promise<void>): Counter {
+function makeCounter(name: CounterName, settings: { points: number; duration: number }, primary: RateLimiterAbstract, fallback: RateLimiterAbstract | undefined, store: { failed(err: unknown): void; ok(): void }, ready: () => Promise<void>): Counter {
   async function run<T>(op: (l: RateLimiterAbstract) => Promise<T>): Promise<T> {
     if (!fallback) return op(primary);
+    let result: T;
     try {
       await ready();
-      return await op(primary);
+      result = await op(primary);
     } catch (err) {
-      onStoreError(err);
+      store.failed(err);
       return op(fallback);
     }
+    store.ok();
+    return result;
   }
   return {
     name,
@@ -201,6 +211,23 @@ export function createRateLimiting(deps: { config: Pick<Config, 'limits' | 'rate
     hidden = 0;
   };
 
+  // Degraded from an operation that fell back to memory until one succeeds on the store again:
+  // recovery needs no restart, the next operation after the store is back tries it first.
+  let degraded = false;
+  const storeErrorListeners: (() => void)[] = [];
+  const storeState = {
+    failed(err: unknown) {
+      degraded = true;
+      for (const l of storeErrorListeners) l();
+      onStoreError(err);
+    },
+    ok() {
+      if (!degraded) return;
+      degraded = false;
+      logger.info('rate-limit store is back: limits are shared again', { store });
+    },
+  };
+
   let redis: Redis | undefined;
   let connecting: Promise<void> | undefined;
   let ready = async () => undefined as void;
@@ -237,7 +264,7 @@ export function createRateLimiting(deps: { config: Pick<Config, 'limits' | 'rate
     let c = counters.get(name);
     if (!c) {
       const fallback = shared ? new RateLimiterMemory({ keyPrefix: name, ...settings[name] }) : undefined;
-      c = makeCounter(name, settings[name], make(name), fallback, onStoreError, ready);
+      c = makeCounter(name, settings[name], make(name), fallback, storeState, ready);
       counters.set(name, c);
     }
     return c;
@@ -254,6 +281,10 @@ export function createRateLimiting(deps: { config: Pick<Config, 'limits' | 'rate
       listeners.push(listener);
     },
     rejected,
+    onStoreError(listener) {
+      storeErrorListeners.push(listener);
+    },
+    degraded: () => degraded,
     async purgeExpired() {
       if (store !== 'database') return;
       try {

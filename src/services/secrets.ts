@@ -13,6 +13,12 @@ export interface Secrets {
   /** AES-256-GCM encryption for data at rest (signing keys). */
   encrypt(plaintext: string): string;
   decrypt(ciphertext: string): string;
+  /**
+   * AES-256-GCM under a key derived for `purpose` alone, bound to `context` (authenticated, not
+   * stored): a ciphertext moved to another row does not open.
+   */
+  seal(purpose: 'mail-queue', plaintext: string, context: string): string;
+  open(purpose: 'mail-queue', ciphertext: string, context: string): string;
   /** Keys for oidc-provider's signed cookies. */
   cookieKeys: string[];
   /** HMAC for CSRF tokens bound to a browser cookie. */
@@ -55,6 +61,29 @@ export function createSecrets(masterSecret: string): Secrets {
     return key;
   };
 
+  const sealKeys = new Map<string, Buffer>();
+  const sealKey = (purpose: string) => {
+    let key = sealKeys.get(purpose);
+    if (!key) sealKeys.set(purpose, (key = derive(masterSecret, `seal:${purpose}`)));
+    return key;
+  };
+
+  const encryptWith = (key: Buffer, plaintext: string, aad?: string) => {
+    const iv = randomBytes(12);
+    const cipher = createCipheriv('aes-256-gcm', key, iv);
+    if (aad !== undefined) cipher.setAAD(Buffer.from(aad, 'utf8'));
+    const body = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
+    return ['v1', iv.toString('base64url'), cipher.getAuthTag().toString('base64url'), body.toString('base64url')].join('.');
+  };
+  const decryptWith = (key: Buffer, ciphertext: string, aad?: string) => {
+    const [version, iv, tag, body] = ciphertext.split('.');
+    if (version !== 'v1' || !iv || !tag || body === undefined) throw new Error('unrecognised ciphertext format');
+    const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv, 'base64url'));
+    if (aad !== undefined) decipher.setAAD(Buffer.from(aad, 'utf8'));
+    decipher.setAuthTag(Buffer.from(tag, 'base64url'));
+    return Buffer.concat([decipher.update(Buffer.from(body, 'base64url')), decipher.final()]).toString('utf8');
+  };
+
   const hashClientSecret = (secret: string) => createHmac('sha256', clientKey).update(secret).digest('hex');
 
   return {
@@ -63,19 +92,10 @@ export function createSecrets(masterSecret: string): Secrets {
       if (typeof presented !== 'string' || typeof storedHash !== 'string') return false;
       return constantTimeEqual(hashClientSecret(presented), storedHash);
     },
-    encrypt(plaintext) {
-      const iv = randomBytes(12);
-      const cipher = createCipheriv('aes-256-gcm', encKey, iv);
-      const body = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
-      return ['v1', iv.toString('base64url'), cipher.getAuthTag().toString('base64url'), body.toString('base64url')].join('.');
-    },
-    decrypt(ciphertext) {
-      const [version, iv, tag, body] = ciphertext.split('.');
-      if (version !== 'v1' || !iv || !tag || body === undefined) throw new Error('unrecognised ciphertext format');
-      const decipher = createDecipheriv('aes-256-gcm', encKey, Buffer.from(iv, 'base64url'));
-      decipher.setAuthTag(Buffer.from(tag, 'base64url'));
-      return Buffer.concat([decipher.update(Buffer.from(body, 'base64url')), decipher.final()]).toString('utf8');
-    },
+    encrypt: (plaintext) => encryptWith(encKey, plaintext),
+    decrypt: (ciphertext) => decryptWith(encKey, ciphertext),
+    seal: (purpose, plaintext, context) => encryptWith(sealKey(purpose), plaintext, `${purpose}:${context}`),
+    open: (purpose, ciphertext, context) => decryptWith(sealKey(purpose), ciphertext, `${purpose}:${context}`),
     cookieKeys: [cookieKey],
     csrfToken(binding) {
       return createHmac('sha256', csrfKey).update(binding).digest('base64url');

@@ -31,7 +31,8 @@ export interface Mailbox {
   close(): Promise<void>;
 }
 
-export async function startMailbox(): Promise<Mailbox> {
+/** `port`: listen there (an outage test starts the server again on the port Latch was given). */
+export async function startMailbox(options: { port?: number } = {}): Promise<Mailbox> {
   const mails: ReceivedMail[] = [];
   const waiters = new Set<() => void>();
   const server = new SMTPServer({
@@ -61,7 +62,7 @@ export async function startMailbox(): Promise<Mailbox> {
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(options.port ?? 0, '127.0.0.1', () => resolve());
   });
   const { port } = server.server.address() as AddressInfo;
   const to = (address: string) => mails.filter((m) => m.to.includes(address.toLowerCase()));

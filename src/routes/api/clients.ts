@@ -23,6 +23,7 @@ interface Registration {
   first_party?: boolean;
   exchange_subject_audiences?: string[];
   require_pushed_authorization_requests?: boolean;
+  dpop_bound_access_tokens?: boolean;
 }
 
 const registrationOf = (b: Registration) => ({
@@ -37,6 +38,7 @@ const registrationOf = (b: Registration) => ({
   firstParty: b.first_party,
   exchangeSubjectAudiences: b.exchange_subject_audiences,
   requirePar: b.require_pushed_authorization_requests,
+  requireDpop: b.dpop_bound_access_tokens,
 });
 
 /** /api/v1/clients: registration, secret rotation, enable/disable. */

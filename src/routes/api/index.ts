@@ -95,7 +95,7 @@ export function apiRoutes(deps: { config: Config; db: Db; logger: Logger; servic
 
   const v1 = new Router({ prefix: '/api/v1' });
   v1.use(problems({ logger: deps.logger, outage: deps.outage }));
-  v1.use(bearerAuth({ audience: apiAudience(config.issuer), verify: (token) => oidc.verifyAccessToken(token), accounts: services.accounts, personalTokens: services.personalTokens, limits: services.limits }));
+  v1.use(bearerAuth({ audience: apiAudience(config.issuer), verify: (token) => oidc.verifyAccessToken(token), accounts: services.accounts, personalTokens: services.personalTokens, limits: services.limits, dpop: { check: (proof, expected) => oidc.checkDpopProof(proof, expected), issuer: config.issuer } }));
   // No resource id contains NUL (PostgreSQL text cannot even hold one): such a path names nothing.
   v1.use((ctx, next) => {
     if (/%00/.test(ctx.path) || ctx.path.includes('\u0000')) throw new ProblemError(404, 'not-found', 'there is no such resource');

@@ -1,5 +1,6 @@
-import { createReadStream } from 'node:fs';
+import { createReadStream, existsSync, mkdtempSync, openSync, readSync, closeSync, copyFileSync, rmSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { createInterface } from 'node:readline';
 
@@ -39,16 +40,41 @@ function selectSql(table: string, options: { where?: string | undefined; orderBy
 
 const firstLine = (err: unknown) => (err instanceof Error ? err.message : String(err)).split('\n')[0];
 
+/** SQLite file format: header bytes 18 and 19 are 2 for a database in WAL mode. */
+function inWalMode(path: string): boolean {
+  const fd = openSync(path, 'r');
+  try {
+    const header = Buffer.alloc(20);
+    return readSync(fd, header, 0, 20, 0) === 20 && header[18] === 2 && header[19] === 2;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /**
  * `readonly` + `fileMustExist`: SQLite opens the file with O_RDONLY, so neither the file nor a
  * journal beside it can be written or created, and a missing path is an error, not a new file.
+ * A database in WAL mode is the exception: even a read-only connection creates `-wal` and `-shm`
+ * beside it and cannot remove them. Such a file (with its `-wal`, when the app left one) is read
+ * through a private copy, removed afterwards, so nothing appears beside the app's file.
  */
 function openSqlite(path: string): Source {
   let db: Database.Database;
+  let copyDir: string | undefined;
   try {
-    db = new Database(path, { readonly: true, fileMustExist: true });
+    let file = path;
+    if (!existsSync(path)) throw new ImportError(`cannot read the SQLite source ${path}: no such file`);
+    if (inWalMode(path)) {
+      copyDir = mkdtempSync(join(tmpdir(), 'latch-import-'));
+      file = join(copyDir, 'source.sqlite');
+      copyFileSync(path, file);
+      if (existsSync(`${path}-wal`)) copyFileSync(`${path}-wal`, `${file}-wal`);
+    }
+    db = new Database(file, { readonly: true, fileMustExist: true });
     db.prepare('SELECT count(*) FROM sqlite_master').get();
   } catch (err) {
+    if (copyDir) rmSync(copyDir, { recursive: true, force: true });
+    if (err instanceof ImportError) throw err;
     throw new ImportError(`cannot read the SQLite source ${path}: ${firstLine(err)}`);
   }
   return {
@@ -77,6 +103,7 @@ function openSqlite(path: string): Source {
     },
     async close() {
       db.close();
+      if (copyDir) rmSync(copyDir, { recursive: true, force: true });
     },
   };
 }
@@ -119,15 +146,18 @@ async function openPostgres(url: string): Promise<Source> {
         await client.query('ROLLBACK TO SAVEPOINT latch_import_read');
         throw new ImportError(`cannot read table ${table}: ${firstLine(err)}`);
       }
-      try {
-        for (;;) {
-          const { rows } = await client.query<SourceRow>(`FETCH ${BATCH_SIZE} FROM ${cursor}`);
-          if (rows.length === 0) break;
-          yield rows;
+      for (;;) {
+        let rows: SourceRow[];
+        try {
+          ({ rows } = await client.query<SourceRow>(`FETCH ${BATCH_SIZE} FROM ${cursor}`));
+        } catch (err) {
+          // The transaction is aborted now: close() rolls it back.
+          throw new ImportError(`cannot read table ${table}: ${firstLine(err)}`);
         }
-      } finally {
-        await client.query(`CLOSE ${cursor}`);
+        if (rows.length === 0) break;
+        yield rows;
       }
+      await client.query(`CLOSE ${cursor}`);
     },
     async close() {
       await client.query('ROLLBACK').catch(() => undefined);

@@ -141,6 +141,10 @@ const PAGES: Record<string, (runs: BlockRun[], server: TestServer) => void> = {
   'docs/cli.md': (runs) => {
     expect(runOf(runs, 'users import').stdout.split('\n')).to.include('{"imported":2,"skipped":0}');
   },
+  'docs/import.md': (runs) => {
+    // Dry run and import count the same; the second run changes nothing.
+    expect(runOf(runs, 'import app').stdout.split('\n')).to.deep.equal(['{"imported":1,"skipped":0,"unchanged":0}', '{"imported":1,"skipped":0,"unchanged":0}', '{"imported":0,"skipped":0,"unchanged":1}']);
+  },
   'docs/operations.md': (runs) => {
     const run = runOf(runs, '/metrics');
     expect(run.stdout).to.match(/^latch_http_requests_total\{[^}]*route="[^"]+"[^}]*\} \d+$/m);

@@ -288,5 +288,16 @@ clients:       { table: sites, id: uuid, secret: api_token, name: name, organiza
     expect(alice.display_name).to.equal('Alice Cooper');
     expect(alice.password_hash, 'the argon2id hash Latch wrote at sign-in stays').to.equal(aliceBefore.password_hash).and.match(/^\$argon2id\$/);
     expect((await signIn(people.alice!)).claims()!.sub).to.equal(people.alice!.id);
+
+    // Deactivated in the app: deactivated in Latch, with its sessions and grants ended at once.
+    const held = () => srv.running.db('provider_state').where({ account_id: people.bob!.id }).count({ n: '*' }).first();
+    expect(Number((await held())!.n), 'bob signed in earlier').to.be.greaterThan(0);
+    const deactivate = new Database(sourcePath);
+    deactivate.prepare('UPDATE user SET is_active = 0 WHERE id = ?').run(people.bob!.id);
+    deactivate.close();
+    expect((await importRun('--update')).users).to.deep.equal({ imported: 1, skipped: 2, unchanged: 5 });
+    expect(Boolean((await account(people.bob!.id)).active)).to.equal(false);
+    expect(Number((await held())!.n)).to.equal(0);
+    expect(await introspect(KEY), 'his API key dies with him').to.deep.equal({ active: false });
   });
 });

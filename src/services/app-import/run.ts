@@ -9,6 +9,7 @@ import { createFederatedIdentitiesRepository } from '../../repositories/federate
 import { createIdentityProvidersRepository } from '../../repositories/identity-providers.js';
 import { createOrganizationsRepository } from '../../repositories/organizations.js';
 import { createPersonalAccessTokensRepository } from '../../repositories/personal-access-tokens.js';
+import { createProviderStateRepository } from '../../repositories/provider-state.js';
 import { createResourcesRepository } from '../../repositories/resources.js';
 import { createRolesRepository, type RoleRecord } from '../../repositories/roles.js';
 import type { Transaction } from '../../repositories/transaction.js';
@@ -75,6 +76,8 @@ const repositoriesOf = (trx: Transaction) => {
     clients: createClientsRepository(db),
     identities: createFederatedIdentitiesRepository(db),
     providers: createIdentityProvidersRepository(db),
+    state: createProviderStateRepository(db),
+    trx,
   };
 };
 type Repositories = ReturnType<typeof repositoriesOf>;
@@ -265,7 +268,13 @@ export function createAppImport(deps: { db: Db; clients: Pick<ClientService, 'va
             // Only a missing hash is filled: any other one is the app's unchanged or one Latch upgraded.
             if (existing.passwordHash === null && usable) patch.passwordHash = hash;
             if (Object.keys(patch).length === 0) return void counts.unchanged++;
+            if ((patch.active === false || patch.superuser === false) && existing.active && existing.superuser) {
+              const superusers = await r.accounts.lockActiveSuperusers();
+              if (superusers.length === 1 && superusers[0] === id) return skip('the last active superuser cannot be deactivated or demoted: make another account a superuser first');
+            }
             await r.accounts.update(id, patch);
+            // A deactivated account's sessions and refresh tokens end with it, as in accounts.update.
+            if (patch.active === false) await r.state.revokeByAccountId(id, {}, r.trx);
             return void counts.imported++;
           }
           const holder = await r.accounts.findByEmail(email);

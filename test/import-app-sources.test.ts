@@ -5,6 +5,7 @@
  * JSON), a SQLite file in WAL mode, API keys kept as bcrypt or in plain text, and the one-line
  * errors (exit 1) for a source or a mapping that cannot be read.
  */
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -150,6 +151,11 @@ memberships: { table: team_members, user_id: user_id, organization_id: team_id, 
       const tokens = await signIn('grace@example.test', 'grace finds the bug', { scope: 'openid read', resource: API, organization: '7' });
       expect(tokens.claims()!.sub).to.equal('42');
       expect(decodeJwt(tokens.access_token)).to.include({ sub: '42', org_id: '7', org_role: 'admin' });
+      // The organization is found by its integer id wherever one is named.
+      const members = await srv.cli('orgs', 'members', 'list', '--org', '7');
+      expect(members.code, members.stderr).to.equal(0);
+      expect(members.json).to.have.length(1);
+      expect(members.json[0]).to.include({ organization_id: '7', account_id: '42', role: 'admin' });
     });
 
     it('reads in a READ ONLY transaction: a where clause that would write fails the run with one line', async () => {
@@ -243,6 +249,20 @@ memberships: { table: team_members, user_id: user_id, organization_id: team_id, 
       expect(unknown.api_keys).to.deep.equal({ imported: 0, skipped: 1, unchanged: 0 });
       expect(unknown.problems[0]).to.deep.equal({ table: 'plain_keys', id: 1, reason: 'hash_format argon2 is not supported (sha256-hex, bcrypt, plain): not imported' });
     });
+  });
+
+  it('shows a progress line on stderr when stderr is a terminal', async function () {
+    if (!existsSync('/usr/bin/script')) this.skip();
+    const path = join(dir, 'tty.sqlite');
+    new Database(path).exec("CREATE TABLE user (id TEXT, email TEXT, hashed_password TEXT, is_active INT, is_superuser INT, is_verified INT); INSERT INTO user VALUES ('1', 'tty@example.test', 'x', 1, 0, 1)").close();
+    const bin = join(process.cwd(), 'bin', 'latch.js');
+    // script(1) gives the command a pseudo-terminal: stdout and stderr both arrive on it.
+    const child = spawn('/usr/bin/script', ['-qec', `${process.execPath} ${bin} import app --from sqlite:${path} --preset fastapi-users --dry-run`, '/dev/null'], { env: { ...process.env, ...srv.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
+    expect(code, out).to.equal(0);
+    expect(out).to.match(/latch: importing user: 1 rows read/);
   });
 
   it('a source or a mapping that cannot be read: exit 1 with one line naming it; nothing is created', async () => {

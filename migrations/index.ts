@@ -13,6 +13,7 @@ import * as clientPar from './20261207100000_client_par.js';
 import * as tokenExchange from './20261207200000_token_exchange.js';
 import * as clientDpop from './20261207300000_client_dpop.js';
 import * as mailQueue from './20261208000000_mail_queue.js';
+import * as importedApiKeys from './20261208010000_imported_api_keys.js';
 
 /** Every migration, in order. Knex records applied names in knex_migrations. */
 export const migrations: Record<string, Knex.Migration> = {
@@ -29,4 +30,5 @@ export const migrations: Record<string, Knex.Migration> = {
   '20261207200000_token_exchange': tokenExchange,
   '20261207300000_client_dpop': clientDpop,
   '20261208000000_mail_queue': mailQueue,
+  '20261208010000_imported_api_keys': importedApiKeys,
 };

@@ -148,6 +148,10 @@ const PAGES: Record<string, (runs: BlockRun[], server: TestServer) => void> = {
     // `clients update` prints the client: the flag set at creation, then turned off.
     expect(jsonValues(runOf(runs, '--no-require-dpop').stdout)[0]).to.include({ name: 'Phone app', public: true, dpop_bound_access_tokens: false });
   },
+  'docs/import.md': (runs) => {
+    // Dry run and import count the same; the second run changes nothing.
+    expect(runOf(runs, 'import app').stdout.split('\n')).to.deep.equal(['{"imported":1,"skipped":0,"unchanged":0}', '{"imported":1,"skipped":0,"unchanged":0}', '{"imported":0,"skipped":0,"unchanged":1}']);
+  },
   'docs/operations.md': (runs) => {
     const run = runOf(runs, '/metrics');
     expect(run.stdout).to.match(/^latch_http_requests_total\{[^}]*route="[^"]+"[^}]*\} \d+$/m);

@@ -1,10 +1,10 @@
-import { createHmac } from 'node:crypto';
+import { createHmac, randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 import { createVerifier, expressBearer, type AccessClaims, koaBearer, verifyUpgrade, VerifyError, type Verifier, type VerifierOptions } from '@latch/verify';
 import { expect } from 'chai';
-import { decodeJwt, decodeProtectedHeader, exportSPKI, generateKeyPair, importJWK, SignJWT } from 'jose';
+import { decodeJwt, decodeProtectedHeader, exportJWK, exportSPKI, generateKeyPair, importJWK, SignJWT } from 'jose';
 import Koa from 'koa';
 
 import { codeFlowTokens } from './helpers/agent.js';
@@ -219,6 +219,32 @@ describe('@latch/verify', function () {
     await verifier.verify(rotated);
     expect(calls.jwks).to.equal(3);
     expect(calls.discovery).to.equal(1);
+  });
+
+  it('refuses a DPoP-bound token (cnf.jkt) presented as a bearer token (RFC 9449 §7.1)', async () => {
+    const worker = await cli('clients', 'create', '--name', 'DPoP worker', '--grant', 'client_credentials', '--resource', API, '--scope', 'orders:read');
+    await srv.running.services.feed.pollNow();
+    const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
+    const jwk = await exportJWK(publicKey);
+    const dpop = await new SignJWT({ htm: 'POST', htu: `${srv.url}/token` }).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk }).setIssuedAt().setJti(randomUUID()).sign(privateKey);
+    const res = await fetch(`${srv.url}/token`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`${worker.client_id}:${worker.client_secret}`).toString('base64')}`, dpop, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'orders:read', resource: API }),
+    });
+    const body = (await res.json()) as { token_type: string; access_token: string };
+    expect(body.token_type).to.equal('DPoP');
+    const err = await refusal(counted().verifier.verify(body.access_token));
+    expect(err.status).to.equal(401);
+    expect(err.challenge).to.include('error="invalid_token"');
+    expect(err.message).to.match(/bound to a key \(DPoP\)/);
+    // The same client without a proof gets a bearer token the verifier accepts.
+    const plain = await fetch(`${srv.url}/token`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`${worker.client_id}:${worker.client_secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'orders:read', resource: API }),
+    });
+    expect((await counted().verifier.verify(((await plain.json()) as { access_token: string }).access_token)).client_id).to.equal(worker.client_id);
   });
 
   it('checks scopes, organization, organization roles and superuser (403 insufficient_scope)', async () => {

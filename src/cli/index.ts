@@ -15,6 +15,7 @@ import { createServices, type Services } from '../services/index.js';
 import { describeResource } from '../services/resources.js';
 import { bool, expandToggles, integer, list, parse, required, UsageError, type Command, type Handler } from './args.js';
 import { IDP_COMMANDS } from './idps.js';
+import { IMPORT_COMMANDS } from './import.js';
 import { ORG_COMMANDS, ROLE_COMMANDS } from './rbac.js';
 
 type ClientPatch = Parameters<Services['clients']['update']>[1];
@@ -90,6 +91,7 @@ const COMMANDS: Record<string, Command> = {
       return report;
     },
   },
+  ...IMPORT_COMMANDS,
   'users invite': {
     usage: 'users invite --email E',
     async run({ args, services, config }) {

@@ -110,3 +110,10 @@ export class UsageError extends AppError {
     super(400, 'usage', message);
   }
 }
+
+/** `latch import app`: its source or its mapping cannot be read (one line, exit code 1). */
+export class ImportError extends AppError {
+  constructor(message: string) {
+    super(400, 'import', message);
+  }
+}

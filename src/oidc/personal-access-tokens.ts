@@ -1,6 +1,6 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
 
-import { PAT_PREFIX, type PersonalAccessTokenService } from '../services/personal-access-tokens.js';
+import { mayBeImportedKey, PAT_PREFIX, type PersonalAccessTokenService } from '../services/personal-access-tokens.js';
 import type { ClientLike, mayIntrospect } from './client-policy.js';
 
 type MayIntrospect = typeof mayIntrospect;
@@ -8,7 +8,8 @@ type MayIntrospect = typeof mayIntrospect;
 /**
  * Personal access tokens at oidc-provider's introspection endpoint (RFC 7662). oidc-provider
  * does not know them and answers `{active: false}` after authenticating the client; for a
- * `lat_` token this middleware then answers from the personal_access_tokens table instead —
+ * `lat_` token, or an API key imported from an app (`latch import app`, which keeps the key's
+ * old value), this middleware then answers from the personal_access_tokens table instead —
  * when the token is live and the client may introspect it under the same rule as a JWT access
  * token (client-policy.ts `mayIntrospect`: a resource server sees tokens for its resources).
  * Runs after oidc-provider answered, before the structured-token handler (provider.ts `AFTER`).
@@ -25,7 +26,7 @@ export function personalAccessTokenIntrospection(deps: { tokens: Pick<PersonalAc
     const client = ctx.oidc.client as unknown as ClientLike | undefined;
     const body = ctx.body as { active?: unknown } | undefined;
     const token = (ctx.oidc.params as { token?: unknown } | undefined)?.token;
-    if (!client || body?.active !== false || typeof token !== 'string' || !token.startsWith(PAT_PREFIX)) return undefined;
+    if (!client || body?.active !== false || typeof token !== 'string' || !(token.startsWith(PAT_PREFIX) || mayBeImportedKey(token))) return undefined;
     return answer(ctx, client, token);
   };
 }

@@ -3,7 +3,7 @@ import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import type { ProviderStateRepository } from '../repositories/provider-state.js';
 import type { Subject } from '../repositories/roles.js';
 import type { AccessService, SubjectAccess } from '../services/access.js';
-import { isUuid } from '../services/organizations.js';
+import { canonicalId } from '../lib/ids.js';
 
 /**
  * A grant belongs to at most one organization, kept in the Grant's own payload (oidc-provider
@@ -59,12 +59,13 @@ export function createRbacIntegration(deps: { access: AccessService; state: Prov
 
   /** RFC 6749 §5.2 / §4.1.2.1: an id that is not an organization's is a malformed request. */
   async function checkExists(id: string): Promise<void> {
-    if (!isUuid(id)) throw new errors.InvalidRequest('organization must be an organization id (a UUID)');
-    if (!(await deps.organizationExists(id.toLowerCase()))) throw new errors.InvalidRequest('organization is unknown');
+    const key = canonicalId(id);
+    if (!key) throw new errors.InvalidRequest('organization must be an organization id');
+    if (!(await deps.organizationExists(key))) throw new errors.InvalidRequest('organization is unknown');
   }
 
   async function bind(subject: Subject, id: string, notMember: () => Error): Promise<OrganizationBinding> {
-    const held = (await access.of(subject)).organizations.get(id.toLowerCase());
+    const held = (await access.of(subject)).organizations.get(canonicalId(id) ?? id);
     if (held) return { id: held.id, slug: held.slug, role: held.role };
     await checkExists(id);
     throw notMember();

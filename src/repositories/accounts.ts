@@ -75,8 +75,10 @@ function queries(db: Db) {
   // (db/statements.ts): Knex's runner costs several times the SQLite statement itself.
   const direct = (db as { isTransaction?: boolean }).isTransaction ? undefined : createStatements(db);
   return {
-    async insert(a: Omit<AccountRecord, 'createdAt' | 'updatedAt' | 'lastLoginAt'>): Promise<AccountRecord> {
+    /** `createdAt`: when the account was made elsewhere (an import); now otherwise. */
+    async insert(a: Omit<AccountRecord, 'createdAt' | 'updatedAt' | 'lastLoginAt'> & { createdAt?: string | undefined }): Promise<AccountRecord> {
       const now = nowIso();
+      const createdAt = a.createdAt ?? now;
       try {
         await db('accounts').insert({
           id: a.id,
@@ -86,14 +88,14 @@ function queries(db: Db) {
           email_verified: a.emailVerified,
           active: a.active,
           superuser: a.superuser,
-          created_at: now,
+          created_at: createdAt,
           updated_at: now,
         });
       } catch (err) {
         if (isUniqueViolation(err)) throw new DuplicateEmailError();
         throw err;
       }
-      return { ...a, createdAt: now, updatedAt: now, lastLoginAt: null };
+      return { ...a, createdAt, updatedAt: now, lastLoginAt: null };
     },
     async findById(id: string): Promise<AccountRecord | undefined> {
       const row = await db('accounts').where({ id }).first<Row | undefined>();

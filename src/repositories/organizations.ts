@@ -216,6 +216,11 @@ function queries(db: Db) {
     async invitationsOf(organizationId: string): Promise<InvitationRecord[]> {
       return ((await invitations().where('i.organization_id', organizationId).orderBy('i.created_at', 'desc')) as InvitationRow[]).map(invitationFromRow);
     },
+    /** The organization's pending invitation to an email (case-insensitive), expired or not. */
+    async pendingInvitation(organizationId: string, email: string): Promise<InvitationRecord | undefined> {
+      const row = (await invitations().where('i.organization_id', organizationId).whereRaw('lower(i.email) = ?', [email.toLowerCase()]).where('i.status', 'pending').first()) as InvitationRow | undefined;
+      return row ? invitationFromRow(row) : undefined;
+    },
     /** Pending, unexpired invitations addressed to an email (case-insensitive). */
     async pendingFor(email: string, now: string): Promise<InvitationRecord[]> {
       const rows = (await invitations().whereRaw('lower(i.email) = ?', [email.toLowerCase()]).where('i.status', 'pending').where('i.expires_at', '>', now).orderBy('i.created_at', 'desc')) as InvitationRow[];

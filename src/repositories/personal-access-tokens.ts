@@ -15,6 +15,13 @@ export interface PersonalAccessTokenRecord {
   expiresAt: string;
   lastUsedAt: string | null;
   revokedAt: string | null;
+  /**
+   * How the token hash was made: null for Latch's own `lat_` tokens; `sha256` or `bcrypt` for an
+   * API key imported from an app, which keeps its old value (migration 20261208000000).
+   */
+  format: 'sha256' | 'bcrypt' | null;
+  /** An imported key's first characters as its app stored them (a bcrypt key is found by them). */
+  prefix: string | null;
 }
 
 /** A live token found by its hash, with what introspection must re-check about its owner now. */
@@ -38,6 +45,8 @@ interface Row {
   expires_at: string;
   last_used_at: string | null;
   revoked_at: string | null;
+  token_format?: string | null;
+  token_prefix?: string | null;
 }
 
 const parseAudience = (text: string): string[] => {
@@ -60,6 +69,8 @@ const fromRow = (r: Row): PersonalAccessTokenRecord => ({
   expiresAt: toIso(r.expires_at) ?? r.expires_at,
   lastUsedAt: toIso(r.last_used_at),
   revokedAt: toIso(r.revoked_at),
+  format: r.token_format === 'sha256' || r.token_format === 'bcrypt' ? r.token_format : null,
+  prefix: r.token_prefix ?? null,
 });
 
 /**
@@ -68,7 +79,7 @@ const fromRow = (r: Row): PersonalAccessTokenRecord => ({
  */
 export function createPersonalAccessTokensRepository(db: Db) {
   return {
-    async insert(t: Omit<PersonalAccessTokenRecord, 'lastUsedAt' | 'revokedAt'> & { tokenHash: string }): Promise<PersonalAccessTokenRecord> {
+    async insert(t: Omit<PersonalAccessTokenRecord, 'lastUsedAt' | 'revokedAt' | 'format' | 'prefix'> & { tokenHash: string; format?: PersonalAccessTokenRecord['format']; prefix?: string | null }): Promise<PersonalAccessTokenRecord> {
       await db('personal_access_tokens').insert({
         id: t.id,
         account_id: t.accountId,
@@ -81,9 +92,49 @@ export function createPersonalAccessTokensRepository(db: Db) {
         expires_at: t.expiresAt,
         last_used_at: null,
         revoked_at: null,
+        token_format: t.format ?? null,
+        token_prefix: t.prefix ?? null,
       });
       const { tokenHash: _hash, ...record } = t;
-      return { ...record, lastUsedAt: null, revokedAt: null };
+      return { ...record, format: t.format ?? null, prefix: t.prefix ?? null, lastUsedAt: null, revokedAt: null };
+    },
+
+    /** A token by id whatever its state and owner, with its stored hash (an import's re-run compares them). */
+    async findWithHash(id: string): Promise<(PersonalAccessTokenRecord & { tokenHash: string }) | undefined> {
+      const row = await db('personal_access_tokens').where({ id }).first<Row | undefined>();
+      return row ? { ...fromRow(row), tokenHash: row.token_hash } : undefined;
+    },
+
+    /** An import's refresh of a key whose app changed it (name, scopes, organization, expiry). */
+    async updateImported(id: string, patch: Pick<PersonalAccessTokenRecord, 'name' | 'scopes' | 'audience' | 'organizationId' | 'expiresAt'>): Promise<void> {
+      await db('personal_access_tokens')
+        .where({ id })
+        .update({ name: patch.name, scopes: patch.scopes.join(' '), audience: JSON.stringify(patch.audience), organization_id: patch.organizationId, expires_at: patch.expiresAt });
+    },
+
+    /**
+     * Live imported bcrypt keys whose stored prefix is one of `prefixes` (the presented key's
+     * leading characters), with their bcrypt hash, for the caller to verify.
+     */
+    async bcryptCandidates(prefixes: string[], now: string): Promise<{ id: string; tokenHash: string }[]> {
+      if (prefixes.length === 0) return [];
+      const rows = await db('personal_access_tokens')
+        .whereIn('token_prefix', prefixes)
+        .where('token_format', 'bcrypt')
+        .whereNull('revoked_at')
+        .where('expires_at', '>', now)
+        .orderBy('id')
+        .limit(10)
+        .select<{ id: string; token_hash: string }[]>('id', 'token_hash');
+      return rows.map((r) => ({ id: r.id, tokenHash: r.token_hash }));
+    },
+
+    /**
+     * Moves a verified bcrypt key to the SHA-256 lookup (its first use): conditional on still
+     * being bcrypt, so two processes verifying it at once write it once.
+     */
+    async upgradeToSha256(id: string, tokenHash: string): Promise<void> {
+      await db('personal_access_tokens').where({ id, token_format: 'bcrypt' }).update({ token_hash: tokenHash, token_format: 'sha256' });
     },
 
     /** Every token of an account, newest first (revoked and expired ones too). */

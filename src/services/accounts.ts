@@ -359,7 +359,7 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
 
     /**
      * Imports users from JSON Lines (`{"email","password_hash","name","email_verified","superuser","roles"}`)
-     * with argon2, bcrypt ($2a$/$2b$/$2y$) or Django PBKDF2-SHA256 hashes, kept as they are until
+     * with argon2, bcrypt ($2a$/$2b$/$2y$) or PBKDF2-SHA256 (Django's, passlib's) hashes, kept as they are until
      * each user's next login rewrites them as argon2id. Recorded as `account.import` (the counts;
      * the roles given as `role.assign`).
      */
@@ -394,7 +394,7 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
           continue;
         }
         if (typeof hash !== 'string' || !hashFormat(hash)) {
-          skip('password_hash is missing or not a supported format (argon2, bcrypt $2a$/$2b$/$2y$, pbkdf2_sha256)');
+          skip('password_hash is missing or not a supported format (argon2, bcrypt $2a$/$2b$/$2y$, pbkdf2_sha256, $pbkdf2-sha256$)');
           continue;
         }
         if (name !== undefined && name !== null && typeof name !== 'string') {

@@ -229,6 +229,14 @@ export function createClientService(deps: { clients: ClientsRepository; resource
   });
 
   return {
+    /**
+     * The registration `input` would be given, validated as `create` does, for a caller that
+     * writes it itself in its own transaction (an import keeps the app's id and secret).
+     */
+    async validateRegistration(input: CreateClientInput): Promise<Omit<ClientRecord, 'id' | 'secretHash' | 'enabled' | 'createdAt' | 'updatedAt'>> {
+      return registration(await validate(input, true), input);
+    },
+
     /** Registers a client (recorded as `client.create`); its secret is returned once, here. */
     async create(input: CreateClientInput, by: AuditActor): Promise<CreatedClient> {
       const v = await validate(input, true);

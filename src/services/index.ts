@@ -24,6 +24,7 @@ import { createTransact } from '../repositories/transaction.js';
 import { createAccessService } from './access.js';
 import { createAccountMail } from './account-mail.js';
 import { createAccountRecovery } from './account-recovery.js';
+import { createAppImport } from './app-import/run.js';
 import { createMailLinkService } from './mail-links.js';
 import { createAccountService } from './accounts.js';
 import { createAuditService } from './audit.js';
@@ -114,6 +115,8 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
     federatedIdentities,
     // Sign-in through those providers: which account, link, ask, create or refuse.
     federation: createFederationService({ accounts, identities: federatedIdentities, tokens: accountTokens, state, secrets, audit, registration: config.registration, requireVerifiedEmail: config.requireVerifiedEmail, grantTtlSeconds: Math.max(config.ttl.refreshToken, config.ttl.session) }),
+    // `latch import app`: an app's users, organizations, keys and machine clients, ids kept.
+    appImport: createAppImport({ db, clients, secrets, feed, audit, patMaxTtlDays: config.patMaxTtlDays }),
     personalTokens: createPersonalAccessTokenService({ tokens: createPersonalAccessTokensRepository(db), orgs: orgsRepo, access, resources, issuer: config.issuer, maxTtlDays: config.patMaxTtlDays, audit, logger }),
   };
 }

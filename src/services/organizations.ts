@@ -11,21 +11,22 @@ import { ConflictError, NotFoundError, ValidationError } from './errors.js';
 import type { Mailer } from './mail.js';
 import type { RoleService } from './roles.js';
 import type { PageRequest } from '../repositories/keyset.js';
+import { canonicalId, isEntityId, isUuid } from '../lib/ids.js';
 
 const SLUG = /^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$/;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** An invitation link is valid this long (seconds). */
 export const INVITATION_TTL = 7 * 24 * 3600;
 
-export const isUuid = (value: string) => UUID.test(value);
+export { isUuid };
 
 const hashToken = (token: string) => createHash('sha256').update(token).digest('hex');
 
 export function checkSlug(raw: string): string {
   const slug = raw?.trim() ?? '';
   if (!SLUG.test(slug)) throw new ValidationError('slug', 'must be 1-64 lowercase letters, digits or "-", not starting or ending with "-"');
-  if (isUuid(slug)) throw new ValidationError('slug', 'must not look like an organization id');
+  // An organization is found by id or slug: a slug shaped like an id (lib/ids.ts) would be ambiguous.
+  if (isEntityId(slug)) throw new ValidationError('slug', 'must not look like an organization id');
   return slug;
 }
 
@@ -99,10 +100,15 @@ export function createOrganizationService(deps: { orgs: OrganizationsRepository;
     if ((await repo.countWithRole(organizationId, membership.roleId)) <= 1) throw new ConflictError('the last owner of an organization cannot leave or be demoted');
   }
 
-  /** An organization by id or slug; undefined when there is none. */
+  /**
+   * An organization by id or slug; undefined when there is none. An id of any shape Latch keeps
+   * (lib/ids.ts); a slug made before slugs shaped like an integer were refused is still found.
+   */
   async function find(slugOrId: string): Promise<OrganizationRecord | undefined> {
     const key = slugOrId?.trim() ?? '';
-    return isUuid(key) ? await orgs.findById(key.toLowerCase()) : SLUG.test(key) ? await orgs.findBySlug(key) : undefined;
+    const id = canonicalId(key);
+    const byId = id ? await orgs.findById(id) : undefined;
+    return byId ?? (SLUG.test(key) ? await orgs.findBySlug(key) : undefined);
   }
 
   async function resolve(slugOrId: string): Promise<OrganizationRecord> {
@@ -116,7 +122,10 @@ export function createOrganizationService(deps: { orgs: OrganizationsRepository;
     resolve,
     findOrgRole,
     orgRole,
-    findById: (id: string) => (isUuid(id) ? orgs.findById(id.toLowerCase()) : Promise.resolve(undefined)),
+    findById: (id: string) => {
+      const key = canonicalId(id);
+      return key ? orgs.findById(key) : Promise.resolve(undefined);
+    },
     list: () => orgs.list(),
     page: (request: PageRequest & { filters?: { name?: string | undefined; slug?: string | undefined } }) => orgs.page(request),
 

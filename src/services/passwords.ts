@@ -15,7 +15,7 @@ export const MAX_PASSWORD_LENGTH = 1024;
 export type Argon2Params = { memoryCost: number; timeCost: number; parallelism: number };
 
 /** Hash formats Latch can verify: its own, and those written by the apps users migrate from. */
-export type HashFormat = 'argon2' | 'bcrypt' | 'pbkdf2_sha256';
+export type HashFormat = 'argon2' | 'bcrypt' | 'pbkdf2_sha256' | 'passlib_pbkdf2_sha256';
 
 export function hashFormat(hash: string): HashFormat | undefined {
   if (/^\$argon2(id|i|d)\$/.test(hash)) return 'argon2';
@@ -23,6 +23,8 @@ export function hashFormat(hash: string): HashFormat | undefined {
   if (/^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$/.test(hash)) return 'bcrypt';
   // Django: pbkdf2_sha256$<iterations>$<salt>$<base64 hash>
   if (/^pbkdf2_sha256\$\d+\$[^$]+\$[A-Za-z0-9+/=]+$/.test(hash)) return 'pbkdf2_sha256';
+  // passlib: $pbkdf2-sha256$<rounds>$<ab64 salt>$<ab64 hash>
+  if (/^\$pbkdf2-sha256\$\d+\$[A-Za-z0-9./]*\$[A-Za-z0-9./]{43}$/.test(hash)) return 'passlib_pbkdf2_sha256';
   return undefined;
 }
 
@@ -45,9 +47,22 @@ async function verifyDjangoPbkdf2(hash: string, password: string): Promise<boole
   return want.length === got.length && timingSafeEqual(want, got);
 }
 
+/** passlib's "adapted base64": `.` for `+`, no padding (passlib.utils.binary.ab64_decode). */
+const ab64Decode = (text: string) => Buffer.from(text.replace(/\./g, '+'), 'base64');
+
+async function verifyPasslibPbkdf2(hash: string, password: string): Promise<boolean> {
+  const [, , rounds, salt, expected] = hash.split('$');
+  const n = Number(rounds);
+  if (!Number.isInteger(n) || n < 1 || n > 10_000_000 || salt === undefined || !expected) return false;
+  const want = ab64Decode(expected);
+  // Unlike Django's, passlib's salt is raw bytes: the decoded value is what was hashed.
+  const got = await pbkdf2Async(password, ab64Decode(salt), n, want.length, 'sha256');
+  return want.length === got.length && timingSafeEqual(want, got);
+}
+
 /**
  * argon2id hashing and verification, on libuv's thread pool (never the event loop), plus
- * verification of imported bcrypt and PBKDF2-SHA256 hashes, which are rewritten as argon2id at
+ * verification of imported bcrypt and PBKDF2-SHA256 (Django's and passlib's) hashes, which are rewritten as argon2id at
  * the next successful login. The dummy hash is made once with the same parameters, so a login
  * for an unknown email costs what a wrong password costs.
  */
@@ -66,6 +81,8 @@ export function createPasswordHasher(params: Argon2Params = DEFAULT_ARGON2): Pas
           return await bcrypt.compare(password, hash.replace(/^\$2y\$/, '$2b$'));
         case 'pbkdf2_sha256':
           return await verifyDjangoPbkdf2(hash, password);
+        case 'passlib_pbkdf2_sha256':
+          return await verifyPasslibPbkdf2(hash, password);
         default:
           return false;
       }

@@ -1,5 +1,7 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 
+import bcrypt from 'bcrypt';
+
 import type { Logger } from '../lib/logger.js';
 import type { OrganizationsRepository } from '../repositories/organizations.js';
 import type { PersonalAccessTokenRecord, PersonalAccessTokensRepository } from '../repositories/personal-access-tokens.js';
@@ -24,6 +26,16 @@ const FLUSH_INTERVAL_MS = 30_000;
 
 /** `lat_` + 32 random bytes in base64url (43 characters). */
 const TOKEN_SHAPE = /^lat_[A-Za-z0-9_-]{43}$/;
+/**
+ * An API key imported from an app keeps its old value, whatever its shape: printable ASCII
+ * without spaces, bounded. A compact JWS (Latch's own access tokens) is never one.
+ */
+const IMPORTED_SHAPE = /^[\x21-\x7e]{8,512}$/;
+const JWS_SHAPE = /^[\w-]+\.[\w-]+\.[\w-]*$/;
+/** Whether a presented token may be an imported API key (introspection looks it up then). */
+export const mayBeImportedKey = (token: string) => IMPORTED_SHAPE.test(token) && !JWS_SHAPE.test(token) && !token.startsWith(PAT_PREFIX);
+/** Longest stored prefix an imported bcrypt key is looked up by. */
+const PREFIX_MAX = 64;
 const DAY_MS = 86_400_000;
 
 /**
@@ -31,7 +43,7 @@ const DAY_MS = 86_400_000;
  * cannot be brute-forced back into tokens (secrets.mac's purposes are a closed list that does
  * not include this one). Looked up through a unique index, so no constant-time compare is needed.
  */
-const hashToken = (token: string) => createHash('sha256').update(token).digest('hex');
+export const hashToken = (token: string) => createHash('sha256').update(token).digest('hex');
 
 /**
  * The token's id shows its first 4 random characters ("lat_AbCd…" on the account page), so a
@@ -40,6 +52,8 @@ const hashToken = (token: string) => createHash('sha256').update(token).digest('
 const newId = (token: string) => `${token.slice(PAT_PREFIX.length, PAT_PREFIX.length + 4)}-${randomUUID()}`;
 /** The first 8 characters of the token, as its id recorded them. */
 export const prefixHint = (id: string) => (/^[A-Za-z0-9_-]{4}-/.test(id) ? `${PAT_PREFIX}${id.slice(0, 4)}` : PAT_PREFIX);
+/** What a person recognises a token by: Latch's `lat_…` hint, or an imported key's own prefix. */
+const shownPrefix = (r: PersonalAccessTokenRecord) => (r.format ? (r.prefix ?? '') : prefixHint(r.id));
 
 const epoch = (iso: string) => Math.floor(new Date(iso).getTime() / 1000);
 
@@ -81,7 +95,7 @@ export function describePersonalAccessToken(r: PersonalAccessTokenRecord) {
   return {
     id: r.id,
     name: r.name,
-    prefix: prefixHint(r.id),
+    prefix: shownPrefix(r),
     scopes: r.scopes,
     audience: r.audience,
     organization_id: r.organizationId,
@@ -207,6 +221,24 @@ export function createPersonalAccessTokenService(deps: {
     return flushing;
   }
 
+  /**
+   * An imported key whose app kept a bcrypt hash: the rows whose stored prefix begins the key,
+   * verified with bcrypt (on the thread pool); the one that matches moves to the SHA-256 lookup,
+   * so bcrypt runs once per key, at its first use.
+   */
+  async function verifyBcryptKey(token: string, now: string): Promise<boolean> {
+    const prefixes: string[] = [];
+    for (let n = 1; n <= Math.min(PREFIX_MAX, token.length - 1); n++) prefixes.push(token.slice(0, n));
+    for (const candidate of await tokens.bcryptCandidates(prefixes, now)) {
+      const ok = await bcrypt.compare(token, candidate.tokenHash.replace(/^\$2y\$/, '$2b$')).catch(() => false);
+      if (ok) {
+        await tokens.upgradeToSha256(candidate.id, hashToken(token));
+        return true;
+      }
+    }
+    return false;
+  }
+
   return {
     settings: { maxTtlDays: deps.maxTtlDays, defaultTtlDays, maxLive: PAT_MAX_LIVE },
 
@@ -280,8 +312,14 @@ export function createPersonalAccessTokenService(deps: {
      * only an answered introspection counts as a use.
      */
     async introspect(token: string, allowed: (answer: PersonalAccessTokenIntrospection) => boolean = () => true): Promise<PersonalAccessTokenIntrospection | undefined> {
-      if (typeof token !== 'string' || !TOKEN_SHAPE.test(token)) return undefined;
-      const found = await tokens.findLiveByHash(hashToken(token), new Date().toISOString());
+      if (typeof token !== 'string') return undefined;
+      const own = TOKEN_SHAPE.test(token);
+      if (!own && !mayBeImportedKey(token)) return undefined;
+      const now = new Date().toISOString();
+      let found = await tokens.findLiveByHash(hashToken(token), now);
+      if (!found && !own && (await verifyBcryptKey(token, now))) found = await tokens.findLiveByHash(hashToken(token), now);
+      // A key that is not `lat_` is only ever an imported one.
+      if (found && !own && !found.token.format) return undefined;
       if (!found?.ownerActive) return undefined;
       const { token: t, organizationRole } = found;
       if (t.organizationId && !organizationRole) return undefined;

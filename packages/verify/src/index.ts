@@ -232,6 +232,16 @@ export function createVerifier(options: VerifierOptions): Verifier {
     }
   }
 
+  /**
+   * RFC 9449 §7.1: a DPoP-bound token (`cnf.jkt`) is worth nothing without a proof of its key, so
+   * a resource server that takes bearer tokens only must not accept one: a thief holding just the
+   * token would otherwise get in.
+   */
+  function refuseBound(payload: Record<string, unknown>): void {
+    const cnf = payload.cnf as Record<string, unknown> | undefined;
+    if (cnf && typeof cnf === 'object' && cnf.jkt !== undefined) throw invalid('the token is bound to a key (DPoP) and cannot be used as a bearer token');
+  }
+
   async function verifyJwt(token: string): Promise<AccessClaims> {
     let header: ReturnType<typeof decodeProtectedHeader>;
     try {
@@ -253,8 +263,10 @@ export function createVerifier(options: VerifierOptions): Verifier {
         currentDate: new Date(now()),
         requiredClaims: ['sub', 'exp'],
       });
+      refuseBound(payload);
       return claimsOf(payload as JWTPayload & Record<string, unknown>, 'jwt');
     } catch (err) {
+      if (err instanceof VerifyError) throw err;
       if (err instanceof joseErrors.JWTExpired) throw invalid('the token has expired');
       if (err instanceof joseErrors.JWKSNoMatchingKey) throw invalid('the token is signed by an unknown key');
       if (err instanceof joseErrors.JWTClaimValidationFailed) throw invalid(`the token's ${err.claim} claim is not accepted`);
@@ -293,6 +305,7 @@ export function createVerifier(options: VerifierOptions): Verifier {
     if (typeof payload.exp === 'number' && payload.exp * 1000 + tolerance * 1000 <= now()) throw invalid('the token has expired');
     if (typeof payload.nbf === 'number' && payload.nbf * 1000 - tolerance * 1000 > now()) throw invalid('the token is not valid yet');
     if (typeof payload.sub !== 'string' || payload.sub === '') throw invalid("the token's sub claim is missing");
+    refuseBound(payload);
     return claimsOf(payload, 'introspection');
   }
 

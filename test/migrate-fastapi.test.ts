@@ -175,12 +175,6 @@ function expectShape(summary: Summary): void {
   expect(summary.problems).to.be.an('array');
 }
 
-/** The `latch import app` command exists (it lands from another branch; until then this suite cannot run). */
-async function importCommandExists(srv: TestServer): Promise<boolean> {
-  const r = await srv.cli('import', 'app', '--from', 'jsonl:/nonexistent', '--preset', 'fastapi-users-beanie', '--dry-run');
-  return !/unknown command/.test(r.stderr);
-}
-
 describe('migrating a FastAPI app to Latch (latch import app, latch_auth)', function () {
   this.timeout(600_000);
 
@@ -195,10 +189,6 @@ describe('migrating a FastAPI app to Latch (latch import app, latch_auth)', func
     let dryRun: Summary;
 
     before(async function () {
-      if (!(await importCommandExists(m.srv()))) {
-        console.warn('\n  [migrate-fastapi] PENDING: `latch import app` does not exist on this branch yet\n');
-        this.skip();
-      }
       appDb = join(m.dir(), 'app.sqlite');
       const made = await run(PYTHON, [join(EXAMPLE, 'seed.py'), 'sqlite', appDb, join(m.dir(), 'seed.json')]);
       expect(made.code, made.output).to.equal(0);
@@ -333,10 +323,6 @@ describe('migrating a FastAPI app to Latch (latch import app, latch_auth)', func
     let exportDir: string;
 
     before(async function () {
-      if (!(await importCommandExists(m.srv()))) {
-        console.warn('\n  [migrate-fastapi] PENDING: `latch import app` does not exist on this branch yet\n');
-        this.skip();
-      }
       exportDir = join(m.dir(), 'export');
       appDb = join(m.dir(), 'app.sqlite');
       const made = await run(PYTHON, [join(EXAMPLE, 'seed.py'), 'jsonl', exportDir, appDb, join(m.dir(), 'seed.json')]);
@@ -382,10 +368,6 @@ describe('migrating a FastAPI app to Latch (latch import app, latch_auth)', func
     let source: { url: string; drop(): Promise<void> } | undefined;
 
     before(async function () {
-      if (!(await importCommandExists(m.srv()))) {
-        console.warn('\n  [migrate-fastapi] PENDING: `latch import app` does not exist on this branch yet\n');
-        this.skip();
-      }
       // A database of its own on the PostgreSQL server the suite uses (the shared one by default).
       const base = new URL(onPostgres ? process.env.DATABASE_URL! : (process.env.MIGRATE_SOURCE_POSTGRES ?? 'postgres://postgres@127.0.0.1:5432/postgres'));
       const name = `latch_migrate_src_${randomBytes(6).toString('hex')}`;

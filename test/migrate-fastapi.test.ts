@@ -220,7 +220,8 @@ describe('migrating a FastAPI app to Latch (latch import app, latch_auth)', func
       for (const p of summary.problems) expect(p.reason, JSON.stringify(p)).to.be.a('string').and.not.equal('');
 
       const users = await m.srv().cli('users', 'list');
-      expect(JSON.stringify(users.json)).not.to.include('alice@example.test');
+      expect(users.code, users.stderr).to.equal(0);
+      expect(users.stdout).not.to.include('alice@example.test');
       expect(sha256(appDb)).to.equal(sourceHash);
       expect(readdirSync(m.dir()).filter((f) => /-(journal|wal|shm)$/.test(f))).to.deep.equal([]);
       dryRun = summary;

@@ -11,6 +11,7 @@ import * as keysetIndexes from './20261206020000_keyset_indexes.js';
 import * as federation from './20261207000000_federation.js';
 import * as clientPar from './20261207100000_client_par.js';
 import * as tokenExchange from './20261207200000_token_exchange.js';
+import * as backchannelLogout from './20261208000000_backchannel_logout.js';
 
 /** Every migration, in order. Knex records applied names in knex_migrations. */
 export const migrations: Record<string, Knex.Migration> = {
@@ -25,4 +26,5 @@ export const migrations: Record<string, Knex.Migration> = {
   '20261207000000_federation': federation,
   '20261207100000_client_par': clientPar,
   '20261207200000_token_exchange': tokenExchange,
+  '20261208000000_backchannel_logout': backchannelLogout,
 };

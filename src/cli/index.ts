@@ -97,7 +97,7 @@ const COMMANDS: Record<string, Command> = {
   ...ORG_COMMANDS,
   'clients create': {
     usage:
-      'clients create --name N [--grant G]... [--redirect-uri U]... [--post-logout-redirect-uri U]... [--scope S]... [--resource URI]... [--public] [--first-party] [--web-origin O]... [--auth-method client_secret_basic|client_secret_post|private_key_jwt|none] [--jwks-uri U] [--exchange-subject-audience URI]... [--secret] [--require-par]',
+      'clients create --name N [--grant G]... [--redirect-uri U]... [--post-logout-redirect-uri U]... [--scope S]... [--resource URI]... [--public] [--first-party] [--web-origin O]... [--auth-method client_secret_basic|client_secret_post|private_key_jwt|none] [--jwks-uri U] [--exchange-subject-audience URI]... [--secret] [--require-par] [--backchannel-logout-uri URL]',
     async run({ args, services, note }) {
       const u = this.usage;
       const { values } = parse(
@@ -117,6 +117,7 @@ const COMMANDS: Record<string, Command> = {
           'exchange-subject-audience': { type: 'string', multiple: true },
           secret: { type: 'boolean' },
           'require-par': { type: 'boolean' },
+          'backchannel-logout-uri': { type: 'string' },
         },
         u,
       );
@@ -136,6 +137,7 @@ const COMMANDS: Record<string, Command> = {
         authMethod: values['auth-method'],
         jwksUri: values['jwks-uri'],
         exchangeSubjectAudiences: list(values['exchange-subject-audience']),
+        backchannelLogoutUri: values['backchannel-logout-uri'],
       }, CLI_ACTOR);
       // A browser app served from another origin calls the token endpoint cross-origin: without
       // its origin registered, CORS refuses it (the browser never hands it the response).

@@ -10,6 +10,7 @@ import type { ProviderStateRepository } from '../repositories/provider-state.js'
 import type { AccessService } from '../services/access.js';
 import type { AccountService } from '../services/accounts.js';
 import type { AuditService } from '../services/audit.js';
+import type { BackchannelLogout } from '../services/backchannel-logout.js';
 import { apiAudience } from '../services/bootstrap.js';
 import type { ChangeFeed } from '../services/change-feed.js';
 import type { ClientService } from '../services/clients.js';
@@ -29,7 +30,7 @@ import { findAccountFor } from './account.js';
 import { allowedResourcesOf, allowedScopesOf, defaultResource, isFirstParty, isSignInOnly, mayIntrospect, type ClientLike } from './client-policy.js';
 import { restoreOfflineAccess } from './offline-access.js';
 import { answerOutage, noteOutage, renderOutagePage } from './outage.js';
-import { compareClientSecretsWith, deriveRotatedRefreshTokenIds, keepInGrantPayload, memoiseClientFind, providerHandler } from './provider-internals.js';
+import { compareClientSecretsWith, deliverBackchannelLogoutsWith, deriveRotatedRefreshTokenIds, keepInGrantPayload, memoiseClientFind, providerHandler, sidInEveryIdToken } from './provider-internals.js';
 import { createRefreshReuse } from './refresh-reuse.js';
 import { personalAccessTokenIntrospection } from './personal-access-tokens.js';
 import { createRbacIntegration, type GrantWithOrganization, type RbacIntegration } from './rbac.js';
@@ -62,6 +63,8 @@ export interface OidcDeps {
   federation?: Pick<FederationService, 'idpOf'>;
   /** The shared counters: wrong device user codes per address, device polling intervals. */
   rateLimits: { counter(name: CounterName): Counter };
+  /** Where RP-initiated logout queues its back-channel logouts (services/backchannel-logout.ts). */
+  backchannelLogout: Pick<BackchannelLogout, 'enqueue'>;
 }
 
 /** The OIDC scopes Latch knows; resource scopes come from resource servers. */
@@ -246,6 +249,9 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
         allowedPolicy: (_ctx, client, token) => token.clientId === client.clientId,
       },
       userinfo: { enabled: true },
+      // OIDC Back-Channel Logout 1.0: discovery and the client metadata; Latch's queue delivers
+      // (deliverBackchannelLogoutsWith below).
+      backchannelLogout: { enabled: true },
       resourceIndicators: {
         enabled: true,
         // RFC 8707 §2: with no `resource` named, a client registered for one resource gets it, unless
@@ -388,6 +394,11 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
     // The client service hands out the same cached metadata object until a change clears its
     // cache (change feed): no hash of the metadata per lookup.
     memoiseClientFind(provider, (id) => deps.clients.findMetadata(id));
+    // RP-initiated logout hands each back-channel logout to the durable queue, before the
+    // session is removed: a failure after it tells a relying party too much, never too little.
+    deliverBackchannelLogoutsWith(provider, (clientId, sub, sid) => deps.backchannelLogout.enqueue([{ clientId, sub, sid: sid ?? null }]));
+    // A relying party matches a logout token's sid against the ID token's.
+    sidInEveryIdToken(provider);
     // RP-initiated logout (OIDC RP-Initiated Logout §2) ends the session: on the audit trail.
     provider.on('end_session.success', (ctx: KoaContextWithOIDC) => {
       const accountId = ctx.oidc.session?.accountId;

@@ -24,6 +24,9 @@ export interface ClientRecord {
   enabled: boolean;
   /** RFC 9126 §6: authorization requests only through pushed authorization requests. */
   requirePar?: boolean;
+  /** OIDC Back-Channel Logout 1.0 §2.2 (services/client-backchannel.ts). */
+  backchannelLogoutUri?: string | null;
+  backchannelLogoutSessionRequired?: boolean;
   /** HMAC of the secret before the last rotation, accepted until previousSecretExpiresAt (rotation overlap). */
   previousSecretHash?: string | null;
   previousSecretExpiresAt?: string | null;
@@ -48,6 +51,8 @@ interface Row {
   first_party: boolean | number;
   enabled: boolean | number;
   require_par?: boolean | number;
+  backchannel_logout_uri?: string | null;
+  backchannel_logout_session_required?: boolean | number;
   previous_secret_hash?: string | null;
   previous_secret_expires_at?: string | null;
   created_at: string;
@@ -75,6 +80,8 @@ function fromRow(r: Row): ClientRecord {
     firstParty: Boolean(r.first_party),
     enabled: Boolean(r.enabled),
     requirePar: Boolean(r.require_par),
+    backchannelLogoutUri: r.backchannel_logout_uri ?? null,
+    backchannelLogoutSessionRequired: r.backchannel_logout_session_required === undefined ? true : Boolean(r.backchannel_logout_session_required),
     previousSecretHash: r.previous_secret_hash ?? null,
     previousSecretExpiresAt: r.previous_secret_expires_at ?? null,
     createdAt: toIso(r.created_at) ?? r.created_at,
@@ -100,6 +107,8 @@ function toRow(c: Partial<ClientRecord>): Partial<Row> {
   if (c.firstParty !== undefined) row.first_party = c.firstParty;
   if (c.enabled !== undefined) row.enabled = c.enabled;
   if (c.requirePar !== undefined) row.require_par = c.requirePar;
+  if (c.backchannelLogoutUri !== undefined) row.backchannel_logout_uri = c.backchannelLogoutUri;
+  if (c.backchannelLogoutSessionRequired !== undefined) row.backchannel_logout_session_required = c.backchannelLogoutSessionRequired;
   if (c.previousSecretHash !== undefined) row.previous_secret_hash = c.previousSecretHash;
   if (c.previousSecretExpiresAt !== undefined) row.previous_secret_expires_at = c.previousSecretExpiresAt;
   return row;

@@ -9,6 +9,7 @@ import * as oidc from 'openid-client';
 
 import { loadConfig } from '../src/config/index.js';
 import { openDatabase } from '../src/db/knex.js';
+import { createBackchannelLogoutsRepository } from '../src/repositories/backchannel-logouts.js';
 import { BACKCHANNEL_LOGOUT_SCHEDULE_MS } from '../src/services/backchannel-logout.js';
 import { checkBackchannelLogoutUri } from '../src/services/client-backchannel.js';
 import { Agent, authorize, parseForms, type PageResponse } from './helpers/agent.js';
@@ -300,6 +301,26 @@ describe('back-channel logout (OIDC Back-Channel Logout 1.0) through the durable
     expect(warning).to.include({ error: 'HTTP 400' });
     expect(JSON.stringify(h.srv.logger.lines)).to.not.contain(token);
     expect(rp.answers.get('/refuse')).to.have.length(2);
+  });
+
+  it('of several claims of one due row (instances sharing the database) exactly one wins it', async () => {
+    const racing = await client('Racing', '/race');
+    const user = await newUser();
+    // Straight into the table: this server's worker is not woken and finds it at its next poll at the earliest.
+    const repo = createBackchannelLogoutsRepository(h.srv.running.db);
+    expect(await repo.enqueue([{ clientId: racing.client_id, sub: user.id, sid: 'sid-race' }])).to.equal(1);
+    const claims = await Promise.all(Array.from({ length: 6 }, () => repo.claimDue(16, 60_000)));
+    const won = claims.flat().filter((r) => r.clientId === racing.client_id);
+    if (won.length === 0) {
+      // The server's worker claimed it first: it delivers it, once.
+      expect(await rp.waitFor('/race', 1)).to.have.length(1);
+    } else {
+      expect(won).to.have.length(1);
+      expect(won[0]).to.include({ attempts: 1, sub: user.id, sid: 'sid-race' });
+      // Leased: not due for anyone else.
+      expect((await repo.claimDue(16, 60_000)).filter((r) => r.clientId === racing.client_id)).to.deep.equal([]);
+      await repo.remove(won[0]!.id);
+    }
   });
 });
 

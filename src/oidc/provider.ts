@@ -397,6 +397,10 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
     // RP-initiated logout hands each back-channel logout to the durable queue, before the
     // session is removed: a failure after it tells a relying party too much, never too little.
     deliverBackchannelLogoutsWith(provider, (clientId, sub, sid) => deps.backchannelLogout.enqueue([{ clientId, sub, sid: sid ?? null }]));
+    // The library catches what the hook throws and carries on with the logout: say so loudly.
+    provider.on('backchannel.error', (_ctx: unknown, err: Error, client: { clientId?: string } | undefined) => {
+      deps.logger.error('back-channel logout could not be queued', { client_id: client?.clientId, err: String(err?.stack ?? err) });
+    });
     // A relying party matches a logout token's sid against the ID token's.
     sidInEveryIdToken(provider);
     // RP-initiated logout (OIDC RP-Initiated Logout §2) ends the session: on the audit trail.

@@ -14,6 +14,7 @@ import * as tokenExchange from './20261207200000_token_exchange.js';
 import * as clientDpop from './20261207300000_client_dpop.js';
 import * as mailQueue from './20261208000000_mail_queue.js';
 import * as importedApiKeys from './20261208010000_imported_api_keys.js';
+import * as backchannelLogout from './20261208020000_backchannel_logout.js';
 
 /** Every migration, in order. Knex records applied names in knex_migrations. */
 export const migrations: Record<string, Knex.Migration> = {
@@ -31,4 +32,5 @@ export const migrations: Record<string, Knex.Migration> = {
   '20261207300000_client_dpop': clientDpop,
   '20261208000000_mail_queue': mailQueue,
   '20261208010000_imported_api_keys': importedApiKeys,
+  '20261208020000_backchannel_logout': backchannelLogout,
 };

@@ -10,6 +10,7 @@ import { startWalCheckpointer } from './db/checkpointer.js';
 import { migrateLatest } from './db/migrate.js';
 import { createLogger, type Logger } from './lib/logger.js';
 import { createRenderer } from './lib/views.js';
+import { logoutTokenSigner } from './oidc/backchannel-logout.js';
 import { createOidc, type Oidc } from './oidc/provider.js';
 import { loopbackHost } from './routes/account-session.js';
 import { createServices, type Services } from './services/index.js';
@@ -81,11 +82,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     metrics.sources.rateLimitStoreDegraded = () => services.rateLimits.degraded();
     services.mailer.onEvent((event) => metrics.mails.inc({ event }));
     metrics.sources.mailPending = () => services.mailer.pending();
-    const oidc = await createOidc({ config, logger, render, secrets: services.secrets, state: services.state, clients: services.clients, resources: services.resources, accounts: services.accounts, keys: services.keys, feed: services.feed, metrics, audit: services.audit, access: services.access, organizations: services.organizations, personalTokens: services.personalTokens, federation: services.federation, rateLimits: services.rateLimits });
+    const oidc = await createOidc({ config, logger, render, secrets: services.secrets, state: services.state, clients: services.clients, resources: services.resources, accounts: services.accounts, keys: services.keys, feed: services.feed, metrics, audit: services.audit, access: services.access, organizations: services.organizations, personalTokens: services.personalTokens, federation: services.federation, rateLimits: services.rateLimits, backchannelLogout: services.backchannelLogout });
     services.feed.on('keys', async () => {
       await oidc.reloadKeys();
     });
     await services.feed.start();
+    // Every process delivers the back-channel logout queue (claims keep instances apart).
+    const logouts = services.backchannelLogout.start({ sign: logoutTokenSigner(oidc), record: (result) => metrics.backchannelLogouts.inc({ result }) });
 
     const lifecycle = { draining: false };
     let purging: Promise<void> | undefined;
@@ -156,6 +159,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         clearInterval(idle);
         clearTimeout(cut);
         await services.feed.stop();
+        await logouts.stop();
         await purging;
         await mailing;
         await services.rateLimits.close();

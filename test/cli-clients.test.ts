@@ -151,6 +151,25 @@ describe('latch clients update: what PATCH /api/v1/clients/{id} does, from the c
     expect((await srv.cli('clients', 'update', worker.client_id, '--require-dpop=false', '--no-require-par')).json).to.include({ dpop_bound_access_tokens: false, require_pushed_authorization_requests: false });
   });
 
+  it('sets and removes the back-channel logout URI (and the JWKS URI) with update', async () => {
+    const web = (await srv.cli('clients', 'create', '--name', 'Logout app', '--redirect-uri', 'http://127.0.0.1:9/cb')).json;
+    expect(web.backchannel_logout_uri).to.equal(null);
+    const set = await srv.cli('clients', 'update', web.client_id, '--backchannel-logout-uri', 'http://127.0.0.1:9/logout');
+    expect(set.code, set.stderr).to.equal(0);
+    expect(set.json).to.include({ backchannel_logout_uri: 'http://127.0.0.1:9/logout', backchannel_logout_session_required: true });
+    const bad = await srv.cli('clients', 'update', web.client_id, '--backchannel-logout-uri', 'http://127.0.0.1:9/logout#frag');
+    expect(bad.code).to.equal(1);
+    expect(bad.stderr).to.match(/backchannel/);
+    const cleared = await srv.cli('clients', 'update', web.client_id, '--backchannel-logout-uri', '');
+    expect(cleared.code, cleared.stderr).to.equal(0);
+    expect(cleared.json.backchannel_logout_uri).to.equal(null);
+    const keyed = (await srv.cli('clients', 'create', '--name', 'Keyed', '--grant', 'client_credentials', '--resource', API, '--auth-method', 'private_key_jwt', '--jwks-uri', 'https://keys.example.com/jwks')).json;
+    expect(keyed.jwks_uri).to.equal('https://keys.example.com/jwks');
+    const noKeys = await srv.cli('clients', 'update', keyed.client_id, '--jwks-uri', '');
+    // A private_key_jwt client needs its keys: removing them is refused as the API refuses it.
+    expect(noKeys.code).to.equal(1);
+  });
+
   it('validates as the API does, and refuses what it cannot change or does not know', async () => {
     const worker = (await srv.cli('clients', 'create', '--name', 'Worker 2', '--grant', 'client_credentials', '--resource', API)).json;
     const noAudience = await srv.cli('clients', 'update', worker.client_id, '--grant', 'token_exchange');

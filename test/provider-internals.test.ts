@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 
 import { expect } from 'chai';
+import * as jose from 'jose';
 import Koa from 'koa';
 import Provider, { type KoaContextWithOIDC } from 'oidc-provider';
 
@@ -11,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 
 import { refuseStaleProof, replayId } from '../src/oidc/dpop.js';
-import { atomicReplayDetection, compareClientSecretsWith, deriveRotatedRefreshTokenIds, keepInGrantPayload, memoiseClientFind, providerHandler } from '../src/oidc/provider-internals.js';
+import { atomicReplayDetection, BACKCHANNEL_LOGOUT_EVENT, compareClientSecretsWith, deliverBackchannelLogoutsWith, deriveRotatedRefreshTokenIds, keepInGrantPayload, memoiseClientFind, providerHandler, sidInEveryIdToken, signLogoutToken } from '../src/oidc/provider-internals.js';
 
 /**
  * What src/oidc/provider-internals.ts (and the offline_access restoration) rely on in the
@@ -174,5 +175,67 @@ describe('oidc-provider internals Latch relies on (src/oidc/provider-internals.t
     const body = (await res.json()) as { refresh_token?: string };
     expect(res.status, JSON.stringify(body)).to.equal(200);
     expect(body.refresh_token).to.equal(`next-of-${value}`.slice(0, 43));
+  });
+});
+
+describe('oidc-provider internals of back-channel logout (src/oidc/provider-internals.ts)', () => {
+  let server: Server;
+  let base: string;
+  let provider: Provider;
+  const enqueued: [string, string, string | undefined][] = [];
+
+  before(async () => {
+    const app = new Koa();
+    let listener: (req: IncomingMessage, res: ServerResponse) => void = (_req, res) => res.end();
+    server = createServer((req, res) => listener(req, res)).listen(0, '127.0.0.1');
+    await new Promise((r) => server.once('listening', r));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    provider = new Provider(base, {
+      clients: [
+        { client_id: 'rp', client_secret: 'a-secret-long-enough-for-hs256-000000', redirect_uris: ['http://127.0.0.1:9/cb'], backchannel_logout_uri: 'http://127.0.0.1:9/bcl' },
+        { client_id: 'other', client_secret: 'another-secret-long-enough-0000000000', redirect_uris: ['http://127.0.0.1:9/cb'] },
+      ],
+      features: { devInteractions: { enabled: false }, backchannelLogout: { enabled: true } },
+    });
+    deliverBackchannelLogoutsWith(provider, async (clientId, sub, sid) => {
+      enqueued.push([clientId, sub, sid]);
+    });
+    const handler = providerHandler(provider);
+    app.use((ctx) => handler(ctx));
+    const callback = app.callback();
+    listener = (req, res) => void callback(req, res);
+  });
+  after(() => new Promise<void>((r) => server.close(() => r())));
+
+  it('end_session calls Client#backchannelLogout(sub, sid) of each client of the session with a backchannel_logout_uri', async () => {
+    const Session = provider.Session as unknown as new (payload: object) => { save(ttl: number): Promise<string> };
+    const session = new Session({ jti: 'session-1', accountId: 'account-1', loginTs: Math.floor(Date.now() / 1000), authorizations: { rp: { sid: 'sid-rp' }, other: { sid: 'sid-other' } }, state: { secret: 'xsrf-1' } });
+    await session.save(60);
+    const res = await fetch(`${base}/session/end/confirm`, { method: 'POST', redirect: 'manual', headers: { cookie: `_session=session-1`, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ xsrf: 'xsrf-1', logout: 'yes' }) });
+    expect(res.status, await res.text()).to.be.oneOf([302, 303]);
+    expect(enqueued).to.deep.equal([['rp', 'account-1', 'sid-rp']]);
+    expect(await provider.Session.find('session-1')).to.equal(undefined);
+  });
+
+  it('includeSid is the Client method that decides whether ID tokens carry sid', async () => {
+    const other = (await provider.Client.find('other'))!;
+    const proto = provider.Client.prototype as unknown as { includeSid(): boolean };
+    expect(proto.includeSid).to.be.a('function');
+    expect((other as unknown as { includeSid(): boolean }).includeSid()).to.not.equal(true);
+    sidInEveryIdToken(provider);
+    expect((other as unknown as { includeSid(): boolean }).includeSid()).to.equal(true);
+  });
+
+  it('IdToken with use "logout" signs a logout token with the provider keys, typ logout+jwt, a two-minute exp and no nonce', async () => {
+    const client = (await provider.Client.find('rp'))!;
+    const token = await signLogoutToken(provider, client, 'account-1', 'sid-rp');
+    const jwks = jose.createRemoteJWKSet(new URL(`${base}/jwks`));
+    const { payload, protectedHeader } = await jose.jwtVerify(token, jwks, { issuer: base, audience: 'rp', typ: 'logout+jwt' });
+    expect(protectedHeader.alg).to.equal(client.idTokenSignedResponseAlg);
+    expect(payload).to.include({ sub: 'account-1', sid: 'sid-rp' });
+    expect(payload.events).to.deep.equal({ [BACKCHANNEL_LOGOUT_EVENT]: {} });
+    expect(payload.jti).to.be.a('string');
+    expect(payload.exp! - payload.iat!).to.equal(120);
+    expect(payload).to.not.have.property('nonce');
   });
 });

@@ -126,6 +126,13 @@ const PAGES: Record<string, (runs: BlockRun[], server: TestServer) => void> = {
 
     // Upstream providers: the callbacks to register at Google and GitHub.
     expect(runOf(runs, 'idps create').stdout.split('\n')).to.include.members([`${server.url}/federation/callback/google`, `${server.url}/federation/callback/github`]);
+
+    // Logout everywhere: the registered back-channel logout URI.
+    expect(runOf(runs, '--backchannel-logout-uri').stdout.trim()).to.equal('"https://shop.example.com/backchannel-logout"');
+  },
+  'docs/logout.md': (runs) => {
+    const [client] = jsonValues(runOf(runs, '--backchannel-logout-uri').stdout) as Record<string, unknown>[];
+    expect(client).to.include({ backchannel_logout_uri: 'https://shop.example.com/backchannel-logout', backchannel_logout_session_required: true });
   },
   'docs/api.md': (runs) => {
     const run = runOf(runs, '/api/v1/organizations');

@@ -20,7 +20,7 @@ import { ORG_COMMANDS, ROLE_COMMANDS } from './rbac.js';
 
 type ClientPatch = Parameters<Services['clients']['update']>[1];
 /** One `clients update` flag: a string, a repeatable list (replaces the whole list) or an on/off toggle. */
-type UpdateFlag = { kind: 'text' | 'list'; meta: string; field: keyof ClientPatch } | { kind: 'toggle'; field: keyof ClientPatch };
+type UpdateFlag = { kind: 'text' | 'list'; meta: string; field: keyof ClientPatch; clearable?: true } | { kind: 'toggle'; field: keyof ClientPatch };
 
 /**
  * `latch clients update` sets what `PATCH /api/v1/clients/{id}` sets, through the same service
@@ -35,11 +35,12 @@ const CLIENT_UPDATE_FLAGS: Record<string, UpdateFlag> = {
   scope: { kind: 'list', meta: 'S', field: 'scopes' },
   resource: { kind: 'list', meta: 'URI', field: 'resources' },
   'web-origin': { kind: 'list', meta: 'O', field: 'webOrigins' },
-  'jwks-uri': { kind: 'text', meta: 'U', field: 'jwksUri' },
+  'jwks-uri': { kind: 'text', meta: 'U', field: 'jwksUri', clearable: true },
   'exchange-subject-audience': { kind: 'list', meta: 'URI', field: 'exchangeSubjectAudiences' },
   'first-party': { kind: 'toggle', field: 'firstParty' },
   'require-par': { kind: 'toggle', field: 'requirePar' },
   'require-dpop': { kind: 'toggle', field: 'requireDpop' },
+  'backchannel-logout-uri': { kind: 'text', meta: 'URL', field: 'backchannelLogoutUri', clearable: true },
 };
 
 const COMMANDS: Record<string, Command> = {
@@ -123,7 +124,7 @@ const COMMANDS: Record<string, Command> = {
   ...ORG_COMMANDS,
   'clients create': {
     usage:
-      'clients create --name N [--grant G]... [--redirect-uri U]... [--post-logout-redirect-uri U]... [--scope S]... [--resource URI]... [--public] [--first-party] [--web-origin O]... [--auth-method client_secret_basic|client_secret_post|private_key_jwt|none] [--jwks-uri U] [--exchange-subject-audience URI]... [--secret] [--require-par] [--require-dpop]',
+      'clients create --name N [--grant G]... [--redirect-uri U]... [--post-logout-redirect-uri U]... [--scope S]... [--resource URI]... [--public] [--first-party] [--web-origin O]... [--auth-method client_secret_basic|client_secret_post|private_key_jwt|none] [--jwks-uri U] [--exchange-subject-audience URI]... [--secret] [--require-par] [--require-dpop] [--backchannel-logout-uri URL]',
     async run({ args, services, note }) {
       const u = this.usage;
       const { values } = parse(
@@ -144,6 +145,7 @@ const COMMANDS: Record<string, Command> = {
           secret: { type: 'boolean' },
           'require-par': { type: 'boolean' },
           'require-dpop': { type: 'boolean' },
+          'backchannel-logout-uri': { type: 'string' },
         },
         u,
       );
@@ -164,6 +166,7 @@ const COMMANDS: Record<string, Command> = {
         authMethod: values['auth-method'],
         jwksUri: values['jwks-uri'],
         exchangeSubjectAudiences: list(values['exchange-subject-audience']),
+        backchannelLogoutUri: values['backchannel-logout-uri'],
       }, CLI_ACTOR);
       // A browser app served from another origin calls the token endpoint cross-origin: without
       // its origin registered, CORS refuses it (the browser never hands it the response).
@@ -185,7 +188,8 @@ const COMMANDS: Record<string, Command> = {
       for (const [flag, f] of Object.entries(CLIENT_UPDATE_FLAGS)) {
         const value = values[flag];
         if (value === undefined) continue;
-        (patch as Record<string, unknown>)[f.field] = f.kind === 'toggle' ? bool(value, flag) : f.kind === 'list' ? list(value) : value;
+        // A clearable text flag given '' removes the value (`--jwks-uri ''`), as null does in the API.
+        (patch as Record<string, unknown>)[f.field] = f.kind === 'toggle' ? bool(value, flag) : f.kind === 'list' ? list(value) : f.clearable && value === '' ? null : value;
       }
       if (Object.keys(patch).length === 0) throw new UsageError(`nothing to change (usage: latch ${u})`);
       const updated = await services.clients.update(positionals[0]!, patch, CLI_ACTOR);

@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+
 import type Koa from 'koa';
 import Provider from 'oidc-provider';
 import type { Client } from 'oidc-provider';
@@ -89,4 +91,45 @@ export function atomicReplayDetection(provider: Provider, remember: (id: string,
     const id = idOf(iss, jti);
     return remember(id, { jti: id, iss, kind: 'ReplayDetection' }, Math.max(1, exp - Math.floor(Date.now() / 1000)));
   };
+}
+/** OIDC Back-Channel Logout 1.0 §2.4: the event that makes a JWT a logout token. */
+export const BACKCHANNEL_LOGOUT_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
+
+/**
+ * With `features.backchannelLogout` on, RP-initiated logout (end_session) calls each client's
+ * `backchannelLogout(sub, sid)` before it removes the session, and the library would POST the
+ * logout token itself (no loopback, 2.5 s, no retry). `enqueue` replaces that delivery: the
+ * session's end is handed to Latch's queue instead.
+ */
+export function deliverBackchannelLogoutsWith(provider: Provider, enqueue: (clientId: string, sub: string, sid: string | undefined) => Promise<void>): void {
+  const proto = provider.Client.prototype as unknown as { backchannelLogout(sub: string, sid?: string): Promise<void> };
+  proto.backchannelLogout = function backchannelLogout(this: Client, sub: string, sid?: string) {
+    return enqueue(this.clientId, sub, sid);
+  };
+}
+
+/**
+ * ID tokens name the session (`sid`, OIDC Front-/Back-Channel Logout) for every client: the
+ * library adds it only when `Client.prototype.includeSid()` says so (clients registered for
+ * back-channel logout with sessions required), which is what is replaced.
+ */
+export function sidInEveryIdToken(provider: Provider): void {
+  (provider.Client.prototype as unknown as { includeSid(): boolean }).includeSid = () => true;
+}
+
+/**
+ * A logout token (§2.4) signed as the library signs ID tokens for `client` (its
+ * id_token_signed_response_alg, the provider's keys, `typ: logout+jwt`, iss, aud, iat, a
+ * two-minute exp, sub as the client sees it): the library's IdToken with `use: 'logout'`, as
+ * its own `Client#backchannelLogout` builds it, plus `jti`, `sid` and `events`; never a nonce.
+ */
+export async function signLogoutToken(provider: Provider, client: Client, sub: string, sid: string | null): Promise<string> {
+  type LogoutToken = { mask: unknown; set(key: string, value: unknown): void; issue(options: { use: 'logout' }): Promise<string> };
+  const IdToken = provider.IdToken as unknown as new (claims: object, options: { client: Client; ctx: undefined }) => LogoutToken;
+  const token = new IdToken({ sub }, { client, ctx: undefined });
+  token.mask = { sub: null };
+  token.set('events', { [BACKCHANNEL_LOGOUT_EVENT]: {} });
+  token.set('jti', randomUUID());
+  if (sid) token.set('sid', sid);
+  return token.issue({ use: 'logout' });
 }

@@ -10,6 +10,7 @@ import type { ProviderStateRepository } from '../repositories/provider-state.js'
 import type { AccessService } from '../services/access.js';
 import type { AccountService } from '../services/accounts.js';
 import type { AuditService } from '../services/audit.js';
+import type { BackchannelLogout } from '../services/backchannel-logout.js';
 import { apiAudience } from '../services/bootstrap.js';
 import type { ChangeFeed } from '../services/change-feed.js';
 import type { ClientService } from '../services/clients.js';
@@ -30,7 +31,7 @@ import { allowedResourcesOf, allowedScopesOf, defaultResource, isFirstParty, isS
 import { restoreOfflineAccess } from './offline-access.js';
 import { answerOutage, noteOutage, renderOutagePage } from './outage.js';
 import { DpopProofError, DPOP_SIGNING_ALGS, REPLAY_MODEL, REPLAY_TTL, refuseStaleProof, replayId, verifyDpopProof, type VerifiedProof } from './dpop.js';
-import { atomicReplayDetection, compareClientSecretsWith, deriveRotatedRefreshTokenIds, keepInGrantPayload, memoiseClientFind, providerHandler } from './provider-internals.js';
+import { atomicReplayDetection, compareClientSecretsWith, deliverBackchannelLogoutsWith, deriveRotatedRefreshTokenIds, keepInGrantPayload, memoiseClientFind, providerHandler, sidInEveryIdToken } from './provider-internals.js';
 import { createRefreshReuse } from './refresh-reuse.js';
 import { personalAccessTokenIntrospection } from './personal-access-tokens.js';
 import { createRbacIntegration, type GrantWithOrganization, type RbacIntegration } from './rbac.js';
@@ -63,6 +64,8 @@ export interface OidcDeps {
   federation?: Pick<FederationService, 'idpOf'>;
   /** The shared counters: wrong device user codes per address, device polling intervals. */
   rateLimits: { counter(name: CounterName): Counter };
+  /** Where RP-initiated logout queues its back-channel logouts (services/backchannel-logout.ts). */
+  backchannelLogout: Pick<BackchannelLogout, 'enqueue'>;
 }
 
 /** The OIDC scopes Latch knows; resource scopes come from resource servers. */
@@ -253,6 +256,9 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
         allowedPolicy: (_ctx, client, token) => token.clientId === client.clientId,
       },
       userinfo: { enabled: true },
+      // OIDC Back-Channel Logout 1.0: discovery and the client metadata; Latch's queue delivers
+      // (deliverBackchannelLogoutsWith below).
+      backchannelLogout: { enabled: true },
       resourceIndicators: {
         enabled: true,
         // RFC 8707 §2: with no `resource` named, a client registered for one resource gets it, unless
@@ -436,6 +442,15 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
     // The client service hands out the same cached metadata object until a change clears its
     // cache (change feed): no hash of the metadata per lookup.
     memoiseClientFind(provider, (id) => deps.clients.findMetadata(id));
+    // RP-initiated logout hands each back-channel logout to the durable queue, before the
+    // session is removed: a failure after it tells a relying party too much, never too little.
+    deliverBackchannelLogoutsWith(provider, (clientId, sub, sid) => deps.backchannelLogout.enqueue([{ clientId, sub, sid: sid ?? null }]));
+    // The library catches what the hook throws and carries on with the logout: say so loudly.
+    provider.on('backchannel.error', (_ctx: unknown, err: Error, client: { clientId?: string } | undefined) => {
+      deps.logger.error('back-channel logout could not be queued', { client_id: client?.clientId, err: String(err?.stack ?? err) });
+    });
+    // A relying party matches a logout token's sid against the ID token's.
+    sidInEveryIdToken(provider);
     // RP-initiated logout (OIDC RP-Initiated Logout §2) ends the session: on the audit trail.
     provider.on('end_session.success', (ctx: KoaContextWithOIDC) => {
       const accountId = ctx.oidc.session?.accountId;

@@ -26,6 +26,9 @@ export interface ClientRecord {
   requirePar?: boolean;
   /** RFC 9449 §5.2 `dpop_bound_access_tokens`: every token request carries a DPoP proof. */
   requireDpop?: boolean;
+  /** OIDC Back-Channel Logout 1.0 §2.2 (services/client-backchannel.ts). */
+  backchannelLogoutUri?: string | null;
+  backchannelLogoutSessionRequired?: boolean;
   /** HMAC of the secret before the last rotation, accepted until previousSecretExpiresAt (rotation overlap). */
   previousSecretHash?: string | null;
   previousSecretExpiresAt?: string | null;
@@ -51,6 +54,8 @@ interface Row {
   enabled: boolean | number;
   require_par?: boolean | number;
   require_dpop?: boolean | number;
+  backchannel_logout_uri?: string | null;
+  backchannel_logout_session_required?: boolean | number;
   previous_secret_hash?: string | null;
   previous_secret_expires_at?: string | null;
   created_at: string;
@@ -79,6 +84,8 @@ function fromRow(r: Row): ClientRecord {
     enabled: Boolean(r.enabled),
     requirePar: Boolean(r.require_par),
     requireDpop: Boolean(r.require_dpop),
+    backchannelLogoutUri: r.backchannel_logout_uri ?? null,
+    backchannelLogoutSessionRequired: r.backchannel_logout_session_required === undefined ? true : Boolean(r.backchannel_logout_session_required),
     previousSecretHash: r.previous_secret_hash ?? null,
     previousSecretExpiresAt: r.previous_secret_expires_at ?? null,
     createdAt: toIso(r.created_at) ?? r.created_at,
@@ -105,6 +112,8 @@ function toRow(c: Partial<ClientRecord>): Partial<Row> {
   if (c.enabled !== undefined) row.enabled = c.enabled;
   if (c.requirePar !== undefined) row.require_par = c.requirePar;
   if (c.requireDpop !== undefined) row.require_dpop = c.requireDpop;
+  if (c.backchannelLogoutUri !== undefined) row.backchannel_logout_uri = c.backchannelLogoutUri;
+  if (c.backchannelLogoutSessionRequired !== undefined) row.backchannel_logout_session_required = c.backchannelLogoutSessionRequired;
   if (c.previousSecretHash !== undefined) row.previous_secret_hash = c.previousSecretHash;
   if (c.previousSecretExpiresAt !== undefined) row.previous_secret_expires_at = c.previousSecretExpiresAt;
   return row;

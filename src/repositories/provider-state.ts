@@ -257,9 +257,9 @@ export function createProviderStateRepository(db: Db) {
       return trx ? run(trx) : db.transaction(run);
     },
 
-    /** The live rows of one model that belong to an account (its sessions, its grants). */
-    async listByAccount(model: 'Session' | 'Grant', accountId: string): Promise<Payload[]> {
-      const rows = await alive(epochSeconds())(table().select('payload', 'consumed_at').where({ model, account_id: accountId })).orderBy('id');
+    /** The live rows of one model that belong to an account (its sessions, its grants), in `trx` when given. */
+    async listByAccount(model: 'Session' | 'Grant', accountId: string, trx?: Transaction): Promise<Payload[]> {
+      const rows = await alive(epochSeconds())((trx ?? db)('provider_state').select('payload', 'consumed_at').where({ model, account_id: accountId })).orderBy('id');
       return rows.map((r: { payload: string; consumed_at: number | null }) => decode(r)!);
     },
 
@@ -267,19 +267,20 @@ export function createProviderStateRepository(db: Db) {
      * Ends one of the account's sessions as logout does: the session goes, and so do the grants
      * of the applications signed in through it, except those that outlive logout
      * (offline_access). All in `trx`: a session gone with its grants left behind would leave
-     * applications signed in that the user just signed out. True when the account had that
-     * session.
+     * applications signed in that the user just signed out. The session's payload when the
+     * account had that session.
      */
-    async endSession(accountId: string, uid: string, trx: Transaction): Promise<boolean> {
-      if (!isStorableKey(uid)) return false;
+    async endSession(accountId: string, uid: string, trx: Transaction): Promise<Payload | undefined> {
+      if (!isStorableKey(uid)) return undefined;
       const session = () => trx('provider_state').where({ model: 'Session', uid, account_id: accountId });
       const row = await session().select('payload').first<{ payload: string } | undefined>();
-      if (!row || !(await session().delete())) return false;
-      const authorizations = (JSON.parse(row.payload) as Payload).authorizations;
+      if (!row || !(await session().delete())) return undefined;
+      const payload = JSON.parse(row.payload) as Payload;
+      const authorizations = payload.authorizations;
       for (const auth of Object.values(authorizations && typeof authorizations === 'object' ? (authorizations as Record<string, { grantId?: string; persistsLogout?: boolean }>) : {})) {
         if (auth.grantId && !auth.persistsLogout) await this.revokeByGrantId(auth.grantId, trx);
       }
-      return true;
+      return payload;
     },
 
     /** Deletes up to `batch` expired rows; returns how many. Call repeatedly until 0. */

@@ -167,8 +167,8 @@ export function createAccountSignIn(deps: { issuer: string; oidc: Oidc; secrets:
     }
     const claims = typeof tokens?.id_token === 'string' ? await verifyIdToken(tokens.id_token, pending.nonce) : undefined;
     // The Latch session the sign-in came from: the account page lives only as long as it does.
-    // (The ID token carries `sid` only for back-channel logout clients; the access token just
-    // issued to us names the session, and we are the server that stores it.)
+    // (The ID token's `sid` names the session to this client only, not by its uid; the access
+    // token just issued to us names the session, and we are the server that stores it.)
     const at = claims && typeof tokens?.access_token === 'string' ? await oidc.provider.AccessToken.find(tokens.access_token) : undefined;
     if (!claims || typeof claims.sub !== 'string' || !at || at.accountId !== claims.sub || at.clientId !== ACCOUNT_CLIENT_ID || typeof at.sessionUid !== 'string') {
       await problem(ctx, 400, 'Sign-in failed', 'Signing in to your account page did not work. Open it again.', 'invalid_grant');

@@ -6,7 +6,8 @@ import type { PageRequest } from '../repositories/keyset.js';
 import type { FederatedIdentitiesRepository } from '../repositories/federated-identities.js';
 import type { ProviderStateRepository } from '../repositories/provider-state.js';
 import type { RoleKind, RoleRecord, Subject } from '../repositories/roles.js';
-import type { Transact } from '../repositories/transaction.js';
+import type { Transact, Transaction } from '../repositories/transaction.js';
+import type { BackchannelLogout } from './backchannel-logout.js';
 import type { AccountMail } from './account-mail.js';
 import { diff, type AuditActor, type AuditService } from './audit.js';
 import type { ChangeFeed } from './change-feed.js';
@@ -96,7 +97,7 @@ export interface ProvisionAccountInput extends CreateAccountInput {
   sendInvitation?: boolean | undefined;
 }
 
-export function createAccountService(deps: { accounts: AccountsRepository; passwords: PasswordHasher; roles: AccountRoles; mail: Pick<AccountMail, 'sendPasswordReset'>; state: ProviderStateRepository; identities: Pick<FederatedIdentitiesRepository, 'within'>; audit: AuditService; transact: Transact; requireVerifiedEmail?: boolean; feed?: Pick<ChangeFeed, 'on' | 'publish'> }) {
+export function createAccountService(deps: { accounts: AccountsRepository; passwords: PasswordHasher; roles: AccountRoles; mail: Pick<AccountMail, 'sendPasswordReset'>; state: ProviderStateRepository; identities: Pick<FederatedIdentitiesRepository, 'within'>; audit: AuditService; transact: Transact; backchannelLogout: Pick<BackchannelLogout, 'enqueueForSessions'>; requireVerifiedEmail?: boolean; feed?: Pick<ChangeFeed, 'on' | 'publish'> }) {
   const { passwords } = deps;
 
   /** An account as administrators see it (admin API, audit details): never the hash; its global role names. */
@@ -175,9 +176,18 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
     return accounts.insert({ id: randomUUID(), email: checkEmail(input.email), passwordHash: null, displayName: input.name?.trim().slice(0, 255) || null, emailVerified: input.emailVerified, active: true, superuser: false });
   }
 
-  /** Ends every session and refresh token of the account, at once and everywhere. */
-  async function endSessions(accountId: string, options: { exceptSessionUid?: string | undefined } = {}): Promise<void> {
-    await deps.state.revokeByAccountId(accountId, options);
+  /**
+   * Ends every session and refresh token of the account, at once and everywhere, and queues the
+   * back-channel logouts of the sessions that end in the same transaction: a session cannot
+   * end without its applications being told.
+   */
+  async function endSessions(accountId: string, options: { exceptSessionUid?: string | undefined } = {}, trx?: Transaction): Promise<void> {
+    const run = async (t: Transaction) => {
+      const ending = (await deps.state.listByAccount('Session', accountId, t)).filter((s) => s.uid !== options.exceptSessionUid);
+      await deps.state.revokeByAccountId(accountId, options, t);
+      await deps.backchannelLogout.enqueueForSessions(ending, t);
+    };
+    await (trx ? run(trx) : deps.transact(run));
   }
 
   return {
@@ -340,7 +350,7 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
           assertNotLastSuperuser(current, superusers, 'deleted');
           await repo.delete(id);
         }
-        await deps.state.revokeByAccountId(id, {}, trx);
+        await endSessions(id, {}, trx);
         await deps.audit.pseudonymise(id, pseudonym, [found.email, ...upstreamEmails], trx);
         return found;
       });

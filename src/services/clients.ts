@@ -6,6 +6,7 @@ import type { ClientRecord, ClientsRepository, TokenAuthMethod } from '../reposi
 import type { ResourcesRepository } from '../repositories/resources.js';
 import { diff, type AuditActor, type AuditService } from './audit.js';
 import type { ChangeFeed } from './change-feed.js';
+import { backchannelLogoutMetadata, backchannelLogoutProviderMetadata, backchannelLogoutRegistration, type BackchannelLogoutInput } from './client-backchannel.js';
 import { ValidationError } from './errors.js';
 import { randomSecret, type Secrets } from './secrets.js';
 import type { PageRequest } from '../repositories/keyset.js';
@@ -25,7 +26,7 @@ const OIDC_SCOPES = ['openid', 'profile', 'email', 'roles', 'organizations'];
 /** OpenID Connect scopes (and offline_access): a client may hold them without any resource. */
 export const OIDC_SCOPE_SET = new Set([...OIDC_SCOPES, 'offline_access']);
 
-export interface CreateClientInput {
+export interface CreateClientInput extends BackchannelLogoutInput {
   name: string;
   grants?: string[] | undefined;
   redirectUris?: string[] | undefined;
@@ -77,6 +78,7 @@ export function toProviderMetadata(c: ClientRecord): ProviderClientMetadata {
     exchange_subject_audiences: c.exchangeSubjectAudiences,
     require_pushed_authorization_requests: Boolean(c.requirePar),
     dpop_bound_access_tokens: Boolean(c.requireDpop),
+    ...backchannelLogoutProviderMetadata(c),
   };
   // oidc-provider compares the presented secret with this value through our
   // compareClientSecret override: it is the HMAC, never the secret itself.
@@ -106,6 +108,7 @@ export function describeClient(c: ClientRecord) {
     first_party: c.firstParty,
     require_pushed_authorization_requests: Boolean(c.requirePar),
     dpop_bound_access_tokens: Boolean(c.requireDpop),
+    ...backchannelLogoutMetadata(c),
     enabled: c.enabled,
     previous_secret_expires_at: overlapUntil,
     created_at: c.createdAt,
@@ -132,7 +135,8 @@ function newClientId(): string {
   }
 }
 
-export function createClientService(deps: { clients: ClientsRepository; resources: ResourcesRepository; secrets: Secrets; audit: AuditService; feed?: ChangeFeed }) {
+/** `production`: NODE_ENV=production, where a back-channel logout URI must be https. */
+export function createClientService(deps: { clients: ClientsRepository; resources: ResourcesRepository; secrets: Secrets; audit: AuditService; feed?: ChangeFeed; production: boolean }) {
   const { clients, resources, secrets } = deps;
   const cache = new BoundedCache<string, ProviderClientMetadata | null>(10_000);
   // Secret rotation with overlap: current HMAC → the previous HMAC and until when it is accepted.
@@ -207,7 +211,8 @@ export function createClientService(deps: { clients: ClientsRepository; resource
     }
 
     const webOrigins = unique((input.webOrigins ?? []).map((o) => webOrigin('web-origin', o)));
-    return { name, redirectUris, postLogoutRedirectUris, grants, authMethod, isPublic, jwksUri, resourceIds, scopes, webOrigins, exchangeSubjectAudiences };
+    const backchannel = backchannelLogoutRegistration(input, deps.production);
+    return { name, redirectUris, postLogoutRedirectUris, grants, authMethod, isPublic, jwksUri, resourceIds, scopes, webOrigins, exchangeSubjectAudiences, backchannel };
   }
 
   /** The stored registration for validated input (everything but id, secret and enabled). */
@@ -226,6 +231,7 @@ export function createClientService(deps: { clients: ClientsRepository; resource
     firstParty: Boolean(input.firstParty),
     requirePar: Boolean(input.requirePar),
     requireDpop: Boolean(input.requireDpop),
+    ...v.backchannel,
   });
 
   return {
@@ -342,6 +348,7 @@ export function createClientService(deps: { clients: ClientsRepository; resource
         exchangeSubjectAudiences: patch.exchangeSubjectAudiences ?? ((patch.grants ?? existing.grantTypes).includes('token_exchange') ? existing.exchangeSubjectAudiences : []),
         requirePar: patch.requirePar ?? existing.requirePar,
         requireDpop: patch.requireDpop ?? existing.requireDpop,
+        ...backchannelLogoutRegistration(patch, deps.production, existing),
         jwksUri: patch.jwksUri === undefined ? (existing.jwksUri ?? undefined) : (patch.jwksUri ?? undefined),
         isPublic: existing.isPublic,
         authMethod: existing.tokenEndpointAuthMethod,

@@ -4,6 +4,7 @@ import type { Config } from '../config/index.js';
 import type { Db } from '../db/knex.js';
 import type { Logger } from '../lib/logger.js';
 import { createAccountTokensRepository } from '../repositories/account-tokens.js';
+import { createBackchannelLogoutsRepository } from '../repositories/backchannel-logouts.js';
 import { createAccountsRepository } from '../repositories/accounts.js';
 import { createAuditEventsRepository } from '../repositories/audit-events.js';
 import { createChangesRepository } from '../repositories/changes.js';
@@ -28,6 +29,7 @@ import { createAppImport } from './app-import/run.js';
 import { createMailLinkService } from './mail-links.js';
 import { createAccountService } from './accounts.js';
 import { createAuditService } from './audit.js';
+import { createBackchannelLogout } from './backchannel-logout.js';
 import { createBootstrap } from './bootstrap.js';
 import { createChangeFeed } from './change-feed.js';
 import { createClientService } from './clients.js';
@@ -70,16 +72,18 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
   // Built once: the personal access tokens use the same caches (invalidated by the feed).
   const resources = createResourceService({ resources: resourcesRepo, audit, feed });
   const access = createAccessService({ roles: rolesRepo, orgs: orgsRepo, feed });
-  const clients = createClientService({ clients: createClientsRepository(db), resources: resourcesRepo, secrets, audit, feed });
+  const clients = createClientService({ clients: createClientsRepository(db), resources: resourcesRepo, secrets, audit, feed, production: config.production });
   const keys = createKeyService({ keys: createSigningKeysRepository(db), secrets, audit, feed });
   const limits = rateLimits.limits;
   const accountTokens = createAccountTokensRepository(db);
   const mailLinks = createMailLinkService({ tokens: accountTokens });
   const organizations = createOrganizationService({ orgs: orgsRepo, roles, issuer: config.issuer, mailer, audit, feed });
   const accountMail = createAccountMail({ issuer: config.issuer, mailer, tokens: mailLinks, limits, audit });
+  // Back-channel logouts are queued in the transaction that ends the sessions (accounts, sessions, end_session).
+  const backchannelLogout = createBackchannelLogout({ queue: createBackchannelLogoutsRepository(db), logger });
   const accountsRepo = createAccountsRepository(db);
   const identitiesRepo = createFederatedIdentitiesRepository(db);
-  const accounts = createAccountService({ accounts: accountsRepo, passwords, roles, mail: accountMail, state, identities: identitiesRepo, audit, transact, requireVerifiedEmail: config.requireVerifiedEmail, feed });
+  const accounts = createAccountService({ accounts: accountsRepo, passwords, roles, mail: accountMail, state, identities: identitiesRepo, audit, transact, backchannelLogout, requireVerifiedEmail: config.requireVerifiedEmail, feed });
   const federatedIdentities = createFederatedIdentityService({ identities: identitiesRepo, accounts: accountsRepo, transact, audit });
   return {
     secrets,
@@ -97,7 +101,8 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
     accounts,
     accountRecovery: createAccountRecovery({ accounts, links: mailLinks, audit }),
     registration: createRegistration({ accounts, passwords, links: mailLinks, mail: accountMail, audit, organizations }),
-    sessions: createSessionService({ state, audit, transact }),
+    sessions: createSessionService({ state, audit, transact, backchannelLogout }),
+    backchannelLogout,
     clients,
     resources,
     keys,

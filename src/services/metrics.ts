@@ -3,6 +3,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import { poolFigures } from '../db/driver.js';
 import type { Db } from '../db/knex.js';
 import type { RequestObservation } from '../middleware/request.js';
+import type { BackchannelLogoutResult } from './backchannel-logout.js';
 
 export type LoginResult = 'success' | 'invalid_credentials' | 'inactive' | 'unverified';
 
@@ -85,6 +86,15 @@ export function createMetrics(deps: { db: Db }) {
       this.set(sources.rateLimitStoreDegraded() ? 1 : 0);
     },
   });
+  // One per back-channel logout attempt (services/backchannel-logout.ts): delivered, retry (a
+  // failure to be tried again), failed (refused by the client, or its last attempt failed).
+  const backchannelLogouts = new Counter({
+    name: 'latch_backchannel_logout_total',
+    help: 'Back-channel logout delivery attempts by result.',
+    labelNames: ['result'] as const,
+    registers,
+  });
+  for (const result of ['delivered', 'retry', 'failed'] satisfies BackchannelLogoutResult[]) backchannelLogouts.inc({ result }, 0);
 
   const pool = () => poolFigures(deps.db);
   new Gauge({
@@ -141,6 +151,8 @@ export function createMetrics(deps: { db: Db }) {
     mails,
     /** Where the gauges read the queue length and the store's state (set in server.ts). */
     sources,
+    /** Fed by the back-channel logout worker (wired in server.ts). */
+    backchannelLogouts,
   };
 }
 

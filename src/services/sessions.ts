@@ -1,6 +1,7 @@
 import { grantScopes, type Payload, type ProviderStateRepository } from '../repositories/provider-state.js';
 import type { Transact } from '../repositories/transaction.js';
 import type { AuditActor, AuditService } from './audit.js';
+import type { BackchannelLogout } from './backchannel-logout.js';
 
 export type { Payload };
 
@@ -42,7 +43,7 @@ const numberOr0 = (v: unknown): number => (typeof v === 'number' ? v : 0);
  * does, revoking a grant or every grant of one application. Each change is one transaction and
  * records its audit event here, whoever asked (account page, admin API, self-service API).
  */
-export function createSessionService(deps: { state: ProviderStateRepository; audit: AuditService; transact: Transact }) {
+export function createSessionService(deps: { state: ProviderStateRepository; audit: AuditService; transact: Transact; backchannelLogout: Pick<BackchannelLogout, 'enqueueForSessions'> }) {
   const { state, audit, transact } = deps;
 
   return {
@@ -83,12 +84,16 @@ export function createSessionService(deps: { state: ProviderStateRepository; aud
 
     /**
      * Ends one of the account's sessions as logout does (the session and the grants signed in
-     * through it, in one transaction) and records `type`. False when the account has no such
-     * session.
+     * through it, and the back-channel logouts of its applications queued, in one transaction)
+     * and records `type`. False when the account has no such session.
      */
     async end(accountId: string, uid: string, by: AuditActor & { type: 'session.end' | 'session.revoke' }): Promise<boolean> {
       if (uid.length > 128) return false;
-      const ended = await transact((trx) => state.endSession(accountId, uid, trx));
+      const ended = await transact(async (trx) => {
+        const session = await state.endSession(accountId, uid, trx);
+        if (session) await deps.backchannelLogout.enqueueForSessions([session], trx);
+        return Boolean(session);
+      });
       if (ended) await audit.recordBy(by.type, accountId, by, { session: uid });
       return ended;
     },

@@ -8,7 +8,7 @@ import { ACCOUNT_CLIENT_ID } from '../account-session.js';
 import { byPrincipal, locationOf, type ApiDeps, withApiFields } from './common.js';
 
 /** The client service names fields as the CLI flags; the API as RFC 7591 metadata. */
-const FIELD = { 'redirect-uri': 'redirect_uris', 'post-logout-redirect-uri': 'post_logout_redirect_uris', grant: 'grant_types', 'auth-method': 'token_endpoint_auth_method', 'jwks-uri': 'jwks_uri', 'web-origin': 'web_origins', resource: 'resources', scope: 'scope', name: 'name', 'exchange-subject-audience': 'exchange_subject_audiences' } as Record<string, string>;
+const FIELD = { 'redirect-uri': 'redirect_uris', 'post-logout-redirect-uri': 'post_logout_redirect_uris', grant: 'grant_types', 'auth-method': 'token_endpoint_auth_method', 'jwks-uri': 'jwks_uri', 'web-origin': 'web_origins', resource: 'resources', scope: 'scope', name: 'name', 'exchange-subject-audience': 'exchange_subject_audiences', 'backchannel-logout-uri': 'backchannel_logout_uri' } as Record<string, string>;
 
 /** A registration body (ClientCreate / ClientUpdate of openapi.yaml) as the client service takes it. */
 interface Registration {
@@ -24,6 +24,8 @@ interface Registration {
   exchange_subject_audiences?: string[];
   require_pushed_authorization_requests?: boolean;
   dpop_bound_access_tokens?: boolean;
+  backchannel_logout_uri?: string | null;
+  backchannel_logout_session_required?: boolean;
 }
 
 const registrationOf = (b: Registration) => ({
@@ -39,6 +41,8 @@ const registrationOf = (b: Registration) => ({
   exchangeSubjectAudiences: b.exchange_subject_audiences,
   requirePar: b.require_pushed_authorization_requests,
   requireDpop: b.dpop_bound_access_tokens,
+  backchannelLogoutUri: b.backchannel_logout_uri,
+  backchannelLogoutSessionRequired: b.backchannel_logout_session_required,
 });
 
 /** /api/v1/clients: registration, secret rotation, enable/disable. */

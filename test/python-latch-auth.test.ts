@@ -1,8 +1,8 @@
 /**
  * latch_auth (packages/python) and the FastAPI example (examples/fastapi/app.py) against a real
  * Latch: this file makes the accounts, clients and tokens, writes them to a JSON file and runs
- * the Python unittest suite in packages/python/tests, which calls Latch, the verifier and the
- * example over real HTTP and WebSocket. The Python side needs Debian's python3-fastapi,
+ * the Python unittest suite in packages/python/tests, which calls Latch, the verifier, its
+ * legacy_client dependency and the example over real HTTP and WebSocket. The Python side needs Debian's python3-fastapi,
  * python3-uvicorn, python3-jwt, python3-httpx, python3-cryptography and python3-websockets.
  */
 import { spawn } from 'node:child_process';
@@ -112,6 +112,9 @@ describe('latch_auth (Python) and the FastAPI example', function () {
     ids.acme = (await cli('orgs', 'create', '--name', 'Acme', '--slug', 'acme', '--owner', ADA.email)).id;
     ids.globex = (await cli('orgs', 'create', '--name', 'Globex', '--slug', 'globex', '--owner', ROOT.email)).id;
     await cli('orgs', 'members', 'add', '--org', 'globex', '--user', ADA.email);
+    // A machine that used to send a site id and API token of its own (legacy_client).
+    const site: Client = await cli('clients', 'create', '--name', 'Site', '--grant', 'client_credentials', '--resource', API, '--scope', 'read organizations');
+    await cli('orgs', 'members', 'add', '--org', 'acme', '--client', site.client_id, '--role', 'member');
     await srv.running.services.feed.pollNow();
 
     const full = 'openid email roles read';
@@ -140,7 +143,7 @@ describe('latch_auth (Python) and the FastAPI example', function () {
       // One for the verifier's revocation case, one for the example.
       pat: await personalToken(account, 'python verifier'),
       pat_example: await personalToken(account, 'python example'),
-      clients: { machine, introspection, ops },
+      clients: { machine, introspection, ops, site },
     };
     const file = join(dir, 'fixtures.json');
     writeFileSync(file, JSON.stringify(fixtures, null, 2));
@@ -152,6 +155,6 @@ describe('latch_auth (Python) and the FastAPI example', function () {
     expect(output, output).to.match(/^OK$/m);
     expect(output, output).not.to.match(/skipped/i);
     const ran = Number(/^Ran (\d+) tests?/m.exec(output)?.[1] ?? 0);
-    expect(ran, output).to.be.at.least(24);
+    expect(ran, output).to.be.at.least(30);
   });
 });

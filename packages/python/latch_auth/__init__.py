@@ -12,6 +12,9 @@ One module, so it can be installed (``pip install ./packages/python``) or copied
   never go to introspection.
 - Refusals are 401/403 with the RFC 6750 §3 ``WWW-Authenticate`` challenge and an RFC 9457
   problem+json body (``auth.install(app)`` gives the full problem document).
+- ``legacy_client(id_header, secret_header)`` accepts machine credentials an app used to check
+  itself (a site id and its API token in two headers) by asking Latch for a client-credentials
+  token with them, so the machines keep sending what they always sent.
 
 Network calls use httpx's async client, so they never block the event loop.
 """
@@ -20,13 +23,16 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import math
 import re
+import secrets
 import ssl
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from http import HTTPStatus
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import quote_plus
 
@@ -45,6 +51,12 @@ ALGORITHMS = ("RS256", "PS256", "ES256", "EdDSA")
 JWKS_REFETCH_INTERVAL = 30.0
 #: Bounds the introspection cache so distinct junk tokens cannot grow it without limit.
 INTROSPECTION_CACHE_MAX = 10_000
+#: Bounds the legacy client cache (one entry per distinct id/secret pair presented).
+LEGACY_CACHE_MAX = 10_000
+#: The longest a checked id/secret pair is trusted without asking Latch again.
+LEGACY_CACHE_SECONDS = 60.0
+#: Longer header values are refused without a call to Latch.
+LEGACY_HEADER_MAX = 512
 #: RFC 6455 §7.4.1: policy violation.
 WS_POLICY_VIOLATION = 1008
 
@@ -62,28 +74,42 @@ class LatchAuthError(HTTPException):
     """A refusal: ``status_code`` 401 or 403 and ``challenge``, the RFC 6750 §3 ``WWW-Authenticate`` value.
 
     It is an ``HTTPException``, so FastAPI answers it even without ``LatchAuth.install``: the
-    status, the challenge, ``application/problem+json`` and ``{"detail": …}``.
+    status, the challenge, ``application/problem+json`` and ``{"detail": …}``. ``legacy_client``
+    also raises it with 503 (no challenge) when Latch cannot be asked.
     """
 
-    def __init__(self, status_code: int, realm: str, code: Optional[str], description: str, scope: Sequence[str] = ()) -> None:
-        # RFC 6750 §3.1: no error attribute when the request carried no token.
-        params = [f'realm="{_quoted(realm)}"']
-        if code:
-            params += [f'error="{code}"', f'error_description="{_quoted(description)}"']
-        if scope:
-            params.append(f'scope="{_quoted(" ".join(scope))}"')
-        self.challenge = "Bearer " + ", ".join(params)
+    def __init__(self, status_code: int, realm: str, code: Optional[str], description: str, scope: Sequence[str] = (), *, challenge: Optional[str] = None) -> None:
+        if challenge is None:
+            # RFC 6750 §3.1: no error attribute when the request carried no token.
+            params = [f'realm="{_quoted(realm)}"']
+            if code:
+                params += [f'error="{code}"', f'error_description="{_quoted(description)}"']
+            if scope:
+                params.append(f'scope="{_quoted(" ".join(scope))}"')
+            challenge = "Bearer " + ", ".join(params)
+        self.challenge = challenge
         #: The RFC 6750 §3.1 error code; None when no token was sent.
         self.code = code
-        super().__init__(
-            status_code,
-            detail=description,
-            headers={"WWW-Authenticate": self.challenge, "Cache-Control": "no-store", "Content-Type": "application/problem+json"},
-        )
+        headers = {"Cache-Control": "no-store", "Content-Type": "application/problem+json"}
+        if challenge:
+            headers["WWW-Authenticate"] = challenge
+        super().__init__(status_code, detail=description, headers=headers)
 
     def problem(self) -> Dict[str, Any]:
         """RFC 9457 problem details, the same document the Node verifier answers."""
-        return {"type": "about:blank", "title": "Forbidden" if self.status_code == 403 else "Unauthorized", "status": self.status_code, "detail": self.detail}
+        return {"type": "about:blank", "title": HTTPStatus(self.status_code).phrase, "status": self.status_code, "detail": self.detail}
+
+
+class _Unreachable(LatchAuthError):
+    """Latch could not be asked (network, timeout, 5xx, 429, not JSON): a 401 for tokens, a 503 for legacy clients."""
+
+
+class _Answered(LatchAuthError):
+    """Latch answered 4xx; ``error`` is the RFC 6749 §5.2 code of its body, if any."""
+
+    def __init__(self, realm: str, status: int, error: Optional[str]) -> None:
+        super().__init__(401, realm, "invalid_token", f"the authorization server answered {status}")
+        self.error = error
 
 
 async def problem_response(request: Any, exc: Exception) -> JSONResponse:
@@ -280,15 +306,18 @@ class LatchAuth:
                 res = await asyncio.wait_for(client.request(method, url, headers={"Accept": "application/json", **(headers or {})}, data=data), self._timeout)
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, ValueError, asyncio.TimeoutError):
             # A URL the discovery document got wrong is as unreachable as a server that is down.
-            raise self._invalid("the authorization server could not be reached") from None
-        if not 200 <= res.status_code < 300:
-            raise self._invalid(f"the authorization server answered {res.status_code}")
+            raise _Unreachable(401, self.audience, "invalid_token", "the authorization server could not be reached") from None
+        if res.status_code >= 500 or res.status_code == 429:
+            raise _Unreachable(401, self.audience, "invalid_token", f"the authorization server answered {res.status_code}")
         try:
             body = res.json()
         except (ValueError, RecursionError):
             body = None
+        if not 200 <= res.status_code < 300:
+            error = body.get("error") if isinstance(body, dict) else None
+            raise _Answered(self.audience, res.status_code, error if isinstance(error, str) else None)
         if not isinstance(body, dict):
-            raise self._invalid("the authorization server sent no JSON object")
+            raise _Unreachable(401, self.audience, "invalid_token", "the authorization server sent no JSON object")
         return body
 
     async def _shared(self, slot: str, make: Callable[[], Awaitable[Any]]) -> Any:
@@ -563,3 +592,108 @@ class LatchAuth:
             return user
 
         return org_user
+
+    # -- machine credentials the app used to check itself ---------------------------------------
+
+    def legacy_client(self, id_header: str, secret_header: str, *, scope: Optional[str] = None, cache_seconds: float = LEGACY_CACHE_SECONDS) -> Callable[..., Awaitable[LatchUser]]:
+        """A dependency for machines that send an id and a secret in two headers of their own
+        (``legacy_client("X-Site-UUID", "X-API-Token")``), imported into Latch as confidential
+        clients whose ``client_id`` is the id and whose secret is the old token.
+
+        The pair is checked with a client-credentials token request for this API (RFC 6749 §4.4,
+        ``client_secret_basic``, ``resource`` = the audience, RFC 8707), and the token Latch
+        issues is verified like any other. The route gets a ``LatchUser`` whose ``id`` and
+        ``client_id`` are the client's, with ``org_id``/``org_role`` from the token (its
+        ``organizations`` claim when the client belongs to exactly one organization) and
+        ``source`` ``legacy_client``. Answers are cached for at most ``cache_seconds`` (≤ 60),
+        keyed by an HMAC of the pair under a per-process key, so no secret is kept in memory.
+        Missing or wrong headers: 401; Latch unreachable: 503.
+        """
+        if not id_header or not secret_header or id_header.lower() == secret_header.lower():
+            raise ValueError("legacy_client needs two different header names")
+        ttl = min(LEGACY_CACHE_SECONDS, max(0.0, float(cache_seconds)))
+        extra = [s for s in (scope or "").split(" ") if s]
+        # RFC 9110 §11.6.1: a 401 carries a challenge; the scheme names the headers to send.
+        challenge = f'LegacyClient realm="{_quoted(self.audience)}", id_header="{_quoted(id_header)}", secret_header="{_quoted(secret_header)}"'
+        cache: "OrderedDict[str, Tuple[float, Optional[LatchUser]]]" = OrderedDict()
+        key = secrets.token_bytes(32)
+
+        def refused(description: str) -> LatchAuthError:
+            return LatchAuthError(401, self.audience, "invalid_client", description, challenge=challenge)
+
+        async def legacy_client_user(request: Request) -> LatchUser:
+            client_id = request.headers.get(id_header)
+            secret = request.headers.get(secret_header)
+            if not client_id or not secret:
+                raise refused(f"the {id_header} and {secret_header} headers are required")
+            if len(client_id) > LEGACY_HEADER_MAX or len(secret) > LEGACY_HEADER_MAX:
+                raise refused("the client credentials are not valid")
+            pair = hmac.new(key, client_id.encode("utf-8", "surrogateescape") + b"\0" + secret.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
+            now = self._clock()
+            cached = cache.get(pair)
+            if cached is not None and cached[0] > now:
+                user = cached[1]
+            else:
+                try:
+                    user = await self._client_credentials(client_id, secret, extra)
+                except _Unreachable:
+                    raise LatchAuthError(503, self.audience, None, "the authorization server could not be reached", challenge="") from None
+                if ttl > 0:
+                    exp = user.claims.get("exp") if user is not None else None
+                    cache.pop(pair, None)
+                    while len(cache) >= LEGACY_CACHE_MAX:
+                        cache.popitem(last=False)
+                    cache[pair] = (min(now + ttl, exp if _number(exp) else math.inf), user)
+            if user is None:
+                raise refused("the client credentials are not valid")
+            return user
+
+        return legacy_client_user
+
+    async def _client_credentials(self, client_id: str, secret: str, scopes: List[str]) -> Optional[LatchUser]:
+        """The client behind an id/secret pair, or None when Latch does not accept the pair for this API."""
+        try:
+            doc = await self._discover()
+        except LatchAuthError:
+            # A discovery document naming another issuer is as unusable as no answer.
+            raise _Unreachable(401, self.audience, "invalid_token", "the authorization server could not be reached") from None
+        endpoint = doc.get("token_endpoint")
+        if not isinstance(endpoint, str):
+            raise _Unreachable(401, self.audience, "invalid_token", "the authorization server offers no token endpoint")
+        # `organizations` puts the client's memberships in the token; a client not allowed that
+        # scope is asked again without it (RFC 6749 §5.2 invalid_scope).
+        for wanted in (["organizations", *scopes], scopes):
+            data = {"grant_type": "client_credentials", "resource": self.audience}
+            if wanted:
+                data["scope"] = " ".join(wanted)
+            try:
+                body = await self.fetch_json(
+                    "POST",
+                    endpoint,
+                    headers={"Authorization": _basic(client_id, secret), "Content-Type": "application/x-www-form-urlencoded"},
+                    data=data,
+                )
+            except _Answered as answer:
+                if answer.error == "invalid_scope" and wanted and wanted[0] == "organizations":
+                    continue
+                # invalid_client (the pair), unauthorized_client (no such grant), invalid_target
+                # (not a client of this API), invalid_scope: the pair does not open this API.
+                return None
+            token = body.get("access_token")
+            if not isinstance(token, str) or not token:
+                raise _Unreachable(401, self.audience, "invalid_token", "the authorization server issued no access token")
+            try:
+                user = await self.verify(token)
+            except _Unreachable:
+                raise
+            except LatchAuthError:
+                return None
+            # RFC 9068 §2.2: a client-credentials token names the client in sub and client_id.
+            if user.client_id != client_id or user.id != client_id:
+                return None
+            org_id, org_role = user.org_id, user.org_role
+            memberships = user.claims.get("organizations")
+            if org_id is None and isinstance(memberships, list) and len(memberships) == 1 and isinstance(memberships[0], dict):
+                org_id, org_role = _str_or_none(memberships[0].get("id")), _str_or_none(memberships[0].get("role"))
+            return replace(user, org_id=org_id, org_role=org_role, source="legacy_client")
+        return None

@@ -161,7 +161,10 @@ export function createAppImport(deps: { db: Db; clients: Pick<ClientService, 'va
       let clientRegistration: Awaited<ReturnType<ClientService['validateRegistration']>> | undefined;
       if (mapping.clients && clientScopes) {
         try {
-          clientRegistration = await deps.clients.validateRegistration({ name: 'imported', grants: ['client_credentials'], resources: clientScopes.audience, scopes: clientScopes.scopes });
+          // A client with an organization may ask for `organizations`, so its token can name its
+          // membership without the caller knowing the organization's id (latch_auth's legacy_client).
+          const scopes = mapping.clients.organization_id ? [...clientScopes.scopes, 'organizations'] : clientScopes.scopes;
+          clientRegistration = await deps.clients.validateRegistration({ name: 'imported', grants: ['client_credentials'], resources: clientScopes.audience, scopes });
         } catch (err) {
           if (err instanceof ValidationError) throw new ImportError(`clients.scopes: ${err.message}`);
           throw err;

@@ -6,11 +6,13 @@
  * python3-uvicorn, python3-jwt, python3-httpx, python3-cryptography and python3-websockets.
  */
 import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { expect } from 'chai';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 
 import { codeFlowTokens } from './helpers/agent.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
@@ -94,6 +96,20 @@ describe('latch_auth (Python) and the FastAPI example', function () {
     await srv.close();
   });
 
+  /** A client-credentials token bound by a DPoP proof (`token_type: DPoP`, `cnf.jkt`). */
+  async function dpopBoundToken(client: Client, resource: string, scope: string): Promise<string> {
+    const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
+    const dpop = await new SignJWT({ htm: 'POST', htu: `${srv.url}/token` }).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: await exportJWK(publicKey) }).setIssuedAt().setJti(randomUUID()).sign(privateKey);
+    const res = await fetch(`${srv.url}/token`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`${client.client_id}:${client.client_secret}`).toString('base64')}`, dpop, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'client_credentials', scope, resource }),
+    });
+    const body = (await res.json()) as { token_type: string; access_token: string };
+    expect(body.token_type).to.equal('DPoP');
+    return body.access_token;
+  }
+
   it('passes the Python suite: verifier checks, key rotation, introspection, and the example over HTTP and WebSocket', async () => {
     const ids: Record<string, string> = {};
     ids.ada = (await cli('users', 'create', '--email', ADA.email, '--password', ADA.password, '--email-verified')).id;
@@ -130,6 +146,8 @@ describe('latch_auth (Python) and the FastAPI example', function () {
       other: (await signIn(ADA, { scope: 'openid other:read', resource: OTHER_API })).access_token,
       short: (await signIn(ADA, { scope: 'openid read', resource: SHORT_API })).access_token,
       account,
+      // RFC 9449: a token bound to a key the API never sees a proof of (refused as a bearer token).
+      dpop_bound: await dpopBoundToken(machine, API, 'read'),
     };
     const fixtures = {
       issuer: srv.url,
@@ -155,6 +173,6 @@ describe('latch_auth (Python) and the FastAPI example', function () {
     expect(output, output).to.match(/^OK$/m);
     expect(output, output).not.to.match(/skipped/i);
     const ran = Number(/^Ran (\d+) tests?/m.exec(output)?.[1] ?? 0);
-    expect(ran, output).to.be.at.least(30);
+    expect(ran, output).to.be.at.least(31);
   });
 });

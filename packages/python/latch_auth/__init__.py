@@ -454,6 +454,11 @@ class LatchAuth:
         sub = payload.get("sub")
         if not isinstance(sub, str) or not sub:
             raise self._invalid("the token's sub claim is missing")
+        # RFC 9449 §7.1: a DPoP-bound token is worth nothing without a proof of its key; taken as a
+        # bearer token, a thief holding only the token would get in.
+        cnf = payload.get("cnf")
+        if isinstance(cnf, dict) and "jkt" in cnf:
+            raise self._invalid("the token is bound to a key (DPoP) and cannot be used as a bearer token")
 
     async def _introspect(self, token: str) -> LatchUser:
         if not self.introspection_client:

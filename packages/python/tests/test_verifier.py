@@ -186,6 +186,14 @@ class VerifierTest(unittest.TestCase):
         self.assertEqual(err.status_code, 401)
         self.assertIn("typ", err.challenge)
 
+    def test_a_dpop_bound_token_is_not_a_bearer_token(self) -> None:
+        auth, _, _ = counted()
+        self.assertIn("jkt", claims_of(self.tokens["dpop_bound"]).get("cnf", {}))
+        err = refusal(self, auth.verify(self.tokens["dpop_bound"]))
+        self.assertEqual(err.status_code, 401)
+        self.assertIn('error="invalid_token"', err.challenge)
+        self.assertIn("DPoP", err.challenge)
+
     def test_unknown_signing_key(self) -> None:
         auth, calls, _ = counted()
         run(auth.verify(self.tokens["ada"]))

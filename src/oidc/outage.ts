@@ -4,6 +4,7 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
 import { databaseOutage } from '../db/outage.js';
 import type { Logger } from '../lib/logger.js';
 import type { Render } from '../lib/views.js';
+import { answersJson } from './json-routes.js';
 
 /**
  * oidc-provider's endpoints when the database is down or too slow. Its error handlers answer
@@ -50,7 +51,7 @@ export async function answerOutage(ctx: KoaContextWithOIDC, deps: { logger: Logg
   ctx.status = 503;
   ctx.set('Retry-After', RETRY_AFTER);
   ctx.set('Cache-Control', 'no-store');
-  if (ctx.oidc?.route !== 'token' && ctx.accepts('json', 'html') === 'html') {
+  if (!answersJson(ctx) && ctx.accepts('json', 'html') === 'html') {
     ctx.type = 'html';
     ctx.body = await deps.render('error', { title: 'Temporarily unavailable', error: 'temporarily_unavailable', description: DESCRIPTION });
   } else {

@@ -146,7 +146,8 @@ export function deviceFlowGuard(deps: DeviceFlowDeps): (ctx: Koa.Context, next: 
       try {
         await next();
       } catch (err) {
-        if ((err as { statusCode?: unknown }).statusCode !== undefined || ctx.status < 400 || ctx.status >= 500) throw err;
+        if (!(err instanceof TypeError) || (err as { statusCode?: unknown }).statusCode !== undefined) throw err;
+        ctx.status = 400;
         ctx.remove('Set-Cookie');
         await message(ctx, render, 'Device sign-in expired', 'This device sign-in has expired or was already used. Start again on your device.', 'alert');
       }

@@ -85,6 +85,9 @@ describe('hostile input: a seeded fuzzer over every endpoint', function () {
   const values: Record<string, string> = {};
   const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY });
   let sent = 0;
+  /** Answers by status class, to show what the run reached. */
+  const statuses = new Map<string, number>();
+  const count = (a: Answer) => statuses.set(a.status ? `${String(a.status)[0]}xx` : 'closed', (statuses.get(a.status ? `${String(a.status)[0]}xx` : 'closed') ?? 0) + 1);
 
   const cli = async (...args: string[]) => {
     const r = await runCliWith(env, args);
@@ -162,11 +165,13 @@ describe('hostile input: a seeded fuzzer over every endpoint', function () {
     sent++;
     if (c.kind === 'raw') {
       const answer = await sendRaw(c.head, c.body);
+      count(answer);
       const [method, path] = c.head.split(' ');
       // A raw request is framed by hand: only the status and the leaks are checked, not the error shape.
       return problemsOf(method ?? '', `${path ?? ''}`, { ...answer, status: answer.status }, c.head + c.body).filter((p) => !p.startsWith('OAuth error') && !p.startsWith('API error'));
     }
     const answer = await sendHttp(c);
+    count(answer);
     return problemsOf(c.method, fill(c.path), answer, JSON.stringify(c));
   }
 
@@ -215,6 +220,9 @@ describe('hostile input: a seeded fuzzer over every endpoint', function () {
       MAILS_PER_ADDRESS_PER_HOUR: '1000000',
       ARGON2_MEMORY_KIB: '1024',
       ARGON2_TIME_COST: '1',
+      // A bounded heap makes V8 collect instead of growing lazily, so RSS tracks live memory: a
+      // leak then shows as growth, or as the process dying, rather than hiding in an unswept heap.
+      NODE_OPTIONS: '--max-old-space-size=128',
     };
     latch = await spawnLatch(env);
     const api = `${env.ISSUER}/api`;
@@ -321,7 +329,8 @@ describe('hostile input: a seeded fuzzer over every endpoint', function () {
     const after = rss();
     const health = await fetch(`${env.ISSUER}/healthz`);
     expect(health.status).to.equal(200);
-    console.log(`      ${sent} requests in ${((Date.now() - started) / 1000).toFixed(1)} s; RSS ${Math.round(warm / 1024)} MiB after warm-up, ${Math.round(after / 1024)} MiB after`);
+    console.log(`      ${sent} requests in ${((Date.now() - started) / 1000).toFixed(1)} s; RSS ${Math.round(warm / 1024)} MiB after warm-up, ${Math.round(after / 1024)} MiB after; ${[...statuses].sort().map(([k, n]) => `${k} ${n}`).join(', ')}`);
+    for (const cls of ['2xx', '3xx', '4xx']) expect(statuses.get(cls) ?? 0, `some answers were ${cls}`).to.be.above(RUNS / 100);
     expect(sent).to.be.at.least(RUNS + WARMUP);
     expect(after / warm, `RSS ${warm} kB → ${after} kB`).to.be.within(0.8, 1.2);
   });

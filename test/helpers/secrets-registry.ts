@@ -173,6 +173,7 @@ export function recordFromResponse(url: string, location: string | null, body: s
   }
   for (const m of body.matchAll(/\blat_[A-Za-z0-9_-]{20,}/g)) recordSecret('personal_access_token', m[0]);
   for (const m of body.matchAll(/otpauth:\/\/totp\/[^"'\s<]*?[?&;]secret=([A-Z2-7]+)/gi)) recordSecret('totp_secret', m[1]);
+  for (const m of body.matchAll(/id="totp-secret">([A-Z2-7]+)</g)) recordSecret('totp_secret', m[1]);
 }
 
 const originalFetch = globalThis.fetch;

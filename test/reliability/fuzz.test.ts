@@ -168,7 +168,7 @@ describe('hostile input: a seeded fuzzer over every endpoint', function () {
       count(answer);
       const [method, path] = c.head.split(' ');
       // A raw request is framed by hand: only the status and the leaks are checked, not the error shape.
-      return problemsOf(method ?? '', `${path ?? ''}`, { ...answer, status: answer.status }, c.head + c.body).filter((p) => !p.startsWith('OAuth error') && !p.startsWith('API error'));
+      return problemsOf(method ?? '', path ?? '', answer, c.head + c.body).filter((p) => !p.startsWith('OAuth error') && !p.startsWith('API error'));
     }
     const answer = await sendHttp(c);
     count(answer);
@@ -180,12 +180,12 @@ describe('hostile input: a seeded fuzzer over every endpoint', function () {
     if (problems.length) throw new Error(problems.join('; '));
   });
 
-  /** `count` cases over CONCURRENCY seeded runners; a failure is shrunk and saved. */
-  async function fuzz(count: number, seed: number) {
+  /** `cases` cases over CONCURRENCY seeded runners; a failure is shrunk and saved. */
+  async function fuzz(cases: number, seed: number) {
     const failures: string[] = [];
     await Promise.all(
       Array.from({ length: CONCURRENCY }, async (_, i) => {
-        const out = await fc.check(property, { seed: seed + i, numRuns: Math.ceil(count / CONCURRENCY), endOnFailure: false });
+        const out = await fc.check(property, { seed: seed + i, numRuns: Math.ceil(cases / CONCURRENCY), endOnFailure: false });
         if (out.failed) {
           const minimal = out.counterexample?.[0];
           const saved = JSON.parse(readFileSync(REGRESSIONS, 'utf8')) as unknown[];

@@ -1,4 +1,4 @@
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, normalize } from 'node:path';
 
 import { expect } from 'chai';
@@ -113,5 +113,22 @@ describe('README and docs/', () => {
       if (!firstCells.some(named)) missing.push(`latch ${words.join(' ')}`);
     }
     expect(missing, 'commands without a docs/cli.md row').to.deep.equal([]);
+  });
+  it('docs/operations.md says what every production dependency is for, and lists no other', () => {
+    const text = readMarkdown('docs/operations.md');
+    const section = text.slice(text.indexOf('### Dependencies'));
+    expect(section.length, 'a "### Dependencies" subsection').to.be.lessThan(text.length);
+    const body = section.slice(0, section.slice(3).search(/\n#{2,3} /) + 3);
+    // The first list is Latch's own; the list after "packages/verify" is the verifier's.
+    const [own, verifier] = body.split('`packages/verify`').map((part) => [...part.matchAll(/^- `([^`]+)` — \S/gm)].map((m) => m[1]!).sort());
+    const deps = (file: string) => Object.keys((JSON.parse(readFileSync(join(ROOT, file), 'utf8')) as { dependencies?: Record<string, string> }).dependencies ?? {}).sort();
+    expect(own, 'package.json dependencies').to.deep.equal(deps('package.json'));
+    expect(verifier, 'packages/verify dependencies').to.deep.equal(deps('packages/verify/package.json'));
+  });
+
+  it('CI installs from the lockfile only (npm ci)', () => {
+    const ci = readFileSync(join(ROOT, '.ci/run'), 'utf8');
+    expect(ci).to.match(/^npm ci$/m);
+    expect(ci).to.not.match(/^\s*npm (install|i)\b/m);
   });
 });

@@ -131,12 +131,26 @@ export function deviceFlowGuard(deps: DeviceFlowDeps): (ctx: Koa.Context, next: 
   const { render, csrf, pagePath } = deps;
   const authorizationPath = `${pagePath}/auth`;
   return async (ctx, next) => {
-    if (ctx.path === authorizationPath) {
+    if (ctx.path === authorizationPath && ctx.method === 'POST') {
       await next();
       // RFC 8628 §3.2 makes `interval` optional (default 5): Latch always sends it, so a device
       // never has to know the default.
       const body = ctx.body as Record<string, unknown> | undefined;
       if (ctx.status === 200 && body && typeof body === 'object' && typeof body.device_code === 'string' && body.interval === undefined) body.interval = DEVICE_POLL_INTERVAL;
+      return undefined;
+    }
+    if (ctx.path.startsWith(`${pagePath}/`)) {
+      // `/device/:uid` resumes a device sign-in. For an unknown uid oidc-provider answers 400 with
+      // its code form, touching a session it never stored for the form's xsrf, then throws while
+      // saving that session (no statusCode: a 500). The 400 stands, as a page that says why.
+      try {
+        await next();
+      } catch (err) {
+        if (!(err instanceof TypeError) || (err as { statusCode?: unknown }).statusCode !== undefined) throw err;
+        ctx.status = 400;
+        ctx.remove('Set-Cookie');
+        await message(ctx, render, 'Device sign-in expired', 'This device sign-in has expired or was already used. Start again on your device.', 'alert');
+      }
       return undefined;
     }
     if (ctx.path !== pagePath) return next();

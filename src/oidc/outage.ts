@@ -5,6 +5,7 @@ import { databaseOutage } from '../db/outage.js';
 import type { Logger } from '../lib/logger.js';
 import { answerUnavailable } from '../lib/unavailable.js';
 import type { Render } from '../lib/views.js';
+import { answersJson } from './json-routes.js';
 
 /**
  * oidc-provider's endpoints when the database is down or too slow. Its error handlers answer
@@ -42,7 +43,7 @@ export async function answerOutage(ctx: KoaContextWithOIDC, deps: { logger: Logg
   deps.logger.warn('database unavailable', { route: ctx.oidc?.route, status: ctx.status });
   ctx.remove('Location');
   ctx.remove('Set-Cookie');
-  await answerUnavailable(ctx, deps.render, ctx.oidc?.route !== 'token' && ctx.accepts('json', 'html') === 'html' ? 'html' : 'json');
+  await answerUnavailable(ctx, deps.render, !answersJson(ctx) && ctx.accepts('json', 'html') === 'html' ? 'html' : 'json');
   return true;
 }
 

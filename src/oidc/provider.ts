@@ -29,6 +29,7 @@ import type { FederationService } from '../services/federation.js';
 import { findAccountFor } from './account.js';
 import { allowedResourcesOf, allowedScopesOf, defaultResource, isFirstParty, isSignInOnly, mayIntrospect, type ClientLike } from './client-policy.js';
 import { restoreOfflineAccess } from './offline-access.js';
+import { answersJson } from './json-routes.js';
 import { answerOutage, noteOutage, renderOutagePage } from './outage.js';
 import { DpopProofError, DPOP_SIGNING_ALGS, REPLAY_MODEL, REPLAY_TTL, refuseStaleProof, replayId, verifyDpopProof, type VerifiedProof } from './dpop.js';
 import { atomicReplayDetection, compareClientSecretsWith, deliverBackchannelLogoutsWith, deriveRotatedRefreshTokenIds, keepInGrantPayload, memoiseClientFind, providerHandler, sidInEveryIdToken } from './provider-internals.js';
@@ -314,6 +315,15 @@ function buildConfiguration(deps: OidcDeps, ring: KeyRing, rbac: RbacIntegration
       },
     },
     async renderError(ctx, out, error) {
+      if (answersJson(ctx)) {
+        // An outage is noted here and answered 503 by the post-hook, as JSON on these routes.
+        const outage = noteOutage(ctx, error);
+        ctx.status = (error as { statusCode?: number }).statusCode ?? 500;
+        if (ctx.status >= 500 && !outage) logger.error('oidc error', { err: String((error as Error)?.stack ?? error) });
+        ctx.type = 'json';
+        ctx.body = out;
+        return;
+      }
       if (await renderOutagePage(ctx, error, render)) return;
       // An error without a statusCode is not an OAuth error but a failure of ours: 500, as
       // oidc-provider itself decides (err.statusCode || 500), never a 400 that hides it.

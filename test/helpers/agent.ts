@@ -5,6 +5,8 @@
 
 import * as oidc from 'openid-client';
 
+import { recordPublic, recordSecret } from './secrets-registry.js';
+
 export interface Form {
   action: string;
   method: string;
@@ -69,6 +71,10 @@ export class Agent {
     if (cookie) headers.cookie = cookie;
     let body: string | undefined;
     if (init.form) {
+      for (const [name, value] of Object.entries(init.form)) {
+        if (['password', 'new_password', 'current_password'].includes(name)) recordSecret('password', value);
+        else recordPublic(value);
+      }
       headers['content-type'] = 'application/x-www-form-urlencoded';
       body = new URLSearchParams(init.form).toString();
     }

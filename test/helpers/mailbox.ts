@@ -7,6 +7,8 @@ import type { AddressInfo } from 'node:net';
 import { simpleParser } from 'mailparser';
 import { SMTPServer } from 'smtp-server';
 
+import { recordSecret } from './secrets-registry.js';
+
 export interface ReceivedMail {
   /** Envelope recipients (RCPT TO), lowercased. */
   to: string[];
@@ -54,6 +56,7 @@ export async function startMailbox(options: { port?: number } = {}): Promise<Mai
               .map((l) => l.trim())
               .filter((l) => /^https?:\/\//.test(l)),
           });
+          for (const link of mails[mails.length - 1]!.links) recordSecret('mailed_link', link);
           for (const w of waiters) w();
           callback();
         })

@@ -3,6 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import { scanLog, secretsMark } from './secrets-registry.js';
 import { freePort, TEST_SECRET } from './server.js';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
@@ -24,6 +25,7 @@ export interface LatchProcess {
 export async function spawnLatch(env: Record<string, string>, options: { readyTimeoutMs?: number } = {}): Promise<LatchProcess> {
   const readyTimeoutMs = options.readyTimeoutMs ?? 15_000;
   const port = env.PORT ? Number(env.PORT) : await freePort();
+  const mark = secretsMark();
   const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/index.ts')], {
     env: { ...process.env, PORT: String(port), ISSUER: `http://127.0.0.1:${port}`, LATCH_SECRET: TEST_SECRET, DATA_DIR: mkdtempSync(join(tmpdir(), 'latch-proc-')), LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -56,6 +58,7 @@ export async function spawnLatch(env: Record<string, string>, options: { readyTi
       const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
       const code = await exited;
       clearTimeout(timer);
+      scanLog(log, mark, `latch process ${child.pid}`);
       return code;
     },
   };

@@ -10,6 +10,7 @@ import { runCli } from '../../src/cli/index.js';
 import { loadConfig, type Config } from '../../src/config/index.js';
 import { createLogger, type Logger } from '../../src/lib/logger.js';
 import { startServer, type RunningServer } from '../../src/server.js';
+import { recordSecret, scanDatabase, scanLog, secretsMark } from './secrets-registry.js';
 
 /** True when the suite runs against PostgreSQL (DATABASE_URL=postgres://...). */
 export const onPostgres = /^postgres(ql)?:\/\//.test(process.env.DATABASE_URL ?? '');
@@ -24,6 +25,8 @@ export interface TestDatabase {
  * server DATABASE_URL names (dropped afterwards).
  */
 export async function freshDatabase(): Promise<TestDatabase> {
+  // Before it is dropped, the database is searched for every secret the run used since now.
+  const mark = secretsMark();
   if (onPostgres) {
     const base = new URL(process.env.DATABASE_URL!);
     const name = `latch_test_${randomBytes(6).toString('hex')}`;
@@ -39,6 +42,7 @@ export async function freshDatabase(): Promise<TestDatabase> {
     return {
       url: url.toString(),
       async drop() {
+        await scanDatabase(url.toString(), mark, name);
         const c = new pg.Client({ connectionString: base.toString() });
         await c.connect();
         try {
@@ -53,6 +57,7 @@ export async function freshDatabase(): Promise<TestDatabase> {
   return {
     url: `sqlite:${join(dir, 'latch.sqlite')}`,
     async drop() {
+      await scanDatabase(`sqlite:${join(dir, 'latch.sqlite')}`, mark);
       rmSync(dir, { recursive: true, force: true });
     },
   };
@@ -88,6 +93,7 @@ export const TEST_SECRET = 'test-secret-0123456789-abcdefghijklmnopqrstuvwxyz';
 
 /** Runs the CLI in-process with the given environment. */
 export async function runCliWith(env: Record<string, string>, args: string[]) {
+  args.forEach((a, i) => a === '--password' && recordSecret('password', args[i + 1]));
   let stdout = '';
   let stderr = '';
   const code = await runCli(args, env, { stdout: (s) => (stdout += s), stderr: (s) => (stderr += s) });
@@ -97,6 +103,11 @@ export async function runCliWith(env: Record<string, string>, args: string[]) {
   } catch {
     json = undefined;
   }
+  for (const item of [json].flat() as Record<string, unknown>[]) {
+    recordSecret('client_secret', item?.client_secret);
+    recordSecret('mailed_link', item?.invitation_url);
+    recordSecret('mailed_link', item?.url);
+  }
   return { code, json: json as any, stdout, stderr };
 }
 
@@ -105,6 +116,7 @@ export async function runCliWith(env: Record<string, string>, args: string[]) {
  * `close()` stops it and drops the database it created.
  */
 export async function startTestServer(options: { database?: TestDatabase; env?: Record<string, string>; changePollMs?: number; keepDatabase?: boolean } = {}): Promise<TestServer & { database: TestDatabase }> {
+  const mark = secretsMark();
   const database = options.database ?? (await freshDatabase());
   const port = await freePort();
   const dataDir = mkdtempSync(join(tmpdir(), 'latch-data-'));
@@ -132,6 +144,7 @@ export async function startTestServer(options: { database?: TestDatabase; env?: 
     errors: () => logger.lines.filter((l) => l.level === 'error'),
     async close() {
       await running.close();
+      scanLog(logger.lines.map((l) => JSON.stringify(l)).join('\n'), mark, `the server on ${config.issuer}`);
       if (!options.keepDatabase && !options.database) await database.drop();
       rmSync(dataDir, { recursive: true, force: true });
     },

@@ -15,6 +15,7 @@ import * as clientDpop from './20261207300000_client_dpop.js';
 import * as mailQueue from './20261208000000_mail_queue.js';
 import * as importedApiKeys from './20261208010000_imported_api_keys.js';
 import * as backchannelLogout from './20261208020000_backchannel_logout.js';
+import * as hashedTokenIds from './20261208030000_hashed_token_ids.js';
 
 /** Every migration, in order. Knex records applied names in knex_migrations. */
 export const migrations: Record<string, Knex.Migration> = {
@@ -33,4 +34,5 @@ export const migrations: Record<string, Knex.Migration> = {
   '20261208000000_mail_queue': mailQueue,
   '20261208010000_imported_api_keys': importedApiKeys,
   '20261208020000_backchannel_logout': backchannelLogout,
+  '20261208030000_hashed_token_ids': hashedTokenIds,
 };

@@ -8,9 +8,11 @@ import { startWalCheckpointer } from '../src/db/checkpointer.js';
 import { openDatabase, sqliteConnectionOf, type Db } from '../src/db/knex.js';
 import { migrateLatest } from '../src/db/migrate.js';
 import { createStatements } from '../src/db/statements.js';
-import { createProviderStateRepository, type ProviderStateRepository } from '../src/repositories/provider-state.js';
+import { createProviderStateRepository, storedStateId, type ProviderStateRepository } from '../src/repositories/provider-state.js';
 import { nextPurgeStep, purgeExpired } from '../src/services/purge.js';
 import { freshDatabase, onPostgres, startTestServer, TEST_SECRET, type TestDatabase } from './helpers/server.js';
+import * as hashedTokenIds from '../migrations/20261208030000_hashed_token_ids.js';
+import { createSecrets } from '../src/services/secrets.js';
 
 describe('provider state (the oidc-provider adapter table)', () => {
   let database: TestDatabase;
@@ -68,8 +70,11 @@ describe('provider state (the oidc-provider adapter table)', () => {
     ];
     expect(await state.commit({ model: 'RefreshToken', id: 'r1' }, [], issued(1))).to.deep.equal({ consumed: true, grantId: null });
     expect((await state.find('RefreshToken', 'r1'))?.consumed).to.be.a('number');
-    expect(await state.find('RefreshToken', 'r1-next-1')).to.deep.equal({ grantId: 'g2', accountId: 'a', iat: 1 });
-    const row = await db('provider_state').where({ model: 'AccessToken', id: 'a1-1' }).first();
+    expect(await state.find('RefreshToken', 'r1-next-1')).to.deep.equal({ grantId: 'g2', accountId: 'a', iat: 1, jti: 'r1-next-1' });
+    // A token is stored under a hash of its value, without the value (a dump holds no token).
+    expect(await db('provider_state').where({ model: 'AccessToken', id: 'a1-1' }).first()).to.equal(undefined);
+    const row = await db('provider_state').where({ model: 'AccessToken', id: storedStateId('AccessToken', 'a1-1') }).first();
+    expect(row.payload).to.not.include('a1-1');
     expect(row).to.include({ grant_id: 'g2', account_id: 'a' });
     expect(Number(row.expires_at)).to.be.greaterThan(Math.floor(Date.now() / 1000));
     // Redeemed again: nothing of the second redemption is written, and the grant is reported.
@@ -81,8 +86,8 @@ describe('provider state (the oidc-provider adapter table)', () => {
     expect(await state.find('AccessToken', 'a1-2')).to.equal(undefined);
     // Without a redemption: plain upserts (an existing row is updated).
     expect(await state.commit(undefined, [], [{ model: 'AccessToken', id: 'a1-1', payload: { grantId: 'g2', accountId: 'b' }, expiresIn: 60 }, ...issued(3).slice(1)])).to.deep.equal({ consumed: true, grantId: null });
-    expect(await state.find('AccessToken', 'a1-1')).to.deep.equal({ grantId: 'g2', accountId: 'b' });
-    expect(await state.find('AccessToken', 'a1-3')).to.deep.equal({ grantId: 'g2', accountId: 'a' });
+    expect(await state.find('AccessToken', 'a1-1')).to.deep.equal({ grantId: 'g2', accountId: 'b', jti: 'a1-1' });
+    expect(await state.find('AccessToken', 'a1-3')).to.deep.equal({ grantId: 'g2', accountId: 'a', jti: 'a1-3' });
     // Deletes: done with the rest, and not at all when the redemption fails.
     await state.upsert('Interaction', 'i1', { uid: 'i1' }, 60);
     await state.upsert('AuthorizationCode', 'c8', { grantId: 'g2' }, 60);
@@ -108,9 +113,9 @@ describe('provider state (the oidc-provider adapter table)', () => {
     );
     expect(results.filter((r) => r.consumed)).to.have.length(1);
     expect(results.filter((r) => !r.consumed).every((r) => r.grantId === 'g3')).to.equal(true);
-    const written = await db('provider_state').where({ model: 'RefreshToken' }).andWhereLike('id', 'r2-next-%').select('id');
+    const written = await db('provider_state').where({ model: 'RefreshToken' }).whereIn('id', Array.from({ length: 20 }, (_, n) => storedStateId('RefreshToken', `r2-next-${n}`))).select('id');
     expect(written).to.have.length(1);
-    expect(written[0].id).to.equal(`r2-next-${results.findIndex((r) => r.consumed)}`);
+    expect(written[0].id).to.equal(storedStateId('RefreshToken', `r2-next-${results.findIndex((r) => r.consumed)}`));
   });
 
   it('finds a token under any of several models with its grant as of the same moment, and no grant when it is gone or expired', async () => {
@@ -120,16 +125,48 @@ describe('provider state (the oidc-provider adapter table)', () => {
     await state.upsert('ClientCredentials', 't6', { clientId: 'c' }, 60);
     const opaque = ['AccessToken', 'ClientCredentials', 'RefreshToken'];
     const grant4 = { id: 'g4', payload: { accountId: 'a', openid: { scope: 'openid' } } };
-    expect(await state.findWithGrant(opaque, 't4')).to.deep.equal([{ model: 'AccessToken', payload: { grantId: 'g4', accountId: 'a' }, grant: grant4 }]);
-    expect(await state.findWithGrant(['AccessToken'], 't4')).to.deep.equal([{ model: 'AccessToken', payload: { grantId: 'g4', accountId: 'a' }, grant: grant4 }]);
+    expect(await state.findWithGrant(opaque, 't4')).to.deep.equal([{ model: 'AccessToken', payload: { grantId: 'g4', accountId: 'a', jti: 't4' }, grant: grant4 }]);
+    expect(await state.findWithGrant(['AccessToken'], 't4')).to.deep.equal([{ model: 'AccessToken', payload: { grantId: 'g4', accountId: 'a', jti: 't4' }, grant: grant4 }]);
     expect(await state.findWithGrant(['RefreshToken'], 't4')).to.deep.equal([]);
-    expect(await state.findWithGrant(opaque, 't5')).to.deep.equal([{ model: 'AccessToken', payload: { grantId: 'g-none' }, grant: { id: 'g-none', payload: undefined } }]);
-    expect(await state.findWithGrant(opaque, 't6')).to.deep.equal([{ model: 'ClientCredentials', payload: { clientId: 'c' } }]);
+    expect(await state.findWithGrant(opaque, 't5')).to.deep.equal([{ model: 'AccessToken', payload: { grantId: 'g-none', jti: 't5' }, grant: { id: 'g-none', payload: undefined } }]);
+    expect(await state.findWithGrant(opaque, 't6')).to.deep.equal([{ model: 'ClientCredentials', payload: { clientId: 'c', jti: 't6' } }]);
     expect(await state.findWithGrant(opaque, 'missing')).to.deep.equal([]);
     await db('provider_state').where({ model: 'Grant', id: 'g4' }).update({ expires_at: Math.floor(Date.now() / 1000) - 1 });
     expect((await state.findWithGrant(opaque, 't4'))[0]?.grant).to.deep.equal({ id: 'g4', payload: undefined });
-    await db('provider_state').where({ model: 'AccessToken', id: 't4' }).update({ expires_at: Math.floor(Date.now() / 1000) - 1 });
+    await db('provider_state').where({ model: 'AccessToken', id: storedStateId('AccessToken', 't4') }).update({ expires_at: Math.floor(Date.now() / 1000) - 1 });
     expect(await state.findWithGrant(opaque, 't4')).to.deep.equal([]);
+  });
+
+  it('stores codes and tokens under a hash of their value and without it; a device code found by its user code gets its id back', async () => {
+    const secrets = createSecrets(TEST_SECRET);
+    const sealed = createProviderStateRepository(db, { seal: (id, rowId) => secrets.seal('device-code', id, rowId), open: (v, rowId) => secrets.open('device-code', v, rowId) });
+    const value = `dc-${'x'.repeat(40)}`;
+    await sealed.upsert('DeviceCode', value, { jti: value, userCode: 'BCDFGHJK', clientId: 'tv' }, 60);
+    const row = await db('provider_state').where({ model: 'DeviceCode', user_code: 'BCDFGHJK' }).first<{ id: string; payload: string }>();
+    expect(row.id).to.equal(storedStateId('DeviceCode', value)).and.not.include(value);
+    expect(row.payload).to.not.include(value);
+    expect(await sealed.findBy('DeviceCode', 'user_code', 'BCDFGHJK')).to.include({ jti: value, clientId: 'tv' });
+    expect(await sealed.find('DeviceCode', value)).to.include({ jti: value, userCode: 'BCDFGHJK' });
+    // Sessions and grants are found by what they are (not bearer credentials): stored as they are.
+    await sealed.upsert('Grant', 'g-plain', { accountId: 'a' }, 60);
+    expect(await db('provider_state').where({ model: 'Grant', id: 'g-plain' }).first()).to.not.equal(undefined);
+  });
+
+  it('the migration moves tokens stored under their value to the hashed key, and drops device codes', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    await db('provider_state').insert([
+      { model: 'RefreshToken', id: 'legacy-refresh', payload: JSON.stringify({ jti: 'legacy-refresh', grantId: 'g-legacy' }), grant_id: 'g-legacy', expires_at: now + 60 },
+      { model: 'AuthorizationCode', id: 'legacy-code', payload: JSON.stringify({ jti: 'legacy-code', grantId: 'g-legacy' }), grant_id: 'g-legacy', expires_at: now + 60 },
+      { model: 'DeviceCode', id: 'legacy-device', payload: JSON.stringify({ jti: 'legacy-device' }), user_code: 'LGCY', expires_at: now + 60 },
+      { model: 'Session', id: 'legacy-session', payload: JSON.stringify({ jti: 'legacy-session' }), expires_at: now + 60 },
+    ]);
+    await hashedTokenIds.up(db);
+    await hashedTokenIds.up(db); // twice: nothing moves again
+    expect(await state.find('RefreshToken', 'legacy-refresh')).to.deep.equal({ grantId: 'g-legacy', jti: 'legacy-refresh' });
+    expect(await state.find('AuthorizationCode', 'legacy-code')).to.deep.equal({ grantId: 'g-legacy', jti: 'legacy-code' });
+    expect(await db('provider_state').whereIn('id', ['legacy-refresh', 'legacy-code', 'legacy-device']).count({ n: '*' }).first<{ n: number | string }>()).to.satisfy((r: { n: number | string }) => Number(r.n) === 0);
+    expect(await db('provider_state').where({ model: 'DeviceCode', user_code: 'LGCY' }).first()).to.equal(undefined);
+    expect(await state.find('Session', 'legacy-session')).to.deep.equal({ jti: 'legacy-session' });
   });
 
   it('revokeByGrantId deletes every artifact of the grant and the grant itself, nothing else', async () => {
@@ -301,7 +338,7 @@ describe('the scheduled purge of expired provider state', () => {
 
       expect(await purgeExpired(services)).to.equal(650);
       expect(await expired()).to.equal(0);
-      expect(await services.state.find('RefreshToken', 'live')).to.deep.equal({ grantId: 'g' });
+      expect(await services.state.find('RefreshToken', 'live')).to.deep.equal({ grantId: 'g', jti: 'live' });
       expect(server.errors()).to.deep.equal([]);
     } finally {
       await server.close();

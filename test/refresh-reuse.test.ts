@@ -4,6 +4,7 @@ import { expect } from 'chai';
 
 import { Agent, authorize } from './helpers/agent.js';
 import { startTestServer } from './helpers/server.js';
+import { storedStateId } from '../src/repositories/provider-state.js';
 
 const REDIRECT = 'http://127.0.0.1:9/callback';
 const API = 'urn:latch:test:reuse';
@@ -80,7 +81,7 @@ describe('refresh token rotation: a retry within REFRESH_REUSE_WINDOW', () => {
     // The rotated token itself stays consumed for everything but the retry.
     expect(await on.active(first.refresh_token)).to.equal(false);
     // No trace of the successor's value on the rotated token's row.
-    const row = await on.srv.running.db('provider_state').where({ model: 'RefreshToken', id: first.refresh_token }).first<{ payload: string }>();
+    const row = await on.srv.running.db('provider_state').where({ model: 'RefreshToken', id: storedStateId('RefreshToken', first.refresh_token) }).first<{ payload: string }>();
     expect(row.payload).to.not.include(rotated.body.refresh_token);
 
     // The successor is used: the old token is now reuse, and the whole grant goes.
@@ -110,7 +111,7 @@ describe('refresh token rotation: a retry within REFRESH_REUSE_WINDOW', () => {
     const rotated = await on.refresh(first.refresh_token);
     expect(rotated.status).to.equal(200);
     // The rotation happened 31 s ago, as far as the database knows.
-    await on.srv.running.db('provider_state').where({ model: 'RefreshToken', id: first.refresh_token }).update({ consumed_at: on.srv.running.db.raw('consumed_at - 31') });
+    await on.srv.running.db('provider_state').where({ model: 'RefreshToken', id: storedStateId('RefreshToken', first.refresh_token) }).update({ consumed_at: on.srv.running.db.raw('consumed_at - 31') });
     const late = await on.refresh(first.refresh_token);
     expect(late.body).to.deep.equal(REVOKED);
     expect((await on.refresh(rotated.body.refresh_token!)).body.error).to.equal('invalid_grant');
@@ -146,7 +147,7 @@ describe('refresh token rotation: a retry within REFRESH_REUSE_WINDOW', () => {
     expect(new Set(results.map((r) => r.body.access_token)).size).to.equal(8);
     for (const r of results) expect(await on.active(r.body.access_token!)).to.equal(true);
     // Exactly one successor row: the retries stored none of their own.
-    const rows = await on.srv.running.db('provider_state').where({ model: 'RefreshToken' }).whereIn('id', [...successors] as string[]).count({ n: '*' }).first();
+    const rows = await on.srv.running.db('provider_state').where({ model: 'RefreshToken' }).whereIn('id', ([...successors] as string[]).map((t) => storedStateId('RefreshToken', t))).count({ n: '*' }).first();
     expect(Number(rows!.n)).to.equal(1);
     const next = await on.refresh([...successors][0]!);
     expect(next.status).to.equal(200);

@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+
 import type { Db } from '../db/knex.js';
 import { isStorableKey } from '../db/knex.js';
 import { createStatements } from '../db/statements.js';
@@ -37,8 +39,8 @@ const FIND_BY_ID = `select payload, consumed_at from provider_state where model 
 const expired = (columns: string) => `select ${columns} from provider_state where expires_at is not null and expires_at <= ? order by expires_at limit ?`;
 const PURGE_SQLITE = `delete from provider_state where rowid in (${expired('rowid')})`;
 const PURGE_PG = `delete from provider_state where (model, id) in (${expired('model, id')})`;
-const FIND_BY_UID = `select payload, consumed_at from provider_state where model = ? and uid = ? and ${ALIVE} limit 1`;
-const FIND_BY_USER_CODE = `select payload, consumed_at from provider_state where model = ? and user_code = ? and ${ALIVE} limit 1`;
+const FIND_BY_UID = `select id, payload, consumed_at from provider_state where model = ? and uid = ? and ${ALIVE} limit 1`;
+const FIND_BY_USER_CODE = `select id, payload, consumed_at from provider_state where model = ? and user_code = ? and ${ALIVE} limit 1`;
 // RFC 6749 §4.1.2 / §10.5 (codes) and RFC 9700 §4.14.2 (refresh tokens): single use. One
 // conditional UPDATE, so of two concurrent redemptions exactly one changes the row.
 const CONSUME = 'update provider_state set consumed_at = ? where model = ? and id = ? and consumed_at is null';
@@ -85,7 +87,7 @@ const UPSERT = `insert into provider_state (${COLUMNS}) values (?, ?, ?, ?, ?, ?
 // a live one is left alone; the changed-row count says which. Never read-then-write.
 const INSERT_IF_ABSENT = `insert into provider_state (${COLUMNS}) values (?, ?, ?, ?, ?, ?, ?, ?, ?) ${ON_CONFLICT} where provider_state.expires_at is not null and provider_state.expires_at <= ?`;
 
-type StateRow = { payload: string; consumed_at: number | null };
+type StateRow = { payload: string; consumed_at: number | null; id?: string };
 type StateWithGrantRow = StateRow & { model: string; grant_id: string | null; grant_payload: string | null; grant_consumed_at: number | null };
 
 /** A token found with its grant (`grant.payload` undefined: the grant it names is gone or expired). */
@@ -111,12 +113,18 @@ export interface StateKey {
 
 const str = (v: unknown) => (typeof v === 'string' ? v : null);
 /** The bindings of one provider_state row, in COLUMNS order. */
-function rowOf(write: StateWrite, now: number): unknown[] {
+function rowOf(write: StateWrite, now: number, sealer: DeviceCodeSealer | undefined): unknown[] {
   const { model, id, payload, expiresIn } = write;
+  const rowId = storedStateId(model, id);
+  let stored = payload;
+  if (rowId !== id) {
+    const { jti: _jti, ...rest } = payload;
+    stored = model === 'DeviceCode' && sealer ? { ...rest, [SEALED_JTI]: sealer.seal(id, rowId) } : rest;
+  }
   return [
     model,
-    id,
-    JSON.stringify(payload),
+    rowId,
+    JSON.stringify(stored),
     str(payload.grantId),
     str(payload.userCode),
     str(payload.uid),
@@ -126,29 +134,63 @@ function rowOf(write: StateWrite, now: number): unknown[] {
   ];
 }
 
+/**
+ * The models whose id IS the credential a client holds: an authorization code, a refresh token,
+ * a device code, an opaque access token. They are stored under a SHA-256 of the id (and without
+ * the `jti` copy in the payload), so a database dump or backup yields no usable token, as
+ * personal access tokens and one-time links are stored. SHA-256 suffices: the ids are random
+ * (at least 256 bits from oidc-provider), so a hash cannot be turned back into a token.
+ */
+const HASHED_MODELS: ReadonlySet<string> = new Set(['AuthorizationCode', 'RefreshToken', 'DeviceCode', 'AccessToken', 'ClientCredentials', 'BackchannelAuthenticationRequest']);
+const HASHED = 'h.';
+
+/** The primary key a model instance is stored under (exported for tests that read the table). */
+export function storedStateId(model: string, id: string): string {
+  return HASHED_MODELS.has(model) ? `${HASHED}${createHash('sha256').update(id).digest('base64url')}` : id;
+}
+
+/**
+ * Keeps a device code (a hashed model) recoverable for the one lookup that does not know it:
+ * finding it by its user code, when the user approves on another device and the library saves it
+ * again under its id. Sealed under LATCH_SECRET, bound to the row.
+ */
+export interface DeviceCodeSealer {
+  seal(id: string, rowId: string): string;
+  open(sealed: string, rowId: string): string;
+}
+const SEALED_JTI = 'sealedJti';
+
 /** The generic table behind oidc-provider's adapter: one row per model instance. */
-export function createProviderStateRepository(db: Db) {
+export function createProviderStateRepository(db: Db, sealer?: DeviceCodeSealer) {
   const sql = createStatements(db);
   const first = async (text: string, bindings: readonly unknown[]) => (await sql.all<StateRow>(text, bindings))[0];
   const table = () => db('provider_state');
   const alive = (now: number) => (q: ReturnType<typeof table>) => q.where((w) => void w.whereNull('expires_at').orWhere('expires_at', '>', now));
 
-  function decode(row: { payload: string; consumed_at: number | null } | undefined): Payload | undefined {
+  /** A row's payload; for a hashed model the `jti` it was stored without is put back (`id`, when known). */
+  function decode(row: StateRow | undefined, model?: string, id?: string): Payload | undefined {
     if (!row) return undefined;
     const payload = JSON.parse(row.payload) as Payload;
     if (row.consumed_at !== null && row.consumed_at !== undefined) payload.consumed = Number(row.consumed_at);
+    if (model !== undefined && HASHED_MODELS.has(model)) {
+      const sealed = payload[SEALED_JTI];
+      delete payload[SEALED_JTI];
+      if (id !== undefined) payload.jti = id;
+      else if (typeof sealed === 'string' && sealer) payload.jti = sealer.open(sealed, storedStateIdOfRow(row));
+    }
     return payload;
   }
+  const storedStateIdOfRow = (row: StateRow) => row.id ?? '';
 
   /** Why a consume changed nothing: the grant of the artifact, if it is still there (reuse). */
   async function notConsumed(model: string, id: string): Promise<ConsumeResult> {
-    const row = await table().select('grant_id', 'consumed_at').where({ model, id }).first<{ grant_id: string | null; consumed_at: number | string | null } | undefined>();
+    const row = await table().select('grant_id', 'consumed_at').where({ model, id: storedStateId(model, id) }).first<{ grant_id: string | null; consumed_at: number | string | null } | undefined>();
     return { consumed: false, grantId: row?.grant_id ?? null, consumedAt: row?.consumed_at === null || row?.consumed_at === undefined ? null : Number(row.consumed_at) };
   }
 
   return {
     async upsert(model: string, id: string, payload: Payload, expiresIn: number | undefined): Promise<void> {
-      await sql.run(UPSERT, rowOf({ model, id, payload, expiresIn }, epochSeconds()));
+      await sql.run(UPSERT, rowOf({ model, id, payload, expiresIn }, epochSeconds(), sealer));
     },
 
     /**
@@ -158,12 +200,12 @@ export function createProviderStateRepository(db: Db) {
      */
     async insertIfAbsent(model: string, id: string, payload: Payload, expiresIn: number): Promise<boolean> {
       const now = epochSeconds();
-      return (await sql.run(INSERT_IF_ABSENT, [...rowOf({ model, id, payload, expiresIn }, now), now])) === 1;
+      return (await sql.run(INSERT_IF_ABSENT, [...rowOf({ model, id, payload, expiresIn }, now, sealer), now])) === 1;
     },
 
     async find(model: string, id: string): Promise<Payload | undefined> {
       if (!isStorableKey(id)) return undefined;
-      return decode(await first(FIND_BY_ID, [model, id, epochSeconds()]));
+      return decode(await first(FIND_BY_ID, [model, storedStateId(model, id), epochSeconds()]), model, id);
     },
 
     /**
@@ -172,12 +214,15 @@ export function createProviderStateRepository(db: Db) {
      */
     async findWithGrant(models: readonly string[], id: string): Promise<FoundWithGrant[]> {
       if (!isStorableKey(id) || !models.length) return [];
+      // One id for every model probed: they must all be stored the same way (all hashed, or none).
+      const rowId = storedStateId(models[0]!, id);
+      if (models.some((m) => storedStateId(m, id) !== rowId)) throw new Error('findWithGrant: models stored under different ids');
       const now = epochSeconds();
       const rows = sql.postgres
-        ? await sql.all<StateWithGrantRow>(pgFindWithGrant(models.length), [...models, id, now, now])
-        : await sql.all<StateWithGrantRow>(findWithGrant(models.length), [now, ...models, id, now]);
+        ? await sql.all<StateWithGrantRow>(pgFindWithGrant(models.length), [...models, rowId, now, now])
+        : await sql.all<StateWithGrantRow>(findWithGrant(models.length), [now, ...models, rowId, now]);
       return rows.map((row) => {
-        const payload = decode(row)!;
+        const payload = decode(row, row.model, id)!;
         if (row.grant_id === null) return { model: row.model, payload };
         return { model: row.model, payload, grant: { id: row.grant_id, payload: row.grant_payload === null ? undefined : decode({ payload: row.grant_payload, consumed_at: row.grant_consumed_at }) } };
       });
@@ -185,7 +230,7 @@ export function createProviderStateRepository(db: Db) {
 
     async findBy(model: string, column: 'uid' | 'user_code', value: string): Promise<Payload | undefined> {
       if (!isStorableKey(value)) return undefined;
-      return decode(await first(column === 'uid' ? FIND_BY_UID : FIND_BY_USER_CODE, [model, value, epochSeconds()]));
+      return decode(await first(column === 'uid' ? FIND_BY_UID : FIND_BY_USER_CODE, [model, value, epochSeconds()]), model);
     },
 
     /**
@@ -193,7 +238,7 @@ export function createProviderStateRepository(db: Db) {
      * redemptions exactly one sees a changed row. Never read-then-write.
      */
     async consume(model: string, id: string): Promise<ConsumeResult> {
-      const changed = await sql.run(CONSUME, [epochSeconds(), model, id]);
+      const changed = await sql.run(CONSUME, [epochSeconds(), model, storedStateId(model, id)]);
       return changed === 1 ? { consumed: true, grantId: null } : notConsumed(model, id);
     },
 
@@ -205,20 +250,21 @@ export function createProviderStateRepository(db: Db) {
      */
     async commit(consume: StateKey | undefined, deletes: readonly StateKey[], upserts: readonly StateWrite[]): Promise<ConsumeResult> {
       const now = epochSeconds();
-      const rows = upserts.map((w) => rowOf(w, now));
+      const rows = upserts.map((w) => rowOf(w, now, sealer));
+      const key = (k: StateKey) => storedStateId(k.model, k.id);
       let consumed: boolean;
       if (!consume && !deletes.length && rows.length === 1) {
         await sql.run(UPSERT, rows[0]!);
         consumed = true;
       } else if (!sql.postgres) {
         consumed = await sql.sqliteTransaction((run) => {
-          if (consume && run(CONSUME, [now, consume.model, consume.id]) !== 1) return false;
-          for (const d of deletes) run(DESTROY, [d.model, d.id]);
+          if (consume && run(CONSUME, [now, consume.model, key(consume)]) !== 1) return false;
+          for (const d of deletes) run(DESTROY, [d.model, key(d)]);
           for (const row of rows) run(UPSERT, row);
           return true;
         });
       } else {
-        const bindings = [...(consume ? [now, consume.model, consume.id] : []), ...deletes.flatMap((d) => [d.model, d.id]), ...rows.flat()];
+        const bindings = [...(consume ? [now, consume.model, key(consume)] : []), ...deletes.flatMap((d) => [d.model, key(d)]), ...rows.flat()];
         const [row] = await sql.all<{ consumed: boolean }>(pgCommit(Boolean(consume), deletes.length, rows.length), bindings);
         consumed = row?.consumed === true;
       }
@@ -226,7 +272,7 @@ export function createProviderStateRepository(db: Db) {
     },
 
     async destroy(model: string, id: string): Promise<void> {
-      await sql.run(DESTROY, [model, id]);
+      await sql.run(DESTROY, [model, storedStateId(model, id)]);
     },
 
     /** Deletes every artifact of a grant, and the grant itself (in `trx` when given). */

@@ -56,7 +56,8 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
   const { db, config, logger } = deps;
   const secrets = createSecrets(config.secret);
   const feed = createChangeFeed({ changes: createChangesRepository(db), logger, ...(deps.changePollMs ? { intervalMs: deps.changePollMs } : {}) });
-  const state = createProviderStateRepository(db);
+  // A device code is stored hashed; sealed beside it for the lookup by user code (see the repository).
+  const state = createProviderStateRepository(db, { seal: (id, rowId) => secrets.seal('device-code', id, rowId), open: (sealed, rowId) => secrets.open('device-code', sealed, rowId) });
   const transact = createTransact(db);
   const resourcesRepo = createResourcesRepository(db);
   const passwords = createPasswordHasher(config.argon2);

@@ -17,8 +17,8 @@ export interface Secrets {
    * AES-256-GCM under a key derived for `purpose` alone, bound to `context` (authenticated, not
    * stored): a ciphertext moved to another row does not open.
    */
-  seal(purpose: 'mail-queue', plaintext: string, context: string): string;
-  open(purpose: 'mail-queue', ciphertext: string, context: string): string;
+  seal(purpose: 'mail-queue' | 'device-code', plaintext: string, context: string): string;
+  open(purpose: 'mail-queue' | 'device-code', ciphertext: string, context: string): string;
   /** Keys for oidc-provider's signed cookies. */
   cookieKeys: string[];
   /** HMAC for CSRF tokens bound to a browser cookie. */

@@ -10,6 +10,7 @@ import { openDatabase } from '../../src/db/knex.js';
 import { Agent, authorize } from '../helpers/agent.js';
 import { spawnLatch, type LatchProcess } from '../helpers/process.js';
 import { freePort, freshDatabase, runCliWith, TEST_SECRET, type TestDatabase } from '../helpers/server.js';
+import { storedStateId } from '../../src/repositories/provider-state.js';
 
 const REDIRECT = 'http://127.0.0.1:9/callback';
 const USER = { email: 'crash@example.test', password: 'correct horse battery staple' };
@@ -184,7 +185,7 @@ describe('crash safety: kill -9 under load', function () {
     // Rotations the kill cut after they committed: the client holds a refresh token that is
     // already rotated, which only REFRESH_REUSE_WINDOW keeps from being reuse.
     const probe = openDatabase(loadConfig(env).database);
-    const inFlight = Number((await probe('provider_state').where({ model: 'RefreshToken' }).whereIn('id', chains.map((c) => c.refresh)).whereNotNull('consumed_at').count({ n: '*' }).first())!.n);
+    const inFlight = Number((await probe('provider_state').where({ model: 'RefreshToken' }).whereIn('id', chains.map((c) => storedStateId('RefreshToken', c.refresh))).whereNotNull('consumed_at').count({ n: '*' }).first())!.n);
     await probe.destroy();
     const adminToken = (await token(ops, { grant_type: 'client_credentials', scope: 'admin:read admin:write', resource: `${env.ISSUER}/api` })).body.access_token!;
     for (const t of got.ccTokens) {

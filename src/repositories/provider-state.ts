@@ -215,8 +215,9 @@ export function createProviderStateRepository(db: Db, sealer?: DeviceCodeSealer)
     async findWithGrant(models: readonly string[], id: string): Promise<FoundWithGrant[]> {
       if (!isStorableKey(id) || !models.length) return [];
       // One id for every model probed: they must all be stored the same way (all hashed, or none).
+      const hashed = HASHED_MODELS.has(models[0]!);
+      if (models.some((m) => HASHED_MODELS.has(m) !== hashed)) throw new Error('findWithGrant: models stored under different ids');
       const rowId = storedStateId(models[0]!, id);
-      if (models.some((m) => storedStateId(m, id) !== rowId)) throw new Error('findWithGrant: models stored under different ids');
       const now = epochSeconds();
       const rows = sql.postgres
         ? await sql.all<StateWithGrantRow>(pgFindWithGrant(models.length), [...models, rowId, now, now])

@@ -19,6 +19,7 @@ import { expect } from 'chai';
 import pg from 'pg';
 
 import { codeFlowTokens } from './helpers/agent.js';
+import { runCommand } from './helpers/process.js';
 import { freePort, onPostgres, startTestServer, type TestServer } from './helpers/server.js';
 
 const ROOT_DIR = new URL('..', import.meta.url).pathname;
@@ -43,21 +44,6 @@ interface Seed {
   sites?: { uuid: string; name: string; organization_id: string; api_token: string }[];
 }
 
-/** Runs a command to its end without blocking the event loop (the Latch under test runs in this process). */
-function run(cmd: string, args: string[], env: Record<string, string> = {}, timeoutMs = 120_000): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: ROOT_DIR, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('error', reject);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, output });
-    });
-  });
-}
 
 const claimsOf = (jwt: string) => JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
 const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
@@ -128,7 +114,7 @@ function migration(title: string, body: (ctx: { srv: () => TestServer; dir: () =
     };
 
     before(async function () {
-      const check = await run(PYTHON, ['-c', 'import fastapi, uvicorn, jwt, httpx, bcrypt, argon2']);
+      const check = await runCommand(PYTHON, ['-c', 'import fastapi, uvicorn, jwt, httpx, bcrypt, argon2']);
       if (check.code !== 0) {
         const help = `${PYTHON} cannot import fastapi, uvicorn, jwt, httpx, bcrypt and argon2 (apt-get install python3-fastapi python3-uvicorn python3-jwt python3-httpx python3-bcrypt python3-argon2)`;
         if (process.env.CI) throw new Error(`${help}\n${check.output}`);
@@ -190,7 +176,7 @@ describe('migrating a FastAPI app to Latch (latch import app, latch_auth)', func
 
     before(async function () {
       appDb = join(m.dir(), 'app.sqlite');
-      const made = await run(PYTHON, [join(EXAMPLE, 'seed.py'), 'sqlite', appDb, join(m.dir(), 'seed.json')]);
+      const made = await runCommand(PYTHON, [join(EXAMPLE, 'seed.py'), 'sqlite', appDb, join(m.dir(), 'seed.json')]);
       expect(made.code, made.output).to.equal(0);
       seed = JSON.parse(readFileSync(join(m.dir(), 'seed.json'), 'utf8')) as Seed;
       sourceHash = sha256(appDb);
@@ -326,7 +312,7 @@ describe('migrating a FastAPI app to Latch (latch import app, latch_auth)', func
     before(async function () {
       exportDir = join(m.dir(), 'export');
       appDb = join(m.dir(), 'app.sqlite');
-      const made = await run(PYTHON, [join(EXAMPLE, 'seed.py'), 'jsonl', exportDir, appDb, join(m.dir(), 'seed.json')]);
+      const made = await runCommand(PYTHON, [join(EXAMPLE, 'seed.py'), 'jsonl', exportDir, appDb, join(m.dir(), 'seed.json')]);
       expect(made.code, made.output).to.equal(0);
       seed = JSON.parse(readFileSync(join(m.dir(), 'seed.json'), 'utf8')) as Seed;
     });
@@ -400,7 +386,7 @@ describe('migrating a FastAPI app to Latch (latch import app, latch_auth)', func
         },
       };
       appDb = join(m.dir(), 'app.sqlite');
-      const made = await run(PYTHON, [join(EXAMPLE, 'seed.py'), 'sqlite', appDb, join(m.dir(), 'seed.json')]);
+      const made = await runCommand(PYTHON, [join(EXAMPLE, 'seed.py'), 'sqlite', appDb, join(m.dir(), 'seed.json')]);
       expect(made.code, made.output).to.equal(0);
       seed = JSON.parse(readFileSync(join(m.dir(), 'seed.json'), 'utf8')) as Seed;
       // fastapi-users' SQLAlchemy table on PostgreSQL: a native uuid id.

@@ -5,7 +5,6 @@
  * legacy_client dependency and the example over real HTTP and WebSocket. The Python side needs Debian's python3-fastapi,
  * python3-uvicorn, python3-jwt, python3-httpx, python3-cryptography and python3-websockets.
  */
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,9 +14,9 @@ import { expect } from 'chai';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 
 import { codeFlowTokens } from './helpers/agent.js';
+import { runCommand } from './helpers/process.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
-const ROOT_DIR = new URL('..', import.meta.url).pathname;
 const REDIRECT = 'http://127.0.0.1:9/callback';
 const API = 'https://items.example.test';
 const SHORT_API = 'https://short.example.test';
@@ -30,21 +29,6 @@ const DEBIAN_PACKAGES = 'python3-fastapi python3-uvicorn python3-jwt python3-htt
 
 type Client = { client_id: string; client_secret: string };
 
-/** Runs a command to its end without blocking the event loop (the Latch under test runs in this process). */
-function run(cmd: string, args: string[], env: Record<string, string>, timeoutMs: number): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: ROOT_DIR, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('error', reject);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, output });
-    });
-  });
-}
 
 describe('latch_auth (Python) and the FastAPI example', function () {
   this.timeout(180_000);
@@ -78,7 +62,7 @@ describe('latch_auth (Python) and the FastAPI example', function () {
 
   before(async function () {
     // Like the browser suite: without the Python packages it fails in CI and is skipped, visibly, elsewhere.
-    const check = await run(PYTHON, ['-c', 'import fastapi, uvicorn, jwt, httpx, cryptography, websockets'], {}, 60_000);
+    const check = await runCommand(PYTHON, ['-c', 'import fastapi, uvicorn, jwt, httpx, cryptography, websockets'], {}, 60_000);
     if (check.code !== 0) {
       const help = `${PYTHON} cannot import the packages latch_auth and its example need: apt-get install ${DEBIAN_PACKAGES}`;
       if (process.env.CI) throw new Error(`${help}\n${check.output}`);
@@ -166,7 +150,7 @@ describe('latch_auth (Python) and the FastAPI example', function () {
     const file = join(dir, 'fixtures.json');
     writeFileSync(file, JSON.stringify(fixtures, null, 2));
 
-    const { code, output } = await run(PYTHON, ['-m', 'unittest', 'discover', '-s', 'packages/python/tests', '-v'], { LATCH_TEST_FIXTURES: file, PYTHONDONTWRITEBYTECODE: '1', PYTHONUNBUFFERED: '1' }, 170_000);
+    const { code, output } = await runCommand(PYTHON, ['-m', 'unittest', 'discover', '-s', 'packages/python/tests', '-v'], { LATCH_TEST_FIXTURES: file, PYTHONDONTWRITEBYTECODE: '1', PYTHONUNBUFFERED: '1' }, 170_000);
     if (process.env.LATCH_TEST_LOG) process.stderr.write(output);
     expect(code, output).to.equal(0);
     // Every test ran: none skipped for want of the fixtures or a package.

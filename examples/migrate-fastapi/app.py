@@ -27,6 +27,7 @@ DB = os.environ.get("APP_DB", "app.sqlite")
 
 def rows(sql: str, *args: Any) -> List[Dict[str, Any]]:
     # Opened per request, read-only: the example never writes, and the file may be shared with a test.
+    # Blocking: the routes that call it are plain `def`, which FastAPI runs in its thread pool.
     db = sqlite3.connect(f"file:{DB}?mode=ro", uri=True)
     db.row_factory = sqlite3.Row
     try:
@@ -45,18 +46,18 @@ async def health() -> Dict[str, str]:
 
 
 @app.get("/items")
-async def my_items(user: User = Depends(current_active_user)) -> Dict[str, Any]:
+def my_items(user: User = Depends(current_active_user)) -> Dict[str, Any]:
     # owner_id holds the app's user ids; Latch's `sub` is that same id.
     return {"user_id": user.id, "source": user.source, "items": [r["title"] for r in rows("SELECT title FROM items WHERE owner_id = ? ORDER BY id", user.id)]}
 
 
 @app.get("/admin/items")
-async def all_items(user: User = Depends(current_superuser)) -> Dict[str, Any]:
+def all_items(user: User = Depends(current_superuser)) -> Dict[str, Any]:
     return {"items": [r["title"] for r in rows("SELECT title FROM items ORDER BY id")]}
 
 
 @app.get("/orgs/{org_id}")
-async def organization(org_id: str, user: User = Depends(current_org_member)) -> Dict[str, Any]:
+def organization(org_id: str, user: User = Depends(current_org_member)) -> Dict[str, Any]:
     found = rows("SELECT name FROM organizations WHERE id = ?", org_id.lower())
     if not found:
         raise HTTPException(404, "no such organization")
@@ -64,7 +65,7 @@ async def organization(org_id: str, user: User = Depends(current_org_member)) ->
 
 
 @app.post("/api/v1/modules/")
-async def site_modules(modules: List[Dict[str, Any]], site: User = Depends(current_site)) -> Dict[str, Any]:
+def site_modules(modules: List[Dict[str, Any]], site: User = Depends(current_site)) -> Dict[str, Any]:
     found = rows("SELECT name, organization_id FROM sites WHERE uuid = ?", site.client_id)
     if not found:
         raise HTTPException(404, "no such site")

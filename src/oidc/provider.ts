@@ -526,7 +526,7 @@ export async function createOidc(deps: OidcDeps): Promise<Oidc> {
       if (lostRace) {
         ctx.status = 400;
         ctx.body = { error: err.error, error_description: err.error_description };
-      } else if (ctx.oidc?.route !== 'token' && ctx.accepts('json', 'html') === 'html') {
+      } else if (!answersJson(ctx) && ctx.accepts('json', 'html') === 'html') {
         ctx.status = 500;
         ctx.type = 'html';
         ctx.body = await deps.render('error', { title: 'Something went wrong', error: 'server_error', description: 'The server could not complete this request.' });

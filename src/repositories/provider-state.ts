@@ -176,11 +176,10 @@ export function createProviderStateRepository(db: Db, sealer?: DeviceCodeSealer)
       const sealed = payload[SEALED_JTI];
       delete payload[SEALED_JTI];
       if (id !== undefined) payload.jti = id;
-      else if (typeof sealed === 'string' && sealer) payload.jti = sealer.open(sealed, storedStateIdOfRow(row));
+      else if (typeof sealed === 'string' && sealer) payload.jti = sealer.open(sealed, row.id ?? '');
     }
     return payload;
   }
-  const storedStateIdOfRow = (row: StateRow) => row.id ?? '';
 
   /** Why a consume changed nothing: the grant of the artifact, if it is still there (reuse). */
   async function notConsumed(model: string, id: string): Promise<ConsumeResult> {

@@ -32,7 +32,15 @@ export function retryDelay(attempts: number): number {
   return RETRY_DELAYS[Math.min(Math.max(attempts, 1), RETRY_DELAYS.length) - 1]!;
 }
 
-const describe = (err: unknown) => (err instanceof Error ? err.message : String(err)).replace(/\s+/g, ' ').slice(0, 300);
+/**
+ * An SMTP failure as stored (`last_error`) and logged: servers quote the recipient (`550 … <bob@x>`),
+ * and the address is kept only inside the sealed payload.
+ */
+const describe = (err: unknown) =>
+  (err instanceof Error ? err.message : String(err))
+    .replace(/\s+/g, ' ')
+    .replace(/[^\s<>"']+@[^\s<>"']+/g, '<address>')
+    .slice(0, 300);
 
 /**
  * Every mail goes through a durable queue in the database: written first (the mail encrypted
@@ -50,18 +58,21 @@ export function createMailQueue(deps: { repo: MailQueueRepository; transport: Ma
     for (const l of listeners) l(event);
   };
 
-  /** One attempt at a mail this process holds (inserted or claimed). True when it was sent. */
-  async function attempt(m: Pick<QueuedMail, 'id' | 'kind' | 'payload' | 'attempts' | 'createdAt'>): Promise<boolean> {
-    let mail: Mail;
+  /** The mail of a claimed row, or undefined (given up) when it cannot be decrypted. */
+  async function opened(m: Pick<QueuedMail, 'id' | 'kind' | 'payload'>): Promise<Mail | undefined> {
     try {
-      mail = JSON.parse(secrets.open('mail-queue', m.payload, m.id)) as Mail;
+      return JSON.parse(secrets.open('mail-queue', m.payload, m.id)) as Mail;
     } catch {
       // Sealed under another LATCH_SECRET: nothing can ever send it.
       await repo.markFailed(m.id, epochSeconds(), 'cannot be decrypted with this LATCH_SECRET');
       logger.error('queued mail given up: it cannot be decrypted with this LATCH_SECRET', { mail: m.id, kind: m.kind });
       emit('failed');
-      return false;
+      return undefined;
     }
+  }
+
+  /** One attempt at a mail this process holds (inserted or claimed). True when it was sent. */
+  async function attempt(m: Pick<QueuedMail, 'id' | 'kind' | 'attempts' | 'createdAt'>, mail: Mail): Promise<boolean> {
     try {
       await transport.send(mail);
     } catch (err) {
@@ -86,8 +97,9 @@ export function createMailQueue(deps: { repo: MailQueueRepository; transport: Ma
 
   const queue = {
     /**
-     * Queues the mail and makes the first attempt. Resolves once the mail is stored, whether
-     * or not that attempt reached the server; rejects only when the database cannot store it.
+     * Queues the mail and makes the first attempt (bounded by the SMTP timeouts). Resolves after
+     * that attempt whether or not it reached the server; rejects only when the database cannot
+     * store the mail. Awaited so that a short-lived process (the CLI) sends before it exits.
      */
     async send(mail: Mail, about: MailAbout = { kind: 'other' }): Promise<void> {
       const id = randomUUID();
@@ -97,7 +109,7 @@ export function createMailQueue(deps: { repo: MailQueueRepository; transport: Ma
       await repo.insert({ id, kind: about.kind, accountId: about.accountId ?? null, payload, attempts: 1, createdAt: now, nextAttemptAt: now + LEASE_SECONDS });
       emit('queued');
       try {
-        await attempt({ id, kind: about.kind, payload, attempts: 1, createdAt: now });
+        await attempt({ id, kind: about.kind, attempts: 1, createdAt: now }, mail);
       } catch (err) {
         // The row could not be updated after the attempt: the lease ends and the loop retries.
         logger.warn('mail queue update failed; the mail is retried when its lease ends', { mail: id, err: describe(err) });
@@ -118,7 +130,8 @@ export function createMailQueue(deps: { repo: MailQueueRepository; transport: Ma
           if (stopped()) return attempted;
           if (!(await repo.claim(row.id, row.nextAttemptAt, epochSeconds() + LEASE_SECONDS))) continue;
           const started = performance.eventLoopUtilization();
-          await attempt({ ...row, attempts: row.attempts + 1 });
+          const mail = await opened(row);
+          if (mail) await attempt({ ...row, attempts: row.attempts + 1 }, mail);
           attempted++;
           const load = performance.eventLoopUtilization(started).utilization;
           await new Promise((r) => setTimeout(r, load > 0.5 ? 250 : 10));

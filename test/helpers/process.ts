@@ -85,3 +85,22 @@ export async function runToExit(what: 'server' | 'cli', env: Record<string, stri
   clearTimeout(timer);
   return { code, stdout, stderr };
 }
+
+/**
+ * Runs a command (a Python test run, a seed script) to its end without blocking the event loop:
+ * a Latch under test may run in this process. Killed after `timeoutMs`; stdout and stderr together.
+ */
+export function runCommand(cmd: string, args: string[], env: Record<string, string> = {}, timeoutMs = 120_000): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, output });
+    });
+  });
+}

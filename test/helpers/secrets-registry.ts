@@ -4,15 +4,11 @@
  * the common helpers (server.ts, agent.ts, mailbox.ts, and the fetch wrapper below). Before a test
  * database is dropped and when a server stops, its full dump and its log are searched for each
  * secret recorded since the database was created, in every encoding a careless write could use;
- * what is found goes to a findings file that the root hook (secrets-scan-hooks.ts) reports at the
- * end of the run.
- *
- * The registry and the findings live under LATCH_SECRETS_DIR (a temporary directory of the run
- * unless set), one JSON object a line.
+ * what is found is kept for the root hook (secrets-scan-hooks.ts) to report at the end of the run
+ * (mocha runs every file in this one process). Nothing is written to disk: a file of the run's
+ * secrets would be secrets at rest of its own.
  */
-import { appendFileSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 
 import Database from 'better-sqlite3';
 import pg from 'pg';
@@ -27,9 +23,6 @@ export interface Finding {
   prefix: string;
 }
 
-export const SECRETS_DIR = (process.env.LATCH_SECRETS_DIR ||= mkdtempSync(join(tmpdir(), 'latch-secrets-')));
-const REGISTRY = join(SECRETS_DIR, 'secrets.jsonl');
-const FINDINGS = join(SECRETS_DIR, 'findings.jsonl');
 
 /** Shorter values (a TOTP code, a user code) would match by chance. */
 const MIN_LENGTH = 12;
@@ -48,7 +41,6 @@ export function recordSecret(kind: SecretKind, value: unknown): void {
   if (typeof value !== 'string' || value.length < MIN_LENGTH || seen.has(value)) return;
   seen.add(value);
   recorded.push({ kind, value });
-  appendFileSync(REGISTRY, `${JSON.stringify({ kind, value })}\n`);
 }
 
 /** How many secrets are recorded so far: a database created now is searched for those after it. */
@@ -119,8 +111,9 @@ export async function dumpDatabase(url: string): Promise<Map<string, string>> {
   return dump;
 }
 
+const found: Finding[] = [];
 function report(findings: Finding[]): void {
-  for (const f of findings) appendFileSync(FINDINGS, `${JSON.stringify(f)}\n`);
+  found.push(...findings);
 }
 
 /** Searches a database about to be dropped for the secrets recorded since `mark`. */
@@ -140,11 +133,7 @@ export function scanLog(text: string, mark: number, label: string): Finding[] {
 
 /** What the scans of the run found so far. */
 export function findings(): Finding[] {
-  if (!existsSync(FINDINGS)) return [];
-  return readFileSync(FINDINGS, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Finding);
+  return [...found];
 }
 
 /** Secrets that show in a response a test reads: tokens from JSON, codes from redirects, PATs and TOTP secrets from pages. */

@@ -253,8 +253,9 @@ export function createVerifier(options: VerifierOptions): Verifier {
     if (typeof header.alg !== 'string' || !ALGORITHMS.includes(header.alg)) throw invalid('the token is not signed with an accepted algorithm');
     if (!keys || !keys.kids.has(header.kid)) await refreshKeys();
     if (!keys) throw invalid('no signing keys are known');
+    let payload: JWTPayload;
     try {
-      const { payload } = await jwtVerify(token, keys.local, {
+      ({ payload } = await jwtVerify(token, keys.local, {
         algorithms: ALGORITHMS,
         issuer,
         audience,
@@ -262,16 +263,15 @@ export function createVerifier(options: VerifierOptions): Verifier {
         clockTolerance: tolerance,
         currentDate: new Date(now()),
         requiredClaims: ['sub', 'exp'],
-      });
-      refuseBound(payload);
-      return claimsOf(payload as JWTPayload & Record<string, unknown>, 'jwt');
+      }));
     } catch (err) {
-      if (err instanceof VerifyError) throw err;
       if (err instanceof joseErrors.JWTExpired) throw invalid('the token has expired');
       if (err instanceof joseErrors.JWKSNoMatchingKey) throw invalid('the token is signed by an unknown key');
       if (err instanceof joseErrors.JWTClaimValidationFailed) throw invalid(`the token's ${err.claim} claim is not accepted`);
       throw invalid('the token is not valid');
     }
+    refuseBound(payload);
+    return claimsOf(payload as JWTPayload & Record<string, unknown>, 'jwt');
   }
 
   async function introspect(token: string): Promise<AccessClaims> {

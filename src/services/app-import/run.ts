@@ -3,6 +3,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { Db } from '../../db/knex.js';
 import { ImportError, ValidationError } from '../../errors/index.js';
 import { isEntityId } from '../../lib/ids.js';
+import { nowIso } from '../../lib/time.js';
 import { createAccountsRepository, type AccountRecord } from '../../repositories/accounts.js';
 import { createClientsRepository, type ClientRecord } from '../../repositories/clients.js';
 import { createFederatedIdentitiesRepository } from '../../repositories/federated-identities.js';
@@ -175,7 +176,6 @@ export function createAppImport(deps: { db: Db; clients: Pick<ClientService, 'va
       const emails = new Map<string, string>();
       const orgRoles = new Map<string, RoleRecord | undefined>();
       const globalRoles = new Map<string, RoleRecord>();
-      const now = () => new Date().toISOString();
 
       const body = async (batch: <T>(work: (trx: Transaction) => Promise<T>) => Promise<T>) => {
         for (const name of sections) {
@@ -450,7 +450,7 @@ export function createAppImport(deps: { db: Db; clients: Pick<ClientService, 'va
             await r.tokens.updateImported(id, { name, scopes, audience, organizationId, expiresAt: expires ?? existing.expiresAt });
             return void counts.imported++;
           }
-          const createdAt = now();
+          const createdAt = nowIso();
           // A key without an expiry gets Latch's longest lifetime (PAT_MAX_TTL_DAYS) from now.
           const expiresAt = expires ?? new Date(Date.now() + deps.patMaxTtlDays * DAY_MS).toISOString();
           await r.tokens.insert({ id, accountId: account.id, name, tokenHash, scopes, audience, organizationId, createdAt, expiresAt, format: stored, prefix: prefix?.slice(0, 64) ?? null });
@@ -477,8 +477,10 @@ export function createAppImport(deps: { db: Db; clients: Pick<ClientService, 'va
           const registration = clientRegistration!;
           const existing = await r.clients.findById(id);
           let changed = false;
+          let sameSecret = false;
           if (existing) {
-            const same = existing.name === name && existing.secretHash !== null && deps.secrets.verifyClientSecret(secret, existing.secretHash) && existing.scopes.join(' ') === registration.scopes.join(' ') && JSON.stringify(existing.resources) === JSON.stringify(registration.resources);
+            sameSecret = existing.secretHash !== null && deps.secrets.verifyClientSecret(secret, existing.secretHash);
+            const same = existing.name === name && sameSecret && existing.scopes.join(' ') === registration.scopes.join(' ') && JSON.stringify(existing.resources) === JSON.stringify(registration.resources);
             if (update && !same) {
               await r.clients.update(id, { ...registration, name, secretHash: deps.secrets.hashClientSecret(secret) } as Partial<ClientRecord>);
               changed = true;
@@ -500,7 +502,7 @@ export function createAppImport(deps: { db: Db; clients: Pick<ClientService, 'va
           }
           if (changed) counts.imported++;
           else counts.unchanged++;
-          if (existing && !update && !changed && existing.secretHash && !deps.secrets.verifyClientSecret(secret, existing.secretHash)) problem('the client exists with another secret: kept (--update replaces it)');
+          if (existing && !update && !changed && existing.secretHash && !sameSecret) problem('the client exists with another secret: kept (--update replaces it)');
         },
       };
 

@@ -88,7 +88,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     });
     await services.feed.start();
     // Every process delivers the back-channel logout queue (claims keep instances apart).
-    const logouts = services.backchannelLogout.start({ sign: logoutTokenSigner(oidc), record: (result) => metrics.backchannelLogouts.inc({ result }) });
+    const logouts = services.backchannelLogout.start({ sign: logoutTokenSigner(oidc, services.clients), record: (result) => metrics.backchannelLogouts.inc({ result }) });
 
     const lifecycle = { draining: false };
     let purging: Promise<void> | undefined;

@@ -8,7 +8,10 @@
  * reported while the others import, and the source file is left byte for byte as it was.
  */
 import { createHash, pbkdf2Sync, randomBytes, randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -289,15 +292,35 @@ clients:       { table: sites, id: uuid, secret: api_token, name: name, organiza
     expect(alice.password_hash, 'the argon2id hash Latch wrote at sign-in stays').to.equal(aliceBefore.password_hash).and.match(/^\$argon2id\$/);
     expect((await signIn(people.alice!)).claims()!.sub).to.equal(people.alice!.id);
 
-    // Deactivated in the app: deactivated in Latch, with its sessions and grants ended at once.
+    // Deactivated in the app: deactivated in Latch, with its sessions and grants ended at once,
+    // and the application he signed in to told so (back-channel logout, sent by the server).
     const held = () => srv.running.db('provider_state').where({ account_id: people.bob!.id }).count({ n: '*' }).first();
     expect(Number((await held())!.n), 'bob signed in earlier').to.be.greaterThan(0);
-    const deactivate = new Database(sourcePath);
-    deactivate.prepare('UPDATE user SET is_active = 0 WHERE id = ?').run(people.bob!.id);
-    deactivate.close();
-    expect((await importRun('--update')).users).to.deep.equal({ imported: 1, skipped: 2, unchanged: 5 });
-    expect(Boolean((await account(people.bob!.id)).active)).to.equal(false);
-    expect(Number((await held())!.n)).to.equal(0);
-    expect(await introspect(KEY), 'his API key dies with him').to.deep.equal({ active: false });
+    const told: Record<string, unknown>[] = [];
+    const rp = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString('utf8')));
+      req.on('end', () => {
+        const token = new URLSearchParams(body).get('logout_token');
+        if (token) told.push(decodeJwt(token));
+        res.end();
+      });
+    }).listen(0, '127.0.0.1');
+    try {
+      await once(rp, 'listening');
+      const logoutUri = `http://127.0.0.1:${(rp.address() as AddressInfo).port}/logout`;
+      expect((await srv.cli('clients', 'update', web.client_id, '--backchannel-logout-uri', logoutUri)).code).to.equal(0);
+      const deactivate = new Database(sourcePath);
+      deactivate.prepare('UPDATE user SET is_active = 0 WHERE id = ?').run(people.bob!.id);
+      deactivate.close();
+      expect((await importRun('--update')).users).to.deep.equal({ imported: 1, skipped: 2, unchanged: 5 });
+      expect(Boolean((await account(people.bob!.id)).active)).to.equal(false);
+      expect(Number((await held())!.n)).to.equal(0);
+      expect(await introspect(KEY), 'his API key dies with him').to.deep.equal({ active: false });
+      for (let i = 0; i < 100 && !told.some((t) => t.sub === people.bob!.id); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(told.find((t) => t.sub === people.bob!.id), 'a logout token for bob').to.include({ aud: web.client_id }).and.have.property('sid');
+    } finally {
+      rp.close();
+    }
   });
 });

@@ -15,6 +15,9 @@ export class BoundedCache<K, V> {
     }
     this.#map.set(key, value);
   }
+  delete(key: K): void {
+    this.#map.delete(key);
+  }
   clear(): void {
     this.#map.clear();
   }

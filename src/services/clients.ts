@@ -321,6 +321,15 @@ export function createClientService(deps: { clients: ClientsRepository; resource
       return metadata ?? undefined;
     },
 
+    /**
+     * Drops one client's cached metadata: its next lookup reads the database. For a decision that
+     * must not rest on a cache the change feed has not cleared yet (a back-channel logout queued
+     * for a client registered a moment ago).
+     */
+    forget(id: string): void {
+      cache.delete(id);
+    },
+
     /** The current secret, or the previous one while its rotation overlap lasts. */
     verifySecret(presented: string, storedHash: string): boolean {
       if (secrets.verifyClientSecret(presented, storedHash)) return true;

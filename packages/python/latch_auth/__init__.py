@@ -641,8 +641,9 @@ class LatchAuth:
             else:
                 try:
                     user = await self._client_credentials(client_id, secret, extra)
-                except _Unreachable:
-                    raise LatchAuthError(503, self.audience, None, "the authorization server could not be reached", challenge="") from None
+                except _Unreachable as err:
+                    detail = str(err.detail) if err.status_code == 503 else "the authorization server could not be reached"
+                    raise LatchAuthError(503, self.audience, None, detail, challenge="") from None
                 if ttl > 0:
                     exp = user.claims.get("exp") if user is not None else None
                     cache.pop(pair, None)
@@ -691,8 +692,11 @@ class LatchAuth:
                 user = await self.verify(token)
             except _Unreachable:
                 raise
-            except LatchAuthError:
-                return None
+            except LatchAuthError as err:
+                # Latch accepted the pair and issued this token for this API: a token that does
+                # not verify here is this side's failure (keys, configuration), not the
+                # machine's. Answered 503 and not cached, so the pair works once it is fixed.
+                raise _Unreachable(503, self.audience, None, f"the token the authorization server issued does not verify: {err.detail}") from None
             # RFC 9068 §2.2: a client-credentials token names the client in sub and client_id.
             if user.client_id != client_id or user.id != client_id:
                 return None

@@ -8,7 +8,7 @@ from support import counted, fixtures, free_port
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
-from latch_auth import LatchAuth, LatchUser
+from latch_auth import LatchAuth, LatchAuthError, LatchUser
 
 
 def make_app(auth: LatchAuth, **options: object) -> FastAPI:
@@ -115,6 +115,26 @@ class LegacyClientTest(unittest.TestCase):
             self.assertEqual(res.status_code, 503, res.text)
             self.assertNotIn("www-authenticate", res.headers)
             self.assertEqual(res.json(), {"type": "about:blank", "title": "Service Unavailable", "status": 503, "detail": "the authorization server could not be reached"})
+
+    def test_a_token_that_does_not_verify_is_a_503_that_is_not_cached(self) -> None:
+        auth = LatchAuth(self.f["issuer"], self.f["audience"])
+        verify = auth.verify
+        failures = {"left": 1}
+
+        async def failing_once(token: str) -> LatchUser:
+            if failures["left"]:
+                failures["left"] -= 1
+                raise LatchAuthError(401, self.f["audience"], "invalid_token", "no key matches the token's kid")
+            return await verify(token)
+
+        auth.verify = failing_once  # type: ignore[method-assign]
+        with TestClient(make_app(auth, cache_seconds=60)) as client:
+            res = client.post("/modules", headers=self.headers)
+            self.assertEqual(res.status_code, 503, res.text)
+            self.assertIn("does not verify", res.json()["detail"])
+            self.assertNotIn("www-authenticate", res.headers)
+            again = client.post("/modules", headers=self.headers)
+            self.assertEqual(again.status_code, 200, "the failure was not cached as a refusal")
 
     def test_two_header_names_are_required(self) -> None:
         auth = LatchAuth(self.f["issuer"], self.f["audience"])

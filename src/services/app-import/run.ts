@@ -5,6 +5,7 @@ import { ImportError, ValidationError } from '../../errors/index.js';
 import { isEntityId } from '../../lib/ids.js';
 import { nowIso } from '../../lib/time.js';
 import { createAccountsRepository, type AccountRecord } from '../../repositories/accounts.js';
+import { createBackchannelLogoutsRepository } from '../../repositories/backchannel-logouts.js';
 import { createClientsRepository, type ClientRecord } from '../../repositories/clients.js';
 import { createFederatedIdentitiesRepository } from '../../repositories/federated-identities.js';
 import { createIdentityProvidersRepository } from '../../repositories/identity-providers.js';
@@ -16,6 +17,7 @@ import { createRolesRepository, type RoleRecord } from '../../repositories/roles
 import type { Transaction } from '../../repositories/transaction.js';
 import { checkEmail } from '../accounts.js';
 import type { AuditActor, AuditService } from '../audit.js';
+import { logoutEntriesOf } from '../backchannel-logout.js';
 import type { ChangeFeed } from '../change-feed.js';
 import type { ClientService } from '../clients.js';
 import { checkSlug, INVITATION_TTL } from '../organizations.js';
@@ -78,6 +80,7 @@ const repositoriesOf = (trx: Transaction) => {
     identities: createFederatedIdentitiesRepository(db),
     providers: createIdentityProvidersRepository(db),
     state: createProviderStateRepository(db),
+    backchannelLogouts: createBackchannelLogoutsRepository(db),
     trx,
   };
 };
@@ -276,8 +279,13 @@ export function createAppImport(deps: { db: Db; clients: Pick<ClientService, 'va
               if (superusers.length === 1 && superusers[0] === id) return skip('the last active superuser cannot be deactivated or demoted: make another account a superuser first');
             }
             await r.accounts.update(id, patch);
-            // A deactivated account's sessions and refresh tokens end with it, as in accounts.update.
-            if (patch.active === false) await r.state.revokeByAccountId(id, {}, r.trx);
+            // A deactivated account's sessions and refresh tokens end with it and its applications
+            // are told (back-channel logout, delivered by the running server), as in accounts.update.
+            if (patch.active === false) {
+              const ending = await r.state.listByAccount('Session', id, r.trx);
+              await r.state.revokeByAccountId(id, {}, r.trx);
+              await r.backchannelLogouts.enqueue(logoutEntriesOf(ending), r.trx);
+            }
             return void counts.imported++;
           }
           const holder = await r.accounts.findByEmail(email);

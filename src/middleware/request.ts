@@ -39,7 +39,7 @@ export function everyRequest(deps: { logger: Logger; observe?: (o: RequestObserv
   const { logger, observe, lifecycle } = deps;
   const logLine = logger.request?.bind(logger) ?? ((fields: Record<string, unknown>) => logger.info('request', fields));
   return (ctx, next) => {
-    const start = process.hrtime.bigint();
+    const start = performance.now();
     const { req, res } = ctx;
     const incoming = req.headers['x-request-id'];
     const requestId = typeof incoming === 'string' && SANE_REQUEST_ID.test(incoming) ? incoming : randomUUID();
@@ -51,10 +51,11 @@ export function everyRequest(deps: { logger: Logger; observe?: (o: RequestObserv
     const remoteAddress = ctx.ip;
 
     // 'close' comes once per response: after 'finish' when it was sent, alone when the client
-    // went away first (writableFinished tells which). One listener, none to remove.
-    res.once('close', () => {
+    // went away first (writableFinished tells which). One listener, never removed: the response
+    // object is not reused (`on`, not `once`: no wrapper to build and unhook on every request).
+    res.on('close', () => {
       discardUnreadBody(req);
-      const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+      const seconds = (performance.now() - start) / 1e3;
       const route = routeLabel(ctx);
       const status = res.statusCode;
       observe?.({ method, route, status, seconds });

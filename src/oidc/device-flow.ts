@@ -130,7 +130,8 @@ export function deviceFlowFeature(deps: DeviceFlowDeps): NonNullable<Configurati
 export function deviceFlowGuard(deps: DeviceFlowDeps): (ctx: Koa.Context, next: Koa.Next) => Promise<unknown> | unknown {
   const { render, csrf, pagePath } = deps;
   const authorizationPath = `${pagePath}/auth`;
-  return async (ctx, next) => {
+  const under = `${pagePath}/`;
+  const guard = async (ctx: Koa.Context, next: Koa.Next): Promise<unknown> => {
     if (ctx.path === authorizationPath && ctx.method === 'POST') {
       await next();
       // RFC 8628 §3.2 makes `interval` optional (default 5): Latch always sends it, so a device
@@ -139,7 +140,7 @@ export function deviceFlowGuard(deps: DeviceFlowDeps): (ctx: Koa.Context, next: 
       if (ctx.status === 200 && body && typeof body === 'object' && typeof body.device_code === 'string' && body.interval === undefined) body.interval = DEVICE_POLL_INTERVAL;
       return undefined;
     }
-    if (ctx.path.startsWith(`${pagePath}/`)) {
+    if (ctx.path.startsWith(under)) {
       // `/device/:uid` resumes a device sign-in. For an unknown uid oidc-provider answers 400 with
       // its code form, touching a session it never stored for the form's xsrf, then throws while
       // saving that session (no statusCode: a 500). The 400 stands, as a page that says why.
@@ -190,6 +191,8 @@ export function deviceFlowGuard(deps: DeviceFlowDeps): (ctx: Koa.Context, next: 
     }
     return next();
   };
+  // Every other path (the token endpoint's included) goes straight on, without an async frame.
+  return (ctx, next) => (ctx.path.startsWith(pagePath) ? guard(ctx, next) : next());
 }
 
 /**

@@ -1,9 +1,10 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 
 import { poolFigures } from '../db/driver.js';
 import type { Db } from '../db/knex.js';
 import type { RequestObservation } from '../middleware/request.js';
 import type { BackchannelLogoutResult } from './backchannel-logout.js';
+import { createHttpSeries } from './http-series.js';
 
 export type LoginResult = 'success' | 'invalid_credentials' | 'inactive' | 'unverified';
 
@@ -19,19 +20,8 @@ export function createMetrics(deps: { db: Db }) {
   // Process metrics, heap, GC and event-loop lag (latch_nodejs_eventloop_lag_seconds, …).
   collectDefaultMetrics({ register: registry, prefix: 'latch_' });
 
-  const httpRequests = new Counter({
-    name: 'latch_http_requests_total',
-    help: 'HTTP requests by method, route and status.',
-    labelNames: ['method', 'route', 'status'] as const,
-    registers,
-  });
-  const httpDuration = new Histogram({
-    name: 'latch_http_request_duration_seconds',
-    help: 'HTTP request latency in seconds, until the response is sent, by method, route and status.',
-    labelNames: ['method', 'route', 'status'] as const,
-    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers,
-  });
+  // latch_http_requests_total and latch_http_request_duration_seconds (http-series.ts).
+  const http = createHttpSeries(registry);
   const tokensIssued = new Counter({
     name: 'latch_tokens_issued_total',
     help: 'Successful token endpoint responses by grant type and client.',
@@ -129,9 +119,7 @@ export function createMetrics(deps: { db: Db }) {
     render: () => registry.metrics(),
     /** Fed by the first middleware (middleware/request.ts) once per response. */
     observeRequest(o: RequestObservation) {
-      const labels = { method: o.method, route: o.route, status: String(o.status) };
-      httpRequests.inc(labels);
-      httpDuration.observe(labels, o.seconds);
+      http.observe(o.method, o.route, o.status, o.seconds);
     },
     recordLogin(result: LoginResult) {
       logins.inc({ result });

@@ -1,0 +1,75 @@
+import type { Registry } from 'prom-client';
+
+/** The upper bounds (seconds) of latch_http_request_duration_seconds' buckets. */
+export const HTTP_DURATION_BUCKETS: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+type Labels = { method: string; route: string; status: string };
+interface Series {
+  labels: Labels;
+  count: number;
+  sum: number;
+  /** Observations per bucket, not cumulative; the last slot is above every bound (+Inf only). */
+  perBucket: number[];
+}
+
+/**
+ * `latch_http_requests_total` (counter) and `latch_http_request_duration_seconds` (histogram),
+ * by method, route and status: written on every response, so kept in one Map of plain series
+ * and handed to prom-client's registry as two metrics read at scrape time. prom-client's own
+ * `inc`/`observe` validate and hash the label object on every call, twice per response.
+ * The exposition is prom-client's (its registry formats `get()`, and a cluster's aggregator
+ * sums it like a Counter's and a Histogram's).
+ */
+export function createHttpSeries(registry: Registry) {
+  const series = new Map<string, Series>();
+  const bounds = HTTP_DURATION_BUCKETS;
+
+  const requests = {
+    name: 'latch_http_requests_total',
+    help: 'HTTP requests by method, route and status.',
+    type: 'counter',
+    aggregator: 'sum',
+    get: async () => ({ name: requests.name, help: requests.help, type: requests.type, aggregator: requests.aggregator, values: [...series.values()].map((s) => ({ labels: { ...s.labels }, value: s.count })) }),
+    reset: () => series.clear(),
+  };
+  const duration = {
+    name: 'latch_http_request_duration_seconds',
+    help: 'HTTP request latency in seconds, until the response is sent, by method, route and status.',
+    type: 'histogram',
+    aggregator: 'sum',
+    get: async () => {
+      const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = [];
+      for (const s of series.values()) {
+        let cumulative = 0;
+        for (let i = 0; i < bounds.length; i++) {
+          cumulative += s.perBucket[i]!;
+          values.push({ labels: { le: bounds[i]!, ...s.labels }, value: cumulative, metricName: `${duration.name}_bucket` });
+        }
+        values.push({ labels: { le: '+Inf', ...s.labels }, value: s.count, metricName: `${duration.name}_bucket` });
+        values.push({ labels: { ...s.labels }, value: s.sum, metricName: `${duration.name}_sum` });
+        values.push({ labels: { ...s.labels }, value: s.count, metricName: `${duration.name}_count` });
+      }
+      return { name: duration.name, help: duration.help, type: duration.type, aggregator: duration.aggregator, values };
+    },
+    reset: () => series.clear(),
+  };
+  registry.registerMetric(requests as never);
+  registry.registerMetric(duration as never);
+
+  return {
+    /** One response: its method, route label (bounded), status and duration. */
+    observe(method: string, route: string, status: number, seconds: number): void {
+      const key = `${method} ${route} ${status}`;
+      let s = series.get(key);
+      if (!s) {
+        s = { labels: { method, route, status: String(status) }, count: 0, sum: 0, perBucket: new Array<number>(bounds.length + 1).fill(0) };
+        series.set(key, s);
+      }
+      s.count++;
+      s.sum += seconds;
+      let i = 0;
+      while (i < bounds.length && seconds > bounds[i]!) i++;
+      s.perBucket[i]!++;
+    },
+  };
+}

@@ -315,3 +315,13 @@ describe('DPoP (RFC 9449)', function () {
     });
   });
 });
+
+describe('DPoP htu of Latch\'s own endpoints', () => {
+  it('is the issuer followed by the request path, the issuer\'s own path kept', async () => {
+    const { proofUrl } = await import('../src/middleware/api-auth.js');
+    expect(proofUrl('https://id.example.com', '/api/v1/me')).to.equal('https://id.example.com/api/v1/me');
+    expect(proofUrl('https://id.example.com/', '/api/v1/me')).to.equal('https://id.example.com/api/v1/me');
+    expect(proofUrl('https://example.com/auth', '/api/v1/me')).to.equal('https://example.com/auth/api/v1/me');
+    expect(proofUrl('https://example.com/auth/', '/api/v1/accounts/a%20b')).to.equal('https://example.com/auth/api/v1/accounts/a%20b');
+  });
+});

@@ -32,6 +32,16 @@ const dpopChallenge = (error: string, detail: string) => `DPoP realm="latch", er
 const dpopRefused = (error: 'invalid_token' | 'invalid_dpop_proof', detail: string) => new ProblemError(401, 'unauthorized', detail, { headers: { 'WWW-Authenticate': dpopChallenge(error, detail) } });
 
 /** RFC 9449 §7.1: what the API checks a DPoP proof with (oidc.ts `checkDpopProof`: validity for this request and token, single use across instances). */
+/**
+ * The URL a DPoP proof names for a request to one of Latch's endpoints (RFC 9449 §4.3 `htu`):
+ * the issuer followed by the request path, without query or fragment. An issuer with a path
+ * (`https://example.com/auth`, behind a proxy that strips `/auth`) keeps it: `new URL(path,
+ * issuer)` would drop it.
+ */
+export function proofUrl(issuer: string, path: string): string {
+  return new URL(`${issuer.replace(/\/+$/, '')}${path}`).href;
+}
+
 export type DpopProofCheck = (proof: string, expected: { method: string; url: string; accessToken: string; clientId: string }) => Promise<{ jkt: string }>;
 
 /** 401 (RFC 6750 §3): `error` is omitted when the request carried no token at all. */
@@ -118,7 +128,7 @@ export function bearerAuth(deps: {
     if (proof === undefined) throw dpopRefused('invalid_token', 'a DPoP-bound access token needs the DPoP scheme and a proof');
     let proven: { jkt: string };
     try {
-      proven = await deps.dpop.check(proof, { method: ctx.method, url: new URL(ctx.path, deps.dpop.issuer).href, accessToken: token, clientId: String(payload.client_id) });
+      proven = await deps.dpop.check(proof, { method: ctx.method, url: proofUrl(deps.dpop.issuer, ctx.path), accessToken: token, clientId: String(payload.client_id) });
     } catch (err) {
       if (err instanceof DpopProofError) throw dpopRefused('invalid_dpop_proof', err.message);
       throw err;

@@ -4,7 +4,7 @@ import { poolFigures } from '../db/driver.js';
 import type { Db } from '../db/knex.js';
 import type { RequestObservation } from '../middleware/request.js';
 import type { BackchannelLogoutResult } from './backchannel-logout.js';
-import { createHttpSeries } from './http-series.js';
+import { createCounterSeries, createHttpSeries } from './metric-series.js';
 
 export type LoginResult = 'success' | 'invalid_credentials' | 'inactive' | 'unverified';
 
@@ -20,13 +20,13 @@ export function createMetrics(deps: { db: Db }) {
   // Process metrics, heap, GC and event-loop lag (latch_nodejs_eventloop_lag_seconds, …).
   collectDefaultMetrics({ register: registry, prefix: 'latch_' });
 
-  // latch_http_requests_total and latch_http_request_duration_seconds (http-series.ts).
+  // latch_http_requests_total and latch_http_request_duration_seconds (metric-series.ts).
   const http = createHttpSeries(registry);
-  const tokensIssued = new Counter({
+  // Counted on every token response: a plain series too (metric-series.ts).
+  const tokensIssued = createCounterSeries(registry, {
     name: 'latch_tokens_issued_total',
     help: 'Successful token endpoint responses by grant type and client.',
     labelNames: ['grant_type', 'client_id'] as const,
-    registers,
   });
   const logins = new Counter({
     name: 'latch_logins_total',
@@ -129,7 +129,7 @@ export function createMetrics(deps: { db: Db }) {
      * that loses to a concurrent one at the final write is not an issuance).
      */
     recordTokenIssued(grantType: unknown, clientId: string | undefined) {
-      tokensIssued.inc({ grant_type: typeof grantType === 'string' ? grantType : 'unknown', client_id: clientId ?? 'unknown' });
+      tokensIssued.inc(typeof grantType === 'string' ? grantType : 'unknown', clientId ?? 'unknown');
     },
     /** Fed by services.rateLimits.onRejection (wired in server.ts). */
     rateLimitRejections,

@@ -1,12 +1,12 @@
 /**
- * The HTTP request series (services/http-series.ts) as Prometheus reads them: the counter, the
+ * The HTTP request series (services/metric-series.ts) as Prometheus reads them: the counter, the
  * cumulative buckets (an observation equal to a bound is in that bucket, as prom-client's
  * Histogram counts it), `+Inf`, sum and count, per label set, through prom-client's registry.
  */
 import { expect } from 'chai';
-import { Histogram, Registry } from 'prom-client';
+import { Counter, Histogram, Registry } from 'prom-client';
 
-import { createHttpSeries, HTTP_DURATION_BUCKETS } from '../src/services/http-series.js';
+import { createCounterSeries, createHttpSeries, HTTP_DURATION_BUCKETS } from '../src/services/metric-series.js';
 
 describe('HTTP request series', () => {
   it('expose the same text as prom-client Counter and Histogram fed the same responses', async () => {
@@ -35,5 +35,17 @@ describe('HTTP request series', () => {
     ]);
     expect(text).to.contain('# TYPE latch_http_requests_total counter').and.contain('# TYPE latch_http_request_duration_seconds histogram');
     expect(text).to.contain('latch_http_request_duration_seconds_bucket{le="0.005",method="POST",route="token",status="200"} 1');
+  });
+
+  it('a labelled counter exposes what prom-client\'s Counter does', async () => {
+    const ours = new Registry();
+    const counter = createCounterSeries(ours, { name: 'latch_tokens_issued_total', help: 'x', labelNames: ['grant_type', 'client_id'] as const });
+    const reference = new Registry();
+    const theirs = new Counter({ name: 'latch_tokens_issued_total', help: 'x', labelNames: ['grant_type', 'client_id'], registers: [reference] });
+    for (const [g, c] of [['client_credentials', 'a'], ['client_credentials', 'a'], ['refresh_token', 'a'], ['client_credentials', 'b"\\\n']] as const) {
+      counter.inc(g, c);
+      theirs.inc({ grant_type: g, client_id: c });
+    }
+    expect(await ours.metrics()).to.equal(await reference.metrics());
   });
 });

@@ -73,3 +73,35 @@ export function createHttpSeries(registry: Registry) {
     },
   };
 }
+
+/**
+ * A counter with labels, kept the same way: one Map of plain series, read by prom-client's
+ * registry at scrape time. For counters incremented on a hot path (a token response).
+ */
+export function createCounterSeries<const L extends readonly string[]>(registry: Registry, options: { name: string; help: string; labelNames: L }) {
+  const series = new Map<string, { labels: Record<string, string>; value: number }>();
+  const { name, help, labelNames } = options;
+  const metric = {
+    name,
+    help,
+    type: 'counter',
+    aggregator: 'sum',
+    get: async () => ({ name, help, type: 'counter', aggregator: 'sum', values: [...series.values()].map((s) => ({ labels: { ...s.labels }, value: s.value })) }),
+    reset: () => series.clear(),
+  };
+  registry.registerMetric(metric as never);
+  return {
+    /** Adds one to the series of these label values, in `labelNames` order. */
+    inc(...values: { [K in keyof L]: string }): void {
+      const key = values.join('\u0000');
+      let s = series.get(key);
+      if (!s) {
+        const labels: Record<string, string> = {};
+        labelNames.forEach((label, i) => (labels[label] = values[i]!));
+        s = { labels, value: 0 };
+        series.set(key, s);
+      }
+      s.value++;
+    },
+  };
+}

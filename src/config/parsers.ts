@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
+import { isLoopbackHost } from '../lib/loopback.js';
 import { ConfigError } from './errors.js';
 
 /**
@@ -30,8 +31,6 @@ export function oneOf<T extends string>(name: string, raw: string, allowed: read
   return v as T;
 }
 
-const LOCAL_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
-
 export function issuer(raw: string, production: boolean): string {
   let url: URL;
   try {
@@ -44,7 +43,7 @@ export function issuer(raw: string, production: boolean): string {
   }
   if (url.search || url.hash) throw new ConfigError('ISSUER', 'must not have a query or fragment');
   // OpenID Connect Discovery §3 / RFC 8414 §2: the issuer is https, except for local development.
-  if (production && url.protocol === 'http:' && !LOCAL_HOSTS.has(url.hostname)) {
+  if (production && url.protocol === 'http:' && !isLoopbackHost(url.hostname)) {
     throw new ConfigError('ISSUER', 'must be https in production (http is allowed only for localhost)');
   }
   return raw.replace(/\/+$/, '');

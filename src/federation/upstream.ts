@@ -4,6 +4,7 @@ import * as oidc from 'openid-client';
 
 import { AppError } from '../errors/index.js';
 import type { Logger } from '../lib/logger.js';
+import { isLoopbackHost } from '../lib/loopback.js';
 import { constantTimeEqual } from '../services/secrets.js';
 
 /**
@@ -127,10 +128,6 @@ export function upstreamUrlProblem(value: string): string | undefined {
   if (url.protocol === 'https:') return undefined;
   if (url.protocol === 'http:' && isLoopbackHost(url.hostname)) return undefined;
   return 'must use https (http only for 127.0.0.1 or localhost)';
-}
-
-function isLoopbackHost(hostname: string): boolean {
-  return hostname === '127.0.0.1' || hostname === 'localhost';
 }
 
 /** Thrown inside the guarded fetch; openid-client wraps it, describe() unwraps it. */

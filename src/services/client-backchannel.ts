@@ -1,4 +1,5 @@
 import type { ClientRecord } from '../repositories/clients.js';
+import { isLoopbackHost } from '../lib/loopback.js';
 import { absoluteUri } from '../lib/validate.js';
 import { ValidationError } from './errors.js';
 
@@ -13,8 +14,6 @@ export interface BackchannelLogoutInput {
   backchannelLogoutSessionRequired?: boolean | undefined;
 }
 
-const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
-
 /**
  * §2.2: an absolute URL without a fragment; https, except http to this machine (127.0.0.1,
  * localhost) outside production, where a relying party under development listens.
@@ -24,7 +23,7 @@ export function checkBackchannelLogoutUri(value: string, production: boolean): s
   const url = new URL(value);
   if (url.hash || value.includes('#')) throw new ValidationError('backchannel-logout-uri', 'must not contain a fragment');
   if (url.protocol === 'https:') return value;
-  if (url.protocol === 'http:' && !production && LOOPBACK_HOSTS.has(url.hostname)) return value;
+  if (url.protocol === 'http:' && !production && isLoopbackHost(url.hostname)) return value;
   throw new ValidationError('backchannel-logout-uri', production ? 'must be an https URL' : 'must be an https URL (or http://127.0.0.1 / http://localhost outside production)');
 }
 

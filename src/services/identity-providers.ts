@@ -1,3 +1,4 @@
+import { isLoopbackHost } from '../lib/loopback.js';
 import { scopeToken, unique } from '../lib/validate.js';
 import { GITHUB_API_URL, GITHUB_WEB_URL } from '../federation/upstream.js';
 import type { IdentityProviderKind, IdentityProviderPatch, IdentityProviderRecord, IdentityProvidersRepository, LinkPolicy, StoredIdentityProvider } from '../repositories/identity-providers.js';
@@ -101,8 +102,7 @@ export function upstreamUrl(field: string, value: unknown): string {
   }
   if (url.username || url.password) throw new ValidationError(field, 'must not contain credentials');
   if (url.search || url.hash || raw.includes('#') || raw.includes('?')) throw new ValidationError(field, `must not contain a query or fragment (got "${raw}")`);
-  const local = url.hostname === '127.0.0.1' || url.hostname === 'localhost';
-  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && local)) throw new ValidationError(field, `must be an https URL; http only for 127.0.0.1 or localhost (got "${raw}")`);
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname))) throw new ValidationError(field, `must be an https URL; http only for 127.0.0.1 or localhost (got "${raw}")`);
   return raw;
 }
 

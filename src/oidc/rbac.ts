@@ -45,8 +45,12 @@ const scopesOf = (scope: unknown): Set<string> => new Set(typeof scope === 'stri
  */
 export function createRbacIntegration(deps: { access: AccessService; state: ProviderStateRepository; organizationExists: (id: string) => Promise<boolean> }) {
   const { access, state } = deps;
-  /** One resolution per request: findAccount, getResourceServerInfo and extraTokenClaims share it. */
-  const perRequest = new WeakMap<object, Promise<OrganizationBinding | null>>();
+  /**
+   * One resolution per request: findAccount, getResourceServerInfo and extraTokenClaims share it.
+   * Kept on the request's context under this symbol (no per-request WeakMap entry: see adapter.ts).
+   */
+  const RESOLVED = Symbol('organization of this request');
+  type WithResolved = { [RESOLVED]?: Promise<OrganizationBinding | null> };
 
   /** The `organization` the request names, if any (the token endpoint's body, or the authorization parameters). */
   function named(ctx: Ctx): string | undefined {
@@ -94,7 +98,7 @@ export function createRbacIntegration(deps: { access: AccessService; state: Prov
    * organization wins (a refresh may switch), else the grant's. Memoised per request.
    */
   function organizationFor(ctx: Ctx, subject: Subject, grantId?: string): Promise<OrganizationBinding | null> {
-    let pending = perRequest.get(ctx);
+    let pending = (ctx as unknown as WithResolved)[RESOLVED];
     if (!pending) {
       pending = (async () => {
         const loaded = ctx.oidc.entities.Grant as GrantOrganizationView | undefined;
@@ -104,7 +108,7 @@ export function createRbacIntegration(deps: { access: AccessService; state: Prov
         // RFC 6749 §5.2 invalid_grant at the token endpoint; §4.1.2.1 access_denied at the authorization endpoint.
         return bind(subject, id, () => (atToken ? new errors.InvalidGrant('the subject is not a member of the organization') : new errors.AccessDenied('you are not a member of the requested organization')));
       })();
-      perRequest.set(ctx, pending);
+      (ctx as unknown as WithResolved)[RESOLVED] = pending;
     }
     return pending;
   }

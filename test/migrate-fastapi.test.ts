@@ -44,7 +44,6 @@ interface Seed {
   sites?: { uuid: string; name: string; organization_id: string; api_token: string }[];
 }
 
-
 const claimsOf = (jwt: string) => JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
 const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
 const byName = (seed: Seed, name: string) => seed.users.find((u) => u.name === name)!;

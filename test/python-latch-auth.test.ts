@@ -29,7 +29,6 @@ const DEBIAN_PACKAGES = 'python3-fastapi python3-uvicorn python3-jwt python3-htt
 
 type Client = { client_id: string; client_secret: string };
 
-
 describe('latch_auth (Python) and the FastAPI example', function () {
   this.timeout(180_000);
 

@@ -14,6 +14,7 @@ import type { ChangeFeed } from './change-feed.js';
 import { ConflictError, ValidationError, NotFoundError } from './errors.js';
 import { checkPasswordPolicy } from './password-policy.js';
 import { hashFormat, MAX_PASSWORD_LENGTH, type PasswordHasher } from './passwords.js';
+import { endAccountSessions } from './sessions.js';
 
 /** Thrown when the email already has an account: callers of the service catch it from here. */
 export { DuplicateEmailError };
@@ -182,11 +183,7 @@ export function createAccountService(deps: { accounts: AccountsRepository; passw
    * end without its applications being told.
    */
   async function endSessions(accountId: string, options: { exceptSessionUid?: string | undefined } = {}, trx?: Transaction): Promise<void> {
-    const run = async (t: Transaction) => {
-      const ending = (await deps.state.listByAccount('Session', accountId, t)).filter((s) => s.uid !== options.exceptSessionUid);
-      await deps.state.revokeByAccountId(accountId, options, t);
-      await deps.backchannelLogout.enqueueForSessions(ending, t);
-    };
+    const run = (t: Transaction) => endAccountSessions({ state: deps.state, enqueueForSessions: (sessions, within) => deps.backchannelLogout.enqueueForSessions(sessions, within) }, accountId, t, options);
     await (trx ? run(trx) : deps.transact(run));
   }
 

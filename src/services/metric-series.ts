@@ -12,6 +12,17 @@ interface Series {
   perBucket: number[];
 }
 
+type Sample = { labels: Record<string, string | number>; value: number; metricName?: string };
+
+/**
+ * Hands prom-client's registry a metric it reads at scrape time: `samples()` is called then, and
+ * the registry formats them (label escaping and all) as it does its own metrics'.
+ */
+function register(registry: Registry, metric: { name: string; help: string; type: 'counter' | 'histogram'; samples: () => Sample[]; reset: () => void }): void {
+  const { name, help, type } = metric;
+  registry.registerMetric({ name, help, type, aggregator: 'sum', get: async () => ({ name, help, type, aggregator: 'sum', values: metric.samples() }), reset: metric.reset } as never);
+}
+
 /**
  * `latch_http_requests_total` (counter) and `latch_http_request_duration_seconds` (histogram),
  * by method, route and status: written on every response, so kept in one Map of plain series
@@ -23,38 +34,36 @@ interface Series {
 export function createHttpSeries(registry: Registry) {
   const series = new Map<string, Series>();
   const bounds = HTTP_DURATION_BUCKETS;
+  const reset = () => series.clear();
 
-  const requests = {
+  register(registry, {
     name: 'latch_http_requests_total',
     help: 'HTTP requests by method, route and status.',
     type: 'counter',
-    aggregator: 'sum',
-    get: async () => ({ name: requests.name, help: requests.help, type: requests.type, aggregator: requests.aggregator, values: [...series.values()].map((s) => ({ labels: { ...s.labels }, value: s.count })) }),
-    reset: () => series.clear(),
-  };
-  const duration = {
-    name: 'latch_http_request_duration_seconds',
+    samples: () => [...series.values()].map((s) => ({ labels: { ...s.labels }, value: s.count })),
+    reset,
+  });
+  const duration = 'latch_http_request_duration_seconds';
+  register(registry, {
+    name: duration,
     help: 'HTTP request latency in seconds, until the response is sent, by method, route and status.',
     type: 'histogram',
-    aggregator: 'sum',
-    get: async () => {
-      const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = [];
+    samples: () => {
+      const values: Sample[] = [];
       for (const s of series.values()) {
         let cumulative = 0;
         for (let i = 0; i < bounds.length; i++) {
           cumulative += s.perBucket[i]!;
-          values.push({ labels: { le: bounds[i]!, ...s.labels }, value: cumulative, metricName: `${duration.name}_bucket` });
+          values.push({ labels: { le: bounds[i]!, ...s.labels }, value: cumulative, metricName: `${duration}_bucket` });
         }
-        values.push({ labels: { le: '+Inf', ...s.labels }, value: s.count, metricName: `${duration.name}_bucket` });
-        values.push({ labels: { ...s.labels }, value: s.sum, metricName: `${duration.name}_sum` });
-        values.push({ labels: { ...s.labels }, value: s.count, metricName: `${duration.name}_count` });
+        values.push({ labels: { le: '+Inf', ...s.labels }, value: s.count, metricName: `${duration}_bucket` });
+        values.push({ labels: { ...s.labels }, value: s.sum, metricName: `${duration}_sum` });
+        values.push({ labels: { ...s.labels }, value: s.count, metricName: `${duration}_count` });
       }
-      return { name: duration.name, help: duration.help, type: duration.type, aggregator: duration.aggregator, values };
+      return values;
     },
-    reset: () => series.clear(),
-  };
-  registry.registerMetric(requests as never);
-  registry.registerMetric(duration as never);
+    reset,
+  });
 
   return {
     /** One response: its method, route label (bounded), status and duration. */
@@ -81,15 +90,7 @@ export function createHttpSeries(registry: Registry) {
 export function createCounterSeries<const L extends readonly string[]>(registry: Registry, options: { name: string; help: string; labelNames: L }) {
   const series = new Map<string, { labels: Record<string, string>; value: number }>();
   const { name, help, labelNames } = options;
-  const metric = {
-    name,
-    help,
-    type: 'counter',
-    aggregator: 'sum',
-    get: async () => ({ name, help, type: 'counter', aggregator: 'sum', values: [...series.values()].map((s) => ({ labels: { ...s.labels }, value: s.value })) }),
-    reset: () => series.clear(),
-  };
-  registry.registerMetric(metric as never);
+  register(registry, { name, help, type: 'counter', samples: () => [...series.values()].map((s) => ({ labels: { ...s.labels }, value: s.value })), reset: () => series.clear() });
   return {
     /** Adds one to the series of these label values, in `labelNames` order. */
     inc(...values: { [K in keyof L]: string }): void {

@@ -1,5 +1,5 @@
 import { grantScopes, type Payload, type ProviderStateRepository } from '../repositories/provider-state.js';
-import type { Transact } from '../repositories/transaction.js';
+import type { Transact, Transaction } from '../repositories/transaction.js';
 import type { AuditActor, AuditService } from './audit.js';
 import type { BackchannelLogout } from './backchannel-logout.js';
 
@@ -37,6 +37,23 @@ export interface AuthorizedApplication {
 }
 
 const numberOr0 = (v: unknown): number => (typeof v === 'number' ? v : 0);
+
+/**
+ * Ends every session and refresh token of the account in `trx` (but the session `exceptSessionUid`)
+ * and queues, in the same transaction, the back-channel logouts of the sessions that end: a
+ * session cannot end without its applications being told. The one way an account's sessions end
+ * at once (deactivation, password change or reset, erasure, "sign out everywhere", an import).
+ */
+export async function endAccountSessions(
+  deps: { state: Pick<ProviderStateRepository, 'listByAccount' | 'revokeByAccountId'>; enqueueForSessions: (sessions: readonly Payload[], trx: Transaction) => Promise<unknown> },
+  accountId: string,
+  trx: Transaction,
+  options: { exceptSessionUid?: string | undefined } = {},
+): Promise<void> {
+  const ending = (await deps.state.listByAccount('Session', accountId, trx)).filter((s) => s.uid !== options.exceptSessionUid);
+  await deps.state.revokeByAccountId(accountId, options, trx);
+  await deps.enqueueForSessions(ending, trx);
+}
 
 /**
  * An account's Latch sessions and grants (consents): listing them, ending a session as logout

@@ -23,7 +23,6 @@ export interface Finding {
   prefix: string;
 }
 
-
 /** Shorter values (a TOTP code, a user code) would match by chance. */
 const MIN_LENGTH = 12;
 const recorded: { kind: SecretKind; value: string }[] = [];

@@ -24,6 +24,7 @@ import { checkSlug, INVITATION_TTL } from '../organizations.js';
 import { hashFormat } from '../passwords.js';
 import { hashToken } from '../personal-access-tokens.js';
 import { checkRoleName, permissionCandidates } from '../roles.js';
+import { endAccountSessions } from '../sessions.js';
 import type { Secrets } from '../secrets.js';
 import { KEY_HASH_FORMATS, SECTION_ORDER, type Mapping } from './mapping.js';
 import { UNREADABLE, type Source } from './sources.js';
@@ -281,11 +282,7 @@ export function createAppImport(deps: { db: Db; clients: Pick<ClientService, 'va
             await r.accounts.update(id, patch);
             // A deactivated account's sessions and refresh tokens end with it and its applications
             // are told (back-channel logout, delivered by the running server), as in accounts.update.
-            if (patch.active === false) {
-              const ending = await r.state.listByAccount('Session', id, r.trx);
-              await r.state.revokeByAccountId(id, {}, r.trx);
-              await r.backchannelLogouts.enqueue(logoutEntriesOf(ending), r.trx);
-            }
+            if (patch.active === false) await endAccountSessions({ state: r.state, enqueueForSessions: (sessions, trx) => r.backchannelLogouts.enqueue(logoutEntriesOf(sessions), trx) }, id, r.trx);
             return void counts.imported++;
           }
           const holder = await r.accounts.findByEmail(email);

@@ -273,7 +273,10 @@ describe('back-channel logout (OIDC Back-Channel Logout 1.0) through the durable
     await signIn(h.srv.url, retrying, new Agent(), user);
     await h.call('POST', `/api/v1/users/${user.id}/revoke-sessions`, { token: h.admin });
     const [first] = await rp.waitFor('/retry', 1);
-    const row = (await queued()).find((q) => q.clientId === retrying.client_id);
+    // The application has the request; the sender records its answer once it reads the response.
+    const row0 = async () => (await queued()).find((q) => q.clientId === retrying.client_id);
+    for (let i = 0; i < 100 && !(await row0())?.lastError; i++) await new Promise((r) => setTimeout(r, 50));
+    const row = await row0();
     expect(row).to.include({ attempts: 1, lastError: 'HTTP 500' });
     expect(await metric('retry')).to.equal(retries + 1);
     const [, second] = await rp.waitFor('/retry', 2, BACKCHANNEL_LOGOUT_SCHEDULE_MS[1]! + 15_000);

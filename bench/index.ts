@@ -26,12 +26,11 @@ import { parseArgs } from 'node:util';
 
 import argon2 from 'argon2';
 
-import { DEFAULT_ARGON2 } from '../src/services/passwords.js';
 import { loop } from './load.js';
 import { cpuMs, cpuMsOfCommand, freePort, killAllSync, loadAverage, machineBusyMs, rssMb, sleep, stopAll } from './procs.js';
 import { HTTP_SCENARIOS, prepare, SCENARIOS, type Runner, type ScenarioName } from './scenarios.js';
 import { countState, SEED, seedRows } from './seed.js';
-import { freshDatabase, latchEnv, setupLatch, startBare, startLatch, USER_PASSWORD, type Database, type LatchEnv, type Started } from './servers.js';
+import { BENCH_ARGON2, freshDatabase, latchEnv, setupLatch, startBare, startLatch, USER_PASSWORD, type Database, type LatchEnv, type Started } from './servers.js';
 import type { Measurement, Target } from './types.js';
 
 interface Options {
@@ -226,7 +225,7 @@ async function runPairs(latch: { target: Target; pid: number }, bare: { target: 
 
 /** argon2id verify at Latch's configured cost, in this process, `connections` at a time. */
 async function passwordVerify(opts: Options): Promise<Measurement> {
-  const hash = await argon2.hash(USER_PASSWORD, { type: argon2.argon2id, ...DEFAULT_ARGON2 });
+  const hash = await argon2.hash(USER_PASSWORD, { type: argon2.argon2id, ...BENCH_ARGON2 });
   const op = async () => {
     if (!(await argon2.verify(hash, USER_PASSWORD))) throw new Error('argon2 verify failed');
   };
@@ -400,7 +399,7 @@ async function main(): Promise<number> {
 
     let password: Measurement | undefined;
     if (opts.scenarios.includes('password_verify')) {
-      log(`bench: password_verify (argon2id m=${DEFAULT_ARGON2.memoryCost} KiB, t=${DEFAULT_ARGON2.timeCost}, p=${DEFAULT_ARGON2.parallelism}) in-process, ${opts.connections} at a time`);
+      log(`bench: password_verify (argon2id m=${BENCH_ARGON2.memoryCost} KiB, t=${BENCH_ARGON2.timeCost}, p=${BENCH_ARGON2.parallelism}) in-process, ${opts.connections} at a time`);
       password = await passwordVerify(opts);
       log(`  password_verify: ${fmtMeasurement(password)}`);
     }

@@ -9,11 +9,11 @@
  */
 import { createHash, pbkdf2Sync, randomBytes, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 import argon2 from 'argon2';
 import bcrypt from 'bcrypt';
@@ -23,7 +23,7 @@ import { decodeJwt } from 'jose';
 
 import { codeFlowTokens } from './helpers/agent.js';
 import { runToExit } from './helpers/process.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { onPostgres, startTestServer, type TestServer } from './helpers/server.js';
 
 const API = 'https://api.example.test';
 const REDIRECT = 'http://127.0.0.1:9/callback';
@@ -175,6 +175,51 @@ clients:       { table: sites, id: uuid, secret: api_token, name: name, organiza
     expect(await account(people.alice!.id)).to.equal(undefined);
     expect(await srv.running.db('clients').where({ id: SITE.uuid }).first()).to.equal(undefined);
     expect(fileState()).to.deep.equal(before);
+  });
+
+  it('--dry-run on SQLite writes to a private copy: the server\'s writes never wait for it, and the copy is gone after', async function () {
+    if (onPostgres) this.skip();
+    // A source big enough for the run to take a while: 3,000 users (one bcrypt hash, copied).
+    const bigPath = join(dir, 'big.sqlite');
+    const big = new Database(bigPath);
+    big.exec('CREATE TABLE user (id CHAR(36) PRIMARY KEY, email VARCHAR(320) NOT NULL, hashed_password VARCHAR(1024) NOT NULL, is_active BOOLEAN NOT NULL)');
+    const insert = big.prepare('INSERT INTO user VALUES (?, ?, ?, 1)');
+    big.transaction(() => {
+      for (let i = 0; i < 3000; i++) insert.run(randomUUID(), `bulk-${i}@example.test`, people.alice!.hash);
+    })();
+    big.close();
+    const bigMap = join(dir, 'big.yaml');
+    writeFileSync(bigMap, 'users: { table: user, id: id, email: email, password_hash: hashed_password, active: is_active }\n');
+
+    // Another writer that never waits: BEGIN IMMEDIATE takes the write lock or fails at once with
+    // SQLITE_BUSY. A dry run inside one transaction on this file would hold that lock throughout.
+    const dbFile = srv.env.DATABASE_URL!.slice('sqlite:'.length);
+    const probe = new Database(dbFile, { timeout: 0 });
+    let probes = 0;
+    const busy: string[] = [];
+    const timer = setInterval(() => {
+      try {
+        probe.exec('BEGIN IMMEDIATE');
+        probe.exec('ROLLBACK');
+        probes++;
+      } catch (err) {
+        busy.push(String(err));
+      }
+    }, 5);
+    let summary;
+    try {
+      const out = await latch('import', 'app', '--from', `sqlite:${bigPath}`, '--map', bigMap, '--dry-run');
+      expect(out.code, out.stderr).to.equal(0);
+      summary = JSON.parse(out.stdout);
+    } finally {
+      clearInterval(timer);
+      probe.close();
+    }
+    expect(summary.users).to.deep.equal({ imported: 3000, skipped: 0, unchanged: 0 });
+    expect(busy, 'the write lock was free throughout').to.deep.equal([]);
+    expect(probes, 'the probe ran while the dry run did').to.be.greaterThan(10);
+    expect(Number((await srv.running.db('accounts').where('email', 'like', 'bulk-%').count({ n: '*' }).first())!.n)).to.equal(0);
+    expect(readdirSync(dirname(dbFile)).filter((f) => f.startsWith('.latch-snapshot-')), 'the copy is deleted').to.deep.equal([]);
   });
 
   it('imports through the real latch process: ids kept, problems listed, exit 0, the source untouched', async () => {

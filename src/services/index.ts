@@ -2,6 +2,7 @@ import { join } from 'node:path';
 
 import type { Config } from '../config/index.js';
 import type { Db } from '../db/knex.js';
+import { openSqliteSnapshot } from '../db/snapshot.js';
 import type { Logger } from '../lib/logger.js';
 import { createAccountTokensRepository } from '../repositories/account-tokens.js';
 import { createBackchannelLogoutsRepository } from '../repositories/backchannel-logouts.js';
@@ -122,7 +123,15 @@ export function createServices(deps: { db: Db; config: Config; logger: Logger; c
     // Sign-in through those providers: which account, link, ask, create or refuse.
     federation: createFederationService({ accounts, identities: federatedIdentities, tokens: accountTokens, state, secrets, audit, registration: config.registration, requireVerifiedEmail: config.requireVerifiedEmail, grantTtlSeconds: Math.max(config.ttl.refreshToken, config.ttl.session) }),
     // `latch import app`: an app's users, organizations, keys and machine clients, ids kept.
-    appImport: createAppImport({ db, clients, secrets, feed, audit, patMaxTtlDays: config.patMaxTtlDays }),
+    appImport: createAppImport({
+      db,
+      clients,
+      secrets,
+      feed,
+      audit,
+      patMaxTtlDays: config.patMaxTtlDays,
+      snapshot: config.database.client === 'sqlite' ? openSqliteSnapshot.bind(undefined, db, config.database.filename) : undefined,
+    }),
     personalTokens: createPersonalAccessTokenService({ tokens: createPersonalAccessTokensRepository(db), orgs: orgsRepo, access, resources, issuer: config.issuer, maxTtlDays: config.patMaxTtlDays, audit, logger }),
   };
 }

@@ -1,6 +1,7 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 
 import type { Db } from '../../db/knex.js';
+import type { Snapshot } from '../../db/snapshot.js';
 import { ImportError, ValidationError } from '../../errors/index.js';
 import { isEntityId } from '../../lib/ids.js';
 import { nowIso } from '../../lib/time.js';
@@ -56,7 +57,11 @@ export interface ImportSummary {
 export interface ImportOptions {
   source: Source;
   mapping: Mapping;
-  /** Runs every write in one transaction that is rolled back: exact counts, nothing changed. */
+  /**
+   * Runs every write in one transaction that is rolled back: exact counts, nothing changed. On
+   * SQLite, on a private copy of the database (`snapshot`), so the live file's one write lock is
+   * never held for the run.
+   */
   dryRun: boolean;
   /** Refreshes rows the app changed since the last run (never a password hash Latch upgraded). */
   update: boolean;
@@ -135,9 +140,28 @@ async function resolveScopes(db: Db, key: string, entries: string[]): Promise<{ 
  * and an interrupted one is simply run again. Writes go through the repositories on the batch's
  * transaction, each row in a savepoint: a row the database refuses is reported, the rest go on.
  */
-export function createAppImport(deps: { db: Db; clients: Pick<ClientService, 'validateRegistration'>; secrets: Pick<Secrets, 'hashClientSecret' | 'verifyClientSecret'>; feed: Pick<ChangeFeed, 'publish'>; audit: AuditService; patMaxTtlDays: number }) {
+export function createAppImport(deps: {
+  db: Db;
+  clients: Pick<ClientService, 'validateRegistration'>;
+  secrets: Pick<Secrets, 'hashClientSecret' | 'verifyClientSecret'>;
+  feed: Pick<ChangeFeed, 'publish'>;
+  audit: AuditService;
+  patMaxTtlDays: number;
+  /** SQLite: a private copy of the database (db/snapshot.ts) for a dry run to write to. */
+  snapshot?: (() => Promise<Snapshot>) | undefined;
+}) {
   return {
     async run(options: ImportOptions): Promise<ImportSummary> {
+      if (options.dryRun && deps.snapshot) {
+        // The whole run's rolled-back transaction would hold SQLite's write lock for as long as
+        // the run takes, and every sign-in would wait behind it: the copy takes it instead.
+        const snapshot = await deps.snapshot();
+        try {
+          return await createAppImport({ ...deps, db: snapshot.db, snapshot: undefined }).run(options);
+        } finally {
+          await snapshot.dispose();
+        }
+      }
       const { source, mapping, update } = options;
       const summary: ImportSummary = { users: zero(), organizations: zero(), memberships: zero(), api_keys: zero(), clients: zero(), problems: [] };
       const extra = { roles: zero(), invitations: zero(), oauth_accounts: zero() };

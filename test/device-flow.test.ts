@@ -189,6 +189,21 @@ describe('device authorization grant (RFC 8628)', function () {
     expect(r.body.error).to.equal('access_denied');
   });
 
+  it('an unknown or stale resume link is a 400 page that says so, never a 500, signed in or not', async () => {
+    const stale = `${base}/device/${'x'.repeat(21)}`;
+    const anonymous = await new Agent().request(stale);
+    expect(anonymous.status, anonymous.body.slice(0, 300)).to.equal(400);
+    expect(titleOf(anonymous)).to.equal('Device sign-in expired');
+    expect(anonymous.headers.getSetCookie()).to.deep.equal([]);
+    // With a session: the browser that has just connected a device.
+    const da = await deviceAuthorization(base, tv.client_id, 'openid');
+    const agent = new Agent();
+    expect(titleOf(await userApproves(agent, base, { typed: da.user_code }))).to.equal('Device connected');
+    const signedIn = await agent.request(stale);
+    expect(signedIn.status, signedIn.body.slice(0, 300)).to.equal(400);
+    expect(titleOf(signedIn)).to.equal('Device sign-in expired');
+  });
+
   it('refuses a form without Latch\'s CSRF token (403)', async () => {
     const agent = new Agent();
     const page = await agent.follow(`${base}/device`);

@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 
 import { refuseStaleProof, replayId } from '../src/oidc/dpop.js';
-import { atomicReplayDetection, BACKCHANNEL_LOGOUT_EVENT, compareClientSecretsWith, deliverBackchannelLogoutsWith, deriveRotatedRefreshTokenIds, keepInGrantPayload, memoiseClientFind, providerHandler, sidInEveryIdToken, signLogoutToken } from '../src/oidc/provider-internals.js';
+import { atomicReplayDetection, BACKCHANNEL_LOGOUT_EVENT, compareClientSecretsWith, deliverBackchannelLogoutsWith, deriveRotatedRefreshTokenIds, isUnstoredSessionSave, keepInGrantPayload, memoiseClientFind, providerHandler, sidInEveryIdToken, signLogoutToken } from '../src/oidc/provider-internals.js';
 
 /**
  * What src/oidc/provider-internals.ts (and the offline_access restoration) rely on in the
@@ -215,6 +215,16 @@ describe('oidc-provider internals of back-channel logout (src/oidc/provider-inte
     expect(res.status, await res.text()).to.be.oneOf([302, 303]);
     expect(enqueued).to.deep.equal([['rp', 'account-1', 'sid-rp']]);
     expect(await provider.Session.find('session-1')).to.equal(undefined);
+  });
+
+  it('saving a changed session that was never stored throws the TypeError isUnstoredSessionSave names', async () => {
+    // The request's session proxy marks it touched when the error handler sets its state.
+    const session = new (provider.Session as unknown as new (p: object) => unknown)({ jti: 'never-stored' }) as { state: unknown; persist(): Promise<unknown> };
+    session.state = { secret: 'xsrf' };
+    let thrown: unknown;
+    await session.persist().catch((err: unknown) => (thrown = err));
+    expect(isUnstoredSessionSave(thrown), String(thrown)).to.equal(true);
+    expect(isUnstoredSessionSave(new TypeError('something else'))).to.equal(false);
   });
 
   it('includeSid is the Client method that decides whether ID tokens carry sid', async () => {

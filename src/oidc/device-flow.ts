@@ -4,6 +4,7 @@ import { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provid
 import type { Render } from '../lib/views.js';
 import { BodyError, discardUnreadBody, readBodyText } from '../middleware/body.js';
 import type { Counter, CounterName } from '../services/rate-limits.js';
+import { isUnstoredSessionSave } from './provider-internals.js';
 
 /**
  * The device authorization grant (RFC 8628) around oidc-provider's `features.deviceFlow`: Latch's
@@ -70,6 +71,7 @@ function inputError(err: (Error & { name: string }) | undefined): string | null 
 }
 
 const WRONG = new Set(['NotFoundError', 'NoCodeError']);
+const EXPIRED = 'This device sign-in has expired or was already used. Start again on your device.';
 
 /** `features.deviceFlow` of the provider configuration. */
 export function deviceFlowFeature(deps: DeviceFlowDeps): NonNullable<Configuration['features']>['deviceFlow'] {
@@ -81,6 +83,13 @@ export function deviceFlowFeature(deps: DeviceFlowDeps): NonNullable<Configurati
     async userCodeInputSource(ctx, _form, _out, err) {
       const c = ctx as Ctx;
       const failure = err as (Error & { name: string; userCode?: string }) | undefined;
+      if (c.oidc.route === 'device_resume') {
+        // oidc-provider shows the code form for a failed `/device/:uid` (an unknown, stale or
+        // replayed resume link: 400). There is no code to enter again there: the device has to
+        // start over. The page touches no session (none may be loaded on this route).
+        await message(c, render, 'Device sign-in expired', EXPIRED, 'alert');
+        return;
+      }
       if (failure?.name === 'AbortedError') {
         await message(c, render, 'Device not connected', 'You denied the request. The device was not given access to your account.');
         return;
@@ -141,16 +150,16 @@ export function deviceFlowGuard(deps: DeviceFlowDeps): (ctx: Koa.Context, next: 
       return undefined;
     }
     if (ctx.path.startsWith(under)) {
-      // `/device/:uid` resumes a device sign-in. For an unknown uid oidc-provider answers 400 with
-      // its code form, touching a session it never stored for the form's xsrf, then throws while
-      // saving that session (no statusCode: a 500). The 400 stands, as a page that says why.
+      // `/device/:uid` resumes a device sign-in. A failed one (unknown, stale or replayed link)
+      // is rendered as a 400 page (userCodeInputSource) on a session oidc-provider changed but
+      // never stored, whose save then throws (isUnstoredSessionSave): the page stands.
       try {
         await next();
       } catch (err) {
-        if (!(err instanceof TypeError) || (err as { statusCode?: unknown }).statusCode !== undefined) throw err;
+        if (!isUnstoredSessionSave(err)) throw err;
         ctx.status = 400;
         ctx.remove('Set-Cookie');
-        await message(ctx, render, 'Device sign-in expired', 'This device sign-in has expired or was already used. Start again on your device.', 'alert');
+        await message(ctx, render, 'Device sign-in expired', EXPIRED, 'alert');
       }
       return undefined;
     }

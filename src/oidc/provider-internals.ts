@@ -133,3 +133,13 @@ export async function signLogoutToken(provider: Provider, client: Client, sub: s
   if (sid) token.set('sid', sid);
   return token.issue({ use: 'logout' });
 }
+
+/**
+ * The error oidc-provider's session save throws for a session that was never stored but was
+ * changed in the request (Session#persist: a TypeError). Its error handler does that on a
+ * failed `/device/:uid`: it makes the code form's xsrf secret on a fresh session, and the save
+ * that follows the page throws.
+ */
+export function isUnstoredSessionSave(err: unknown): boolean {
+  return err instanceof TypeError && err.message === 'persist can only be called on previously persisted Sessions';
+}

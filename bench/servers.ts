@@ -10,9 +10,9 @@ import { fileURLToPath } from 'node:url';
 
 import pg from 'pg';
 
+import { DEFAULT_ARGON2 } from '../src/services/passwords.js';
 import { freePort, spawnNode, waitReady, type Child } from './procs.js';
 import type { BareConfig, ClientCreds, Target } from './types.js';
-import { DEFAULT_ARGON2 } from '../src/services/passwords.js';
 
 /** The repository root (this file runs as dist/bench/servers.js). */
 export const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
@@ -26,6 +26,7 @@ export const BENCH_ARGON2 = {
   ...(process.env.ARGON2_MEMORY_KIB ? { memoryCost: Number(process.env.ARGON2_MEMORY_KIB) } : {}),
   ...(process.env.ARGON2_TIME_COST ? { timeCost: Number(process.env.ARGON2_TIME_COST) } : {}),
 };
+
 /**
  * The sign-in accounts: one per concurrent code flow. Latch's login guard reserves an attempt
  * per account+IP before verifying the password, so many parallel sign-ins of ONE account from
@@ -95,8 +96,9 @@ export async function latchEnv(db: Database, dataDir: string, extra: Record<stri
   const env: Record<string, string> = { PORT: String(port), ISSUER: url, DATABASE_URL: db.url, LATCH_SECRET: SECRET, DATA_DIR: dataDir, LOG_LEVEL: 'warn', ...extra };
   // Lets an operator shorten the purge interval to measure its effect (see --seed-rows).
   if (process.env.PURGE_INTERVAL) env.PURGE_INTERVAL = process.env.PURGE_INTERVAL;
-  // A cheaper hash than the default shows what a sign-in costs Latch besides it (see BENCH_ARGON2).
-  for (const k of ['ARGON2_MEMORY_KIB', 'ARGON2_TIME_COST'] as const) if (process.env[k]) env[k] = process.env[k];
+  // The users' hashes (made by the CLI with this environment) at BENCH_ARGON2's cost.
+  env.ARGON2_MEMORY_KIB = String(BENCH_ARGON2.memoryCost);
+  env.ARGON2_TIME_COST = String(BENCH_ARGON2.timeCost);
   return { env, url };
 }
 

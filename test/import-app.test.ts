@@ -199,6 +199,7 @@ clients:       { table: sites, id: uuid, secret: api_token, name: name, organiza
     let probes = 0;
     let busySince: number | undefined;
     let longestBusyMs = 0;
+    const otherErrors: string[] = [];
     const timer = setInterval(() => {
       const now = performance.now();
       try {
@@ -208,8 +209,8 @@ clients:       { table: sites, id: uuid, secret: api_token, name: name, organiza
         if (busySince !== undefined) longestBusyMs = Math.max(longestBusyMs, now - busySince);
         busySince = undefined;
       } catch (err) {
-        if (!/database is locked/.test(String(err))) throw err;
-        busySince ??= now;
+        if (/database is locked/.test(String(err))) busySince ??= now;
+        else otherErrors.push(String(err));
       }
     }, 5);
     let summary;
@@ -225,6 +226,7 @@ clients:       { table: sites, id: uuid, secret: api_token, name: name, organiza
     const runMs = performance.now() - started;
     if (busySince !== undefined) longestBusyMs = Math.max(longestBusyMs, performance.now() - busySince);
     expect(summary.users).to.deep.equal({ imported: 3000, skipped: 0, unchanged: 0 });
+    expect(otherErrors).to.deep.equal([]);
     expect(probes, 'the probe ran while the dry run did').to.be.greaterThan(10);
     expect(longestBusyMs, `the write lock was taken for ${Math.round(longestBusyMs)} ms at a stretch in a ${Math.round(runMs)} ms dry run`).to.be.below(250);
     expect(Number((await srv.running.db('accounts').where('email', 'like', 'bulk-%').count({ n: '*' }).first())!.n)).to.equal(0);

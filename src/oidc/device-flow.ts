@@ -71,7 +71,6 @@ function inputError(err: (Error & { name: string }) | undefined): string | null 
 }
 
 const WRONG = new Set(['NotFoundError', 'NoCodeError']);
-const EXPIRED = 'This device sign-in has expired or was already used. Start again on your device.';
 
 /** `features.deviceFlow` of the provider configuration. */
 export function deviceFlowFeature(deps: DeviceFlowDeps): NonNullable<Configuration['features']>['deviceFlow'] {
@@ -86,8 +85,8 @@ export function deviceFlowFeature(deps: DeviceFlowDeps): NonNullable<Configurati
       if (c.oidc.route === 'device_resume') {
         // oidc-provider shows the code form for a failed `/device/:uid` (an unknown, stale or
         // replayed resume link: 400). There is no code to enter again there: the device has to
-        // start over. The page touches no session (none may be loaded on this route).
-        await message(c, render, 'Device sign-in expired', EXPIRED, 'alert');
+        // start over.
+        await message(c, render, 'Device sign-in expired', 'This device sign-in has expired or was already used. Start again on your device.', 'alert');
         return;
       }
       if (failure?.name === 'AbortedError') {
@@ -152,14 +151,14 @@ export function deviceFlowGuard(deps: DeviceFlowDeps): (ctx: Koa.Context, next: 
     if (ctx.path.startsWith(under)) {
       // `/device/:uid` resumes a device sign-in. A failed one (unknown, stale or replayed link)
       // is rendered as a 400 page (userCodeInputSource) on a session oidc-provider changed but
-      // never stored, whose save then throws (isUnstoredSessionSave): the page stands.
+      // never stored, whose save then throws (isUnstoredSessionSave): the page stands, without
+      // the cookie of a session that does not exist.
       try {
         await next();
       } catch (err) {
         if (!isUnstoredSessionSave(err)) throw err;
         ctx.status = 400;
         ctx.remove('Set-Cookie');
-        await message(ctx, render, 'Device sign-in expired', EXPIRED, 'alert');
       }
       return undefined;
     }
